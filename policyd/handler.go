@@ -1,0 +1,39 @@
+// Package policyd implements the server side of Postfix's SMTP access
+// policy delegation protocol (SMTPD_POLICY_README): a request is a block of
+// "name=value" lines ended by an empty line, the reply is "action=<text>"
+// followed by an empty line, over a persistent connection.
+//
+// The package knows nothing of TLS policy: it decodes requests, calls a
+// Handler and writes the Handler's Action. An error or panic in the Handler
+// becomes a temporary deferral ("450 4.7.10 …"), never DUNNO or OK: the
+// server fails closed.
+package policyd
+
+import "context"
+
+// Request is one policy delegation request: the attributes Postfix sent,
+// by name. Unknown attributes are kept and may be ignored by the Handler.
+type Request struct {
+	Attrs map[string]string
+}
+
+// Get returns the value of attribute name, or "" when it was not sent.
+func (r *Request) Get(name string) string { return r.Attrs[name] }
+
+// Action is the text sent back as "action=<Action>", e.g. "DUNNO",
+// "450 4.7.10 TLS is required …", "PREPEND X-TLS-Policy: would defer".
+type Action string
+
+// Handler decides the action for one request. A non-nil error is answered
+// with a temporary deferral (fail closed).
+type Handler interface {
+	Check(ctx context.Context, req *Request) (Action, error)
+}
+
+// HandlerFunc adapts a function to the Handler interface.
+type HandlerFunc func(ctx context.Context, req *Request) (Action, error)
+
+// Check calls f.
+func (f HandlerFunc) Check(ctx context.Context, req *Request) (Action, error) { return f(ctx, req) }
+
+var _ Handler = HandlerFunc(nil)
