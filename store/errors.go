@@ -1,0 +1,70 @@
+package store
+
+import (
+	"cmp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Source is where a table element was written: a file and a 1-based line.
+// Line 0 means the file as a whole.
+type Source struct {
+	File string
+	Line int
+}
+
+// String returns "file:line", or just "file" when the line is unknown.
+func (s Source) String() string {
+	if s.Line <= 0 {
+		return s.File
+	}
+	return s.File + ":" + strconv.Itoa(s.Line)
+}
+
+// Error is one problem found in a policy table, with the place it was found.
+type Error struct {
+	Source
+	Msg string
+}
+
+// Error returns "file:line: msg".
+func (e *Error) Error() string { return e.Source.String() + ": " + e.Msg }
+
+// ErrorList is every problem found in a table. LoadTable and ParseFile
+// return it (sorted by file, then line) so that all mistakes are reported
+// at once, not one per reload.
+type ErrorList []*Error
+
+// Error returns all errors, one per line.
+func (l ErrorList) Error() string {
+	var b strings.Builder
+	for i, e := range l {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(e.Error())
+	}
+	return b.String()
+}
+
+// sort orders the list by file, then line; errors at the same place keep
+// the order in which they were found.
+func (l ErrorList) sort() {
+	slices.SortStableFunc(l, func(a, b *Error) int {
+		if c := cmp.Compare(a.File, b.File); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Line, b.Line)
+	})
+}
+
+// err returns l as an error, or nil when l is empty (a nil ErrorList
+// stored in an error interface would not compare equal to nil).
+func (l ErrorList) err() error {
+	if len(l) == 0 {
+		return nil
+	}
+	l.sort()
+	return l
+}
