@@ -1,0 +1,255 @@
+package probe
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/textproto"
+	"os"
+	"strings"
+	"time"
+)
+
+// maxSessionBytes caps what one SMTP session may make us read in clear
+// text: a hostile server must not make the prober buffer without bound
+// (textproto has no line length limit of its own).
+const maxSessionBytes = 64 << 10
+
+// quitWait is how long we wait for the reply to QUIT: it only tidies up.
+const quitWait = 2 * time.Second
+
+// session is one probe of one address.
+type session struct {
+	p       *Prober
+	mxHost  string
+	nexthop string
+	addr    netip.Addr
+	port    int
+	res     *AddrResult
+}
+
+// stepError is a failed step: class is one of the Class* constants.
+type stepError struct {
+	class string
+	err   error
+}
+
+func (e *stepError) Error() string { return e.err.Error() }
+func (e *stepError) Unwrap() error { return e.err }
+
+func fail(class, format string, args ...any) error {
+	return &stepError{class: class, err: fmt.Errorf(format, args...)}
+}
+
+// ioFail classifies an I/O error of a step: a deadline is a timeout, the
+// rest (EOF, reset) a protocol failure.
+func ioFail(step string, err error) error {
+	class := ClassProtocol
+	var ne net.Error
+	if errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+		class = ClassTimeout
+	}
+	if errors.Is(err, io.EOF) {
+		err = errors.New("connection closed by server")
+	}
+	return &stepError{class: class, err: fmt.Errorf("%s: %w", step, err)}
+}
+
+// probeAddr runs one SMTP session (banner, EHLO, STARTTLS, handshake, EHLO,
+// QUIT) with a deadline on every step, and records what happened in res.
+func (p *Prober) probeAddr(ctx context.Context, mxHost, nexthop string, addr netip.Addr, port int) AddrResult {
+	res := AddrResult{Addr: addr.String(), Port: port}
+	start := time.Now()
+	s := &session{p: p, mxHost: mxHost, nexthop: nexthop, addr: addr, port: port, res: &res}
+	err := s.run(ctx)
+	res.Duration = time.Since(start)
+	if err != nil {
+		var se *stepError
+		if errors.As(err, &se) {
+			res.ErrorClass = se.class
+		} else {
+			res.ErrorClass = ClassProtocol
+		}
+		res.Error = err.Error()
+	}
+	p.log.LogAttrs(ctx, slog.LevelDebug, "probed address",
+		slog.String("host", mxHost), slog.String("addr", res.Addr), slog.String("class", res.ErrorClass),
+		slog.Bool("starttls", res.STARTTLS), slog.Duration("took", res.Duration))
+	return res
+}
+
+func (s *session) deadline(conn net.Conn) {
+	_ = conn.SetDeadline(time.Now().Add(s.p.cfg.Timeout))
+}
+
+func (s *session) run(ctx context.Context) error {
+	d := net.Dialer{Timeout: s.p.cfg.Timeout}
+	conn, err := d.DialContext(ctx, "tcp", hostPort(s.addr, s.port))
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return &stepError{ClassTimeout, fmt.Errorf("connect: %w", err)}
+		}
+		return &stepError{ClassConnect, fmt.Errorf("connect: %w", err)}
+	}
+	defer conn.Close()
+	// Closing the connection when ctx ends unblocks any read or write.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+
+	lr := &io.LimitedReader{R: conn, N: maxSessionBytes}
+	br := bufio.NewReader(lr)
+	tp := textproto.NewConn(struct {
+		io.Reader
+		io.Writer
+		io.Closer
+	}{br, conn, conn})
+
+	// Banner (RFC 5321 §4.3.1: 220, or 554 / 421 when refusing).
+	s.deadline(conn)
+	code, msg, err := tp.ReadResponse(0)
+	if err != nil {
+		return ioFail("waiting for banner", err)
+	}
+	s.res.Banner = msg
+	switch {
+	case code == 220:
+	case code >= 400 && code < 500:
+		s.quit(tp, conn)
+		return fail(ClassBannerTemp, "banner: %d %s", code, firstLine(msg))
+	case code >= 500 && code < 600:
+		s.quit(tp, conn)
+		return fail(ClassBannerRefused, "banner: %d %s", code, firstLine(msg))
+	default:
+		return fail(ClassProtocol, "banner: unexpected reply %d %s", code, firstLine(msg))
+	}
+
+	// EHLO.
+	caps, err := s.ehlo(tp, conn)
+	if err != nil {
+		return err
+	}
+	s.res.Reached = true
+	if caps == nil { // EHLO refused: Postfix falls back to HELO, without TLS
+		s.quit(tp, conn)
+		return nil
+	}
+	s.res.STARTTLS = caps["STARTTLS"]
+	if !s.res.STARTTLS {
+		s.quit(tp, conn)
+		return nil
+	}
+
+	// STARTTLS (RFC 3207 §4).
+	s.deadline(conn)
+	if err := tp.PrintfLine("STARTTLS"); err != nil {
+		return ioFail("sending STARTTLS", err)
+	}
+	code, msg, err = tp.ReadResponse(0)
+	if err != nil {
+		return ioFail("STARTTLS", err)
+	}
+	if code != 220 {
+		s.quit(tp, conn)
+		return fail(ClassSTARTTLS, "STARTTLS refused: %d %s", code, firstLine(msg))
+	}
+	// Bytes after the 220 that arrived before our handshake are a
+	// plaintext injection (CVE-2011-0411): Postfix discards them, we fail
+	// the session so that the finding is visible.
+	if br.Buffered() > 0 {
+		return fail(ClassProtocol, "server sent data after the STARTTLS reply, before the TLS handshake")
+	}
+
+	// TLS handshake. InsecureSkipVerify so a bad certificate is recorded,
+	// not fatal (we verify afterwards); TLS 1.0 allowed so old servers are
+	// measured; no SNI, as the Postfix SMTP client sends none outside DANE,
+	// so we see the certificate Postfix would see.
+	tcfg := &tls.Config{
+		InsecureSkipVerify: true, //nolint:gosec // verified in inspectTLS
+		MinVersion:         tls.VersionTLS10,
+	}
+	tconn := tls.Client(conn, tcfg)
+	hctx, cancel := context.WithTimeout(ctx, s.p.cfg.Timeout)
+	s.deadline(conn)
+	err = tconn.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		return &stepError{ClassHandshake, fmt.Errorf("TLS handshake: %w", err)}
+	}
+	s.res.TLS = inspectTLS(tconn.ConnectionState(), s.p.cfg.Roots, time.Now(), s.mxHost, s.nexthop)
+
+	// EHLO again over TLS, as Postfix does (RFC 3207 §4.2: the server
+	// forgets what it knew), then QUIT.
+	tlr := &io.LimitedReader{R: tconn, N: maxSessionBytes}
+	ttp := textproto.NewConn(struct {
+		io.Reader
+		io.Writer
+		io.Closer
+	}{bufio.NewReader(tlr), tconn, tconn})
+	caps, err = s.ehlo(ttp, conn)
+	if err == nil && caps == nil {
+		err = fail(ClassAfterTLS, "EHLO refused after STARTTLS")
+	}
+	if err != nil {
+		var se *stepError
+		if errors.As(err, &se) {
+			se.class = ClassAfterTLS
+		}
+		return err
+	}
+	s.quit(ttp, conn)
+	return nil
+}
+
+// ehlo sends EHLO and returns the advertised extensions (upper-cased
+// keywords), or nil caps and no error when EHLO was refused with 5xx.
+func (s *session) ehlo(tp *textproto.Conn, conn net.Conn) (map[string]bool, error) {
+	s.deadline(conn)
+	if err := tp.PrintfLine("EHLO %s", s.p.cfg.HELO); err != nil {
+		return nil, ioFail("sending EHLO", err)
+	}
+	code, msg, err := tp.ReadResponse(0)
+	if err != nil {
+		return nil, ioFail("EHLO", err)
+	}
+	switch {
+	case code == 250:
+	case code >= 400 && code < 500:
+		s.quit(tp, conn)
+		return nil, fail(ClassEHLOTemp, "EHLO: %d %s", code, firstLine(msg))
+	case code >= 500 && code < 600:
+		return nil, nil
+	default:
+		return nil, fail(ClassProtocol, "EHLO: unexpected reply %d %s", code, firstLine(msg))
+	}
+	caps := map[string]bool{}
+	lines := strings.Split(msg, "\n")
+	for _, l := range lines[1:] { // the first line is the greeting
+		if f := strings.Fields(l); len(f) > 0 {
+			caps[strings.ToUpper(f[0])] = true
+		}
+	}
+	return caps, nil
+}
+
+// quit ends the session politely; its outcome does not matter.
+func (s *session) quit(tp *textproto.Conn, conn net.Conn) {
+	_ = conn.SetDeadline(time.Now().Add(min(quitWait, s.p.cfg.Timeout)))
+	if err := tp.PrintfLine("QUIT"); err != nil {
+		return
+	}
+	_, _, _ = tp.ReadResponse(0)
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " …"
+	}
+	return s
+}

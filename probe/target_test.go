@@ -1,0 +1,80 @@
+package probe
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestParseTarget(t *testing.T) {
+	tests := []struct {
+		in      string
+		key     string
+		host    string
+		port    int
+		useMX   bool
+		literal string
+	}{
+		{"example.com", "example.com", "example.com", 25, true, ""},
+		{"Example.COM.", "example.com", "example.com", 25, true, ""},
+		{"example.com:2526", "example.com:2526", "example.com", 2526, true, ""},
+		{"[mx.example.com]", "[mx.example.com]", "mx.example.com", 25, false, ""},
+		{"[MX.example.com.]:587", "[mx.example.com]:587", "mx.example.com", 587, false, ""},
+		{"[192.0.2.1]", "[192.0.2.1]", "192.0.2.1", 25, false, "192.0.2.1"},
+		{"[192.0.2.1]:2525", "[192.0.2.1]:2525", "192.0.2.1", 2525, false, "192.0.2.1"},
+		{"[ipv6:2001:DB8::1]", "[ipv6:2001:db8::1]", "2001:db8::1", 25, false, "2001:db8::1"},
+		{"[2001:db8::1]:26", "[2001:db8::1]:26", "2001:db8::1", 26, false, "2001:db8::1"},
+		{" _dmarc-ish.example ", "_dmarc-ish.example", "_dmarc-ish.example", 25, true, ""},
+	}
+	for _, tc := range tests {
+		got, err := parseTarget(tc.in, 25)
+		if err != nil {
+			t.Errorf("parseTarget(%q): %v", tc.in, err)
+			continue
+		}
+		lit := ""
+		if got.literal.IsValid() {
+			lit = got.literal.String()
+		}
+		if got.key != tc.key || got.host != tc.host || got.port != tc.port || got.useMX != tc.useMX || lit != tc.literal {
+			t.Errorf("parseTarget(%q) = %+v, want key %q host %q port %d mx %v literal %q",
+				tc.in, got, tc.key, tc.host, tc.port, tc.useMX, tc.literal)
+		}
+	}
+}
+
+func TestParseTargetErrors(t *testing.T) {
+	for _, in := range []string{
+		"", "   ", "[", "[]", "[mx.example]x", "[mx.example]:", "example.com:", "example.com:0",
+		"example.com:65536", "example.com:+25", "example.com:2_5", "192.0.2.1", "::1", "a..b", ".example",
+		"exa mple.com", "exämple.com", "[1:2:3]", "[fe80::1%eth0]",
+		"a" + string(make([]byte, 64)) + ".com",
+	} {
+		if _, err := parseTarget(in, 25); !errors.Is(err, ErrBadTarget) {
+			t.Errorf("parseTarget(%q) error = %v, want ErrBadTarget", in, err)
+		}
+	}
+}
+
+func TestCanonical(t *testing.T) {
+	got, err := Canonical("UPPER.Example.:25")
+	if err != nil || got != "upper.example:25" {
+		t.Errorf("Canonical = %q, %v", got, err)
+	}
+}
+
+func FuzzParseTarget(f *testing.F) {
+	for _, s := range []string{"example.com", "[mx.example.com]:587", "[ipv6:2001:db8::1]", "a.b:25", "[", "x:"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		tg, err := parseTarget(s, 25)
+		if err != nil {
+			return
+		}
+		// The canonical key is a fixed point.
+		again, err := parseTarget(tg.key, 25)
+		if err != nil || again.key != tg.key || again.port != tg.port || again.host != tg.host {
+			t.Fatalf("%q -> %q -> %+v, %v", s, tg.key, again, err)
+		}
+	})
+}
