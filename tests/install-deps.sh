@@ -1,0 +1,26 @@
+#!/bin/sh
+# install-deps.sh: install what the end-to-end tests in tests/ drive (Postfix 3.7 and swaks),
+# non-interactively and idempotently. Needs root (CI runs it with sudo).
+#
+# Postfix is preseeded with "No configuration": no /etc/postfix/main.cf is written and no
+# system MTA is started; the tests run their own throwaway instances with `postfix -c DIR`.
+set -eu
+
+need=""
+for bin in /usr/sbin/postfix /usr/sbin/postmap /usr/sbin/postqueue /usr/bin/swaks; do
+	[ -x "$bin" ] || need=1
+done
+if [ -z "$need" ]; then
+	echo "install-deps: postfix and swaks already installed"
+	exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: must run as root" >&2
+	exit 1
+fi
+
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q postfix swaks

@@ -1,0 +1,155 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// ModuleRoot returns the directory holding the go.mod of the working
+// directory's module (go test runs in the package directory).
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("module root: %w", err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("module root: no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// goTool returns the go command: the one on $PATH, else the toolchain that
+// built this test binary.
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
+// BuildDaemon runs `go build -o DIR/tlspolicyd ./cmd/tlspolicyd` in the
+// module root and returns the binary's path. The error carries the
+// compiler's output.
+func BuildDaemon(ctx context.Context, dir string) (string, error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "tlspolicyd")
+	cmd := exec.CommandContext(ctx, goTool(), "build", "-o", bin, "./cmd/tlspolicyd")
+	cmd.Dir = root
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build ./cmd/tlspolicyd: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// Daemon is a running `tlspolicyd serve` process whose socketmap server
+// listens on Addr; policyd and HTTP are disabled.
+type Daemon struct {
+	// Addr is the socketmap listen address (127.0.0.1:port).
+	Addr string
+	// Table is the --table path (a YAML file or a directory).
+	Table string
+
+	t      testing.TB
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	exited chan struct{}
+	err    error // exit status, valid once exited is closed
+}
+
+// StartDaemon starts `bin serve --table table --socketmap 127.0.0.1:PORT
+// --policyd "" --http ""` plus extra args on a free port and waits (up to
+// 10 s) until the socketmap port accepts connections. t.Cleanup stops it
+// with SIGTERM (SIGKILL after 5 s) and logs its stderr if the test failed.
+func StartDaemon(t testing.TB, bin, table string, extra ...string) *Daemon {
+	t.Helper()
+	addr := net.JoinHostPort("127.0.0.1", itoa(FreePort(t, "127.0.0.1")))
+	args := append([]string{"serve", "--table", table, "--socketmap", addr, "--policyd", "", "--http", ""}, extra...)
+	d := &Daemon{Addr: addr, Table: table, t: t, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	d.cmd = exec.Command(bin, args...)
+	d.cmd.Stdout = d.stderr
+	d.cmd.Stderr = d.stderr
+	if err := d.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	go func() {
+		d.err = d.cmd.Wait()
+		close(d.exited)
+	}()
+	t.Cleanup(d.stop)
+
+	ready := WaitFor(context.Background(), 10*time.Second, func() bool {
+		if !d.Alive() {
+			return false
+		}
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return false
+		}
+		_ = c.Close()
+		return true
+	})
+	if !d.Alive() {
+		t.Fatalf("tlspolicyd %s exited at start: %v\nstderr:\n%s", strings.Join(args, " "), d.err, d.Stderr())
+	}
+	if !ready {
+		t.Fatalf("tlspolicyd socketmap %s not accepting connections after 10 s\nstderr:\n%s", addr, d.Stderr())
+	}
+	return d
+}
+
+// Alive reports whether the process is still running.
+func (d *Daemon) Alive() bool {
+	select {
+	case <-d.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// Stderr returns everything the daemon logged so far.
+func (d *Daemon) Stderr() string { return d.stderr.String() }
+
+// Signal sends sig (e.g. syscall.SIGHUP, which forces a table reload).
+func (d *Daemon) Signal(sig os.Signal) {
+	d.t.Helper()
+	if err := d.cmd.Process.Signal(sig); err != nil {
+		d.t.Fatalf("signal tlspolicyd: %v", err)
+	}
+}
+
+func (d *Daemon) stop() {
+	if d.Alive() {
+		_ = d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.exited:
+		case <-time.After(5 * time.Second):
+			d.t.Errorf("tlspolicyd did not exit 5 s after SIGTERM; killing it")
+			_ = d.cmd.Process.Kill()
+			<-d.exited
+		}
+	}
+	if d.t.Failed() {
+		d.t.Logf("tlspolicyd stderr:\n%s", d.Stderr())
+	}
+}

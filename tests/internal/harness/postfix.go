@@ -1,0 +1,448 @@
+package harness
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"os"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// PostfixConfig describes a throwaway Postfix instance.
+type PostfixConfig struct {
+	// Socketmap is the host:port of the socketmap server (tlspolicyd or a
+	// stub). When set, the instance uses it the way examples/postfix does:
+	//   smtp_tls_policy_maps = socketmap:inet:ADDR:tls_policy
+	//   transport_maps       = socketmap:inet:ADDR:tls_transport
+	// and master.cf defines the smtp transports tlspolicyd-encrypt,
+	// tlspolicyd-verify and tlspolicyd-secure whose smtp_tls_policy_maps
+	// is the map tls_policy_<level>.
+	Socketmap string
+	// MXPort is smtp_tcp_port: the port the smtp client connects to when
+	// the next hop names none (the fake MX's port).
+	MXPort int
+	// Hosts maps host names to IP addresses in the chroot's
+	// queue/etc/hosts; the smtp client resolves next hops with it only
+	// (no DNS). AddHost adds more later.
+	Hosts map[string]string
+	// Main holds extra main.cf parameters; they override the defaults.
+	Main map[string]string
+	// Master holds extra master.cf lines (e.g. an smtpd listener).
+	Master []string
+}
+
+// Postfix is a throwaway Postfix instance built per the recipe in
+// shared/POSTFIX.md: its own config, queue and data directories under one
+// temp dir, inet_interfaces = 127.0.0.1, a maillog_file, chrooted smtp with
+// its own queue/etc/hosts, DNS disabled, local delivery discarded.
+type Postfix struct {
+	// Dir is the instance's root; ConfigDir holds main.cf and master.cf,
+	// QueueDir is queue_directory, Maillog the maillog_file.
+	Dir, ConfigDir, QueueDir, Maillog string
+
+	t       testing.TB
+	running bool
+}
+
+// baseMaster is master.cf for a client-side instance: the services Postfix
+// needs internally, smtp chrooted, and the postlog service that
+// maillog_file requires.
+var baseMaster = []string{
+	"pickup     unix  n       -       y       60      1       pickup",
+	"cleanup    unix  n       -       y       -       0       cleanup",
+	"qmgr       unix  n       -       n       300     1       qmgr",
+	"tlsmgr     unix  -       -       y       1000?   1       tlsmgr",
+	"rewrite    unix  -       -       y       -       -       trivial-rewrite",
+	"bounce     unix  -       -       y       -       0       bounce",
+	"defer      unix  -       -       y       -       0       bounce",
+	"trace      unix  -       -       y       -       0       bounce",
+	"verify     unix  -       -       y       -       1       verify",
+	"flush      unix  n       -       y       1000?   0       flush",
+	"proxymap   unix  -       -       n       -       -       proxymap",
+	"proxywrite unix  -       -       n       -       1       proxymap",
+	"smtp       unix  -       -       y       -       -       smtp",
+	"relay      unix  -       -       y       -       -       smtp",
+	"showq      unix  n       -       y       -       -       showq",
+	"error      unix  -       -       y       -       -       error",
+	"retry      unix  -       -       y       -       -       error",
+	"discard    unix  -       -       y       -       -       discard",
+	"anvil      unix  -       -       y       -       1       anvil",
+	"scache     unix  -       -       y       -       1       scache",
+	"postlog    unix-dgram n  -       n       -       1       postlogd",
+}
+
+// TransportLevels are the levels for which a Postfix instance with a
+// Socketmap defines a tlspolicyd-<level> transport.
+var TransportLevels = []string{"encrypt", "verify", "secure"}
+
+// NewPostfix writes the instance's files and starts it (postfix check,
+// postfix start). t.Cleanup stops it, waits for its master process to
+// exit and removes the directory; when the test failed it logs the
+// maillog first. Call RequirePostfix before.
+func NewPostfix(t testing.TB, cfg PostfixConfig) *Postfix {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "tlspolicyd-postfix-")
+	if err != nil {
+		t.Fatalf("postfix instance dir: %v", err)
+	}
+	p := &Postfix{
+		Dir:       dir,
+		ConfigDir: filepath.Join(dir, "etc"),
+		QueueDir:  filepath.Join(dir, "queue"),
+		Maillog:   filepath.Join(dir, "maillog"),
+		t:         t,
+	}
+	t.Cleanup(p.cleanup)
+	if err := p.write(cfg); err != nil {
+		t.Fatalf("postfix instance: %v", err)
+	}
+	p.Start()
+	return p
+}
+
+func (p *Postfix) write(cfg PostfixConfig) error {
+	// Daemons run as user postfix: every directory on the path must be
+	// traversable, and data_directory must belong to postfix.
+	if err := os.Chmod(p.Dir, 0o755); err != nil {
+		return fmt.Errorf("chmod %s: %w", p.Dir, err)
+	}
+	data := filepath.Join(p.Dir, "data")
+	for _, d := range []string{p.ConfigDir, filepath.Join(p.QueueDir, "etc"), data} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("mkdir: %w", err)
+		}
+	}
+	pf, err := user.Lookup("postfix")
+	if err != nil {
+		return fmt.Errorf("look up user postfix: %w", err)
+	}
+	uid, _ := strconv.Atoi(pf.Uid)
+	gid, _ := strconv.Atoi(pf.Gid)
+	if err := os.Chown(data, uid, gid); err != nil {
+		return fmt.Errorf("chown %s: %w", data, err)
+	}
+
+	main := map[string]string{
+		"compatibility_level":   "3.6",
+		"queue_directory":       p.QueueDir,
+		"data_directory":        data,
+		"maillog_file":          p.Maillog,
+		"maillog_file_prefixes": p.Dir,
+		"inet_interfaces":       "127.0.0.1",
+		"inet_protocols":        "ipv4",
+		"myhostname":            "pf.tlspolicyd-test.invalid",
+		"mydestination":         "$myhostname",
+		"local_transport":       "discard:",
+		"alias_maps":            "",
+		"alias_database":        "",
+		"relayhost":             "",
+		"biff":                  "no",
+		// Next hops resolve through queue/etc/hosts only, never DNS, and
+		// the smtp client connects to the fake MX's port.
+		"smtp_dns_support_level":  "disabled",
+		"smtp_host_lookup":        "native",
+		"smtp_tls_security_level": "may",
+		"smtp_tls_loglevel":       "1",
+		"smtp_connect_timeout":    "5s",
+	}
+	if cfg.MXPort != 0 {
+		main["smtp_tcp_port"] = strconv.Itoa(cfg.MXPort)
+	}
+	master := slices.Clone(baseMaster)
+	if cfg.Socketmap != "" {
+		main["smtp_tls_policy_maps"] = SocketmapSpec(cfg.Socketmap, "tls_policy")
+		main["transport_maps"] = SocketmapSpec(cfg.Socketmap, "tls_transport")
+		for _, lvl := range TransportLevels {
+			master = append(master, fmt.Sprintf("tlspolicyd-%s unix - - y - - smtp -o smtp_tls_policy_maps=%s",
+				lvl, SocketmapSpec(cfg.Socketmap, "tls_policy_"+lvl)))
+		}
+	}
+	maps.Copy(main, cfg.Main)
+	master = append(master, cfg.Master...)
+
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(main)) {
+		fmt.Fprintf(&b, "%s = %s\n", k, main[k])
+	}
+	files := map[string]string{
+		filepath.Join(p.ConfigDir, "main.cf"):   b.String(),
+		filepath.Join(p.ConfigDir, "master.cf"): strings.Join(master, "\n") + "\n",
+		// The chrooted smtp client resolves names inside the queue
+		// directory: files only, so nothing leaves loopback.
+		filepath.Join(p.QueueDir, "etc", "nsswitch.conf"): "hosts: files\n",
+		filepath.Join(p.QueueDir, "etc", "resolv.conf"):   "# no DNS in throwaway instances\n",
+		filepath.Join(p.QueueDir, "etc", "hosts"):         "127.0.0.1 localhost\n",
+	}
+	for path, content := range files {
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(cfg.Hosts)) {
+		if err := p.addHost(name, cfg.Hosts[name]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AddHost maps name to ip in the chroot's hosts file. The resolver reads
+// the file on every lookup, so this works on a running instance.
+func (p *Postfix) AddHost(name, ip string) {
+	p.t.Helper()
+	if err := p.addHost(name, ip); err != nil {
+		p.t.Fatalf("postfix: %v", err)
+	}
+}
+
+func (p *Postfix) addHost(name, ip string) error {
+	path := filepath.Join(p.QueueDir, "etc", "hosts")
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	if _, err := fmt.Fprintf(f, "%s %s\n", ip, name); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", path, err)
+	}
+	return nil
+}
+
+// Command runs a Postfix program with "-c ConfigDir" (sendmail takes -C)
+// prepended to args. It fails the test if the program cannot be run.
+func (p *Postfix) Command(ctx context.Context, stdin, name string, args ...string) Result {
+	p.t.Helper()
+	flag := "-c"
+	if name == "sendmail" {
+		flag = "-C"
+	}
+	res, err := Run(ctx, stdin, name, append([]string{flag, p.ConfigDir}, args...)...)
+	if err != nil {
+		p.t.Fatalf("postfix: %v (%s)", err, res)
+	}
+	return res
+}
+
+// Start runs `postfix check` and `postfix start`.
+func (p *Postfix) Start() {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// check warns that queue/etc/hosts differs from /etc/hosts: expected.
+	if res := p.Command(ctx, "", "postfix", "check"); res.Code != 0 {
+		p.t.Fatalf("postfix -c %s check: %s", p.ConfigDir, res)
+	}
+	if res := p.Command(ctx, "", "postfix", "start"); res.Code != 0 {
+		p.t.Fatalf("postfix -c %s start: %s", p.ConfigDir, res)
+	}
+	p.running = true
+}
+
+// Stop runs `postfix stop` and waits (up to 10 s) for the master process
+// to exit. Stopping a stopped instance does nothing.
+func (p *Postfix) Stop() {
+	p.t.Helper()
+	if !p.running {
+		return
+	}
+	p.running = false
+	pid := p.masterPID()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := Run(ctx, "", "postfix", "-c", p.ConfigDir, "stop")
+	if err != nil || res.Code != 0 {
+		p.t.Errorf("postfix -c %s stop: %v %s", p.ConfigDir, err, res)
+		return
+	}
+	if pid > 0 && !WaitFor(context.Background(), 10*time.Second, func() bool {
+		return syscall.Kill(pid, 0) != nil
+	}) {
+		p.t.Errorf("postfix master %d still running 10 s after postfix stop", pid)
+	}
+}
+
+func (p *Postfix) masterPID() int {
+	b, err := os.ReadFile(filepath.Join(p.QueueDir, "pid", "master.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+func (p *Postfix) cleanup() {
+	p.Stop()
+	if p.t.Failed() {
+		if b, err := os.ReadFile(p.Maillog); err == nil {
+			p.t.Logf("maillog of %s:\n%s", p.Dir, b)
+		}
+	}
+	if err := os.RemoveAll(p.Dir); err != nil {
+		p.t.Logf("remove postfix instance dir: %v", err)
+	}
+}
+
+// Log returns the instance's maillog so far.
+func (p *Postfix) Log() string {
+	b, err := os.ReadFile(p.Maillog)
+	if err != nil {
+		return ""
+	}
+	return string(b)
+}
+
+// Send submits a message from sender to rcpts with sendmail and returns its
+// queue ID, read from cleanup's "QID: message-id=<…>" log line (waiting up
+// to 10 s for it).
+func (p *Postfix) Send(ctx context.Context, sender string, rcpts []string, subject string) string {
+	p.t.Helper()
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	msgID := hex.EncodeToString(rnd[:]) + "@tlspolicyd-test.invalid"
+	msg := fmt.Sprintf("From: <%s>\r\nTo: <%s>\r\nSubject: %s\r\nMessage-ID: <%s>\r\n\r\nbody of %s\r\n",
+		sender, strings.Join(rcpts, ">, <"), subject, msgID, subject)
+	args := append([]string{"-f", sender, "--"}, rcpts...)
+	if res := p.Command(ctx, msg, "sendmail", args...); res.Code != 0 {
+		p.t.Fatalf("sendmail: %s", res)
+	}
+	var qid string
+	needle := ": message-id=<" + msgID + ">"
+	if !WaitFor(ctx, 10*time.Second, func() bool {
+		qid = findQID(p.Log(), needle)
+		return qid != ""
+	}) {
+		p.t.Fatalf("message %s not picked up within 10 s; maillog:\n%s", msgID, p.Log())
+	}
+	return qid
+}
+
+// findQID returns the queue ID in front of needle in a maillog line
+// ("… postfix/cleanup[123]: 4ABCD12345: message-id=<…>").
+func findQID(log, needle string) string {
+	sc := bufio.NewScanner(strings.NewReader(log))
+	for sc.Scan() {
+		line, _, ok := strings.Cut(sc.Text(), needle)
+		if !ok {
+			continue
+		}
+		if i := strings.LastIndexByte(line, ' '); i >= 0 {
+			return line[i+1:]
+		}
+	}
+	return ""
+}
+
+// QueueEntry is one message in `postqueue -j` output.
+type QueueEntry struct {
+	QueueName  string           `json:"queue_name"`
+	QueueID    string           `json:"queue_id"`
+	Sender     string           `json:"sender"`
+	Recipients []QueueRecipient `json:"recipients"`
+}
+
+// QueueRecipient is a recipient not yet delivered, with the reason of its
+// last deferral (empty before the first attempt).
+type QueueRecipient struct {
+	Address     string `json:"address"`
+	DelayReason string `json:"delay_reason"`
+}
+
+// Queue returns the queue as `postqueue -j` lists it.
+func (p *Postfix) Queue(ctx context.Context) []QueueEntry {
+	p.t.Helper()
+	res := p.Command(ctx, "", "postqueue", "-j")
+	if res.Code != 0 {
+		p.t.Fatalf("postqueue -j: %s", res)
+	}
+	var out []QueueEntry
+	for line := range strings.Lines(res.Stdout) {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		var e QueueEntry
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			p.t.Fatalf("postqueue -j: parse %q: %v", line, err)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// Entry returns the queue entry qid, or false when it left the queue.
+func (p *Postfix) Entry(ctx context.Context, qid string) (QueueEntry, bool) {
+	p.t.Helper()
+	for _, e := range p.Queue(ctx) {
+		if e.QueueID == qid {
+			return e, true
+		}
+	}
+	return QueueEntry{}, false
+}
+
+// WaitDeferred waits up to timeout until message qid sits in the deferred
+// queue with rcpt among its recipients and a delay reason, and returns
+// that recipient. It fails the test otherwise.
+func (p *Postfix) WaitDeferred(ctx context.Context, qid, rcpt string, timeout time.Duration) QueueRecipient {
+	p.t.Helper()
+	var got QueueRecipient
+	var last QueueEntry
+	var present bool
+	ok := WaitFor(ctx, timeout, func() bool {
+		last, present = p.Entry(ctx, qid)
+		if !present || last.QueueName != "deferred" {
+			return false
+		}
+		for _, r := range last.Recipients {
+			if r.Address == rcpt && r.DelayReason != "" {
+				got = r
+				return true
+			}
+		}
+		return false
+	})
+	if !ok {
+		p.t.Fatalf("message %s to %s not deferred within %v (in queue: %v, entry %+v)", qid, rcpt, timeout, present, last)
+	}
+	return got
+}
+
+// WaitGone waits up to timeout until message qid has left the queue
+// (delivered, or bounced) and reports whether it did.
+func (p *Postfix) WaitGone(ctx context.Context, qid string, timeout time.Duration) bool {
+	p.t.Helper()
+	return WaitFor(ctx, timeout, func() bool {
+		_, ok := p.Entry(ctx, qid)
+		return !ok
+	})
+}
+
+// Flush runs `postqueue -f`: every queued message is retried at once, and
+// destinations the queue manager marked dead are revived.
+func (p *Postfix) Flush(ctx context.Context) {
+	p.t.Helper()
+	if res := p.Command(ctx, "", "postqueue", "-f"); res.Code != 0 {
+		p.t.Fatalf("postqueue -f: %s", res)
+	}
+}
+
+// Retry runs `postqueue -i qid`: message qid is retried at once.
+func (p *Postfix) Retry(ctx context.Context, qid string) {
+	p.t.Helper()
+	if res := p.Command(ctx, "", "postqueue", "-i", qid); res.Code != 0 {
+		p.t.Fatalf("postqueue -i %s: %s", qid, res)
+	}
+}
