@@ -1,0 +1,229 @@
+package policyd
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+)
+
+// Size limits of a request. Postfix 3.7 sends about 600 bytes at RCPT; the
+// caps bound the memory a client can make a connection hold.
+const (
+	// MaxLineSize is the longest "name=value" line accepted, in bytes,
+	// without its line end.
+	MaxLineSize = 8 << 10
+	// MaxRequestSize is the largest request accepted, in bytes, counting
+	// line ends and the final empty line.
+	MaxRequestSize = 64 << 10
+)
+
+// Causes of a ProtocolError, for errors.Is.
+var (
+	ErrLineTooLong        = errors.New("line longer than 8 KiB")
+	ErrRequestTooLarge    = errors.New("request larger than 64 KiB")
+	ErrMissingEquals      = errors.New(`line without "="`)
+	ErrEmptyName          = errors.New("empty attribute name")
+	ErrDuplicateAttribute = errors.New("repeated attribute")
+	ErrEmptyRequest       = errors.New("empty request (no attributes before the empty line)")
+	ErrInvalidAction      = errors.New("action is empty or contains a line break or NUL")
+)
+
+// ProtocolError reports a request that breaks the policy delegation
+// protocol. The connection it came on cannot be trusted to be in step any
+// more and must be closed without a reply.
+type ProtocolError struct {
+	// Line is the 1-based line of the request at fault.
+	Line int
+	// Name is the attribute name involved, when there is one.
+	Name string
+	// Err is the cause: one of the Err… variables of this package, or
+	// io.ErrUnexpectedEOF when the stream ended inside a request.
+	Err error
+}
+
+// Error describes the fault.
+func (e *ProtocolError) Error() string {
+	if e.Name != "" {
+		return fmt.Sprintf("policy protocol error: line %d: %v: %.64q", e.Line, e.Err, e.Name)
+	}
+	return fmt.Sprintf("policy protocol error: line %d: %v", e.Line, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *ProtocolError) Unwrap() error { return e.Err }
+
+// span locates one attribute in Decoder.buf: name is buf[start:eq], value
+// is buf[eq+1:end].
+type span struct{ start, eq, end, line int }
+
+// Decoder reads policy delegation requests from a stream, one at a time.
+// It keeps its buffers between requests, so one Decoder should serve a
+// whole connection. Not safe for concurrent use.
+type Decoder struct {
+	r     *bufio.Reader
+	buf   []byte // current request: attribute lines without their line ends
+	spans []span // attributes of the current request
+}
+
+// NewDecoder returns a Decoder reading from r. Lines may be longer than
+// r's buffer; the caps are enforced before more input is copied.
+func NewDecoder(r *bufio.Reader) *Decoder {
+	return &Decoder{r: r, buf: make([]byte, 0, 1024), spans: make([]span, 0, 32)}
+}
+
+// Decode reads the next request into req, replacing req.Attrs with a new
+// map. It returns io.EOF, unwrapped, when the stream ends cleanly between
+// requests, a *ProtocolError for a malformed request (including a stream
+// ending inside one), and read errors wrapped otherwise.
+//
+// The names and values of one request share a single backing string: one
+// allocation for the text and one map per request. A caller keeping one
+// value for long can strings.Clone it to let the rest go.
+func (d *Decoder) Decode(req *Request) error {
+	d.buf = d.buf[:0]
+	d.spans = d.spans[:0]
+	total := 0 // bytes of this request consumed so far, line ends included
+	for {
+		lineStart := len(d.buf)
+		lineNo := len(d.spans) + 1
+		// Read one line, possibly in chunks when it is longer than the
+		// bufio.Reader's buffer. Every chunk is checked against the caps
+		// before it is copied.
+		for {
+			chunk, err := d.r.ReadSlice('\n')
+			lineLen := len(d.buf) - lineStart + len(chunk)
+			complete := err == nil
+			content := lineLen
+			if complete {
+				content-- // '\n'
+				if content > 0 && d.lastByte(lineStart, chunk, lineLen-2) == '\r' {
+					content--
+				}
+			} else if len(chunk) > 0 && chunk[len(chunk)-1] == '\r' {
+				content-- // may be the first half of "\r\n"
+			}
+			if content > MaxLineSize {
+				return &ProtocolError{Line: lineNo, Err: ErrLineTooLong}
+			}
+			if total+len(chunk) > MaxRequestSize {
+				return &ProtocolError{Line: lineNo, Err: ErrRequestTooLarge}
+			}
+			total += len(chunk)
+			d.buf = append(d.buf, chunk...)
+			if complete {
+				d.buf = d.buf[:lineStart+content]
+				break
+			}
+			if errors.Is(err, bufio.ErrBufferFull) {
+				continue
+			}
+			if err == io.EOF {
+				if total == 0 {
+					return io.EOF
+				}
+				return &ProtocolError{Line: lineNo, Err: io.ErrUnexpectedEOF}
+			}
+			return fmt.Errorf("read policy request: %w", err)
+		}
+		line := d.buf[lineStart:]
+		if len(line) == 0 {
+			if len(d.spans) == 0 {
+				return &ProtocolError{Line: lineNo, Err: ErrEmptyRequest}
+			}
+			break
+		}
+		eq := bytes.IndexByte(line, '=')
+		switch {
+		case eq < 0:
+			return &ProtocolError{Line: lineNo, Err: ErrMissingEquals, Name: string(line)}
+		case eq == 0:
+			return &ProtocolError{Line: lineNo, Err: ErrEmptyName}
+		}
+		d.spans = append(d.spans, span{start: lineStart, eq: lineStart + eq, end: len(d.buf), line: lineNo})
+	}
+
+	// One string for the whole request; names and values are substrings.
+	text := string(d.buf)
+	attrs := make(map[string]string, len(d.spans))
+	for _, sp := range d.spans {
+		name := text[sp.start:sp.eq]
+		n := len(attrs)
+		attrs[name] = text[sp.eq+1 : sp.end]
+		if len(attrs) == n {
+			return &ProtocolError{Line: sp.line, Err: ErrDuplicateAttribute, Name: name}
+		}
+	}
+	req.Attrs = attrs
+	return nil
+}
+
+// lastByte returns byte i of the line being assembled, which is split
+// between d.buf[lineStart:] and chunk.
+func (d *Decoder) lastByte(lineStart int, chunk []byte, i int) byte {
+	if have := len(d.buf) - lineStart; i >= have {
+		return chunk[i-have]
+	}
+	return d.buf[lineStart+i]
+}
+
+// ValidAction reports whether a can be sent as is: it is not empty and
+// holds no line feed, carriage return or NUL. A line break would let the
+// text end the reply early and add attributes of its own (attribute
+// injection); Postfix reads a NUL as the end of the string.
+func ValidAction(a Action) bool {
+	return a != "" && strings.IndexFunc(string(a), func(r rune) bool {
+		return r == '\n' || r == '\r' || r == 0
+	}) < 0
+}
+
+// AppendAction appends the reply "action=<a>\n\n" to dst. It returns dst
+// unchanged and ErrInvalidAction when a is not ValidAction: the caller
+// must then fail closed rather than send it.
+func AppendAction(dst []byte, a Action) ([]byte, error) {
+	if !ValidAction(a) {
+		return dst, fmt.Errorf("%w: %.80q", ErrInvalidAction, string(a))
+	}
+	dst = append(dst, "action="...)
+	dst = append(dst, a...)
+	return append(dst, "\n\n"...), nil
+}
+
+// AppendRequest appends req encoded as a request, attributes sorted by
+// name, to dst: what a client such as Postfix sends. It fails when an
+// attribute cannot be encoded so that Decode returns it unchanged: an
+// empty name, a name holding "=" or a line feed, a value holding a line
+// feed, or a request without attributes. A value ending in "\r" is sent
+// with a "\r\n" line end, of which Decode strips only the line end.
+func AppendRequest(dst []byte, req *Request) ([]byte, error) {
+	if len(req.Attrs) == 0 {
+		return dst, ErrEmptyRequest
+	}
+	names := make([]string, 0, len(req.Attrs))
+	for name, value := range req.Attrs {
+		switch {
+		case name == "":
+			return dst, ErrEmptyName
+		case strings.ContainsAny(name, "=\n"):
+			return dst, fmt.Errorf("attribute name %.64q: holds '=' or a line feed", name)
+		case strings.Contains(value, "\n"):
+			return dst, fmt.Errorf("attribute %.64q: value holds a line feed", name)
+		}
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		value := req.Attrs[name]
+		dst = append(dst, name...)
+		dst = append(dst, '=')
+		dst = append(dst, value...)
+		if strings.HasSuffix(value, "\r") {
+			dst = append(dst, '\r')
+		}
+		dst = append(dst, '\n')
+	}
+	return append(dst, '\n'), nil
+}
