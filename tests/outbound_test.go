@@ -1,0 +1,122 @@
+package tests
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tlspolicyd/tlspolicyd/tests/internal/harness"
+)
+
+// outboundTable enforces TLS for bank.example and its subdomains, and for
+// one address at partner.example.
+const outboundTable = `outbound:
+  bank.example: encrypt
+  .bank.example: encrypt
+recipients:
+  cfo@partner.example: encrypt
+`
+
+// newOutbound starts the daemon on table, a fake MX without STARTTLS on
+// 127.0.0.2 and a Postfix instance using the daemon for
+// smtp_tls_policy_maps and transport_maps, with hosts routed to the MX.
+func newOutbound(t *testing.T, table string, hosts ...string) (*harness.Daemon, string, *harness.FakeMX, *harness.Postfix) {
+	t.Helper()
+	d, path := startDaemon(t, table, false)
+	mx := harness.NewFakeMX(t, "127.0.0.2")
+	routes := map[string]string{}
+	for _, h := range hosts {
+		routes[h] = mx.Host
+	}
+	pf := harness.NewPostfix(t, harness.PostfixConfig{Socketmap: d.Addr, MXPort: mx.Port, Hosts: routes})
+	return d, path, mx, pf
+}
+
+// notOffered is Postfix's deferral reason when the policy requires TLS and
+// the MX does not offer STARTTLS (POSTFIX.md, outbound outcomes).
+func notOffered(host string) string {
+	return "TLS is required, but was not offered by host " + host + "[127.0.0.2]"
+}
+
+// TestOutboundEnforcement sends mail through a real Postfix whose TLS
+// policy comes from the daemon, to a fake MX that does not offer STARTTLS:
+// what the table enforces stays deferred and never reaches the MX, the
+// rest is delivered.
+func TestOutboundEnforcement(t *testing.T) {
+	harness.RequirePostfix(t)
+	_, _, mx, pf := newOutbound(t, outboundTable, "bank.example", "sub.bank.example", "open.example", "partner.example")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	const from = "sender@origin.example"
+	bank := pf.Send(ctx, from, []string{"alice@bank.example"}, "to an enforced domain")
+	sub := pf.Send(ctx, from, []string{"bob@sub.bank.example"}, "to a subdomain of an enforced domain")
+	open := pf.Send(ctx, from, []string{"carol@open.example"}, "to an unlisted domain")
+	split := pf.Send(ctx, from, []string{"cfo@partner.example", "other@partner.example"}, "to an enforced and a free address")
+
+	deferrals := []struct {
+		name, qid, rcpt, host string
+	}{
+		{"enforced domain", bank, "alice@bank.example", "bank.example"},
+		{"subdomain via .parent entry", sub, "bob@sub.bank.example", "sub.bank.example"},
+		{"enforced recipient", split, "cfo@partner.example", "partner.example"},
+	}
+	for _, tc := range deferrals {
+		t.Run(tc.name, func(t *testing.T) {
+			r := pf.WaitDeferred(ctx, tc.qid, tc.rcpt, 20*time.Second)
+			if !strings.Contains(r.DelayReason, notOffered(tc.host)) {
+				t.Errorf("%s: delay_reason %q, want %q", tc.rcpt, r.DelayReason, notOffered(tc.host))
+			}
+			if got := mx.ReceivedFor(tc.rcpt); len(got) != 0 {
+				t.Errorf("the MX without STARTTLS received mail for %s: %+v", tc.rcpt, got)
+			}
+		})
+	}
+
+	t.Run("unlisted domain delivered", func(t *testing.T) {
+		if !pf.WaitGone(ctx, open, 20*time.Second) {
+			t.Fatalf("message %s to carol@open.example still queued: %+v", open, pf.Queue(ctx))
+		}
+		got := mx.ReceivedFor("carol@open.example")
+		if len(got) != 1 {
+			t.Fatalf("MX received %d messages for carol@open.example, want 1", len(got))
+		}
+		if got[0].From != "sender@origin.example" {
+			t.Errorf("MAIL FROM %q, want sender@origin.example", got[0].From)
+		}
+	})
+
+	t.Run("other recipient of the same domain delivered", func(t *testing.T) {
+		ok := harness.WaitFor(ctx, 20*time.Second, func() bool { return len(mx.ReceivedFor("other@partner.example")) > 0 })
+		if !ok {
+			t.Fatalf("other@partner.example never reached the MX; queue: %+v", pf.Queue(ctx))
+		}
+		for _, m := range mx.ReceivedFor("other@partner.example") {
+			if len(m.To) != 1 {
+				t.Errorf("delivery to other@partner.example carried recipients %q, want only it", m.To)
+			}
+		}
+		e, ok := pf.Entry(ctx, split)
+		if !ok || len(e.Recipients) != 1 || e.Recipients[0].Address != "cfo@partner.example" {
+			t.Errorf("queue entry %s = %+v (present %v), want only cfo@partner.example left", split, e, ok)
+		}
+	})
+
+	// A retry asks the daemon again (Postfix caches a policy for one
+	// delivery only) and is refused again.
+	t.Run("retry still deferred", func(t *testing.T) {
+		before := mx.Sessions()
+		pf.Retry(ctx, bank)
+		if !harness.WaitFor(ctx, 20*time.Second, func() bool { return mx.Sessions() > before }) {
+			t.Fatalf("postqueue -i %s: no new connection to the MX", bank)
+		}
+		r := pf.WaitDeferred(ctx, bank, "alice@bank.example", 20*time.Second)
+		if !strings.Contains(r.DelayReason, notOffered("bank.example")) {
+			t.Errorf("after retry: delay_reason %q", r.DelayReason)
+		}
+		if got := mx.ReceivedFor("alice@bank.example"); len(got) != 0 {
+			t.Errorf("retry delivered to alice@bank.example: %+v", got)
+		}
+	})
+}
