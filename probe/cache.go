@@ -1,0 +1,602 @@
+package probe
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults of CacheConfig.
+const (
+	DefaultLearnMaxAge = 720 * time.Hour
+	DefaultWorkers     = 32
+	DefaultScanEvery   = time.Minute
+	DefaultSaveEvery   = 10 * time.Second
+	DefaultIdleAfter   = 7 * 24 * time.Hour
+	DefaultMaxQueue    = 10000
+)
+
+// Event kinds reported through CacheConfig.OnEvent.
+const (
+	// EventLearned: a domain was learned as "encrypt" for the first time
+	// (or again after its learned state had lapsed).
+	EventLearned = "learned"
+	// EventDowngradeRefused: a probe found a learned domain without
+	// working STARTTLS; the learned "encrypt" stays until LearnMaxAge has
+	// passed since the last confirmation (STRIPTLS defence). Alert on it.
+	EventDowngradeRefused = "learned-downgrade-refused"
+	// EventUnlearned: a probe found no working STARTTLS after LearnMaxAge
+	// had passed since the last confirmation; the domain is forgotten.
+	EventUnlearned = "unlearned"
+)
+
+// Event is something the cache noticed that operators should hear about.
+type Event struct {
+	Time   time.Time `json:"time"`
+	Kind   string    `json:"kind"`
+	Target string    `json:"target"`
+	Reason string    `json:"reason"`
+}
+
+// ProbeFunc probes one target; (*Prober).Probe is one.
+type ProbeFunc func(ctx context.Context, target string) (*Result, error)
+
+// CacheConfig configures a Cache. Zero values take the defaults.
+type CacheConfig struct {
+	// Probe is called by Run to (re)probe targets. Required for Run.
+	Probe ProbeFunc
+	// Path is the JSON file results are persisted to ("" keeps them in
+	// memory only). Load sets it too.
+	Path string
+	// TTL is how long a result is fresh (default 24h); temporary and
+	// unreachable results live at most RetryTTL. Entries are re-probed
+	// shortly before they expire.
+	TTL time.Duration
+	// LearnMaxAge is how long a learned "encrypt" is kept without a probe
+	// confirming it (default 720h): a probe finding STARTTLS missing does
+	// not undo it before then.
+	LearnMaxAge time.Duration
+	// Workers is how many probes Run keeps in flight (default 32; the
+	// Prober's own Concurrency bounds the connections).
+	Workers int
+	// ScanEvery is how often Run looks for entries to refresh (default 1m).
+	ScanEvery time.Duration
+	// SaveEvery is how often Run persists changed results (default 10s).
+	SaveEvery time.Duration
+	// IdleAfter: an entry nobody asked for (Get, Learned) in this long is
+	// no longer refreshed, and dropped once expired (default 7 days).
+	IdleAfter time.Duration
+	// MaxQueue caps the targets waiting to be probed (default 10000);
+	// further Schedule calls are dropped until the queue drains.
+	MaxQueue int
+	// OnEvent, if set, receives events. It is called from the cache's
+	// goroutines, outside its locks, and should not block for long.
+	OnEvent func(Event)
+	// Logger receives the cache's logs (default slog.Default()).
+	Logger *slog.Logger
+	// Now is the clock (default time.Now); tests move it.
+	Now func() time.Time
+}
+
+// Cache holds the latest Result per target, refreshes them in the
+// background and derives learned policies. Lookups (Get, Learned) never
+// wait for a probe. It is safe for concurrent use.
+type Cache struct {
+	cfg CacheConfig
+	log *slog.Logger
+
+	mu      sync.RWMutex
+	entries map[string]*entry      // by canonical target
+	learned map[string]*learnedRec // by domain
+	path    string
+
+	qmu     sync.Mutex
+	queue   []string
+	pending map[string]bool // queued or being probed
+	wake    chan struct{}
+
+	dirty  atomic.Bool
+	saveMu sync.Mutex
+}
+
+type entry struct {
+	res      *Result
+	lastUsed atomic.Int64 // unix nanoseconds of the last Get/Learned
+}
+
+// learnedRec is the learned state of one domain.
+type learnedRec struct {
+	Domain string `json:"domain"`
+	// FirstLearned is when a probe first showed STARTTLS on every
+	// reachable MX; LastConfirmed the latest probe that showed it again.
+	FirstLearned  time.Time `json:"first_learned"`
+	LastConfirmed time.Time `json:"last_confirmed"`
+	// LastContradicted is the latest probe that found STARTTLS missing
+	// while learned, and ContradictedBy what it found.
+	LastContradicted time.Time `json:"last_contradicted,omitzero"`
+	ContradictedBy   string    `json:"contradicted_by,omitempty"`
+}
+
+// NewCache returns an empty cache. Call Load to read the persisted
+// results and Run to refresh them.
+func NewCache(cfg CacheConfig) *Cache {
+	if cfg.TTL <= 0 {
+		cfg.TTL = DefaultTTL
+	}
+	if cfg.LearnMaxAge <= 0 {
+		cfg.LearnMaxAge = DefaultLearnMaxAge
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = DefaultWorkers
+	}
+	if cfg.ScanEvery <= 0 {
+		cfg.ScanEvery = DefaultScanEvery
+	}
+	if cfg.SaveEvery <= 0 {
+		cfg.SaveEvery = DefaultSaveEvery
+	}
+	if cfg.IdleAfter <= 0 {
+		cfg.IdleAfter = DefaultIdleAfter
+	}
+	if cfg.MaxQueue <= 0 {
+		cfg.MaxQueue = DefaultMaxQueue
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	c := &Cache{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		entries: map[string]*entry{},
+		learned: map[string]*learnedRec{},
+		path:    cfg.Path,
+		pending: map[string]bool{},
+		wake:    make(chan struct{}, 1),
+	}
+	if c.log == nil {
+		c.log = slog.Default()
+	}
+	return c
+}
+
+// Get returns the latest result for target, fresh or not (see
+// Result.Fresh), without waiting. A missing or stale result schedules a
+// probe. Results are shared: do not modify them.
+func (c *Cache) Get(target string) (*Result, bool) {
+	key, err := Canonical(target)
+	if err != nil {
+		return nil, false
+	}
+	now := c.cfg.Now()
+	c.mu.RLock()
+	e := c.entries[key]
+	c.mu.RUnlock()
+	if e == nil {
+		c.Schedule(key)
+		return nil, false
+	}
+	e.lastUsed.Store(now.UnixNano())
+	if !e.res.Fresh(now) {
+		c.Schedule(key)
+	}
+	return e.res, true
+}
+
+// Len returns the number of results held.
+func (c *Cache) Len() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.entries)
+}
+
+// Learned implements the engine's learned-policy source. It returns level
+// "encrypt" for a bare domain a probe has shown offering STARTTLS with a
+// working handshake on every reachable MX, as long as the last such probe
+// is no older than LearnMaxAge — a later probe finding STARTTLS missing
+// does not change that (STRIPTLS defence). why explains the answer for
+// logs and `query --explain`. A domain without a fresh result gets a probe
+// scheduled; Learned itself never waits.
+func (c *Cache) Learned(domain string) (level string, why string, ok bool) {
+	t, err := parseTarget(domain, DefaultPort)
+	if err != nil || !t.useMX || t.key != t.host { // bare domains only
+		return "", "", false
+	}
+	now := c.cfg.Now()
+	c.mu.RLock()
+	e := c.entries[t.key]
+	rec, hasRec := c.learned[t.key]
+	var r learnedRec
+	if hasRec {
+		r = *rec
+	}
+	c.mu.RUnlock()
+	if e != nil {
+		e.lastUsed.Store(now.UnixNano())
+	}
+	if e == nil || !e.res.Fresh(now) {
+		c.Schedule(t.key)
+	}
+	if !hasRec || now.Sub(r.LastConfirmed) > c.cfg.LearnMaxAge {
+		return "", "", false
+	}
+	why = fmt.Sprintf("learned: every reachable MX offered STARTTLS (first seen %s, last confirmed %s)",
+		r.FirstLearned.UTC().Format(time.RFC3339), r.LastConfirmed.UTC().Format(time.RFC3339))
+	if r.LastContradicted.After(r.LastConfirmed) {
+		why += fmt.Sprintf("; probe at %s found %s — kept until %s (STRIPTLS defence)",
+			r.LastContradicted.UTC().Format(time.RFC3339), r.ContradictedBy,
+			r.LastConfirmed.Add(c.cfg.LearnMaxAge).UTC().Format(time.RFC3339))
+	}
+	return LevelEncrypt, why, true
+}
+
+// Put stores r as the latest result for r.Target (a copy with Expires
+// set from the cache's TTL) and updates the learned state of the domain.
+func (c *Cache) Put(r *Result) {
+	if r == nil || r.Target == "" {
+		return
+	}
+	cp := *r
+	ttl := c.cfg.TTL
+	if cp.Status == StatusTemporary || cp.Status == StatusUnreachable {
+		ttl = min(ttl, RetryTTL)
+	}
+	cp.Expires = cp.Time.Add(ttl)
+	now := c.cfg.Now()
+
+	var ev *Event
+	c.mu.Lock()
+	old := c.entries[cp.Target]
+	e := &entry{res: &cp}
+	if old != nil {
+		e.lastUsed.Store(old.lastUsed.Load())
+	} else {
+		e.lastUsed.Store(now.UnixNano())
+	}
+	c.entries[cp.Target] = e
+	if t, err := parseTarget(cp.Target, DefaultPort); err == nil && t.useMX && t.key == t.host {
+		ev = c.learnLocked(&cp, now)
+	}
+	c.mu.Unlock()
+	c.dirty.Store(true)
+	if ev != nil {
+		lvl := slog.LevelInfo
+		if ev.Kind == EventDowngradeRefused {
+			lvl = slog.LevelWarn
+		}
+		c.log.Log(context.Background(), lvl, "probe cache event", "kind", ev.Kind, "target", ev.Target, "reason", ev.Reason)
+		if c.cfg.OnEvent != nil {
+			c.cfg.OnEvent(*ev)
+		}
+	}
+}
+
+// learnLocked updates the learned state of r's domain; c.mu is held.
+func (c *Cache) learnLocked(r *Result, now time.Time) *Event {
+	rec := c.learned[r.Target]
+	switch {
+	case r.Status == StatusOK && r.Levels[LevelEncrypt].OK && r.Reachable() > 0:
+		if rec == nil || r.Time.Sub(rec.LastConfirmed) > c.cfg.LearnMaxAge {
+			c.learned[r.Target] = &learnedRec{Domain: r.Target, FirstLearned: r.Time, LastConfirmed: r.Time}
+			return &Event{Time: now, Kind: EventLearned, Target: r.Target,
+				Reason: "every reachable MX offers STARTTLS: learned policy encrypt"}
+		}
+		if r.Time.After(rec.LastConfirmed) {
+			nr := *rec // records are replaced, never changed in place
+			nr.LastConfirmed = r.Time
+			c.learned[r.Target] = &nr
+		}
+	case r.Status == StatusNoSTARTTLS && rec != nil:
+		if r.Time.Sub(rec.LastConfirmed) > c.cfg.LearnMaxAge {
+			delete(c.learned, r.Target)
+			return &Event{Time: now, Kind: EventUnlearned, Target: r.Target,
+				Reason: fmt.Sprintf("%s; STARTTLS last confirmed %s, more than learn_max_age %s ago: learned encrypt dropped",
+					r.Reason, rec.LastConfirmed.UTC().Format(time.RFC3339), c.cfg.LearnMaxAge)}
+		}
+		nr := *rec
+		nr.LastContradicted, nr.ContradictedBy = r.Time, r.Reason
+		c.learned[r.Target] = &nr
+		return &Event{Time: now, Kind: EventDowngradeRefused, Target: r.Target,
+			Reason: fmt.Sprintf("%s; learned encrypt kept until %s (STARTTLS last confirmed %s): possible STRIPTLS attack or a changed MX",
+				r.Reason, rec.LastConfirmed.Add(c.cfg.LearnMaxAge).UTC().Format(time.RFC3339),
+				rec.LastConfirmed.UTC().Format(time.RFC3339))}
+	}
+	return nil
+}
+
+// Schedule queues target for a probe by Run, unless it is already queued
+// or being probed. It never blocks.
+func (c *Cache) Schedule(target string) {
+	key, err := Canonical(target)
+	if err != nil {
+		return
+	}
+	c.qmu.Lock()
+	if c.pending[key] {
+		c.qmu.Unlock()
+		return
+	}
+	if len(c.queue) >= c.cfg.MaxQueue {
+		c.qmu.Unlock()
+		c.log.Warn("probe queue full, probe dropped", "target", key, "max_queue", c.cfg.MaxQueue)
+		return
+	}
+	c.pending[key] = true
+	c.queue = append(c.queue, key)
+	c.qmu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// next takes the next queued target, waiting until there is one or ctx
+// ends.
+func (c *Cache) next(ctx context.Context) (string, bool) {
+	for {
+		c.qmu.Lock()
+		if len(c.queue) > 0 {
+			key := c.queue[0]
+			c.queue[0] = ""
+			c.queue = c.queue[1:]
+			more := len(c.queue) > 0
+			c.qmu.Unlock()
+			if more { // pass the wake-up on to another worker
+				select {
+				case c.wake <- struct{}{}:
+				default:
+				}
+			}
+			return key, true
+		}
+		c.qmu.Unlock()
+		select {
+		case <-c.wake:
+		case <-ctx.Done():
+			return "", false
+		}
+	}
+}
+
+func (c *Cache) finished(key string) {
+	c.qmu.Lock()
+	delete(c.pending, key)
+	c.qmu.Unlock()
+}
+
+// Run probes scheduled targets, re-probes entries shortly before they
+// expire, drops idle ones and persists changes, until ctx ends; then it
+// saves a last time and returns that save's error.
+func (c *Cache) Run(ctx context.Context) error {
+	if c.cfg.Probe == nil {
+		return errors.New("probe cache: no Probe function configured")
+	}
+	var wg sync.WaitGroup
+	for range c.cfg.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				key, ok := c.next(ctx)
+				if !ok {
+					return
+				}
+				r, err := c.cfg.Probe(ctx, key)
+				c.finished(key)
+				if err != nil {
+					if ctx.Err() == nil {
+						c.log.Warn("probe failed", "target", key, "error", err)
+					}
+					continue
+				}
+				c.Put(r)
+			}
+		}()
+	}
+	scan := time.NewTicker(c.cfg.ScanEvery)
+	defer scan.Stop()
+	save := time.NewTicker(c.cfg.SaveEvery)
+	defer save.Stop()
+	c.scan()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return c.saveIfDirty()
+		case <-scan.C:
+			c.scan()
+		case <-save.C:
+			if err := c.saveIfDirty(); err != nil {
+				c.log.Error("saving probe cache", "error", err)
+			}
+		}
+	}
+}
+
+// scan schedules the entries due for a refresh and drops idle expired ones.
+func (c *Cache) scan() {
+	now := c.cfg.Now()
+	var due []string
+	c.mu.Lock()
+	for key, e := range c.entries {
+		idle := now.Sub(time.Unix(0, e.lastUsed.Load())) > c.cfg.IdleAfter
+		r := e.res
+		if idle {
+			if !r.Fresh(now) {
+				delete(c.entries, key)
+				c.dirty.Store(true)
+			}
+			continue
+		}
+		// Refresh once 90% of the lifetime has passed, so that a used
+		// entry is replaced before it goes stale.
+		if refreshAt := r.Expires.Add(-r.Expires.Sub(r.Time) / 10); !now.Before(refreshAt) {
+			due = append(due, key)
+		}
+	}
+	c.mu.Unlock()
+	for _, key := range due {
+		c.Schedule(key)
+	}
+}
+
+// ---- persistence ----
+
+const cacheFileVersion = 1
+
+type cacheFile struct {
+	Version int          `json:"version"`
+	Saved   time.Time    `json:"saved"`
+	Entries []cacheEntry `json:"entries"`
+	Learned []learnedRec `json:"learned"`
+}
+
+type cacheEntry struct {
+	LastUsed time.Time `json:"last_used"`
+	Result   *Result   `json:"result"`
+}
+
+// Load reads the results persisted at path and makes path the file Save
+// writes. A missing file is an empty cache. A corrupt or unreadable file
+// is logged and ignored — the cache starts empty and works — and never
+// fails the caller: a probe cache is an optimisation, not configuration.
+func (c *Cache) Load(path string) {
+	c.mu.Lock()
+	c.path = path
+	c.mu.Unlock()
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		c.log.Info("no probe cache yet", "path", path)
+		return
+	}
+	if err != nil {
+		c.log.Error("probe cache unreadable, starting empty", "path", path, "error", err)
+		return
+	}
+	var f cacheFile
+	if err := json.Unmarshal(data, &f); err != nil {
+		c.log.Warn("probe cache corrupt, ignored", "path", path, "error", err)
+		return
+	}
+	if f.Version != cacheFileVersion {
+		c.log.Warn("probe cache has an unknown version, ignored", "path", path, "version", f.Version)
+		return
+	}
+	skipped := 0
+	c.mu.Lock()
+	for _, fe := range f.Entries {
+		r := fe.Result
+		if r == nil || r.Time.IsZero() {
+			skipped++
+			continue
+		}
+		if key, err := Canonical(r.Target); err != nil || key != r.Target {
+			skipped++
+			continue
+		}
+		e := &entry{res: r}
+		e.lastUsed.Store(fe.LastUsed.UnixNano())
+		c.entries[r.Target] = e
+	}
+	for i := range f.Learned {
+		rec := f.Learned[i]
+		if key, err := Canonical(rec.Domain); err != nil || key != rec.Domain || rec.LastConfirmed.IsZero() {
+			skipped++
+			continue
+		}
+		c.learned[rec.Domain] = &rec
+	}
+	n, l := len(c.entries), len(c.learned)
+	c.mu.Unlock()
+	if skipped > 0 {
+		c.log.Warn("probe cache: invalid records skipped", "path", path, "skipped", skipped)
+	}
+	c.log.Info("probe cache loaded", "path", path, "results", n, "learned", l)
+}
+
+// Save writes every result and learned record to the cache file
+// atomically: a temporary file in the same directory, fsync, rename over
+// the old file, fsync of the directory. A crash leaves the old file or
+// the new one, never a torn one. Without a path it does nothing.
+func (c *Cache) Save() error {
+	c.saveMu.Lock()
+	defer c.saveMu.Unlock()
+	c.dirty.Store(false)
+	f := cacheFile{Version: cacheFileVersion, Saved: c.cfg.Now().UTC()}
+	c.mu.RLock()
+	path := c.path
+	for _, e := range c.entries {
+		f.Entries = append(f.Entries, cacheEntry{LastUsed: time.Unix(0, e.lastUsed.Load()).UTC(), Result: e.res})
+	}
+	for _, rec := range c.learned {
+		f.Learned = append(f.Learned, *rec)
+	}
+	c.mu.RUnlock()
+	if path == "" {
+		return nil
+	}
+	data, err := json.Marshal(&f)
+	if err != nil {
+		c.dirty.Store(true)
+		return fmt.Errorf("encoding probe cache: %w", err)
+	}
+	if err := writeFileAtomic(path, data, 0o640); err != nil {
+		c.dirty.Store(true)
+		return err
+	}
+	return nil
+}
+
+func (c *Cache) saveIfDirty() error {
+	if !c.dirty.Load() {
+		return nil
+	}
+	return c.Save()
+}
+
+// writeFileAtomic replaces path with data: temp file in the same
+// directory (so rename is atomic), fsync, rename, fsync the directory.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err = tmp.Write(data); err != nil {
+		return fmt.Errorf("writing %s: %w", tmp.Name(), err)
+	}
+	if err = tmp.Chmod(perm); err != nil {
+		return fmt.Errorf("writing %s: %w", tmp.Name(), err)
+	}
+	if err = tmp.Sync(); err != nil {
+		return fmt.Errorf("syncing %s: %w", tmp.Name(), err)
+	}
+	if err = tmp.Close(); err != nil {
+		return fmt.Errorf("closing %s: %w", tmp.Name(), err)
+	}
+	if err = os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("replacing %s: %w", path, err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("syncing directory %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err = d.Sync(); err != nil {
+		return fmt.Errorf("syncing directory %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,402 @@
+package probe
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// clock is a test clock safe for concurrent use.
+type clock struct{ ns atomic.Int64 }
+
+func newClock(t time.Time) *clock    { c := &clock{}; c.ns.Store(t.UnixNano()); return c }
+func (c *clock) Now() time.Time      { return time.Unix(0, c.ns.Load()) }
+func (c *clock) Add(d time.Duration) { c.ns.Add(int64(d)) }
+
+// events collects cache events.
+type events struct {
+	mu  sync.Mutex
+	all []Event
+}
+
+func (e *events) add(ev Event) { e.mu.Lock(); e.all = append(e.all, ev); e.mu.Unlock() }
+func (e *events) kinds() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var k []string
+	for _, ev := range e.all {
+		k = append(k, ev.Kind)
+	}
+	return k
+}
+func (e *events) last() Event { e.mu.Lock(); defer e.mu.Unlock(); return e.all[len(e.all)-1] }
+
+// synthetic builds a judged result for domain at time at.
+func synthetic(domain string, at time.Time, starttls bool) *Result {
+	a := AddrResult{Addr: "192.0.2.1", Port: 25, Reached: true, STARTTLS: starttls}
+	if starttls {
+		a.TLS = &TLSInfo{Version: "TLSv1.3", Trusted: true, Verify: Check{OK: true}, Secure: Check{OK: true}}
+	}
+	r := &Result{Target: domain, NextHop: domain, Port: 25, Time: at,
+		MX: []MXResult{{Host: "mx1." + domain, Preference: 10, Addrs: []AddrResult{a}}}}
+	r.judge()
+	return r
+}
+
+func TestLearnedSTRIPTLS(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	clk := newClock(t0)
+	var ev events
+	c := NewCache(CacheConfig{Now: clk.Now, OnEvent: ev.add, Logger: slog.New(slog.DiscardHandler)})
+
+	if _, _, ok := c.Learned("lawfirm.example"); ok {
+		t.Fatal("learned before any probe")
+	}
+	// A probe without STARTTLS teaches nothing.
+	c.Put(synthetic("lawfirm.example", t0, false))
+	if _, _, ok := c.Learned("lawfirm.example"); ok {
+		t.Fatal("learned from a probe without STARTTLS")
+	}
+	// STARTTLS everywhere: learned.
+	clk.Add(time.Hour)
+	c.Put(synthetic("lawfirm.example", clk.Now(), true))
+	lvl, why, ok := c.Learned("LawFirm.Example.")
+	if !ok || lvl != LevelEncrypt || !strings.Contains(why, "every reachable MX offered STARTTLS") {
+		t.Fatalf("Learned = %q %q %v, want encrypt", lvl, why, ok)
+	}
+	confirmed := clk.Now()
+
+	// 10 days later STARTTLS is gone: no downgrade, an event instead.
+	clk.Add(10 * 24 * time.Hour)
+	c.Put(synthetic("lawfirm.example", clk.Now(), false))
+	lvl, why, ok = c.Learned("lawfirm.example")
+	if !ok || lvl != LevelEncrypt {
+		t.Fatalf("downgraded after a STRIPTLS-looking probe: %q %q %v", lvl, why, ok)
+	}
+	if !strings.Contains(why, "STRIPTLS") || !strings.Contains(why, "no STARTTLS offered") {
+		t.Errorf("why does not explain the kept policy: %q", why)
+	}
+	if k := ev.kinds(); len(k) != 2 || k[0] != EventLearned || k[1] != EventDowngradeRefused {
+		t.Fatalf("events = %v, want [learned learned-downgrade-refused]", k)
+	}
+	e := ev.last()
+	if e.Target != "lawfirm.example" || !strings.Contains(e.Reason, "mx1.lawfirm.example[192.0.2.1]: no STARTTLS offered") ||
+		!strings.Contains(e.Reason, confirmed.Add(DefaultLearnMaxAge).UTC().Format(time.RFC3339)) {
+		t.Errorf("event = %+v", e)
+	}
+	// Temporary failures change nothing either.
+	tmp := &Result{Target: "lawfirm.example", Time: clk.Now(), Status: StatusTemporary, Reason: "SERVFAIL"}
+	tmp.judge()
+	c.Put(tmp)
+	if _, _, ok := c.Learned("lawfirm.example"); !ok {
+		t.Fatal("a temporary failure undid the learned policy")
+	}
+
+	// Past learn_max_age without confirmation the learned policy lapses…
+	clk.Add(DefaultLearnMaxAge)
+	if _, _, ok := c.Learned("lawfirm.example"); ok {
+		t.Fatal("learned policy outlived learn_max_age")
+	}
+	// …and the next probe without STARTTLS forgets it.
+	c.Put(synthetic("lawfirm.example", clk.Now(), false))
+	if k := ev.kinds(); k[len(k)-1] != EventUnlearned {
+		t.Errorf("events = %v, want a final unlearned", k)
+	}
+	// Confirmation keeps a learned policy alive.
+	c.Put(synthetic("bank.example", clk.Now(), true))
+	for range 3 {
+		clk.Add(20 * 24 * time.Hour)
+		c.Put(synthetic("bank.example", clk.Now(), true))
+	}
+	if _, _, ok := c.Learned("bank.example"); !ok {
+		t.Error("re-confirmed learned policy lapsed")
+	}
+}
+
+func TestLearnedOnlyBareDomains(t *testing.T) {
+	now := time.Now()
+	c := NewCache(CacheConfig{Logger: slog.New(slog.DiscardHandler)})
+	for _, target := range []string{"[mx.example]", "example.com:587", "[mx.example]:25"} {
+		c.Put(synthetic(target, now, true))
+		if _, _, ok := c.Learned(target); ok {
+			t.Errorf("Learned(%q) answered for a non-domain key", target)
+		}
+	}
+	if _, _, ok := c.Learned("bad..domain"); ok {
+		t.Error("Learned accepted a malformed domain")
+	}
+}
+
+func TestCachePersistence(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "probes.json")
+	now := time.Now().UTC().Truncate(time.Second)
+	c := NewCache(CacheConfig{Logger: slog.New(slog.DiscardHandler)})
+	c.Load(path) // missing: fine
+	c.Put(synthetic("a.example", now, true))
+	c.Put(synthetic("b.example", now, false))
+	if err := c.Save(); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Errorf("directory holds %d files after Save, want only probes.json (temp files left?)", len(entries))
+	}
+
+	d := NewCache(CacheConfig{Logger: slog.New(slog.DiscardHandler)})
+	d.Load(path)
+	if d.Len() != 2 {
+		t.Fatalf("loaded %d results, want 2", d.Len())
+	}
+	for _, target := range []string{"a.example", "b.example"} {
+		want, _ := c.Get(target)
+		got, ok := d.Get(target)
+		wj, _ := json.Marshal(want)
+		gj, _ := json.Marshal(got)
+		if !ok || !bytes.Equal(wj, gj) {
+			t.Errorf("%s after reload:\n%s\nwant\n%s", target, gj, wj)
+		}
+	}
+	if _, _, ok := d.Learned("a.example"); !ok {
+		t.Error("learned state lost across reload")
+	}
+	if _, _, ok := d.Learned("b.example"); ok {
+		t.Error("b.example learned from nothing")
+	}
+}
+
+func TestCacheCorruptFile(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string]string{
+		"garbage":   "\x00\x01 not json",
+		"truncated": `{"version":1,"entries":[{"last_used":"2026-01-01T00:00:00Z","result":{"target":"a.exa`,
+		"version":   `{"version":99,"entries":[]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(dir, name+".json")
+			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var logs bytes.Buffer
+			c := NewCache(CacheConfig{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			c.Load(path) // must not panic or fail
+			if c.Len() != 0 {
+				t.Errorf("corrupt file gave %d results", c.Len())
+			}
+			if !strings.Contains(logs.String(), "ignored") {
+				t.Errorf("corrupt file not logged: %q", logs.String())
+			}
+			// The cache works and its next save replaces the file.
+			c.Put(synthetic("a.example", time.Now(), true))
+			if err := c.Save(); err != nil {
+				t.Fatal(err)
+			}
+			d := NewCache(CacheConfig{Logger: slog.New(slog.DiscardHandler)})
+			d.Load(path)
+			if d.Len() != 1 {
+				t.Errorf("after save: %d results, want 1", d.Len())
+			}
+		})
+	}
+	// Records that do not validate are skipped, the rest is kept.
+	path := filepath.Join(dir, "partial.json")
+	os.WriteFile(path, []byte(`{"version":1,"entries":[
+		{"result":{"target":"Bad Target","time":"2026-01-01T00:00:00Z"}},
+		{"result":null},
+		{"result":{"target":"ok.example","time":"2026-01-01T00:00:00Z","status":"ok"}}],
+		"learned":[{"domain":"x..y","last_confirmed":"2026-01-01T00:00:00Z"}]}`), 0o600)
+	c := NewCache(CacheConfig{Logger: slog.New(slog.DiscardHandler)})
+	c.Load(path)
+	if c.Len() != 1 {
+		t.Errorf("partial file: %d results, want 1", c.Len())
+	}
+}
+
+// countingProbe is a ProbeFunc that records its calls and returns
+// synthetic results stamped with the cache clock.
+type countingProbe struct {
+	clk   *clock
+	mu    sync.Mutex
+	calls map[string]int
+	gate  chan struct{} // if set, each probe waits for it
+}
+
+func (p *countingProbe) probe(ctx context.Context, target string) (*Result, error) {
+	if p.gate != nil {
+		select {
+		case <-p.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	p.mu.Lock()
+	p.calls[target]++
+	p.mu.Unlock()
+	return synthetic(target, p.clk.Now(), true), nil
+}
+
+func (p *countingProbe) count(target string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.calls[target]
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestCacheScheduleAndRefresh(t *testing.T) {
+	clk := newClock(time.Now())
+	cp := &countingProbe{clk: clk, calls: map[string]int{}, gate: make(chan struct{})}
+	path := filepath.Join(t.TempDir(), "probes.json")
+	c := NewCache(CacheConfig{Probe: cp.probe, Path: path, Now: clk.Now, ScanEvery: 10 * time.Millisecond,
+		SaveEvery: 10 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+
+	// A miss schedules one probe; repeated misses and Schedules dedupe.
+	if _, ok := c.Get("Fresh.Example"); ok {
+		t.Fatal("hit in an empty cache")
+	}
+	for range 5 {
+		c.Get("fresh.example")
+		c.Schedule("fresh.example.")
+		c.Learned("fresh.example")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	// Lookups never wait for the (blocked) probe.
+	start := time.Now()
+	for range 100 {
+		c.Get("fresh.example")
+	}
+	if el := time.Since(start); el > 100*time.Millisecond {
+		t.Errorf("Get waited %v while a probe was in flight", el)
+	}
+	close(cp.gate)
+	waitFor(t, "first probe", func() bool { _, ok := c.Get("fresh.example"); return ok })
+	if n := cp.count("fresh.example"); n != 1 {
+		t.Errorf("probed %d times, want 1", n)
+	}
+	// Shortly before expiry (90% of the TTL) Run re-probes it.
+	clk.Add(DefaultTTL * 95 / 100)
+	waitFor(t, "refresh", func() bool { return cp.count("fresh.example") == 2 })
+	r, _ := c.Get("fresh.example")
+	if !r.Fresh(clk.Now()) {
+		t.Error("refreshed result is not fresh")
+	}
+	// Persisted by Run.
+	waitFor(t, "save", func() bool { _, err := os.Stat(path); return err == nil })
+
+	// An entry nobody asks for is dropped once expired, not refreshed.
+	clk.Add(DefaultIdleAfter + DefaultTTL)
+	waitFor(t, "idle drop", func() bool { return c.Len() == 0 })
+	if n := cp.count("fresh.example"); n > 3 {
+		t.Errorf("idle entry refreshed %d times", n)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}
+
+func TestCacheQueueCap(t *testing.T) {
+	c := NewCache(CacheConfig{MaxQueue: 3, Logger: slog.New(slog.DiscardHandler)})
+	for _, d := range []string{"a.example", "b.example", "c.example", "d.example"} {
+		c.Schedule(d)
+	}
+	if len(c.queue) != 3 {
+		t.Errorf("queue holds %d, want 3", len(c.queue))
+	}
+}
+
+// End to end: a real prober behind the cache; the fake MX loses STARTTLS
+// between two probes and the learned policy stays, with an event.
+func TestCacheWithProberSTRIPTLS(t *testing.T) {
+	ca := newCA(t)
+	z := newZone(t)
+	f := newFarm(t, ca)
+	z.mx(t, "striptls.test", 10, "mx1.striptls.test", "127.0.0.2")
+	tlsMX := smtpOnce(t, f, "127.0.0.2", true)
+	p := testProber(t, z, f, nil)
+	clk := newClock(time.Now())
+	var ev events
+	c := NewCache(CacheConfig{Probe: p.Probe, Now: clk.Now, OnEvent: ev.add, ScanEvery: 10 * time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler)})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go c.Run(ctx)
+
+	if _, _, ok := c.Learned("striptls.test"); ok {
+		t.Fatal("learned before probing")
+	}
+	waitFor(t, "learning", func() bool { _, _, ok := c.Learned("striptls.test"); return ok })
+
+	// The attacker strips STARTTLS.
+	tlsMX()
+	smtpOnce(t, f, "127.0.0.2", false)
+	clk.Add(DefaultTTL)
+	waitFor(t, "no-starttls probe", func() bool {
+		r, ok := c.Get("striptls.test")
+		return ok && r.Status == StatusNoSTARTTLS
+	})
+	if lvl, _, ok := c.Learned("striptls.test"); !ok || lvl != LevelEncrypt {
+		t.Fatalf("learned policy downgraded by a STRIPTLS probe")
+	}
+	waitFor(t, "event", func() bool { k := ev.kinds(); return len(k) >= 2 })
+	if k := ev.kinds(); k[0] != EventLearned || k[1] != EventDowngradeRefused {
+		t.Errorf("events = %v", k)
+	}
+}
+
+// smtpOnce starts a go-smtp fake MX on ip and returns a function stopping
+// it, so a test can replace it.
+func smtpOnce(t *testing.T, f *mxFarm, ip string, starttls bool) (stop func()) {
+	t.Helper()
+	sub := &stopper{}
+	tb := &stopTB{TB: t, s: sub}
+	if starttls {
+		f.goodMX(tb, ip, "mx1.striptls.test")
+	} else {
+		f.smtpServer(tb, ip, nil)
+	}
+	return sub.run
+}
+
+// stopTB collects Cleanup functions so that they can be run early.
+type stopTB struct {
+	testing.TB
+	s *stopper
+}
+
+func (s *stopTB) Cleanup(fn func()) { s.s.add(fn); s.TB.Cleanup(s.s.run) }
+
+type stopper struct {
+	mu  sync.Mutex
+	fns []func()
+}
+
+func (s *stopper) add(fn func()) { s.mu.Lock(); s.fns = append(s.fns, fn); s.mu.Unlock() }
+func (s *stopper) run() {
+	s.mu.Lock()
+	fns := s.fns
+	s.fns = nil
+	s.mu.Unlock()
+	for i := len(fns) - 1; i >= 0; i-- {
+		fns[i]()
+	}
+}
