@@ -286,15 +286,23 @@ func (p *parser) finish() (*Table, error) {
 
 var yamlLineRE = regexp.MustCompile(`(?s)^yaml: line (\d+): (.*)$`)
 
-// yamlError turns a go-yaml error into file:line: message.
-func (p *parser) yamlError(file string, err error) {
+var bracketKeyRE = regexp.MustCompile(`(?m)^[ \t]*\[[^\]\n]*\](:[^ \t\n]*)?:[ \t]`)
+
+// yamlError turns a go-yaml error into file:line: message. An unquoted
+// "[host]:port" key is the classic mistake in this table (YAML reads "[" as
+// the start of a list): the message then says how to write it.
+func (p *parser) yamlError(file string, err error, data []byte) {
 	msg := err.Error()
+	hint := ""
+	if bracketKeyRE.Match(data) {
+		hint = ` (keys that start with "[" must be quoted: "[host]:port": policy)`
+	}
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
-		p.errorf(Source{File: file, Line: line}, "YAML syntax: %s", m[2])
+		p.errorf(Source{File: file, Line: line}, "YAML syntax: %s%s", m[2], hint)
 		return
 	}
-	p.errorf(Source{File: file}, "YAML syntax: %s", strings.TrimPrefix(msg, "yaml: "))
+	p.errorf(Source{File: file}, "YAML syntax: %s%s", strings.TrimPrefix(msg, "yaml: "), hint)
 }
 
 // decode runs the YAML decoder; a panic inside it (the table is rejected,
@@ -313,14 +321,14 @@ func (p *parser) parseYAML(file string, data []byte) {
 	var doc yaml.Node
 	if err := decode(dec, &doc); err != nil {
 		if err != io.EOF {
-			p.yamlError(file, err)
+			p.yamlError(file, err, data)
 		}
 		return
 	}
 	var extra yaml.Node
 	if err := decode(dec, &extra); err != io.EOF {
 		if err != nil {
-			p.yamlError(file, err)
+			p.yamlError(file, err, data)
 			return
 		}
 		p.errorf(Source{File: file, Line: extra.Line}, "more than one YAML document (\"---\"): put each in its own file")
