@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -356,4 +357,37 @@ func testProber(t testing.TB, z *zone, f *mxFarm, mod func(*Config)) *Prober {
 		mod(&cfg)
 	}
 	return New(cfg)
+}
+
+// scripted answers SMTP commands from a table keyed by the upper-cased
+// command verb; "" is the banner. A missing verb answers 502. The
+// connection closes after QUIT or a reply "CLOSE".
+func scripted(replies map[string]string) func(net.Conn) {
+	return func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, replies[""]); err != nil {
+			return
+		}
+		r := bufio.NewReader(c)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			verb := strings.ToUpper(strings.Fields(line + " x")[0])
+			reply, ok := replies[verb]
+			switch {
+			case verb == "QUIT":
+				_, _ = io.WriteString(c, "221 bye\r\n")
+				return
+			case reply == "CLOSE":
+				return
+			case !ok:
+				reply = "502 5.5.1 unknown command\r\n"
+			}
+			if _, err := io.WriteString(c, reply); err != nil {
+				return
+			}
+		}
+	}
 }

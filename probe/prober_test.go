@@ -205,6 +205,57 @@ func TestProbeScenarios(t *testing.T) {
 			},
 		},
 		{
+			name: "EHLO refused: Postfix falls back to HELO, no TLS",
+			setup: func(t *testing.T, z *zone, f *mxFarm) {
+				z.mx(t, "helo.test", 10, "mx1.helo.test", ip1)
+				f.rawServer(t, ip1, scripted(map[string]string{"": "220 mx1.helo.test\r\n", "EHLO": "502 5.5.1 what?\r\n"}))
+			},
+			target: "helo.test",
+			status: StatusNoSTARTTLS,
+			levels: levels{true, false, false, false},
+		},
+		{
+			name: "STARTTLS advertised but refused",
+			setup: func(t *testing.T, z *zone, f *mxFarm) {
+				z.mx(t, "refuse.test", 10, "mx1.refuse.test", ip1)
+				f.rawServer(t, ip1, scripted(map[string]string{"": "220 mx1.refuse.test\r\n",
+					"EHLO": "250-mx1.refuse.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n", "STARTTLS": "454 4.7.0 TLS not available\r\n"}))
+			},
+			target: "refuse.test",
+			status: StatusNoSTARTTLS,
+			levels: levels{true, false, false, false},
+			reason: []string{"STARTTLS refused: 454 4.7.0 TLS not available"},
+			class:  ClassSTARTTLS,
+		},
+		{
+			name: "TLS handshake fails",
+			setup: func(t *testing.T, z *zone, f *mxFarm) {
+				z.mx(t, "nohs.test", 10, "mx1.nohs.test", ip1)
+				f.rawServer(t, ip1, func(c net.Conn) {
+					scripted(map[string]string{"": "220 mx1.nohs.test\r\n",
+						"EHLO": "250-mx1.nohs.test\r\n250 starttls\r\n", "STARTTLS": "220 go ahead\r\n"})(c)
+				})
+			},
+			target: "nohs.test",
+			status: StatusNoSTARTTLS,
+			levels: levels{true, false, false, false},
+			reason: []string{"TLS handshake"},
+			class:  ClassHandshake,
+		},
+		{
+			name: "plaintext injected after the STARTTLS reply",
+			setup: func(t *testing.T, z *zone, f *mxFarm) {
+				z.mx(t, "inject.test", 10, "mx1.inject.test", ip1)
+				f.rawServer(t, ip1, scripted(map[string]string{"": "220 mx1.inject.test\r\n",
+					"EHLO": "250-mx1.inject.test\r\n250 STARTTLS\r\n", "STARTTLS": "220 go ahead\r\n250 injected\r\n"}))
+			},
+			target: "inject.test",
+			status: StatusNoSTARTTLS,
+			levels: levels{true, false, false, false},
+			reason: []string{"data after the STARTTLS reply"},
+			class:  ClassProtocol,
+		},
+		{
 			name: "one of two MX down: not counted",
 			setup: func(t *testing.T, z *zone, f *mxFarm) {
 				z.mx(t, "half.test", 10, "mx1.half.test", ip1)

@@ -103,13 +103,7 @@ func (s *session) run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 
-	lr := &io.LimitedReader{R: conn, N: maxSessionBytes}
-	br := bufio.NewReader(lr)
-	tp := textproto.NewConn(struct {
-		io.Reader
-		io.Writer
-		io.Closer
-	}{br, conn, conn})
+	tp := newTextConn(conn)
 
 	// Banner (RFC 5321 §4.3.1: 220, or 554 / 421 when refusing).
 	s.deadline(conn)
@@ -162,7 +156,7 @@ func (s *session) run(ctx context.Context) error {
 	// Bytes after the 220 that arrived before our handshake are a
 	// plaintext injection (CVE-2011-0411): Postfix discards them, we fail
 	// the session so that the finding is visible.
-	if br.Buffered() > 0 {
+	if tp.br.Buffered() > 0 {
 		return fail(ClassProtocol, "server sent data after the STARTTLS reply, before the TLS handshake")
 	}
 
@@ -186,12 +180,7 @@ func (s *session) run(ctx context.Context) error {
 
 	// EHLO again over TLS, as Postfix does (RFC 3207 §4.2: the server
 	// forgets what it knew), then QUIT.
-	tlr := &io.LimitedReader{R: tconn, N: maxSessionBytes}
-	ttp := textproto.NewConn(struct {
-		io.Reader
-		io.Writer
-		io.Closer
-	}{bufio.NewReader(tlr), tconn, tconn})
+	ttp := newTextConn(tconn)
 	caps, err = s.ehlo(ttp, conn)
 	if err == nil && caps == nil {
 		err = fail(ClassAfterTLS, "EHLO refused after STARTTLS")
@@ -207,9 +196,22 @@ func (s *session) run(ctx context.Context) error {
 	return nil
 }
 
+// textConn is one SMTP command/reply channel. The reader is ours, not
+// textproto.Conn's, so that we can see bytes buffered after a reply.
+type textConn struct {
+	br *bufio.Reader
+	*textproto.Reader
+	*textproto.Writer
+}
+
+func newTextConn(c io.ReadWriter) *textConn {
+	br := bufio.NewReader(&io.LimitedReader{R: c, N: maxSessionBytes})
+	return &textConn{br: br, Reader: textproto.NewReader(br), Writer: textproto.NewWriter(bufio.NewWriter(c))}
+}
+
 // ehlo sends EHLO and returns the advertised extensions (upper-cased
 // keywords), or nil caps and no error when EHLO was refused with 5xx.
-func (s *session) ehlo(tp *textproto.Conn, conn net.Conn) (map[string]bool, error) {
+func (s *session) ehlo(tp *textConn, conn net.Conn) (map[string]bool, error) {
 	s.deadline(conn)
 	if err := tp.PrintfLine("EHLO %s", s.p.cfg.HELO); err != nil {
 		return nil, ioFail("sending EHLO", err)
@@ -239,7 +241,7 @@ func (s *session) ehlo(tp *textproto.Conn, conn net.Conn) (map[string]bool, erro
 }
 
 // quit ends the session politely; its outcome does not matter.
-func (s *session) quit(tp *textproto.Conn, conn net.Conn) {
+func (s *session) quit(tp *textConn, conn net.Conn) {
 	_ = conn.SetDeadline(time.Now().Add(min(quitWait, s.p.cfg.Timeout)))
 	if err := tp.PrintfLine("QUIT"); err != nil {
 		return

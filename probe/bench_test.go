@@ -1,0 +1,68 @@
+package probe
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+// BenchmarkProbe1000Domains probes 1,000 domains served by the in-process
+// DNS server, spread over four local fake MX servers with STARTTLS and a
+// valid certificate (every probe is a full session: banner, EHLO,
+// STARTTLS, TLS handshake, certificate checks, EHLO, QUIT), with the
+// default concurrency. One op is the whole batch of 1,000; the target is
+// under 10 s per batch.
+func BenchmarkProbe1000Domains(b *testing.B) {
+	const domains = 1000
+	ca := newCA(b)
+	z := newZone(b)
+	f := newFarm(b, ca)
+	const nMX = 4
+	for k := range nMX {
+		ip := fmt.Sprintf("127.0.0.%d", 10+k)
+		host := fmt.Sprintf("mx%d.bench.test", k)
+		z.addr4or6(b, host, ip)
+		f.goodMX(b, ip, host)
+	}
+	targets := make([]string, domains)
+	for i := range targets {
+		d := fmt.Sprintf("d%04d.bench.test", i)
+		targets[i] = d
+		z.add(b, fmt.Sprintf("%s. 300 IN MX 10 mx%d.bench.test.", d, i%nMX))
+	}
+	p := testProber(b, z, f, func(c *Config) {
+		c.Timeout = DefaultTimeout
+		c.Concurrency = 0 // the default
+	})
+	if p.cfg.Concurrency != DefaultConcurrency {
+		b.Fatalf("concurrency %d", p.cfg.Concurrency)
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for b.Loop() {
+		var wg sync.WaitGroup
+		errs := make(chan string, domains)
+		for _, d := range targets {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r, err := p.Probe(ctx, d)
+				if err != nil || r.Status != StatusOK || !r.Levels[LevelVerify].OK {
+					errs <- fmt.Sprintf("%s: %v %+v", d, err, r)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for e := range errs {
+			b.Fatal(e)
+		}
+	}
+	elapsed := time.Since(start)
+	b.ReportMetric(float64(domains*b.N)/elapsed.Seconds(), "domains/s")
+	b.ReportMetric(elapsed.Seconds()/float64(b.N), "s/1000domains")
+}
