@@ -1,0 +1,235 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tlspolicyd/tlspolicyd/socketmap"
+)
+
+func writeFile(t testing.TB, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// replaceByRename writes content to a temporary file in the same directory
+// and renames it over path, as git checkout and most editors do.
+func replaceByRename(t testing.TB, path, content string) {
+	t.Helper()
+	tmp := filepath.Join(filepath.Dir(path), ".tmp-"+filepath.Base(path))
+	writeFile(t, tmp, content)
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func lookup(t testing.TB, e *Engine, key string) string {
+	t.Helper()
+	r, err := e.Lookup(context.Background(), "tls_policy", key)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	return strings.TrimSpace(r.Status.String() + " " + r.Data)
+}
+
+// waitFor polls until lookup(key) == want or the deadline passes.
+func waitFor(t *testing.T, e *Engine, key, want string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		got := lookup(t, e, key)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lookup(%s) = %q after %v, want %q", key, got, within, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestReloaderFollowsEdits(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "partners.yaml")
+	writeFile(t, path, "outbound:\n  bank.example: encrypt\n")
+	e := New(nil, nil, nil, nil)
+	var failures atomic.Int32
+	rl := &Reloader{Path: dir, Engine: e, Debounce: 50 * time.Millisecond,
+		OnReload: func(err error) {
+			if err != nil {
+				failures.Add(1)
+			}
+		}}
+	if err := rl.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- rl.Run(ctx) }()
+	time.Sleep(100 * time.Millisecond) // let the watcher start
+
+	if got := lookup(t, e, "bank.example"); got != "OK encrypt" {
+		t.Fatalf("initial = %q", got)
+	}
+	// In place (truncate and write).
+	writeFile(t, path, "outbound:\n  bank.example: verify\n")
+	waitFor(t, e, "bank.example", "OK verify", 2*time.Second)
+
+	// By rename, as git checkout does.
+	replaceByRename(t, path, "outbound:\n  bank.example: secure\n")
+	waitFor(t, e, "bank.example", "OK secure", 2*time.Second)
+
+	// A new file in the directory is picked up.
+	writeFile(t, filepath.Join(dir, "more.yml"), "outbound:\n  new.example: encrypt\n")
+	waitFor(t, e, "new.example", "OK encrypt", 2*time.Second)
+
+	// A broken edit changes nothing and is counted.
+	before := failures.Load()
+	replaceByRename(t, path, "outbound:\n  bank.example: bogus-level\n")
+	deadline := time.Now().Add(2 * time.Second)
+	for failures.Load() == before && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if failures.Load() == before {
+		t.Fatal("broken edit did not trigger a (failed) reload")
+	}
+	if got := lookup(t, e, "bank.example"); got != "OK secure" {
+		t.Fatalf("after broken edit = %q, want the old answer", got)
+	}
+	// Fixing it is picked up again.
+	replaceByRename(t, path, "outbound:\n  bank.example: encrypt\n")
+	waitFor(t, e, "bank.example", "OK encrypt", 2*time.Second)
+
+	// Editor swap files and other names are ignored.
+	before = failures.Load()
+	writeFile(t, filepath.Join(dir, ".partners.yaml.swp"), "garbage: [")
+	writeFile(t, filepath.Join(dir, "README"), "garbage: [")
+	time.Sleep(300 * time.Millisecond)
+	if failures.Load() != before {
+		t.Error("an irrelevant file triggered a reload")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReloaderWatchesIncludeDirectory(t *testing.T) {
+	dir := t.TempDir()
+	tableDir := filepath.Join(dir, "table")
+	incDir := filepath.Join(dir, "postfix")
+	for _, d := range []string{tableDir, incDir} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(incDir, "tls_policy"), "legacy.example encrypt\n")
+	writeFile(t, filepath.Join(tableDir, "t.yaml"), "include:\n  - postfix: ../postfix/tls_policy\n")
+	e := New(nil, nil, nil, nil)
+	rl := &Reloader{Path: tableDir, Engine: e, Debounce: 50 * time.Millisecond}
+	if err := rl.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go rl.Run(ctx)
+	time.Sleep(100 * time.Millisecond)
+	waitFor(t, e, "legacy.example", "OK encrypt", time.Second)
+	replaceByRename(t, filepath.Join(incDir, "tls_policy"), "legacy.example verify\n")
+	waitFor(t, e, "legacy.example", "OK verify", 2*time.Second)
+}
+
+// TestReloadNeverMixesTables swaps between two complete tables while many
+// goroutines look up keys: every answer must come from one table or the
+// other (never NOTFOUND, never an error), and all keys resolved against one
+// snapshot must come from the same table. Run with -race.
+func TestReloadNeverMixesTables(t *testing.T) {
+	const n = 500
+	gen := func(level string) string {
+		var b strings.Builder
+		b.WriteString("outbound:\n")
+		for i := 0; i < n; i++ {
+			fmt.Fprintf(&b, "  d%d.example: %s\n", i, level)
+		}
+		b.WriteString("  .parent.example: " + level + "\n")
+		return b.String()
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "t.yaml")
+	writeFile(t, path, gen("encrypt"))
+	e := New(nil, nil, nil, nil)
+	rl := &Reloader{Path: path, Engine: e}
+	if err := rl.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var lookups atomic.Int64
+	errs := make(chan string, 16)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				key := fmt.Sprintf("d%d.example", i%n)
+				if i%3 == 0 {
+					key = fmt.Sprintf("x%d.sub.parent.example", i)
+				}
+				r, err := e.Lookup(context.Background(), "tls_policy", key)
+				lookups.Add(1)
+				if err != nil || r.Status != socketmap.StatusOK || (r.Data != "encrypt" && r.Data != "verify") {
+					select {
+					case errs <- fmt.Sprintf("%s: %v %+v", key, err, r):
+					default:
+					}
+					return
+				}
+				// One snapshot answers every key from the same table.
+				s := e.Store()
+				a, _ := s.Resolve("tls_policy", "d0.example", nil)
+				b, _ := s.Resolve("tls_policy", fmt.Sprintf("d%d.example", n-1), nil)
+				if a.Data != b.Data {
+					select {
+					case errs <- fmt.Sprintf("mixed snapshot: %q vs %q", a.Data, b.Data):
+					default:
+					}
+					return
+				}
+			}
+		}()
+	}
+	for i := 0; i < 20; i++ {
+		level := "verify"
+		if i%2 == 1 {
+			level = "encrypt"
+		}
+		writeFile(t, path, gen(level))
+		if err := rl.Reload(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	if lookups.Load() == 0 {
+		t.Fatal("no lookups ran")
+	}
+}

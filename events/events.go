@@ -1,0 +1,111 @@
+// Package events records the decisions a postmaster must hear about: mail
+// blocked (or, in testing mode, that would be blocked) by inbound
+// enforcement, outbound targets failing their probe, learned-policy
+// downgrade attempts, failed reloads. Events go to a bounded in-memory ring
+// (for the status page and reports) and to any number of subscribers.
+package events
+
+import (
+	"sync"
+	"time"
+)
+
+// Kind names what happened.
+type Kind string
+
+// Event kinds.
+const (
+	InboundBlocked      Kind = "inbound_blocked"       // an enforced inbound rule deferred or rejected mail
+	InboundWouldBlock   Kind = "inbound_would_block"   // a testing inbound rule would have
+	OutboundProbeFailed Kind = "outbound_probe_failed" // an enforced or testing destination fails its probe
+	LearnedDowngrade    Kind = "learned_downgrade"     // a learned STARTTLS destination stopped offering it
+	CertExpiring        Kind = "cert_expiring"         // an enforced verify/secure destination's certificate expires soon
+	ReloadFailed        Kind = "reload_failed"         // a table edit was rejected; the old table keeps serving
+)
+
+// Event is one decision that blocks or would block mail.
+type Event struct {
+	Time   time.Time `json:"time"`
+	Kind   Kind      `json:"kind"`
+	Domain string    `json:"domain,omitempty"` // the partner domain concerned
+	Rule   string    `json:"rule,omitempty"`   // rule name or table key
+	Source string    `json:"source,omitempty"` // file:line of the rule
+	Action string    `json:"action,omitempty"` // what was (or would be) answered
+	Reason string    `json:"reason"`
+	Client string    `json:"client,omitempty"`
+	Sender string    `json:"sender,omitempty"`
+}
+
+// Ring is a bounded, concurrency-safe log of recent events that also fans
+// them out to subscribers. Publishing never blocks on a subscriber.
+type Ring struct {
+	mu    sync.Mutex
+	buf   []Event
+	next  int
+	full  bool
+	total map[Kind]uint64
+	subs  []func(Event)
+}
+
+// NewRing returns a ring keeping the last size events.
+func NewRing(size int) *Ring {
+	if size < 1 {
+		size = 1
+	}
+	return &Ring{buf: make([]Event, size), total: map[Kind]uint64{}}
+}
+
+// Subscribe registers f to be called with every later event. f must not block.
+func (r *Ring) Subscribe(f func(Event)) {
+	r.mu.Lock()
+	r.subs = append(r.subs, f)
+	r.mu.Unlock()
+}
+
+// Publish records e (setting Time if zero) and hands it to subscribers.
+func (r *Ring) Publish(e Event) {
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	r.mu.Lock()
+	r.buf[r.next] = e
+	r.next = (r.next + 1) % len(r.buf)
+	if r.next == 0 {
+		r.full = true
+	}
+	r.total[e.Kind]++
+	subs := r.subs
+	r.mu.Unlock()
+	for _, f := range subs {
+		f(e)
+	}
+}
+
+// Recent returns up to n most recent events, newest first.
+func (r *Ring) Recent(n int) []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	size := r.next
+	if r.full {
+		size = len(r.buf)
+	}
+	if n <= 0 || n > size {
+		n = size
+	}
+	out := make([]Event, 0, n)
+	for i := 1; i <= n; i++ {
+		out = append(out, r.buf[(r.next-i+len(r.buf))%len(r.buf)])
+	}
+	return out
+}
+
+// Totals returns how many events of each kind were published.
+func (r *Ring) Totals() map[Kind]uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := make(map[Kind]uint64, len(r.total))
+	for k, v := range r.total {
+		m[k] = v
+	}
+	return m
+}
