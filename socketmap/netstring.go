@@ -263,21 +263,34 @@ func splitRequest(b []byte) (name, key []byte, err error) {
 // becomes TEMP; an unknown Status is sent as TEMP. Error reasons are cut to
 // the 200 bytes Postfix logs, with control bytes replaced by '?'.
 func AppendReply(dst []byte, r Reply) []byte {
+	r = normalize(r)
+	switch r.Status {
+	case StatusOK:
+		return appendReplyPayload(dst, "OK", r.Data)
+	case StatusNotFound:
+		return append(dst, "9:NOTFOUND ,"...)
+	}
+	return appendReason(dst, r.Status.String(), r.Data)
+}
+
+// normalize returns the reply AppendReply actually sends for r (before
+// truncating reasons).
+func normalize(r Reply) Reply {
 	switch r.Status {
 	case StatusOK:
 		switch {
 		case r.Data == "":
-			return appendReplyPayload(dst, "TEMP", "empty result")
+			return Reply{Status: StatusTemp, Data: "empty result"}
 		case len("OK ")+len(r.Data) > MaxReplySize:
-			return appendReplyPayload(dst, "TEMP", "reply too long")
+			return Reply{Status: StatusTemp, Data: "reply too long"}
 		}
-		return appendReplyPayload(dst, "OK", r.Data)
 	case StatusNotFound:
-		return append(dst, "9:NOTFOUND ,"...)
+		return Reply{Status: StatusNotFound}
 	case StatusTemp, StatusTimeout, StatusPerm:
-		return appendReason(dst, r.Status.String(), r.Data)
+	default:
+		return Reply{Status: StatusTemp, Data: r.Data}
 	}
-	return appendReason(dst, "TEMP", r.Data)
+	return r
 }
 
 // appendReplyPayload appends the netstring "<word> <data>"; data is sent

@@ -1,0 +1,555 @@
+package socketmap
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Server defaults.
+const (
+	// DefaultReadTimeout bounds the time from a request's first byte to its
+	// last.
+	DefaultReadTimeout = 10 * time.Second
+	// DefaultIdleTimeout closes connections idle this long. Postfix keeps
+	// idle socketmap connections for 100 s and more and reconnects silently
+	// when the server has closed one, so this only has to be longer than
+	// that to spare reconnects.
+	DefaultIdleTimeout = 5 * time.Minute
+	// DefaultRequestTimeout bounds one Handler call.
+	DefaultRequestTimeout = 5 * time.Second
+)
+
+// lingerTimeout is how long a connection closed after an error reply keeps
+// reading (and discarding) what the client still sends. Closing a socket with
+// unread input makes the kernel send a RST, which can destroy the error reply
+// before the client has read it.
+const (
+	lingerTimeout  = 500 * time.Millisecond
+	maxLingerBytes = 256 << 10
+)
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("socketmap: server closed")
+
+// Server serves socketmap requests on persistent connections, one goroutine
+// per connection, calling Handler for each lookup. The zero value plus a
+// Handler is ready to use; fields must not change once Serve has been
+// called.
+type Server struct {
+	// Handler answers lookups. Required.
+	Handler Handler
+	// Logger receives a debug record per request (remote, map, key,
+	// status), warnings for protocol errors, handler errors and timeouts,
+	// and errors for handler panics. Nil means slog.Default().
+	Logger *slog.Logger
+
+	// ReadTimeout is the deadline for reading a request once its first
+	// byte has arrived (default DefaultReadTimeout). It also bounds a
+	// blocked write of a reply.
+	ReadTimeout time.Duration
+	// IdleTimeout closes a connection on which no request has started for
+	// this long (default DefaultIdleTimeout).
+	IdleTimeout time.Duration
+	// RequestTimeout bounds each Handler call (default
+	// DefaultRequestTimeout): the Handler's context expires then, and if
+	// the Handler has not returned the client gets "TEMP timeout" and the
+	// connection is closed.
+	RequestTimeout time.Duration
+	// MaxRequestSize caps a request's payload in bytes (default
+	// DefaultMaxRequestSize).
+	MaxRequestSize int
+	// MaxConns caps simultaneous connections; 0 means no limit. A
+	// connection over the limit is closed at once, with a warning logged.
+	MaxConns int
+
+	shutdown atomic.Bool
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	drained   chan struct{} // closed when conns empties during Shutdown
+	baseCtx   context.Context
+	cancel    context.CancelFunc
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// Serve accepts connections on l and serves each in its own goroutine until
+// Shutdown is called, then returns ErrServerClosed. Serve may be called for
+// several listeners at once. It closes l when it returns.
+func (s *Server) Serve(l net.Listener) error {
+	if s.Handler == nil {
+		l.Close()
+		return errors.New("socketmap: Server.Handler is nil")
+	}
+	if !s.trackListener(l) {
+		l.Close()
+		return ErrServerClosed
+	}
+	defer s.untrackListener(l)
+
+	var delay time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if s.shutdown.Load() {
+				return ErrServerClosed
+			}
+			if temporaryAcceptError(err) {
+				// Out of file descriptors or memory: back off
+				// instead of spinning, as net/http does.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.logger().Warn("socketmap: accept failed; retrying", "err", err, "delay", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("socketmap: accept: %w", err)
+		}
+		delay = 0
+		c := s.newConn(nc)
+		if !s.trackConn(c) {
+			continue
+		}
+		go c.serve()
+	}
+}
+
+// temporaryAcceptError reports whether Accept may succeed later.
+func temporaryAcceptError(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.EINTR} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) trackListener(l net.Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown.Load() {
+		return false
+	}
+	if s.listeners == nil {
+		s.listeners = make(map[net.Listener]struct{})
+		s.conns = make(map[*conn]struct{})
+		s.baseCtx, s.cancel = context.WithCancel(context.Background())
+	}
+	s.listeners[l] = struct{}{}
+	return true
+}
+
+func (s *Server) untrackListener(l net.Listener) {
+	s.mu.Lock()
+	delete(s.listeners, l)
+	s.mu.Unlock()
+	l.Close()
+}
+
+// trackConn registers c, or closes it if the server is shutting down or
+// at MaxConns.
+func (s *Server) trackConn(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown.Load() {
+		c.nc.Close()
+		return false
+	}
+	if s.MaxConns > 0 && len(s.conns) >= s.MaxConns {
+		s.logger().Warn("socketmap: connection limit reached; closing new connection",
+			"remote", c.remote, "max_conns", s.MaxConns)
+		c.nc.Close()
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+// untrack forgets c; it may be called more than once.
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, c)
+	if len(s.conns) == 0 && s.drained != nil {
+		close(s.drained)
+		s.drained = nil
+	}
+}
+
+// Shutdown stops the server gracefully: it closes the listeners (Serve
+// returns ErrServerClosed), closes idle connections at once, lets each busy
+// connection finish the request it is answering and then closes it, and
+// waits for all connections to be gone. If ctx ends first, Shutdown closes
+// the remaining connections, cancels the contexts of running lookups and
+// returns ctx.Err().
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutdown.Store(true)
+	s.mu.Lock()
+	var err error
+	for l := range s.listeners {
+		if cerr := l.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
+			err = fmt.Errorf("socketmap: close listener: %w", cerr)
+		}
+		delete(s.listeners, l)
+	}
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+
+	// A connection that is not idle now sees the shutdown flag when it has
+	// written its current reply, and closes itself.
+	for _, c := range conns {
+		c.closeIfIdle()
+	}
+
+	s.mu.Lock()
+	if len(s.conns) == 0 {
+		s.mu.Unlock()
+		return err
+	}
+	if s.drained == nil {
+		s.drained = make(chan struct{})
+	}
+	drained := s.drained
+	s.mu.Unlock()
+
+	select {
+	case <-drained:
+		return err
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			c.close()
+		}
+		if s.cancel != nil {
+			s.cancel()
+		}
+		s.mu.Unlock()
+		return ctx.Err()
+	}
+}
+
+// Connection phases, kept in the low two bits of conn.state; the bits
+// above count requests, so that a compare-and-swap by a late watchdog
+// cannot hit a later request (no ABA).
+const (
+	phaseIdle    = iota // waiting for the first byte of a request
+	phaseActive         // reading a request or writing a reply
+	phaseHandler        // inside Handler.Lookup
+	phaseClosed         // closed by Shutdown or by the watchdog
+	phaseMask    = 3
+)
+
+// stateOf builds a conn.state value.
+func stateOf(seq, phase uint64) uint64 { return seq<<2 | phase }
+
+// monoBase anchors watchdog deadlines to the monotonic clock.
+var monoBase = time.Now()
+
+// conn is one client connection. Its fields are used by its own goroutine
+// only, except state (shared with Shutdown and the watchdog), deadline and
+// curMap/curKey (read by the watchdog after it has seen phaseHandler), and
+// the writer, which the watchdog takes over when it wins the state.
+type conn struct {
+	s      *Server
+	nc     net.Conn
+	remote string
+	base   context.Context
+	r      *bufio.Reader
+	w      *bufio.Writer
+	d      *Decoder
+	log    *slog.Logger
+
+	readTimeout, idleTimeout, requestTimeout time.Duration
+
+	state    atomic.Uint64
+	seq      uint64       // requests started; owned by the conn goroutine
+	deadline atomic.Int64 // watchdog deadline of the running Lookup, since monoBase
+	watchdog *time.Timer
+	curMap   string
+	curKey   string
+	mapStr   string // previous map name, reused while it repeats
+
+	closeOnce sync.Once
+}
+
+func (s *Server) newConn(nc net.Conn) *conn {
+	remote := nc.RemoteAddr().String()
+	if remote == "" || remote == "@" {
+		remote = nc.RemoteAddr().Network()
+	}
+	r := bufio.NewReaderSize(nc, 4096)
+	s.mu.Lock()
+	base := s.baseCtx
+	s.mu.Unlock()
+	c := &conn{
+		s:              s,
+		nc:             nc,
+		remote:         remote,
+		base:           base,
+		r:              r,
+		w:              bufio.NewWriterSize(nc, 4096),
+		d:              NewDecoder(r, s.MaxRequestSize),
+		log:            s.logger(),
+		readTimeout:    orDefault(s.ReadTimeout, DefaultReadTimeout),
+		idleTimeout:    orDefault(s.IdleTimeout, DefaultIdleTimeout),
+		requestTimeout: orDefault(s.RequestTimeout, DefaultRequestTimeout),
+	}
+	c.state.Store(phaseActive)
+	return c
+}
+
+func (c *conn) close() {
+	c.closeOnce.Do(func() { c.nc.Close() })
+}
+
+// closeIfIdle closes c if it is waiting for a request.
+func (c *conn) closeIfIdle() {
+	st := c.state.Load()
+	if st&phaseMask == phaseIdle && c.state.CompareAndSwap(st, st|phaseClosed) {
+		c.close()
+	}
+}
+
+// lingerClose half-closes c, drains what the client still sends for a
+// moment, then closes: see lingerTimeout.
+func (c *conn) lingerClose() {
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		_ = c.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
+		_, _ = io.CopyN(io.Discard, c.nc, maxLingerBytes)
+	}
+	c.close()
+}
+
+func (c *conn) flush() error {
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.readTimeout))
+	return c.w.Flush()
+}
+
+// serve reads requests and writes replies until the client closes the
+// connection, an error occurs, or the server shuts down.
+//
+// Replies are buffered and flushed only when no further request is already
+// buffered: pipelined requests get their replies in one write, while a
+// client that waits for each reply (Postfix) gets it at once.
+func (c *conn) serve() {
+	handedOver := false
+	defer func() {
+		if !handedOver {
+			c.close()
+			c.s.untrack(c)
+		}
+	}()
+	for {
+		if c.r.Buffered() == 0 {
+			if c.w.Buffered() > 0 {
+				if err := c.flush(); err != nil {
+					c.log.Debug("socketmap: write failed", "remote", c.remote, "err", err)
+					return
+				}
+			}
+			idle := stateOf(c.seq, phaseIdle)
+			c.state.Store(idle)
+			if c.s.shutdown.Load() {
+				return
+			}
+			_ = c.nc.SetReadDeadline(time.Now().Add(c.idleTimeout))
+			if _, err := c.r.Peek(1); err != nil {
+				c.readFailed(err, true)
+				return
+			}
+			if !c.state.CompareAndSwap(idle, stateOf(c.seq, phaseActive)) {
+				return // closed by Shutdown
+			}
+		}
+		if !c.d.Buffered() {
+			// The rest of the request is still on its way.
+			_ = c.nc.SetReadDeadline(time.Now().Add(c.readTimeout))
+		}
+		payload, err := c.d.Next()
+		if err != nil {
+			c.readFailed(err, false)
+			return
+		}
+		if !c.handle(payload) {
+			// The watchdog owns the connection: it answers and
+			// closes it.
+			handedOver = true
+			return
+		}
+		if c.s.shutdown.Load() {
+			if err := c.flush(); err != nil {
+				c.log.Debug("socketmap: write failed", "remote", c.remote, "err", err)
+			}
+			return
+		}
+	}
+}
+
+// readFailed handles a read error; idle says no request had started.
+func (c *conn) readFailed(err error, idle bool) {
+	switch {
+	case errors.Is(err, io.EOF):
+		// The client closed between requests (Exim closes after one).
+	case errors.Is(err, net.ErrClosed):
+		// Closed by Shutdown.
+	case errors.Is(err, ErrMalformed):
+		// A netstring stream cannot be resynchronised: answer and close.
+		c.log.Warn("socketmap: malformed request; closing connection", "remote", c.remote, "err", err)
+		c.w.Write(AppendReply(c.w.AvailableBuffer(), Reply{Status: StatusPerm, Data: "bad request"}))
+		if err := c.flush(); err == nil {
+			c.lingerClose()
+		}
+	case errors.Is(err, os.ErrDeadlineExceeded) && idle:
+		c.log.Debug("socketmap: closing idle connection", "remote", c.remote, "idle_timeout", c.idleTimeout)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.log.Warn("socketmap: request not complete within read timeout; closing connection",
+			"remote", c.remote, "read_timeout", c.readTimeout)
+	default:
+		c.log.Debug("socketmap: read failed", "remote", c.remote, "err", err)
+	}
+}
+
+// mapName returns name as a string, reusing the previous one when equal:
+// a connection normally asks one map over and over.
+func (c *conn) mapName(name []byte) string {
+	if string(name) != c.mapStr {
+		c.mapStr = string(name)
+	}
+	return c.mapStr
+}
+
+// handle answers one request payload. It returns false if the watchdog
+// took the connection over.
+func (c *conn) handle(payload []byte) bool {
+	name, key, err := splitRequest(payload)
+	if err != nil {
+		// The framing is intact, so the connection can go on.
+		c.log.Warn("socketmap: bad request", "remote", c.remote, "err", err)
+		c.w.Write(AppendReply(c.w.AvailableBuffer(), Reply{Status: StatusPerm, Data: "bad request"}))
+		return true
+	}
+	mapName, keyStr := c.mapName(name), string(key)
+	reply, ok := c.lookup(mapName, keyStr)
+	if !ok {
+		return false
+	}
+	if n := normalize(reply); n.Status != reply.Status {
+		c.log.Warn("socketmap: handler reply cannot be sent as is; answering TEMP",
+			"remote", c.remote, "map", mapName, "key", keyStr, "reason", n.Data)
+		reply = n
+	}
+	c.w.Write(AppendReply(c.w.AvailableBuffer(), reply))
+	if c.log.Enabled(context.Background(), slog.LevelDebug) {
+		c.log.LogAttrs(context.Background(), slog.LevelDebug, "socketmap: lookup",
+			slog.String("remote", c.remote), slog.String("map", mapName),
+			slog.String("key", keyStr), slog.String("status", reply.Status.String()))
+	}
+	return true
+}
+
+// lookup calls the Handler under RequestTimeout. It returns false if the
+// watchdog has answered for it.
+//
+// Why a watchdog and not a worker goroutine: a hung Handler must not hang
+// the client, so something other than the blocked goroutine has to answer.
+// Handing every request to a second goroutine through channels would cost
+// two channel operations and two goroutine switches per request for a
+// failure that almost never happens. Instead the Handler runs inline on the
+// connection's goroutine, and a per-connection time.AfterFunc timer, re-armed
+// with Reset for each request (no allocation), fires only when a Lookup
+// overruns. Ownership of the connection is decided by one compare-and-swap
+// on c.state: if the Handler returns first, the connection goes on; if the
+// timer wins, it writes "TEMP timeout" and closes the connection, and the
+// stuck goroutine exits whenever the Handler returns, touching nothing.
+func (c *conn) lookup(mapName, key string) (Reply, bool) {
+	now := time.Now()
+	ctx, cancel := context.WithDeadline(c.base, now.Add(c.requestTimeout))
+	defer cancel()
+
+	c.seq++
+	running := stateOf(c.seq, phaseHandler)
+	c.curMap, c.curKey = mapName, key
+	c.deadline.Store(int64(now.Add(c.requestTimeout).Sub(monoBase)))
+	c.state.Store(running)
+	if c.watchdog == nil {
+		c.watchdog = time.AfterFunc(c.requestTimeout, c.fire)
+	} else {
+		c.watchdog.Reset(c.requestTimeout)
+	}
+
+	reply, err := c.call(ctx, mapName, key)
+	c.watchdog.Stop()
+	if !c.state.CompareAndSwap(running, stateOf(c.seq, phaseActive)) {
+		return Reply{}, false
+	}
+	if err != nil {
+		c.log.Warn("socketmap: lookup failed; answering TEMP",
+			"remote", c.remote, "map", mapName, "key", key, "err", err)
+		return Reply{Status: StatusTemp, Data: err.Error()}, true
+	}
+	return reply, true
+}
+
+// call runs the Handler, turning a panic into TEMP.
+func (c *conn) call(ctx context.Context, mapName, key string) (reply Reply, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.log.Error("socketmap: handler panic; answering TEMP",
+				"remote", c.remote, "map", mapName, "key", key,
+				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			reply, err = Reply{Status: StatusTemp, Data: "internal error"}, nil
+		}
+	}()
+	return c.s.Handler.Lookup(ctx, mapName, key)
+}
+
+// fire is the watchdog: it runs in its own goroutine when a Lookup may have
+// overrun RequestTimeout.
+func (c *conn) fire() {
+	st := c.state.Load()
+	if st&phaseMask != phaseHandler {
+		return
+	}
+	if time.Since(monoBase) < time.Duration(c.deadline.Load()) {
+		// A late firing for an earlier request; the timer has been
+		// re-armed for this one.
+		return
+	}
+	if !c.state.CompareAndSwap(st, st&^phaseMask|phaseClosed) {
+		return // the Handler returned just in time
+	}
+	c.log.Warn("socketmap: lookup exceeded request timeout; answering TEMP and closing connection",
+		"remote", c.remote, "map", c.curMap, "key", c.curKey, "request_timeout", c.requestTimeout)
+	c.w.Write(AppendReply(c.w.AvailableBuffer(), Reply{Status: StatusTemp, Data: "timeout"}))
+	if err := c.flush(); err == nil {
+		c.lingerClose()
+	}
+	c.close()
+	c.s.untrack(c)
+}
