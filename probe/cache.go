@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,6 +86,12 @@ type CacheConfig struct {
 	// Now is the clock (default time.Now); tests move it.
 	Now func() time.Time
 }
+
+// The engine's learned-policy interface (store.Learner), restated here
+// because probe imports no other package of the project.
+var _ interface {
+	Learned(domain string) (level string, why string, ok bool)
+} = (*Cache)(nil)
 
 // Cache holds the latest Result per target, refreshes them in the
 // background and derives learned policies. Lookups (Get, Learned) never
@@ -190,6 +197,19 @@ func (c *Cache) Get(target string) (*Result, bool) {
 	return e.res, true
 }
 
+// All returns every result held, sorted by target (for status pages and
+// reports). The results are shared: do not modify them.
+func (c *Cache) All() []*Result {
+	c.mu.RLock()
+	out := make([]*Result, 0, len(c.entries))
+	for _, e := range c.entries {
+		out = append(out, e.res)
+	}
+	c.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Target < out[j].Target })
+	return out
+}
+
 // Len returns the number of results held.
 func (c *Cache) Len() int {
 	c.mu.RLock()
@@ -240,10 +260,16 @@ func (c *Cache) Learned(domain string) (level string, why string, ok bool) {
 // Put stores r as the latest result for r.Target (a copy with Expires
 // set from the cache's TTL) and updates the learned state of the domain.
 func (c *Cache) Put(r *Result) {
-	if r == nil || r.Target == "" {
+	if r == nil {
+		return
+	}
+	key, err := Canonical(r.Target)
+	if err != nil {
+		c.log.Warn("probe cache: result with a bad target dropped", "target", r.Target, "error", err)
 		return
 	}
 	cp := *r
+	cp.Target = key
 	ttl := c.cfg.TTL
 	if cp.Status == StatusTemporary || cp.Status == StatusUnreachable {
 		ttl = min(ttl, RetryTTL)

@@ -165,6 +165,9 @@ func TestCachePersistence(t *testing.T) {
 			t.Errorf("%s after reload:\n%s\nwant\n%s", target, gj, wj)
 		}
 	}
+	if all := d.All(); len(all) != 2 || all[0].Target != "a.example" || all[1].Target != "b.example" {
+		t.Errorf("All() = %v", all)
+	}
 	if _, _, ok := d.Learned("a.example"); !ok {
 		t.Error("learned state lost across reload")
 	}

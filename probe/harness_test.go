@@ -103,6 +103,7 @@ type zone struct {
 	rrs     map[string][]dns.RR // lower-case FQDN
 	rcodes  map[string]int
 	queries atomic.Int64
+	tcp     atomic.Int64 // queries over TCP
 	addr    string
 }
 
@@ -159,6 +160,15 @@ func (z *zone) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 				m.Answer = append(m.Answer, rr)
 			}
 		}
+	}
+	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
+		size := dns.MinMsgSize
+		if o := req.IsEdns0(); o != nil {
+			size = int(o.UDPSize())
+		}
+		m.Truncate(size) // sets TC when it had to drop records
+	} else {
+		z.tcp.Add(1)
 	}
 	_ = w.WriteMsg(m)
 }

@@ -123,19 +123,30 @@ func (p *Prober) Config() Config { return p.cfg }
 // probe (and one Result). The probe runs to its end, bounded by the
 // per-step timeouts, even when ctx ends first, so that the other callers
 // and the cache still get it; ctx only bounds the wait. The error is
-// non-nil only for a malformed target (ErrBadTarget) or an ended ctx:
-// every network outcome is in the Result.
+// non-nil only for a malformed target (ErrBadTarget), an ended ctx or an
+// internal error: every network outcome is in the Result.
 func (p *Prober) Probe(ctx context.Context, target string) (*Result, error) {
 	t, err := parseTarget(target, p.cfg.Port)
 	if err != nil {
 		return nil, err
 	}
 	detached := context.WithoutCancel(ctx)
-	ch := p.group.DoChan(t.key, func() (any, error) {
+	ch := p.group.DoChan(t.key, func() (res any, err error) {
+		// singleflight re-panics in a goroutine of its own, which would
+		// take the daemon down: turn a panic into an error instead.
+		defer func() {
+			if v := recover(); v != nil {
+				p.log.Error("probe panicked", "target", t.key, "panic", v)
+				res, err = nil, fmt.Errorf("probe %s: internal error: %v", t.key, v)
+			}
+		}()
 		return p.probe(detached, t), nil
 	})
 	select {
 	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
 		return r.Val.(*Result), nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("probe %s: %w", t.key, ctx.Err())
@@ -192,6 +203,12 @@ func (p *Prober) probe(ctx context.Context, t target) *Result {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				defer func() {
+					if v := recover(); v != nil {
+						p.log.Error("probe panicked", "target", t.key, "addr", a.Addr, "panic", v)
+						a.Error, a.ErrorClass = fmt.Sprintf("internal error: %v", v), ClassProtocol
+					}
+				}()
 				addr := netip.MustParseAddr(a.Addr)
 				if err := p.acquire(ctx); err != nil {
 					a.Error, a.ErrorClass = err.Error(), ClassTimeout

@@ -625,3 +625,58 @@ func TestResultJSON(t *testing.T) {
 		t.Errorf("JSON does not round-trip:\n%s\n%s", b, b2)
 	}
 }
+
+// A big MX RRset is truncated over UDP and fetched over TCP; only the
+// MaxMX most preferred hosts are probed, in preference order.
+func TestProbeManyMXOverTCP(t *testing.T) {
+	ca := newCA(t)
+	z := newZone(t)
+	f := newFarm(t, ca)
+	long := strings.Repeat("a", 50)
+	for i := 40; i >= 1; i-- {
+		host := fmt.Sprintf("mx%02d-%s.many.test", i, long)
+		z.mx(t, "many.test", i, host, "127.0.0.2")
+	}
+	f.goodMX(t, "127.0.0.2", "*.many.test")
+	p := testProber(t, z, f, nil)
+	r, err := p.Probe(context.Background(), "many.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if z.tcp.Load() == 0 {
+		t.Error("no query went over TCP: truncation not handled")
+	}
+	if len(r.MX) != DefaultMaxMX {
+		t.Fatalf("%d MX hosts probed, want %d", len(r.MX), DefaultMaxMX)
+	}
+	for i, mx := range r.MX {
+		if int(mx.Preference) != i+1 || len(mx.Addrs) != 1 || !mx.Addrs[0].Reached {
+			t.Errorf("MX %d = %s pref %d %+v", i, mx.Host, mx.Preference, mx.Addrs)
+		}
+	}
+	if r.Status != StatusOK || !r.Levels[LevelSecure].OK {
+		t.Errorf("status %s levels %+v", r.Status, r.Levels)
+	}
+}
+
+// MaxAddrs caps the sessions of one target.
+func TestProbeMaxAddrs(t *testing.T) {
+	ca := newCA(t)
+	z := newZone(t)
+	f := newFarm(t, ca)
+	for i := 2; i <= 6; i++ {
+		z.mx(t, "wide.test", 10, "mx.wide.test", fmt.Sprintf("127.0.0.%d", i))
+		f.goodMX(t, fmt.Sprintf("127.0.0.%d", i), "mx.wide.test")
+	}
+	p := testProber(t, z, f, func(c *Config) { c.MaxAddrs = 3 })
+	r, err := p.Probe(context.Background(), "wide.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.MX) != 1 || len(r.MX[0].Addrs) != 3 || !strings.Contains(r.MX[0].Error, "2 address(es) not probed") {
+		t.Errorf("MX = %+v", r.MX)
+	}
+	if r.Status != StatusOK {
+		t.Errorf("status %s: %s", r.Status, r.Reason)
+	}
+}
