@@ -2,9 +2,11 @@ package harness
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // SocketmapSpec returns the Postfix table name of map mapName served by the
@@ -21,8 +23,8 @@ func PostmapConfig(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	mainCF := "compatibility_level = 3.6\nmyhostname = postmap.tlspolicyd-test.invalid\n"
-	if err := os.WriteFile(filepath.Join(dir, "main.cf"), []byte(mainCF), 0o644); err != nil {
-		t.Fatalf("write postmap main.cf: %v", err)
+	if err := writeConfig(filepath.Join(dir, "main.cf"), mainCF); err != nil {
+		t.Fatalf("postmap main.cf: %v", err)
 	}
 	return dir
 }
@@ -33,4 +35,19 @@ func PostmapConfig(t testing.TB) string {
 // exit 1 with "postmap: fatal: table …: query error" on stderr.
 func Postmap(ctx context.Context, confDir, key, spec string) (Result, error) {
 	return Run(ctx, "", "postmap", "-c", confDir, "-q", key, spec)
+}
+
+// writeConfig writes a Postfix configuration file dated a few seconds in
+// the past. Postfix refuses to read a file modified within the current
+// second (it could still be being written) and sleeps until the second is
+// over, up to ~2 s per command with a fresh main.cf.
+func writeConfig(path, content string) error {
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	past := time.Now().Add(-5 * time.Second)
+	if err := os.Chtimes(path, past, past); err != nil {
+		return fmt.Errorf("date %s: %w", path, err)
+	}
+	return nil
 }
