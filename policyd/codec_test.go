@@ -323,7 +323,7 @@ func FuzzPolicyRequest(f *testing.F) {
 		"postfix37-rcpt-tls12-client-cert.txt", "postfix37-rcpt-null-sender.txt"} {
 		b := fixture(f, name)
 		f.Add(b)
-		f.Add(append(append([]byte{}, b...), b...))           // two on one connection
+		f.Add(append(append([]byte{}, b...), b...))              // two on one connection
 		f.Add(bytes.ReplaceAll(b, []byte("\n"), []byte("\r\n"))) // CRLF
 		f.Add(b[:len(b)-1])                                      // EOF before the empty line
 	}

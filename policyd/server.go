@@ -1,0 +1,530 @@
+package policyd
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults of the Server's zero fields.
+const (
+	DefaultReadTimeout    = 10 * time.Second
+	DefaultIdleTimeout    = 5 * time.Minute
+	DefaultRequestTimeout = 5 * time.Second
+	DefaultDeferText      = "450 4.7.10 TLS policy service temporarily unavailable; try again later"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("policyd: server closed")
+
+// Server answers policy delegation requests on the listeners given to
+// Serve, one goroutine per connection, connections kept open across
+// requests as Postfix expects (one per smtpd process, kept for minutes).
+//
+// It fails closed: a Handler error, panic or overrun of RequestTimeout, and
+// an Action that cannot be sent safely, are all answered with DeferText, a
+// temporary rejection, never with DUNNO or OK. A malformed request closes
+// the connection without a reply.
+//
+// Set the fields before the first Serve and do not change them afterwards.
+type Server struct {
+	// Handler decides every request. Required.
+	Handler Handler
+	// Logger receives connection and request logs; nil means slog.Default().
+	// Each request is logged at Debug with the fields remote, sender,
+	// recipient and action; failures at Warn or Error with the same fields.
+	Logger *slog.Logger
+	// ReadTimeout bounds the reading of one request once its first byte
+	// has arrived, and the writing of a reply. Default 10s.
+	ReadTimeout time.Duration
+	// IdleTimeout closes a connection on which no request starts for that
+	// long. Postfix reconnects transparently. Default 5m.
+	IdleTimeout time.Duration
+	// RequestTimeout bounds one Handler call. The Handler's context ends
+	// then; if the Handler has not returned by that time the client gets
+	// DeferText at once and the connection is closed. Default 5s.
+	RequestTimeout time.Duration
+	// MaxConns limits the open connections; 0 means no limit. At the limit a
+	// new connection takes the place of the connection idle for longest
+	// (Postfix reopens a closed idle connection without fuss); when none is
+	// idle the new connection is closed at once.
+	MaxConns int
+	// DeferText is the action sent when the Handler cannot give one (fail
+	// closed). Default DefaultDeferText. It must be a valid action
+	// (ValidAction) and should be a 4xx deferral.
+	DeferText string
+
+	mu          sync.Mutex
+	listeners   map[*net.Listener]struct{}
+	conns       map[*conn]struct{}
+	drained     chan struct{} // made by Shutdown, closed when conns is empty
+	inShutdown  atomic.Bool
+	drainClosed bool
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+func (s *Server) deferAction() Action {
+	if s.DeferText != "" {
+		return Action(s.DeferText)
+	}
+	return DefaultDeferText
+}
+
+// Serve accepts connections on l and serves each in its own goroutine
+// until Shutdown, then returns ErrServerClosed. It closes l when it
+// returns. Serve may be called for several listeners at once.
+func (s *Server) Serve(l net.Listener) error {
+	defer l.Close()
+	if s.Handler == nil {
+		return errors.New("policyd: Server.Handler is nil")
+	}
+	if a := s.deferAction(); !ValidAction(a) {
+		return fmt.Errorf("policyd: DeferText %.80q: %w", string(a), ErrInvalidAction)
+	}
+	if !s.trackListener(&l, true) {
+		return ErrServerClosed
+	}
+	defer s.trackListener(&l, false)
+	log := s.logger()
+	var delay time.Duration
+	for {
+		rwc, err := l.Accept()
+		if err != nil {
+			if s.inShutdown.Load() {
+				return ErrServerClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("policyd: accept: %w", err)
+			}
+			// Out of file descriptors and the like: back off and retry
+			// rather than stop serving for good.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			log.Warn("policyd: accept failed; retrying", "err", err, "delay", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		c := s.newConn(rwc)
+		if !s.trackConn(c) {
+			rwc.Close()
+			continue
+		}
+		go c.serve()
+	}
+}
+
+func (s *Server) trackListener(l *net.Listener, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.inShutdown.Load() {
+			return false
+		}
+		if s.listeners == nil {
+			s.listeners = make(map[*net.Listener]struct{})
+		}
+		s.listeners[l] = struct{}{}
+	} else {
+		delete(s.listeners, l)
+	}
+	return true
+}
+
+// trackConn registers c, making room under MaxConns by closing the
+// connection idle for longest. It reports false when c must be refused.
+func (s *Server) trackConn(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inShutdown.Load() {
+		return false
+	}
+	if s.MaxConns > 0 && len(s.conns) >= s.MaxConns {
+		var oldest *conn
+		for o := range s.conns {
+			if o.state.Load() == stateIdle && (oldest == nil || o.idleSince.Load() < oldest.idleSince.Load()) {
+				oldest = o
+			}
+		}
+		if oldest == nil || !oldest.state.CompareAndSwap(stateIdle, stateClosed) {
+			s.logger().Warn("policyd: connection limit reached and no connection idle; refusing connection",
+				"remote", c.remote, "max_conns", s.MaxConns)
+			return false
+		}
+		s.logger().Info("policyd: connection limit reached; closing the longest idle connection",
+			"remote", oldest.remote, "max_conns", s.MaxConns)
+		oldest.close()
+		delete(s.conns, oldest)
+	}
+	if s.conns == nil {
+		s.conns = make(map[*conn]struct{})
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrackConn(c *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, c)
+	s.checkDrainedLocked()
+}
+
+func (s *Server) checkDrainedLocked() {
+	if s.drained != nil && len(s.conns) == 0 && !s.drainClosed {
+		close(s.drained)
+		s.drainClosed = true
+	}
+}
+
+// Shutdown stops the server: it closes the listeners and the idle
+// connections at once, then waits for the connections busy with a request
+// to send their reply and close. When ctx ends first, it closes those too
+// and returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.inShutdown.Store(true)
+	s.mu.Lock()
+	var errs []error
+	for l := range s.listeners {
+		if err := (*l).Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, fmt.Errorf("policyd: close listener: %w", err))
+		}
+		delete(s.listeners, l)
+	}
+	for c := range s.conns {
+		if c.state.CompareAndSwap(stateIdle, stateClosed) {
+			c.close()
+			delete(s.conns, c)
+		}
+	}
+	if s.drained == nil {
+		s.drained = make(chan struct{})
+	}
+	s.checkDrainedLocked()
+	drained := s.drained
+	s.mu.Unlock()
+
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			s.logger().Warn("policyd: shutdown deadline; closing busy connection", "remote", c.remote)
+			c.close()
+			delete(s.conns, c)
+		}
+		s.checkDrainedLocked()
+		s.mu.Unlock()
+		errs = append(errs, ctx.Err())
+	}
+	return errors.Join(errs...)
+}
+
+// Connection states, for Shutdown and MaxConns: only an idle connection
+// (waiting for the first byte of a request) may be closed under its feet.
+const (
+	stateIdle int32 = iota
+	stateBusy
+	stateClosed
+)
+
+// handlerTimedOut marks conn.running once the watchdog has answered.
+const handlerTimedOut = ^uint64(0)
+
+type conn struct {
+	srv    *Server
+	rwc    net.Conn
+	remote string
+	log    *slog.Logger
+	br     *bufio.Reader
+	dec    *Decoder
+	out    []byte // replies not yet written
+
+	readTimeout, idleTimeout, requestTimeout time.Duration
+	deferAction                              Action
+
+	state     atomic.Int32
+	idleSince atomic.Int64 // unix nanoseconds
+
+	// ctx is the parent of every request context; cancelled when the
+	// connection closes or the watchdog fires (cause DeadlineExceeded).
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	// The watchdog enforces RequestTimeout; see handle.
+	watchdog *time.Timer
+	gen      uint64        // generation of the current watchdog timer
+	running  atomic.Uint64 // gen while the Handler runs, 0 otherwise, handlerTimedOut after the watchdog fired
+	cur      *Request      // request being handled, for the watchdog's log
+
+	closeOnce sync.Once
+}
+
+func (s *Server) newConn(rwc net.Conn) *conn {
+	c := &conn{
+		srv:            s,
+		rwc:            rwc,
+		log:            s.logger(),
+		readTimeout:    orDefault(s.ReadTimeout, DefaultReadTimeout),
+		idleTimeout:    orDefault(s.IdleTimeout, DefaultIdleTimeout),
+		requestTimeout: orDefault(s.RequestTimeout, DefaultRequestTimeout),
+		deferAction:    s.deferAction(),
+		out:            make([]byte, 0, 256),
+	}
+	// Unix-domain clients are unnamed ("" or "@"): name the socket instead.
+	if a := rwc.RemoteAddr(); a != nil && a.Network() != "unix" && a.String() != "" {
+		c.remote = a.String()
+	} else {
+		c.remote = "unix:" + rwc.LocalAddr().String()
+	}
+	c.br = bufio.NewReaderSize(rwc, 4096)
+	c.dec = NewDecoder(c.br)
+	c.ctx, c.cancel = context.WithCancelCause(context.Background())
+	c.idleSince.Store(time.Now().UnixNano())
+	c.newWatchdog()
+	return c
+}
+
+func (c *conn) newWatchdog() {
+	c.gen++
+	gen := c.gen
+	c.watchdog = time.AfterFunc(time.Hour, func() { c.timeout(gen) })
+	c.watchdog.Stop()
+}
+
+func (c *conn) close() {
+	c.closeOnce.Do(func() {
+		c.state.Store(stateClosed)
+		c.cancel(context.Canceled)
+		c.rwc.Close()
+	})
+}
+
+// serve runs the connection: wait (idle) for a request, read it, answer
+// it, repeat. Pipelined requests are answered in one write.
+func (c *conn) serve() {
+	hung := false
+	defer func() {
+		if hung {
+			return // the watchdog has answered and closed the connection
+		}
+		if len(c.out) > 0 && c.state.Load() != stateClosed {
+			_ = c.flush()
+		}
+		c.close()
+		c.srv.untrackConn(c)
+	}()
+	c.log.Debug("policyd: connection opened", "remote", c.remote)
+	for {
+		if c.br.Buffered() == 0 {
+			_ = c.rwc.SetReadDeadline(time.Now().Add(c.idleTimeout))
+			if _, err := c.br.Peek(1); err != nil {
+				c.logIdleEnd(err)
+				return
+			}
+		}
+		if !c.state.CompareAndSwap(stateIdle, stateBusy) {
+			return // closed by Shutdown or MaxConns meanwhile
+		}
+		for {
+			if !c.requestBuffered() {
+				_ = c.rwc.SetReadDeadline(time.Now().Add(c.readTimeout))
+			}
+			req := new(Request)
+			if err := c.dec.Decode(req); err != nil {
+				c.log.Warn("policyd: bad request; closing connection", "remote", c.remote, "err", err)
+				return
+			}
+			action, ok := c.handle(req)
+			if !ok {
+				hung = true
+				return
+			}
+			c.out, _ = AppendAction(c.out, action) // valid: checked by handle
+			if c.srv.inShutdown.Load() {
+				return
+			}
+			if !c.requestBuffered() {
+				break
+			}
+			// The next request is already here in full: answer it before
+			// writing, so that pipelined requests cost one write.
+		}
+		if err := c.flush(); err != nil {
+			c.log.Debug("policyd: write failed; closing connection", "remote", c.remote, "err", err)
+			return
+		}
+		c.idleSince.Store(time.Now().UnixNano())
+		c.state.Store(stateIdle)
+		// Shutdown may have looked at this connection while it was busy.
+		if c.srv.inShutdown.Load() && c.state.CompareAndSwap(stateIdle, stateClosed) {
+			return
+		}
+	}
+}
+
+func (c *conn) logIdleEnd(err error) {
+	var ne net.Error
+	switch {
+	case err == io.EOF:
+		c.log.Debug("policyd: connection closed by client", "remote", c.remote)
+	case errors.As(err, &ne) && ne.Timeout():
+		c.log.Debug("policyd: idle timeout; closing connection", "remote", c.remote, "idle", c.idleTimeout)
+	case c.state.Load() == stateClosed:
+		c.log.Debug("policyd: idle connection closed by server", "remote", c.remote)
+	default:
+		c.log.Debug("policyd: connection lost", "remote", c.remote, "err", err)
+	}
+}
+
+// requestBuffered reports whether a whole request (up to its empty line)
+// is in the read buffer, so that Decode will not wait for the network.
+// Postfix writes each request at once, so this is the common case and
+// spares a deadline update.
+func (c *conn) requestBuffered() bool {
+	n := c.br.Buffered()
+	if n == 0 {
+		return false
+	}
+	b, _ := c.br.Peek(n)
+	return b[0] == '\n' || bytes.HasPrefix(b, []byte("\r\n")) ||
+		bytes.Contains(b, []byte("\n\n")) || bytes.Contains(b, []byte("\n\r\n"))
+}
+
+func (c *conn) flush() error {
+	if len(c.out) == 0 {
+		return nil
+	}
+	_ = c.rwc.SetWriteDeadline(time.Now().Add(c.readTimeout))
+	_, err := c.rwc.Write(c.out)
+	c.out = c.out[:0]
+	if err != nil {
+		return fmt.Errorf("write reply: %w", err)
+	}
+	return nil
+}
+
+// requestContext is the context of one Handler call: the connection's
+// context with the request's deadline. The deadline itself is enforced by
+// the connection's watchdog, which cancels the connection's context.
+type requestContext struct {
+	context.Context
+	deadline time.Time
+}
+
+func (r *requestContext) Deadline() (time.Time, bool) { return r.deadline, true }
+
+func (r *requestContext) Err() error {
+	err := r.Context.Err()
+	if err != nil && context.Cause(r.Context) == context.DeadlineExceeded {
+		return context.DeadlineExceeded
+	}
+	return err
+}
+
+// handle calls the Handler under RequestTimeout and returns the action to
+// send, or ok=false when the watchdog has answered instead.
+//
+// Why a watchdog: the obvious way to bound a Handler that may ignore its
+// context is to run it in a new goroutine and select on its result and a
+// timer, which costs a goroutine, a channel and a timer for every request.
+// Instead the Handler runs on the connection's goroutine, and one
+// time.AfterFunc timer per connection, reset before and stopped after each
+// call, is the watchdog: on the fast path that is two timer updates and one
+// small context allocation. If it fires, it answers DeferText itself (the
+// connection goroutine is stuck in the Handler and owns nothing to write
+// meanwhile), closes the connection and cancels the context. An atomic
+// compare-and-swap on c.running decides who answers when the Handler
+// returns just as the timer fires; a timer that fired late for an earlier
+// request is replaced, so its callback (which carries the old generation)
+// cannot touch a later request.
+func (c *conn) handle(req *Request) (Action, bool) {
+	rctx := &requestContext{Context: c.ctx, deadline: time.Now().Add(c.requestTimeout)}
+	c.cur = req
+	c.running.Store(c.gen)
+	c.watchdog.Reset(c.requestTimeout)
+	action, err := c.call(rctx, req)
+	stopped := c.watchdog.Stop()
+	if !c.running.CompareAndSwap(c.gen, 0) {
+		c.log.Warn("policyd: handler returned after the request timeout", "remote", c.remote,
+			"sender", req.Get("sender"), "recipient", req.Get("recipient"), "action", action, "err", err)
+		return "", false
+	}
+	if !stopped {
+		c.newWatchdog() // the old one's callback may still be on its way
+	}
+	switch {
+	case errors.Is(err, errHandlerPanic):
+		action = c.deferAction // logged by call
+	case err != nil:
+		c.log.Warn("policyd: handler failed; deferring", "remote", c.remote,
+			"sender", req.Get("sender"), "recipient", req.Get("recipient"), "action", c.deferAction, "err", err)
+		action = c.deferAction
+	case !ValidAction(action):
+		// A line break would inject attributes into the reply; an empty
+		// action is a zero value returned by mistake. Both are bugs.
+		c.log.Error("policyd: handler returned an invalid action; deferring", "remote", c.remote,
+			"sender", req.Get("sender"), "recipient", req.Get("recipient"), "action", c.deferAction,
+			"invalid_action", string(action))
+		action = c.deferAction
+	default:
+		if c.log.Enabled(context.Background(), slog.LevelDebug) {
+			c.log.Debug("policyd: request", "remote", c.remote,
+				"sender", req.Get("sender"), "recipient", req.Get("recipient"), "action", action)
+		}
+	}
+	return action, true
+}
+
+var errHandlerPanic = errors.New("policy handler panicked")
+
+func (c *conn) call(ctx context.Context, req *Request) (action Action, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.log.Error("policyd: handler panicked; deferring", "remote", c.remote,
+				"sender", req.Get("sender"), "recipient", req.Get("recipient"), "action", c.deferAction,
+				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			action, err = "", fmt.Errorf("%w: %v", errHandlerPanic, p)
+		}
+	}()
+	return c.srv.Handler.Check(ctx, req)
+}
+
+// timeout is the watchdog's callback for watchdog generation gen.
+func (c *conn) timeout(gen uint64) {
+	if !c.running.CompareAndSwap(gen, handlerTimedOut) {
+		return // the Handler returned in time, or this timer is stale
+	}
+	c.cancel(context.DeadlineExceeded)
+	req := c.cur
+	c.log.Warn("policyd: handler exceeded the request timeout; deferring and closing connection",
+		"remote", c.remote, "sender", req.Get("sender"), "recipient", req.Get("recipient"),
+		"action", c.deferAction, "timeout", c.requestTimeout)
+	c.out, _ = AppendAction(c.out, c.deferAction)
+	if err := c.flush(); err != nil {
+		c.log.Debug("policyd: write failed", "remote", c.remote, "err", err)
+	}
+	c.close()
+	c.srv.untrackConn(c)
+}
