@@ -252,8 +252,12 @@ func TestProbeScenarios(t *testing.T) {
 			target: "inject.test",
 			status: StatusNoSTARTTLS,
 			levels: levels{true, false, false, false},
-			reason: []string{"data after the STARTTLS reply"},
-			class:  ClassProtocol,
+			class:  ClassHandshake, // this fake speaks no TLS
+			check: func(t *testing.T, r *Result) {
+				if w := r.MX[0].Addrs[0].Warning; !strings.Contains(w, "plaintext after the STARTTLS reply discarded") {
+					t.Errorf("warning = %q", w)
+				}
+			},
 		},
 		{
 			name: "one of two MX down: not counted",

@@ -116,6 +116,8 @@ type AddrResult struct {
 	TLS *TLSInfo `json:"tls,omitempty"`
 	// Duration is how long the session took.
 	Duration time.Duration `json:"duration_ns"`
+	// Warning notes something odd that did not fail the session.
+	Warning string `json:"warning,omitempty"`
 	// Error and ErrorClass describe the step that failed, if one did.
 	Error      string `json:"error,omitempty"`
 	ErrorClass string `json:"error_class,omitempty"`

@@ -153,11 +153,12 @@ func (s *session) run(ctx context.Context) error {
 		s.quit(tp, conn)
 		return fail(ClassSTARTTLS, "STARTTLS refused: %d %s", code, firstLine(msg))
 	}
-	// Bytes after the 220 that arrived before our handshake are a
-	// plaintext injection (CVE-2011-0411): Postfix discards them, we fail
-	// the session so that the finding is visible.
-	if tp.br.Buffered() > 0 {
-		return fail(ClassProtocol, "server sent data after the STARTTLS reply, before the TLS handshake")
+	// Bytes that came after the 220, before the handshake, belong to no
+	// command: the mark of a plaintext injection (CVE-2011-0411) on the
+	// path. They are discarded (the TLS session starts on the raw socket,
+	// not on our read buffer) and noted.
+	if n := tp.br.Buffered(); n > 0 {
+		s.res.Warning = fmt.Sprintf("%d byte(s) of plaintext after the STARTTLS reply discarded (possible injection)", n)
 	}
 
 	// TLS handshake. InsecureSkipVerify so a bad certificate is recorded,
