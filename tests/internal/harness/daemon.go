@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -34,13 +33,23 @@ func ModuleRoot() (string, error) {
 	}
 }
 
-// goTool returns the go command: the one on $PATH, else the toolchain that
-// built this test binary.
+// goTool returns the go command: $GOROOT/bin/go when go test set GOROOT
+// (it does for the test binary's environment), else the one on $PATH.
 func goTool() string {
+	if root := os.Getenv("GOROOT"); root != "" {
+		if p := filepath.Join(root, "bin", "go"); fileExists(p) {
+			return p
+		}
+	}
 	if p, err := exec.LookPath("go"); err == nil {
 		return p
 	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
+	return "go"
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // BuildDaemon runs `go build -o DIR/tlspolicyd ./cmd/tlspolicyd` in the
