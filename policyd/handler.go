@@ -13,6 +13,9 @@ import "context"
 
 // Request is one policy delegation request: the attributes Postfix sent,
 // by name. Unknown attributes are kept and may be ignored by the Handler.
+// Decoded names and values share one backing string per request: a
+// Handler keeping a value for long (e.g. as a map key) should
+// strings.Clone it.
 type Request struct {
 	Attrs map[string]string
 }

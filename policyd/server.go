@@ -353,7 +353,12 @@ func (c *conn) serve() {
 			}
 			req := new(Request)
 			if err := c.dec.Decode(req); err != nil {
-				c.log.Warn("policyd: bad request; closing connection", "remote", c.remote, "err", err)
+				var pe *ProtocolError
+				if errors.As(err, &pe) {
+					c.log.Warn("policyd: bad request; closing connection", "remote", c.remote, "err", err)
+				} else {
+					c.log.Warn("policyd: reading request failed; closing connection", "remote", c.remote, "err", err)
+				}
 				return
 			}
 			action, ok := c.handle(req)
