@@ -223,7 +223,8 @@ func (c *Cache) Len() int {
 // is no older than LearnMaxAge — a later probe finding STARTTLS missing
 // does not change that (STRIPTLS defence). why explains the answer for
 // logs and `query --explain`. A domain without a fresh result gets a probe
-// scheduled; Learned itself never waits.
+// scheduled, so call it only when learning is on (learn: report or
+// enforce); Learned itself never waits.
 func (c *Cache) Learned(domain string) (level string, why string, ok bool) {
 	t, err := parseTarget(domain, DefaultPort)
 	if err != nil || !t.useMX || t.key != t.host { // bare domains only

@@ -541,11 +541,13 @@ func TestProbeSingleflight(t *testing.T) {
 	p := testProber(t, z, f, func(c *Config) { c.Timeout = 2 * time.Second })
 	const n = 5
 	results := make([]*Result, n)
-	var wg sync.WaitGroup
+	var wg, started sync.WaitGroup
 	for i := range n {
 		wg.Add(1)
+		started.Add(1)
 		go func() {
 			defer wg.Done()
+			started.Done()
 			r, err := p.Probe(context.Background(), []string{"once.test", "ONCE.test."}[i%2])
 			if err != nil {
 				t.Error(err)
@@ -553,12 +555,11 @@ func TestProbeSingleflight(t *testing.T) {
 			results[i] = r
 		}()
 	}
-	// Wait until the one connection is open, give the others time to join.
-	deadline := time.Now().Add(2 * time.Second)
-	for f.accepted("127.0.0.2") == 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	time.Sleep(100 * time.Millisecond)
+	// Hold the banner until every caller is under way and has had time
+	// to join the probe in flight.
+	started.Wait()
+	waitFor(t, "the connection", func() bool { return f.accepted("127.0.0.2") > 0 })
+	time.Sleep(200 * time.Millisecond)
 	close(release)
 	wg.Wait()
 	if got := f.accepted("127.0.0.2"); got != 1 {

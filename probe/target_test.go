@@ -2,6 +2,8 @@ package probe
 
 import (
 	"errors"
+	"net"
+	"net/netip"
 	"testing"
 )
 
@@ -77,4 +79,38 @@ func FuzzParseTarget(f *testing.F) {
 			t.Fatalf("%q -> %q -> %+v, %v", s, tg.key, again, err)
 		}
 	})
+}
+
+// Addresses refused without AllowPrivate (checked after resolution, so a
+// public-looking name pointing at one of them is refused too). Nothing here
+// is contacted: publicAddr is a pure classification.
+func TestPublicAddr(t *testing.T) {
+	tests := []struct {
+		addr string
+		want bool
+	}{
+		{"127.0.0.1", false}, {"127.8.9.10", false}, {"10.1.2.3", false}, {"172.16.0.1", false},
+		{"192.168.1.1", false}, {"169.254.1.1", false}, {"224.0.0.1", false}, {"0.0.0.0", false},
+		{"0.1.2.3", false}, {"100.64.0.1", false}, {"255.255.255.255", false}, {"240.0.0.1", false},
+		{"::1", false}, {"::", false}, {"fe80::1", false}, {"fc00::1", false}, {"fd12::1", false},
+		{"ff02::1", false}, {"ff01::1", false}, {"::ffff:127.0.0.1", false}, {"::ffff:10.0.0.1", false},
+		{"192.0.2.1", true}, {"198.51.100.7", true}, {"2001:db8::25", true}, {"::ffff:203.0.113.9", true},
+	}
+	for _, tc := range tests {
+		if got := publicAddr(netip.MustParseAddr(tc.addr)); got != tc.want {
+			t.Errorf("publicAddr(%s) = %v, want %v", tc.addr, got, tc.want)
+		}
+	}
+}
+
+// Resolver "" reads the first nameserver of /etc/resolv.conf (nothing is
+// queried here).
+func TestDefaultResolver(t *testing.T) {
+	s, err := defaultResolver()
+	if err != nil {
+		t.Skipf("no usable /etc/resolv.conf: %v", err)
+	}
+	if _, _, err := net.SplitHostPort(s); err != nil {
+		t.Errorf("defaultResolver() = %q: %v", s, err)
+	}
 }
