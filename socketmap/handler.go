@@ -1,13 +1,3 @@
-// Package socketmap implements the server side of Postfix's socketmap
-// lookup protocol (socketmap_table(5), Postfix src/util/dict_sockmap.c): a
-// request is the netstring "<map> <key>", a reply is the netstring
-// "OK <data>", "NOTFOUND ", "TEMP <reason>", "TIMEOUT <reason>" or
-// "PERM <reason>".
-//
-// The package knows nothing of TLS policy: it decodes requests, calls a
-// Handler and encodes the Handler's Reply. Anything the Handler cannot
-// answer (an error, a panic, a deadline) becomes TEMP, so Postfix defers
-// the mail instead of using a weaker policy: the server fails closed.
 package socketmap
 
 import "context"

@@ -31,14 +31,14 @@ const (
 	maxDecoderLen = 1 << 30
 )
 
-// ErrMalformed is matched (with errors.Is) by every *ProtocolError: the
-// byte stream is not a valid netstring and cannot be resynchronised.
-var ErrMalformed = errors.New("malformed netstring")
+// ErrMalformed is matched (with errors.Is) by every *ProtocolError.
+var ErrMalformed = errors.New("socketmap: malformed netstring or request")
 
-// ProtocolError reports a malformed netstring or request. The connection
-// it came from cannot be trusted to be in sync any more.
+// ProtocolError reports a malformed netstring, request or reply. After a
+// netstring error (from Decoder.Next) the stream cannot be resynchronised
+// and must be closed.
 type ProtocolError struct {
-	// Reason says what was wrong, e.g. "leading zero in length".
+	// Reason says what was wrong, e.g. "leading zero in netstring length".
 	Reason string
 	// Err is an underlying cause such as io.ErrUnexpectedEOF, or nil.
 	Err error
@@ -47,9 +47,9 @@ type ProtocolError struct {
 // Error implements error.
 func (e *ProtocolError) Error() string {
 	if e.Err != nil {
-		return "socketmap: malformed netstring: " + e.Reason + ": " + e.Err.Error()
+		return "socketmap: protocol error: " + e.Reason + ": " + e.Err.Error()
 	}
-	return "socketmap: malformed netstring: " + e.Reason
+	return "socketmap: protocol error: " + e.Reason
 }
 
 // Unwrap returns the underlying cause, if any.
@@ -104,7 +104,7 @@ func (d *Decoder) Next() ([]byte, error) {
 		}
 		if hlen > 0 && hlen+plen < len(buf) {
 			if buf[hlen+plen] != ',' {
-				return nil, &ProtocolError{Reason: "missing ',' after payload"}
+				return nil, &ProtocolError{Reason: "missing ',' after netstring payload"}
 			}
 			payload := buf[hlen : hlen+plen : hlen+plen]
 			// Discarding what is buffered reads nothing from the
@@ -136,22 +136,22 @@ func parseHeader(buf []byte, maxLen int) (plen, hlen int, err error) {
 		switch {
 		case c >= '0' && c <= '9':
 			if i == 1 && buf[0] == '0' {
-				return 0, 0, &ProtocolError{Reason: "leading zero in length"}
+				return 0, 0, &ProtocolError{Reason: "leading zero in netstring length"}
 			}
 			plen = plen*10 + int(c-'0')
 			// maxLen <= maxDecoderLen, far below MaxInt/10, so
 			// this check also rules out overflow.
 			if plen > maxLen {
-				return 0, 0, &ProtocolError{Reason: "length exceeds " + strconv.Itoa(maxLen)}
+				return 0, 0, &ProtocolError{Reason: "netstring length exceeds " + strconv.Itoa(maxLen)}
 			}
 		case c == ':' && i > 0:
 			return plen, i + 1, nil
 		case c == ':':
-			return 0, 0, &ProtocolError{Reason: "empty length"}
+			return 0, 0, &ProtocolError{Reason: "empty netstring length"}
 		case i == 0:
-			return 0, 0, &ProtocolError{Reason: fmt.Sprintf("non-digit %q in length", c)}
+			return 0, 0, &ProtocolError{Reason: fmt.Sprintf("non-digit %q in netstring length", c)}
 		default:
-			return 0, 0, &ProtocolError{Reason: fmt.Sprintf("missing ':' after length (got %q)", c)}
+			return 0, 0, &ProtocolError{Reason: fmt.Sprintf("missing ':' after netstring length (got %q)", c)}
 		}
 	}
 	return 0, 0, nil
@@ -191,7 +191,7 @@ func (d *Decoder) payload(plen int) ([]byte, error) {
 			return nil, d.readErr(err, false)
 		}
 		if p[plen] != ',' {
-			return nil, &ProtocolError{Reason: "missing ',' after payload"}
+			return nil, &ProtocolError{Reason: "missing ',' after netstring payload"}
 		}
 		_, _ = d.r.Discard(plen + 1)
 		return p[:plen:plen], nil
@@ -206,7 +206,7 @@ func (d *Decoder) payload(plen int) ([]byte, error) {
 		return nil, d.readErr(err, false)
 	}
 	if p[plen] != ',' {
-		return nil, &ProtocolError{Reason: "missing ',' after payload"}
+		return nil, &ProtocolError{Reason: "missing ',' after netstring payload"}
 	}
 	return p[:plen:plen], nil
 }

@@ -60,7 +60,7 @@ func TestDecoder(t *testing.T) {
 		{name: "non-digit", in: "x:hello,", wantErr: "non-digit"},
 		{name: "minus", in: "-1:a,", wantErr: "non-digit"},
 		{name: "space before length", in: " 5:hello,", wantErr: "non-digit"},
-		{name: "empty length", in: ":hello,", wantErr: "empty length"},
+		{name: "empty length", in: ":hello,", wantErr: "empty netstring length"},
 		{name: "digit then junk", in: "5x:hello,", wantErr: "missing ':'"},
 		{name: "space after length", in: "5 :hello,", wantErr: "missing ':'"},
 		{name: "over cap", in: "5:hello,", maxLen: 4, wantErr: "length exceeds 4"},

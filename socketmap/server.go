@@ -79,8 +79,7 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	drained   chan struct{} // closed when conns empties during Shutdown
-	baseCtx   context.Context
-	cancel    context.CancelFunc
+	forced    atomic.Bool   // Shutdown's deadline passed: lookups start cancelled
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -156,7 +155,6 @@ func (s *Server) trackListener(l net.Listener) bool {
 	if s.listeners == nil {
 		s.listeners = make(map[net.Listener]struct{})
 		s.conns = make(map[*conn]struct{})
-		s.baseCtx, s.cancel = context.WithCancel(context.Background())
 	}
 	s.listeners[l] = struct{}{}
 	return true
@@ -242,12 +240,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-drained:
 		return err
 	case <-ctx.Done():
+		s.forced.Store(true)
 		s.mu.Lock()
 		for c := range s.conns {
 			c.close()
-		}
-		if s.cancel != nil {
-			s.cancel()
+			if st := c.state.Load(); st&phaseMask == phaseHandler {
+				if rc := c.cur.Load(); rc != nil {
+					rc.cancel(context.Canceled)
+				}
+			}
 		}
 		s.mu.Unlock()
 		return ctx.Err()
@@ -279,7 +280,6 @@ type conn struct {
 	s      *Server
 	nc     net.Conn
 	remote string
-	base   context.Context
 	r      *bufio.Reader
 	w      *bufio.Writer
 	d      *Decoder
@@ -291,6 +291,7 @@ type conn struct {
 	seq      uint64       // requests started; owned by the conn goroutine
 	deadline atomic.Int64 // watchdog deadline of the running Lookup, since monoBase
 	watchdog *time.Timer
+	cur      atomic.Pointer[requestContext] // context of the running Lookup
 	curMap   string
 	curKey   string
 	mapStr   string // previous map name, reused while it repeats
@@ -304,14 +305,10 @@ func (s *Server) newConn(nc net.Conn) *conn {
 		remote = nc.RemoteAddr().Network()
 	}
 	r := bufio.NewReaderSize(nc, 4096)
-	s.mu.Lock()
-	base := s.baseCtx
-	s.mu.Unlock()
 	c := &conn{
 		s:              s,
 		nc:             nc,
 		remote:         remote,
-		base:           base,
 		r:              r,
 		w:              bufio.NewWriterSize(nc, 4096),
 		d:              NewDecoder(r, s.MaxRequestSize),
@@ -486,16 +483,21 @@ func (c *conn) handle(payload []byte) bool {
 // overruns. Ownership of the connection is decided by one compare-and-swap
 // on c.state: if the Handler returns first, the connection goes on; if the
 // timer wins, it writes "TEMP timeout" and closes the connection, and the
-// stuck goroutine exits whenever the Handler returns, touching nothing.
+// stuck goroutine exits whenever the Handler returns, touching nothing. The
+// same timer ends the Handler's context (see requestContext), so a request
+// costs no runtime timer of its own.
 func (c *conn) lookup(mapName, key string) (Reply, bool) {
-	now := time.Now()
-	ctx, cancel := context.WithDeadline(c.base, now.Add(c.requestTimeout))
-	defer cancel()
+	deadline := time.Now().Add(c.requestTimeout)
+	ctx := &requestContext{deadline: deadline}
+	if c.s.forced.Load() {
+		ctx.err = context.Canceled
+	}
 
 	c.seq++
 	running := stateOf(c.seq, phaseHandler)
 	c.curMap, c.curKey = mapName, key
-	c.deadline.Store(int64(now.Add(c.requestTimeout).Sub(monoBase)))
+	c.cur.Store(ctx)
+	c.deadline.Store(int64(deadline.Sub(monoBase)))
 	c.state.Store(running)
 	if c.watchdog == nil {
 		c.watchdog = time.AfterFunc(c.requestTimeout, c.fire)
@@ -508,6 +510,7 @@ func (c *conn) lookup(mapName, key string) (Reply, bool) {
 	if !c.state.CompareAndSwap(running, stateOf(c.seq, phaseActive)) {
 		return Reply{}, false
 	}
+	ctx.cancel(context.Canceled)
 	if err != nil {
 		c.log.Warn("socketmap: lookup failed; answering TEMP",
 			"remote", c.remote, "map", mapName, "key", key, "err", err)
@@ -544,6 +547,8 @@ func (c *conn) fire() {
 	if !c.state.CompareAndSwap(st, st&^phaseMask|phaseClosed) {
 		return // the Handler returned just in time
 	}
+	// Winning the CAS pins the request: c.cur is its context.
+	c.cur.Load().cancel(context.DeadlineExceeded)
 	c.log.Warn("socketmap: lookup exceeded request timeout; answering TEMP and closing connection",
 		"remote", c.remote, "map", c.curMap, "key", c.curKey, "request_timeout", c.requestTimeout)
 	c.w.Write(AppendReply(c.w.AvailableBuffer(), Reply{Status: StatusTemp, Data: "timeout"}))

@@ -724,3 +724,80 @@ func TestShutdownDeadline(t *testing.T) {
 	}
 	busy.expectClosed(2 * time.Second) // force-closed
 }
+
+// ctxHandler keeps each lookup's context for inspection and, for
+// "wait.example", blocks until its context ends.
+type ctxHandler struct {
+	ctxs    chan context.Context
+	entered chan struct{}
+}
+
+func (h *ctxHandler) Lookup(ctx context.Context, mapName, key string) (Reply, error) {
+	h.ctxs <- ctx
+	if key == "wait.example" {
+		h.entered <- struct{}{}
+		<-ctx.Done()
+		return Reply{}, ctx.Err()
+	}
+	return Reply{Status: StatusOK, Data: "encrypt"}, nil
+}
+
+// TestServerHandlerContext: the Handler's context has the RequestTimeout
+// deadline and is cancelled once the Handler has returned, so goroutines it
+// started with it end too.
+func TestServerHandlerContext(t *testing.T) {
+	const timeout = 2 * time.Second
+	h := &ctxHandler{ctxs: make(chan context.Context, 10), entered: make(chan struct{}, 1)}
+	addr, _ := testServer(t, &Server{Handler: h, RequestTimeout: timeout})
+	c := dial(t, "tcp", addr)
+	before := time.Now()
+	c.lookup("tls_policy", "bank.example")
+	ctx := <-h.ctxs
+	dl, ok := ctx.Deadline()
+	if !ok || dl.Before(before.Add(timeout)) || dl.After(time.Now().Add(timeout)) {
+		t.Errorf("deadline %v (ok %v), want %v after the request", dl, ok, timeout)
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("context still live after the reply")
+	}
+	if !errors.Is(ctx.Err(), context.Canceled) {
+		t.Errorf("Err after reply = %v, want context.Canceled", ctx.Err())
+	}
+	// Each request gets a fresh context.
+	c.lookup("tls_policy", "bank.example")
+	if ctx2 := <-h.ctxs; ctx2 == ctx {
+		t.Error("context reused across requests")
+	}
+}
+
+// TestShutdownDeadlineCancelsLookups: when Shutdown gives up waiting, running
+// lookups see their context cancelled.
+func TestShutdownDeadlineCancelsLookups(t *testing.T) {
+	h := &ctxHandler{ctxs: make(chan context.Context, 10), entered: make(chan struct{}, 1)}
+	s := &Server{Handler: h, RequestTimeout: time.Minute}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(l)
+	c := dial(t, "tcp", l.Addr().String())
+	c.send(string(AppendNetstring(nil, "tls_policy wait.example")))
+	<-h.entered
+	ctx := <-h.ctxs
+	sctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := s.Shutdown(sctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v", err)
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("running lookup's context not cancelled")
+	}
+	if !errors.Is(ctx.Err(), context.Canceled) {
+		t.Errorf("Err = %v, want context.Canceled", ctx.Err())
+	}
+	c.expectClosed(2 * time.Second)
+}
