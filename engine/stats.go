@@ -48,6 +48,9 @@ func (s *Stats) Observe(instance, sender, protocol string) {
 		if _, ok := s.seen[instance]; ok {
 			return
 		}
+		// Clone: request values share one backing string per request,
+		// which must not be kept alive by this set.
+		instance = strings.Clone(instance)
 		if old := s.order[s.next]; old != "" {
 			delete(s.seen, old)
 		}

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/tlspolicyd/tlspolicyd/engine"
+	"github.com/tlspolicyd/tlspolicyd/internal/config"
+	"github.com/tlspolicyd/tlspolicyd/internal/listen"
+	"github.com/tlspolicyd/tlspolicyd/policyd"
+	"github.com/tlspolicyd/tlspolicyd/socketmap"
+)
+
+const defaultConfigPath = "/etc/tlspolicyd/tlspolicyd.yaml"
+
+func configFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: defaultConfigPath, Usage: "daemon configuration `FILE` (YAML); optional when --table is given"},
+		&cli.StringFlag{Name: "table", Aliases: []string{"t"}, Usage: "policy table: a YAML `PATH` or a directory of *.yaml/*.yml (a git checkout)"},
+	}
+}
+
+// loadConfig reads --config and applies every flag that was set on top.
+func loadConfig(c *cli.Context) (config.Config, error) {
+	path := c.String("config")
+	missingOK := !c.IsSet("config")
+	cfg, err := config.Load(path, missingOK)
+	if err != nil {
+		return cfg, err
+	}
+	str := func(flag string, dst *string) {
+		if c.IsSet(flag) {
+			*dst = c.String(flag)
+		}
+	}
+	str("table", &cfg.Table)
+	str("socketmap", &cfg.Listen.Socketmap)
+	str("policyd", &cfg.Listen.Policyd)
+	str("http", &cfg.Listen.HTTP)
+	str("socket-mode", &cfg.SocketMode)
+	str("resolver", &cfg.Probe.Resolver)
+	str("probe-cache", &cfg.Probe.Cache)
+	str("log-format", &cfg.Log.Format)
+	str("log-level", &cfg.Log.Level)
+	if c.IsSet("probe-port") {
+		cfg.Probe.Port = c.Int("probe-port")
+	}
+	return cfg, cfg.Validate()
+}
+
+func serveCommand() *cli.Command {
+	flags := append(configFlags(),
+		&cli.StringFlag{Name: "socketmap", Usage: "socketmap listener `ADDR` (host:port or unix:/path) for smtp_tls_policy_maps (default 127.0.0.1:10041)"},
+		&cli.StringFlag{Name: "policyd", Usage: "policy delegation listener `ADDR` for check_policy_service; \"\" disables (default 127.0.0.1:10042)"},
+		&cli.StringFlag{Name: "http", Usage: "HTTP listener `ADDR` for /healthz; \"\" disables (default 127.0.0.1:10043)"},
+		&cli.StringFlag{Name: "socket-mode", Usage: "permission bits for unix: sockets, octal `MODE` (default 0660)"},
+		&cli.StringFlag{Name: "resolver", Usage: "DNS resolver `HOST:PORT` for the prober (default: /etc/resolv.conf)"},
+		&cli.IntFlag{Name: "probe-port", Usage: "SMTP `PORT` the prober connects to (default 25)"},
+		&cli.StringFlag{Name: "probe-cache", Usage: "probe cache `FILE` (default /var/lib/tlspolicyd/probes.json)"},
+		&cli.StringFlag{Name: "log-format", Usage: "log format: text or json"},
+		&cli.StringFlag{Name: "log-level", Usage: "log level: debug, info, warn or error"},
+	)
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "run the daemon: socketmap (outbound) and policy delegation (inbound) servers",
+		Description: `Loads the policy table (exit 1 with file:line errors if it is invalid), then
+answers Postfix until SIGTERM/SIGINT. The table reloads by itself when a file in
+its directory changes (also when replaced by rename, as git checkout does) and on
+SIGHUP; a table with errors never replaces the one serving.
+
+Postfix main.cf:
+  smtp_tls_policy_maps = socketmap:inet:127.0.0.1:10041:tls_policy`,
+		Flags: flags,
+		Action: func(c *cli.Context) error {
+			cfg, err := loadConfig(c)
+			if err != nil {
+				return cli.Exit(err.Error(), 2)
+			}
+			return serve(c.Context, cfg, c.App.ErrWriter)
+		},
+	}
+}
+
+func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte) (int, error) }) error {
+	log := newLogger(logw, cfg.Log.Format, cfg.Log.Level)
+	slog.SetDefault(log)
+	mode, err := cfg.FileMode()
+	if err != nil {
+		return cli.Exit(err.Error(), 2)
+	}
+
+	eng := engine.New(nil, nil, nil, log)
+	rl := &engine.Reloader{Path: cfg.Table, Engine: eng, Logger: log}
+	if err := rl.Reload(); err != nil {
+		return cli.Exit(fmt.Sprintf("tlspolicyd: cannot start: policy table %s is invalid:\n%v", cfg.Table, err), 1)
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	type server struct {
+		name     string
+		serve    func() error
+		shutdown func(context.Context) error
+	}
+	var servers []server
+
+	if cfg.Listen.Socketmap != "" {
+		l, err := listen.Listen(cfg.Listen.Socketmap, mode)
+		if err != nil {
+			return cli.Exit(fmt.Sprintf("tlspolicyd: socketmap: %v", err), 1)
+		}
+		srv := &socketmap.Server{Handler: eng, Logger: log.With("server", "socketmap")}
+		servers = append(servers, server{"socketmap", func() error { return srv.Serve(l) }, srv.Shutdown})
+		log.Info("listening", "server", "socketmap", "addr", l.Addr().String())
+	}
+	if cfg.Listen.Policyd != "" {
+		l, err := listen.Listen(cfg.Listen.Policyd, mode)
+		if err != nil {
+			return cli.Exit(fmt.Sprintf("tlspolicyd: policyd: %v", err), 1)
+		}
+		srv := &policyd.Server{Handler: eng, Logger: log.With("server", "policyd")}
+		servers = append(servers, server{"policyd", func() error { return srv.Serve(l) }, srv.Shutdown})
+		log.Info("listening", "server", "policyd", "addr", l.Addr().String())
+	}
+	if cfg.Listen.HTTP != "" {
+		l, err := listen.Listen(cfg.Listen.HTTP, mode)
+		if err != nil {
+			return cli.Exit(fmt.Sprintf("tlspolicyd: http: %v", err), 1)
+		}
+		srv := &http.Server{Handler: httpHandler(eng), ReadHeaderTimeout: 10 * time.Second}
+		servers = append(servers, server{"http", func() error { return srv.Serve(l) }, srv.Shutdown})
+		log.Info("listening", "server", "http", "addr", l.Addr().String())
+	}
+	if len(servers) == 0 {
+		return cli.Exit("tlspolicyd: no listener configured (--socketmap, --policyd, --http)", 2)
+	}
+
+	errc := make(chan error, len(servers)+1)
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.serve(); err != nil && !errors.Is(err, socketmap.ErrServerClosed) && !errors.Is(err, policyd.ErrServerClosed) && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				errc <- fmt.Errorf("%s: %w", s.name, err)
+			}
+		}()
+	}
+	watchCtx, cancelWatch := context.WithCancel(ctx)
+	defer cancelWatch()
+	go func() {
+		if err := rl.Run(watchCtx); err != nil {
+			log.Error("table watcher stopped; reload with SIGHUP", "error", err)
+		}
+	}()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	var runErr error
+loop:
+	for {
+		select {
+		case <-hup:
+			log.Info("SIGHUP: reloading policy table")
+			_ = rl.Reload()
+		case err := <-errc:
+			runErr = err
+			break loop
+		case <-ctx.Done():
+			log.Info("shutting down")
+			break loop
+		}
+	}
+	cancelWatch()
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, s := range servers {
+		if err := s.shutdown(sctx); err != nil {
+			log.Warn("shutdown", "server", s.name, "error", err)
+		}
+	}
+	wg.Wait()
+	if runErr != nil {
+		return cli.Exit("tlspolicyd: "+runErr.Error(), 1)
+	}
+	return nil
+}
+
+// httpHandler serves /healthz: 200 while a valid table is loaded, else 503.
+func httpHandler(eng *engine.Engine) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if eng.Store() == nil {
+			http.Error(w, "no valid policy table loaded", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}
