@@ -343,6 +343,19 @@ func (c *conn) lingerClose() {
 	c.close()
 }
 
+// writeReply buffers the encoded reply r. Encoding goes straight into the
+// writer's free space; only when that does not suffice will Write reach the
+// socket, and then the write deadline is renewed first: the one set at the
+// last flush may have passed long ago.
+func (c *conn) writeReply(r Reply) {
+	b := AppendReply(c.w.AvailableBuffer(), r)
+	if len(b) > c.w.Available() {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.readTimeout))
+	}
+	// An error sticks in the writer and is reported by the next flush.
+	_, _ = c.w.Write(b)
+}
+
 func (c *conn) flush() error {
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.readTimeout))
 	return c.w.Flush()
@@ -418,7 +431,7 @@ func (c *conn) readFailed(err error, idle bool) {
 	case errors.Is(err, ErrMalformed):
 		// A netstring stream cannot be resynchronised: answer and close.
 		c.log.Warn("socketmap: malformed request; closing connection", "remote", c.remote, "err", err)
-		c.w.Write(AppendReply(c.w.AvailableBuffer(), Reply{Status: StatusPerm, Data: "bad request"}))
+		c.writeReply(Reply{Status: StatusPerm, Data: "bad request"})
 		if err := c.flush(); err == nil {
 			c.lingerClose()
 		}
@@ -448,7 +461,7 @@ func (c *conn) handle(payload []byte) bool {
 	if err != nil {
 		// The framing is intact, so the connection can go on.
 		c.log.Warn("socketmap: bad request", "remote", c.remote, "err", err)
-		c.w.Write(AppendReply(c.w.AvailableBuffer(), Reply{Status: StatusPerm, Data: "bad request"}))
+		c.writeReply(Reply{Status: StatusPerm, Data: "bad request"})
 		return true
 	}
 	mapName, keyStr := c.mapName(name), string(key)
@@ -461,7 +474,7 @@ func (c *conn) handle(payload []byte) bool {
 			"remote", c.remote, "map", mapName, "key", keyStr, "reason", n.Data)
 		reply = n
 	}
-	c.w.Write(AppendReply(c.w.AvailableBuffer(), reply))
+	c.writeReply(reply)
 	if c.log.Enabled(context.Background(), slog.LevelDebug) {
 		c.log.LogAttrs(context.Background(), slog.LevelDebug, "socketmap: lookup",
 			slog.String("remote", c.remote), slog.String("map", mapName),
@@ -551,7 +564,7 @@ func (c *conn) fire() {
 	c.cur.Load().cancel(context.DeadlineExceeded)
 	c.log.Warn("socketmap: lookup exceeded request timeout; answering TEMP and closing connection",
 		"remote", c.remote, "map", c.curMap, "key", c.curKey, "request_timeout", c.requestTimeout)
-	c.w.Write(AppendReply(c.w.AvailableBuffer(), Reply{Status: StatusTemp, Data: "timeout"}))
+	c.writeReply(Reply{Status: StatusTemp, Data: "timeout"})
 	if err := c.flush(); err == nil {
 		c.lingerClose()
 	}

@@ -801,3 +801,29 @@ func TestShutdownDeadlineCancelsLookups(t *testing.T) {
 	}
 	c.expectClosed(2 * time.Second)
 }
+
+// TestServerLargeReplyAfterIdle: a reply larger than the write buffer, sent
+// on a connection idle for longer than ReadTimeout, must not trip over the
+// write deadline set at the previous reply.
+func TestServerLargeReplyAfterIdle(t *testing.T) {
+	const rt = 100 * time.Millisecond
+	addr, _ := testServer(t, &Server{Handler: &fakeHandler{}, ReadTimeout: rt})
+	c := dial(t, "tcp", addr)
+	c.lookup("tls_policy", "bank.example")
+	time.Sleep(3 * rt)
+	if got := c.lookup("tls_policy", "big.example"); len(got) != MaxReplySize {
+		t.Fatalf("got %d bytes, want %d", len(got), MaxReplySize)
+	}
+	// Pipelined replies that overflow the write buffer, after idling.
+	time.Sleep(3 * rt)
+	var req []byte
+	for range 300 {
+		req = AppendNetstring(req, "tls_policy bank.example")
+	}
+	c.send(string(req))
+	for i := range 300 {
+		if got := c.reply(); got != "OK secure match=nexthop" {
+			t.Fatalf("reply %d: %q", i, got)
+		}
+	}
+}
