@@ -56,7 +56,8 @@ func (t *Table) Lint(now time.Time) []*Error {
 		default:
 			continue
 		}
-		if cur.Text == e.Policy.Text || (e.Policy.Level.Satisfies(LevelEncrypt) && isFloor(e.Policy.Level) && len(e.Policy.Attrs) == 0 && cur.Level.Satisfies(e.Policy.Level)) {
+		// Identical, or e is a bare floor level the current answer meets.
+		if cur.Text == e.Policy.Text || (isFloor(e.Policy.Level) && len(e.Policy.Attrs) == 0 && cur.Level.Satisfies(e.Policy.Level)) {
 			warn(e.Source, "testing entry %q changes nothing: without it the answer is already %q (%s)", e.Key, cur.Text, from)
 		}
 	}

@@ -1,0 +1,67 @@
+package store
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLint(t *testing.T) {
+	const in = `defaults:
+  outbound: encrypt
+outbound:
+  old.example:
+    policy: encrypt
+    review_by: 2026-01-31
+    note: contract 7
+  new.example:
+    policy: encrypt
+    review_by: 2026-02-01
+  same.example:
+    policy: encrypt
+    testing: true
+  .strict.example: secure
+  x.strict.example:
+    policy: verify
+    testing: true
+  useful.example:
+    policy: secure
+    testing: true
+recipients:
+  audit.example: secure
+  bob@audit.example:
+    policy: verify
+    testing: true
+  cfo@partner.example:
+    policy: encrypt
+    testing: true
+senders:
+  a@ourcorp.example:
+    policy: encrypt
+    review_by: 2025-12-31
+`
+	tb, err := ParseFile("t.yaml", strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 2, 1, 12, 0, 0, 0, time.UTC)
+	var got []string
+	for _, w := range tb.Lint(now) {
+		got = append(got, w.Error())
+	}
+	want := []string{
+		`t.yaml:4: review_by 2026-01-31 has passed for outbound entry "old.example" (note: contract 7)`,
+		`t.yaml:11: testing entry "same.example" changes nothing: without it the answer is already "encrypt" (defaults.outbound at t.yaml:2)`,
+		`t.yaml:15: testing entry "x.strict.example" changes nothing: without it the answer is already "secure" (entry ".strict.example" at t.yaml:14)`,
+		`t.yaml:23: testing recipients entry "bob@audit.example" changes nothing: entry "audit.example" at t.yaml:22 already requires secure`,
+		`t.yaml:30: review_by 2025-12-31 has passed for senders entry "a@ourcorp.example"`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("Lint:\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
+	}
+	// The day itself is not late yet.
+	if w := tb.Lint(time.Date(2025, 12, 31, 23, 59, 0, 0, time.UTC)); len(w) != 3 {
+		t.Errorf("Lint before any review_by = %v, want only the three testing warnings", w)
+	}
+}
