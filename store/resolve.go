@@ -49,6 +49,10 @@ type Answer struct {
 	Source  Source   // where that entry (or defaults.outbound) is written
 	Testing []*Entry // testing entries passed over, nearest first
 	Why     string   // one line for query --explain
+	// WouldLearn is set with defaults.learn: report when the learner
+	// knows a level for a bare domain nothing in the table decides: the
+	// level learn: enforce would answer. The answer itself ignores it.
+	WouldLearn string
 }
 
 // Floors: index 0 is tls_policy itself, then the tls_policy_<level> maps.
@@ -89,6 +93,7 @@ type index struct {
 	bare         [nFloors]string // data of a NOTFOUND raised to each floor
 	learned      [LevelSecure + 1]*outNode
 	learnEnforce bool
+	learnReport  bool
 }
 
 func newIndex(t *Table) (*index, error) {
@@ -97,6 +102,7 @@ func newIndex(t *Table) (*index, error) {
 		rcpt:         make(map[string]*Entry, len(t.Recipients)),
 		snd:          make(map[string]*Entry, len(t.Senders)),
 		learnEnforce: t.Defaults.Learn == LearnEnforce,
+		learnReport:  t.Defaults.Learn == LearnReport,
 	}
 	check := func(section string, e *Entry) error {
 		switch {
@@ -210,7 +216,9 @@ func raisedIdx(b bool) int {
 }
 
 // Resolve answers key on map mapName (DESIGN.md §5). l may be nil (no
-// learned policies). The only error besides ErrUnknownMap is a learned
+// learned policies); it is asked only for bare domains no entry decides,
+// and only with defaults.learn enforce (the answer) or report
+// (Answer.WouldLearn). The only error besides ErrUnknownMap is a learned
 // level that is not a Postfix level; callers answer every error with
 // TEMP so that mail is deferred, never sent weaker.
 func (s *Store) Resolve(mapName, key string, l Learner) (Answer, error) {
@@ -275,6 +283,13 @@ func (idx *index) resolvePolicy(key string, f int, l Learner) (Answer, error) {
 		}
 		a.Why = whyText[why][f][raisedIdx(n.raised[f])]
 		return a, nil
+	}
+	if idx.learnReport && l != nil && isBareDomain(k) && k[0] != '.' {
+		// Asked so that the probe cache schedules probes and records what
+		// it would learn; the answer does not change.
+		if name, _, ok := l.Learned(k); ok {
+			a.WouldLearn = name
+		}
 	}
 	if idx.learnEnforce && l != nil && isBareDomain(k) && k[0] != '.' {
 		if name, why, ok := l.Learned(k); ok {

@@ -167,6 +167,15 @@ func TestResolve(t *testing.T) {
 	if a.Why != "exact entry, raised to floor secure" {
 		t.Errorf("raised Why = %q", a.Why)
 	}
+	// learn: report asks the learner (so probes get scheduled) but does
+	// not change the answer.
+	a, _ = noDefault.Resolve(MapPolicy, "learned.test", learner)
+	if a.Found || a.WouldLearn != "encrypt" {
+		t.Errorf("learn: report: %+v, want NOTFOUND with WouldLearn encrypt", a)
+	}
+	if a, _ := noDefault.Resolve(MapPolicy, "bank.example", learner); a.WouldLearn != "" {
+		t.Errorf("learn: report asked for a listed domain: %+v", a)
+	}
 	// Without a learner, learned steps are skipped.
 	if a, _ := s.Resolve(MapPolicy, "learned.test", nil); a.Step != StepDefault {
 		t.Errorf("nil learner: step %s", a.Step)
