@@ -55,7 +55,7 @@ func (r *Reloader) Reload() error {
 		var list store.ErrorList
 		if errors.As(err, &list) {
 			for _, e := range list {
-				log.Error("policy table rejected, old table keeps serving", "file", e.File, "line", e.Line, "error", e.Msg)
+				log.Error("policy table rejected, old table keeps serving", "error", e.Error(), "file", e.File, "line", e.Line)
 			}
 		} else {
 			log.Error("policy table rejected, old table keeps serving", "error", err)
