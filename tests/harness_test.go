@@ -90,15 +90,24 @@ func TestHarnessPostfixStub(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	deferred := pf.Send(ctx, "sender@origin.example", []string{"a@enforced.example"}, "enforced")
-	open := pf.Send(ctx, "sender@origin.example", []string{"b@open.example"}, "open")
+	deferred, err := pf.Send(ctx, "sender@origin.example", []string{"a@enforced.example"}, "enforced")
+	if err != nil {
+		t.Fatal(err)
+	}
+	open, err := pf.Send(ctx, "sender@origin.example", []string{"b@open.example"}, "open")
+	if err != nil {
+		t.Fatal(err)
+	}
 
-	r := pf.WaitDeferred(ctx, deferred, "a@enforced.example", 15*time.Second)
+	r, err := pf.WaitDeferred(ctx, deferred, "a@enforced.example", 15*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if want := "TLS is required, but was not offered by host enforced.example[127.0.0.2]"; !strings.Contains(r.DelayReason, want) {
 		t.Errorf("delay_reason %q, want it to contain %q", r.DelayReason, want)
 	}
-	if !pf.WaitGone(ctx, open, 15*time.Second) {
-		t.Fatalf("message %s to open.example still queued: %+v", open, pf.Queue(ctx))
+	if err := pf.WaitGone(ctx, open, 15*time.Second); err != nil {
+		t.Fatal(err)
 	}
 	if got := mx.ReceivedFor("b@open.example"); len(got) != 1 {
 		t.Errorf("fake MX got %d messages for b@open.example, want 1", len(got))

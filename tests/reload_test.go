@@ -77,7 +77,9 @@ func TestReload(t *testing.T) {
 			keepsAnswer(t, conf, d, key, "secure", "unknown level replaced by rename")
 
 			// A forced reload of a broken table changes nothing either.
-			d.Signal(syscall.SIGHUP)
+			if err := d.Signal(syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
 			keepsAnswer(t, conf, d, key, "secure", "SIGHUP with a broken table")
 
 			replaceFile(t, path, "outbound:\n  other.example: may\n")
@@ -96,17 +98,22 @@ func TestReloadReleasesDeferred(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	qid := pf.Send(ctx, "sender@origin.example", []string{"dave@held.example"}, "held until the policy changes")
-	r := pf.WaitDeferred(ctx, qid, "dave@held.example", 20*time.Second)
+	qid := send(ctx, t, pf, "sender@origin.example", "dave@held.example")
+	r, err := pf.WaitDeferred(ctx, qid, "dave@held.example", 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !strings.Contains(r.DelayReason, notOffered("held.example")) {
 		t.Fatalf("delay_reason %q, want %q", r.DelayReason, notOffered("held.example"))
 	}
 
 	writeFile(t, path, "outbound:\n  held.example: may\n")
 	waitAnswer(t, conf, d, "held.example", "may", "policy relaxed")
-	pf.Flush(ctx)
-	if !pf.WaitGone(ctx, qid, 20*time.Second) {
-		t.Fatalf("message %s still queued after the flush: %+v", qid, pf.Queue(ctx))
+	if err := pf.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := pf.WaitGone(ctx, qid, 20*time.Second); err != nil {
+		t.Fatalf("after the flush: %v", err)
 	}
 	if got := mx.ReceivedFor("dave@held.example"); len(got) != 1 {
 		t.Errorf("MX received %d messages for dave@held.example, want 1", len(got))

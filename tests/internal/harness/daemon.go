@@ -86,13 +86,15 @@ type Daemon struct {
 }
 
 // StartDaemon starts `bin serve --table table --socketmap 127.0.0.1:PORT
-// --policyd "" --http ""` plus extra args on a free port and waits (up to
-// 10 s) until the socketmap port accepts connections. t.Cleanup stops it
+// --policyd "" --http "" --probe-cache TMP/probes.json` plus extra args on a
+// free port and waits (up to 10 s) until the socketmap port accepts
+// connections. (The probe cache would otherwise default to a system path.) t.Cleanup stops it
 // with SIGTERM (SIGKILL after 5 s) and logs its stderr if the test failed.
 func StartDaemon(t testing.TB, bin, table string, extra ...string) *Daemon {
 	t.Helper()
 	addr := net.JoinHostPort("127.0.0.1", itoa(FreePort(t, "127.0.0.1")))
-	args := append([]string{"serve", "--table", table, "--socketmap", addr, "--policyd", "", "--http", ""}, extra...)
+	args := append([]string{"serve", "--table", table, "--socketmap", addr, "--policyd", "", "--http", "",
+		"--probe-cache", filepath.Join(t.TempDir(), "probes.json")}, extra...)
 	d := &Daemon{Addr: addr, Table: table, t: t, stderr: &syncBuffer{}, exited: make(chan struct{})}
 	d.cmd = exec.Command(bin, args...)
 	d.cmd.Stdout = d.stderr
@@ -140,11 +142,11 @@ func (d *Daemon) Alive() bool {
 func (d *Daemon) Stderr() string { return d.stderr.String() }
 
 // Signal sends sig (e.g. syscall.SIGHUP, which forces a table reload).
-func (d *Daemon) Signal(sig os.Signal) {
-	d.t.Helper()
+func (d *Daemon) Signal(sig os.Signal) error {
 	if err := d.cmd.Process.Signal(sig); err != nil {
-		d.t.Fatalf("signal tlspolicyd: %v", err)
+		return fmt.Errorf("signal tlspolicyd: %w", err)
 	}
+	return nil
 }
 
 func (d *Daemon) stop() {

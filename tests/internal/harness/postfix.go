@@ -86,9 +86,11 @@ var baseMaster = []string{
 // Socketmap defines a tlspolicyd-<level> transport.
 var TransportLevels = []string{"encrypt", "verify", "secure"}
 
-// NewPostfix writes the instance's files and starts it (postfix start). t.Cleanup stops it, waits for its master process to
-// exit and removes the directory; when the test failed it logs the
-// maillog first. Call RequirePostfix before.
+// NewPostfix writes the instance's files and starts it. t.Cleanup stops
+// it, waits for its master process to exit and removes the directory;
+// when the test failed it logs the maillog first. Call RequirePostfix
+// before. The methods return errors rather than failing t, so subtests
+// may use an instance created by their parent.
 func NewPostfix(t testing.TB, cfg PostfixConfig) *Postfix {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "tlspolicyd-postfix-")
@@ -106,7 +108,11 @@ func NewPostfix(t testing.TB, cfg PostfixConfig) *Postfix {
 	if err := p.write(cfg); err != nil {
 		t.Fatalf("postfix instance: %v", err)
 	}
-	p.Start()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		t.Fatalf("postfix instance: %v", err)
+	}
 	return p
 }
 
@@ -189,7 +195,7 @@ func (p *Postfix) write(cfg PostfixConfig) error {
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Hosts)) {
-		if err := p.addHost(name, cfg.Hosts[name]); err != nil {
+		if err := p.AddHost(name, cfg.Hosts[name]); err != nil {
 			return err
 		}
 	}
@@ -198,14 +204,7 @@ func (p *Postfix) write(cfg PostfixConfig) error {
 
 // AddHost maps name to ip in the chroot's hosts file. The resolver reads
 // the file on every lookup, so this works on a running instance.
-func (p *Postfix) AddHost(name, ip string) {
-	p.t.Helper()
-	if err := p.addHost(name, ip); err != nil {
-		p.t.Fatalf("postfix: %v", err)
-	}
-}
-
-func (p *Postfix) addHost(name, ip string) error {
+func (p *Postfix) AddHost(name, ip string) error {
 	path := filepath.Join(p.QueueDir, "etc", "hosts")
 	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -222,18 +221,26 @@ func (p *Postfix) addHost(name, ip string) error {
 }
 
 // Command runs a Postfix program with "-c ConfigDir" (sendmail takes -C)
-// prepended to args. It fails the test if the program cannot be run.
-func (p *Postfix) Command(ctx context.Context, stdin, name string, args ...string) Result {
-	p.t.Helper()
+// prepended to args. The error is set only when the program could not be
+// run; check Result.Code for its exit status.
+func (p *Postfix) Command(ctx context.Context, stdin, name string, args ...string) (Result, error) {
 	flag := "-c"
 	if name == "sendmail" {
 		flag = "-C"
 	}
-	res, err := Run(ctx, stdin, name, append([]string{flag, p.ConfigDir}, args...)...)
+	return Run(ctx, stdin, name, append([]string{flag, p.ConfigDir}, args...)...)
+}
+
+// command runs a Postfix program that must exit 0.
+func (p *Postfix) command(ctx context.Context, stdin, name string, args ...string) (Result, error) {
+	res, err := p.Command(ctx, stdin, name, args...)
 	if err != nil {
-		p.t.Fatalf("postfix: %v (%s)", err, res)
+		return res, fmt.Errorf("postfix instance %s: %w", p.Dir, err)
 	}
-	return res
+	if res.Code != 0 {
+		return res, fmt.Errorf("%s -c %s %s: %s", name, p.ConfigDir, strings.Join(args, " "), res)
+	}
+	return res, nil
 }
 
 // Start runs `postfix start`. It runs the checks of `postfix check`
@@ -241,37 +248,31 @@ func (p *Postfix) Command(ctx context.Context, stdin, name string, args ...strin
 // find a fatal problem, so a separate `postfix check` would only cost time.
 // The warnings that queue/etc/hosts, resolv.conf and nsswitch.conf differ
 // from /etc are expected.
-func (p *Postfix) Start() {
-	p.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if res := p.Command(ctx, "", "postfix", "start"); res.Code != 0 {
-		p.t.Fatalf("postfix -c %s start: %s", p.ConfigDir, res)
+func (p *Postfix) Start(ctx context.Context) error {
+	if _, err := p.command(ctx, "", "postfix", "start"); err != nil {
+		return err
 	}
 	p.running = true
+	return nil
 }
 
 // Stop runs `postfix stop` and waits (up to 10 s) for the master process
 // to exit. Stopping a stopped instance does nothing.
-func (p *Postfix) Stop() {
-	p.t.Helper()
+func (p *Postfix) Stop(ctx context.Context) error {
 	if !p.running {
-		return
+		return nil
 	}
 	p.running = false
 	pid := p.masterPID()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	res, err := Run(ctx, "", "postfix", "-c", p.ConfigDir, "stop")
-	if err != nil || res.Code != 0 {
-		p.t.Errorf("postfix -c %s stop: %v %s", p.ConfigDir, err, res)
-		return
+	if _, err := p.command(ctx, "", "postfix", "stop"); err != nil {
+		return err
 	}
-	if pid > 0 && !WaitFor(context.Background(), 10*time.Second, func() bool {
+	if pid > 0 && !WaitFor(ctx, 10*time.Second, func() bool {
 		return syscall.Kill(pid, 0) != nil
 	}) {
-		p.t.Errorf("postfix master %d still running 10 s after postfix stop", pid)
+		return fmt.Errorf("postfix master %d still running 10 s after postfix stop", pid)
 	}
+	return nil
 }
 
 func (p *Postfix) masterPID() int {
@@ -284,7 +285,11 @@ func (p *Postfix) masterPID() int {
 }
 
 func (p *Postfix) cleanup() {
-	p.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.Stop(ctx); err != nil {
+		p.t.Errorf("stop postfix: %v", err)
+	}
 	if p.t.Failed() {
 		if b, err := os.ReadFile(p.Maillog); err == nil {
 			p.t.Logf("maillog of %s:\n%s", p.Dir, b)
@@ -307,16 +312,15 @@ func (p *Postfix) Log() string {
 // Send submits a message from sender to rcpts with sendmail and returns its
 // queue ID, read from cleanup's "QID: message-id=<…>" log line (waiting up
 // to 10 s for it).
-func (p *Postfix) Send(ctx context.Context, sender string, rcpts []string, subject string) string {
-	p.t.Helper()
+func (p *Postfix) Send(ctx context.Context, sender string, rcpts []string, subject string) (string, error) {
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
 	msgID := hex.EncodeToString(rnd[:]) + "@tlspolicyd-test.invalid"
 	msg := fmt.Sprintf("From: <%s>\r\nTo: <%s>\r\nSubject: %s\r\nMessage-ID: <%s>\r\n\r\nbody of %s\r\n",
 		sender, strings.Join(rcpts, ">, <"), subject, msgID, subject)
 	args := append([]string{"-f", sender, "--"}, rcpts...)
-	if res := p.Command(ctx, msg, "sendmail", args...); res.Code != 0 {
-		p.t.Fatalf("sendmail: %s", res)
+	if _, err := p.command(ctx, msg, "sendmail", args...); err != nil {
+		return "", err
 	}
 	var qid string
 	needle := ": message-id=<" + msgID + ">"
@@ -324,9 +328,9 @@ func (p *Postfix) Send(ctx context.Context, sender string, rcpts []string, subje
 		qid = findQID(p.Log(), needle)
 		return qid != ""
 	}) {
-		p.t.Fatalf("message %s not picked up within 10 s; maillog:\n%s", msgID, p.Log())
+		return "", fmt.Errorf("message %s not picked up within 10 s", msgID)
 	}
-	return qid
+	return qid, nil
 }
 
 // findQID returns the queue ID in front of needle in a maillog line
@@ -361,11 +365,10 @@ type QueueRecipient struct {
 }
 
 // Queue returns the queue as `postqueue -j` lists it.
-func (p *Postfix) Queue(ctx context.Context) []QueueEntry {
-	p.t.Helper()
-	res := p.Command(ctx, "", "postqueue", "-j")
-	if res.Code != 0 {
-		p.t.Fatalf("postqueue -j: %s", res)
+func (p *Postfix) Queue(ctx context.Context) ([]QueueEntry, error) {
+	res, err := p.command(ctx, "", "postqueue", "-j")
+	if err != nil {
+		return nil, err
 	}
 	var out []QueueEntry
 	for line := range strings.Lines(res.Stdout) {
@@ -374,36 +377,41 @@ func (p *Postfix) Queue(ctx context.Context) []QueueEntry {
 		}
 		var e QueueEntry
 		if err := json.Unmarshal([]byte(line), &e); err != nil {
-			p.t.Fatalf("postqueue -j: parse %q: %v", line, err)
+			return nil, fmt.Errorf("postqueue -j: parse %q: %w", line, err)
 		}
 		out = append(out, e)
 	}
-	return out
+	return out, nil
 }
 
-// Entry returns the queue entry qid, or false when it left the queue.
-func (p *Postfix) Entry(ctx context.Context, qid string) (QueueEntry, bool) {
-	p.t.Helper()
-	for _, e := range p.Queue(ctx) {
+// Entry returns the queue entry qid; ok is false when it left the queue.
+func (p *Postfix) Entry(ctx context.Context, qid string) (e QueueEntry, ok bool, err error) {
+	q, err := p.Queue(ctx)
+	if err != nil {
+		return QueueEntry{}, false, err
+	}
+	for _, e := range q {
 		if e.QueueID == qid {
-			return e, true
+			return e, true, nil
 		}
 	}
-	return QueueEntry{}, false
+	return QueueEntry{}, false, nil
 }
 
 // WaitDeferred waits up to timeout until message qid sits in the deferred
 // queue with rcpt among its recipients and a delay reason, and returns
-// that recipient. It fails the test otherwise.
-func (p *Postfix) WaitDeferred(ctx context.Context, qid, rcpt string, timeout time.Duration) QueueRecipient {
-	p.t.Helper()
-	var got QueueRecipient
-	var last QueueEntry
-	var present bool
+// that recipient.
+func (p *Postfix) WaitDeferred(ctx context.Context, qid, rcpt string, timeout time.Duration) (QueueRecipient, error) {
+	var (
+		got     QueueRecipient
+		last    QueueEntry
+		present bool
+		err     error
+	)
 	ok := WaitFor(ctx, timeout, func() bool {
-		last, present = p.Entry(ctx, qid)
-		if !present || last.QueueName != "deferred" {
-			return false
+		last, present, err = p.Entry(ctx, qid)
+		if err != nil || !present || last.QueueName != "deferred" {
+			return err != nil
 		}
 		for _, r := range last.Recipients {
 			if r.Address == rcpt && r.DelayReason != "" {
@@ -413,35 +421,47 @@ func (p *Postfix) WaitDeferred(ctx context.Context, qid, rcpt string, timeout ti
 		}
 		return false
 	})
-	if !ok {
-		p.t.Fatalf("message %s to %s not deferred within %v (in queue: %v, entry %+v)", qid, rcpt, timeout, present, last)
+	switch {
+	case err != nil:
+		return QueueRecipient{}, err
+	case !ok && !present:
+		return QueueRecipient{}, fmt.Errorf("message %s to %s not deferred within %v: it left the queue (delivered?)", qid, rcpt, timeout)
+	case !ok:
+		return QueueRecipient{}, fmt.Errorf("message %s to %s not deferred within %v: queue entry %+v", qid, rcpt, timeout, last)
 	}
-	return got
+	return got, nil
 }
 
 // WaitGone waits up to timeout until message qid has left the queue
-// (delivered, or bounced) and reports whether it did.
-func (p *Postfix) WaitGone(ctx context.Context, qid string, timeout time.Duration) bool {
-	p.t.Helper()
-	return WaitFor(ctx, timeout, func() bool {
-		_, ok := p.Entry(ctx, qid)
-		return !ok
+// (delivered, or bounced).
+func (p *Postfix) WaitGone(ctx context.Context, qid string, timeout time.Duration) error {
+	var (
+		last    QueueEntry
+		present bool
+		err     error
+	)
+	WaitFor(ctx, timeout, func() bool {
+		last, present, err = p.Entry(ctx, qid)
+		return err != nil || !present
 	})
+	switch {
+	case err != nil:
+		return err
+	case present:
+		return fmt.Errorf("message %s still queued after %v: %+v", qid, timeout, last)
+	}
+	return nil
 }
 
 // Flush runs `postqueue -f`: every queued message is retried at once, and
 // destinations the queue manager marked dead are revived.
-func (p *Postfix) Flush(ctx context.Context) {
-	p.t.Helper()
-	if res := p.Command(ctx, "", "postqueue", "-f"); res.Code != 0 {
-		p.t.Fatalf("postqueue -f: %s", res)
-	}
+func (p *Postfix) Flush(ctx context.Context) error {
+	_, err := p.command(ctx, "", "postqueue", "-f")
+	return err
 }
 
 // Retry runs `postqueue -i qid`: message qid is retried at once.
-func (p *Postfix) Retry(ctx context.Context, qid string) {
-	p.t.Helper()
-	if res := p.Command(ctx, "", "postqueue", "-i", qid); res.Code != 0 {
-		p.t.Fatalf("postqueue -i %s: %s", qid, res)
-	}
+func (p *Postfix) Retry(ctx context.Context, qid string) error {
+	_, err := p.command(ctx, "", "postqueue", "-i", qid)
+	return err
 }
