@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -27,20 +28,22 @@ func waitAnswer(t *testing.T, conf string, d *harness.Daemon, key, want, after s
 	}
 }
 
-// keepsAnswer checks that a broken edit changes nothing: reloadWithin after
-// it, key still gets want and the daemon is still running; the daemon
-// logged the error with the file's name.
-func keepsAnswer(t *testing.T, conf string, d *harness.Daemon, key, want, after string) {
+// brokenEdit makes an edit that leaves the table invalid and checks that
+// it changes nothing: reloadWithin later key still gets want and the daemon
+// is still running, and it logged an error naming wantLog (file:line).
+func brokenEdit(t *testing.T, conf string, d *harness.Daemon, key, want, what, wantLog string, edit func()) {
 	t.Helper()
+	logged := len(d.Stderr())
+	edit()
 	time.Sleep(reloadWithin)
 	if !d.Alive() {
-		t.Fatalf("%s: the daemon exited", after)
+		t.Fatalf("%s: the daemon exited", what)
 	}
 	if got := answer(t, query(t, conf, d, "tls_policy", key)); got != want {
-		t.Fatalf("%s: postmap -q %s answers %q, want the old answer %q", after, key, got, want)
+		t.Fatalf("%s: postmap -q %s answers %q, want the old answer %q", what, key, got, want)
 	}
-	if !strings.Contains(d.Stderr(), "table.yaml:") {
-		t.Errorf("%s: the daemon's log names no table.yaml:LINE error; log:\n%s", after, d.Stderr())
+	if newLog := d.Stderr()[logged:]; !strings.Contains(newLog, wantLog) {
+		t.Errorf("%s: the daemon logged no error naming %q; new log:\n%s", what, wantLog, newLog)
 	}
 }
 
@@ -70,20 +73,27 @@ func TestReload(t *testing.T) {
 			replaceFile(t, path, "outbound:\n  reload.example: secure\n  other.example: may\n")
 			waitAnswer(t, conf, d, key, "secure", "replaced by rename")
 
-			writeFile(t, path, "outbound:\n  reload.example: [unclosed\n")
-			keepsAnswer(t, conf, d, key, "secure", "invalid YAML saved in place")
-
-			replaceFile(t, path, "outbound:\n  reload.example: bogus\n")
-			keepsAnswer(t, conf, d, key, "secure", "unknown level replaced by rename")
-
+			brokenEdit(t, conf, d, key, "secure", "invalid YAML saved in place", "table.yaml:", func() {
+				writeFile(t, path, "outbound:\n  reload.example: [unclosed\n")
+			})
+			brokenEdit(t, conf, d, key, "secure", "unknown level replaced by rename", "table.yaml:2:", func() {
+				replaceFile(t, path, "outbound:\n  reload.example: bogus\n")
+			})
 			// A forced reload of a broken table changes nothing either.
-			if err := d.Signal(syscall.SIGHUP); err != nil {
-				t.Fatal(err)
-			}
-			keepsAnswer(t, conf, d, key, "secure", "SIGHUP with a broken table")
+			brokenEdit(t, conf, d, key, "secure", "SIGHUP with a broken table", "table.yaml:2:", func() {
+				if err := d.Signal(syscall.SIGHUP); err != nil {
+					t.Fatal(err)
+				}
+			})
 
 			replaceFile(t, path, "outbound:\n  other.example: may\n")
 			waitAnswer(t, conf, d, key, "", "entry removed")
+
+			if layout.asDir {
+				// A file added to the directory (git pull) joins the table.
+				replaceFile(t, filepath.Join(filepath.Dir(path), "added.yaml"), "outbound:\n  added.example: encrypt\n")
+				waitAnswer(t, conf, d, "added.example", "encrypt", "file added to the directory")
+			}
 		})
 	}
 }
