@@ -150,10 +150,16 @@ func (d *Daemon) Signal(sig os.Signal) error {
 }
 
 func (d *Daemon) stop() {
-	if d.Alive() {
+	if !d.Alive() {
+		d.t.Errorf("tlspolicyd exited before the end of the test: %v", d.err)
+	} else {
 		_ = d.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-d.exited:
+			// systemd and operators read a non-zero status as a crash.
+			if d.err != nil {
+				d.t.Errorf("tlspolicyd exited with %v after SIGTERM, want status 0", d.err)
+			}
 		case <-time.After(5 * time.Second):
 			d.t.Errorf("tlspolicyd did not exit 5 s after SIGTERM; killing it")
 			_ = d.cmd.Process.Kill()

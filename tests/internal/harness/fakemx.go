@@ -57,14 +57,12 @@ func NewFakeMX(t testing.TB, host string, opts ...FakeMXOption) *FakeMX {
 		mx.mu.Lock()
 		mx.sessions++
 		mx.mu.Unlock()
-		_, isTLS := c.TLSConnectionState()
-		return &mxSession{mx: mx, conn: c, tls: isTLS}, nil
+		return &mxSession{mx: mx, conn: c}, nil
 	}))
 	s.Domain = "mx.fake.invalid"
 	s.ReadTimeout = 30 * time.Second
 	s.WriteTimeout = 30 * time.Second
 	s.MaxMessageBytes = 1 << 20
-	s.AllowInsecureAuth = true
 	for _, o := range opts {
 		o(s)
 	}
@@ -121,7 +119,6 @@ func (mx *FakeMX) ReceivedFor(rcpt string) []Message {
 type mxSession struct {
 	mx   *FakeMX
 	conn *smtp.Conn
-	tls  bool
 	from string
 	to   []string
 }
@@ -147,6 +144,6 @@ func (s *mxSession) Data(r io.Reader) error {
 	_, isTLS := s.conn.TLSConnectionState()
 	s.mx.mu.Lock()
 	defer s.mx.mu.Unlock()
-	s.mx.msgs = append(s.mx.msgs, Message{From: s.from, To: append([]string(nil), s.to...), Data: data, TLS: isTLS || s.tls})
+	s.mx.msgs = append(s.mx.msgs, Message{From: s.from, To: append([]string(nil), s.to...), Data: data, TLS: isTLS})
 	return nil
 }
