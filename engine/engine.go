@@ -76,6 +76,10 @@ func (e *Engine) Events() *events.Ring { return e.events }
 // Stats returns the per-sender-domain inbound TLS counters.
 func (e *Engine) Stats() *Stats { return e.stats }
 
+// SetLearner sets the probe cache that answers learned policies. Call it
+// before serving starts.
+func (e *Engine) SetLearner(l store.Learner) { e.learner = l }
+
 // ErrNoTable is returned while no valid table has been loaded.
 var ErrNoTable = errors.New("no valid policy table loaded")
 

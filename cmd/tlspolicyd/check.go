@@ -3,10 +3,13 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
+	"sort"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/tlspolicyd/tlspolicyd/engine"
 	"github.com/tlspolicyd/tlspolicyd/store"
 )
 
@@ -17,10 +20,14 @@ func checkCommand() *cli.Command {
 		Description: `Parses and validates every file of the table exactly as the daemon would and
 prints each problem as file:line: message. Errors (the daemon would refuse the
 table) exit 1; warnings (e.g. a review_by date that has passed) are printed
-but exit 0. See examples/git-hooks/pre-commit.`,
-		Flags: configFlags(),
+but exit 0. With --probe, every enforced and testing outbound entry is
+probed (as the daemon's monitor does) and each that would defer mail today is
+a warning. See examples/git-hooks/pre-commit.`,
+		Flags: append(append(configFlags(), probeFlags()...),
+			&cli.BoolFlag{Name: "probe", Usage: "also probe every enforced and testing outbound entry and warn about each that would defer mail today"},
+		),
 		Action: func(c *cli.Context) error {
-			cfg, err := loadConfig(c)
+			cfg, err := probeConfig(c)
 			if err != nil {
 				return cli.Exit(err.Error(), 2)
 			}
@@ -35,10 +42,25 @@ but exit 0. See examples/git-hooks/pre-commit.`,
 				}
 				return cli.Exit(fmt.Sprintf("%s: %v", cfg.Table, err), 1)
 			}
-			if _, err := store.Build(t); err != nil {
+			s, err := store.Build(t)
+			if err != nil {
 				return cli.Exit(fmt.Sprintf("%s: %v", cfg.Table, err), 1)
 			}
 			warnings := t.Lint(time.Now())
+			if c.Bool("probe") {
+				// Probe what the table enforces or tests, as the daemon's
+				// monitor does, and warn where mail would be deferred.
+				p := newProber(cfg, newLogger(c.App.ErrWriter, "text", "error"))
+				quiet := newLogger(io.Discard, "text", "error")
+				mon := &engine.Monitor{Engine: engine.New(s, nil, nil, quiet), Probe: p.Probe, Logger: quiet}
+				for _, f := range mon.CheckAll(c.Context) {
+					warnings = append(warnings, &store.Error{Source: f.Entry.Source, Msg: f.Reason})
+				}
+				sort.SliceStable(warnings, func(i, j int) bool {
+					a, b := warnings[i].Source, warnings[j].Source
+					return a.File < b.File || (a.File == b.File && a.Line < b.Line)
+				})
+			}
 			for _, w := range warnings {
 				fmt.Fprintf(c.App.ErrWriter, "%s: warning: %s\n", w.Source, w.Msg)
 			}

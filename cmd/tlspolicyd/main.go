@@ -62,6 +62,7 @@ Quick start:
 			serveCommand(),
 			queryCommand(),
 			checkCommand(),
+			probeCommand(),
 			{
 				Name:  "version",
 				Usage: "print the version",

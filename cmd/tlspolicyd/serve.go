@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -16,9 +17,11 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tlspolicyd/tlspolicyd/engine"
+	"github.com/tlspolicyd/tlspolicyd/events"
 	"github.com/tlspolicyd/tlspolicyd/internal/config"
 	"github.com/tlspolicyd/tlspolicyd/internal/listen"
 	"github.com/tlspolicyd/tlspolicyd/policyd"
+	"github.com/tlspolicyd/tlspolicyd/probe"
 	"github.com/tlspolicyd/tlspolicyd/socketmap"
 )
 
@@ -100,11 +103,39 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 		return cli.Exit(err.Error(), 2)
 	}
 
-	eng := engine.New(nil, nil, nil, log)
-	rl := &engine.Reloader{Path: cfg.Table, Engine: eng, Logger: log}
+	ring := events.NewRing(1000)
+	eng := engine.New(nil, nil, ring, log)
+	rl := &engine.Reloader{Path: cfg.Table, Engine: eng, Logger: log,
+		OnReload: func(err error) {
+			if err != nil {
+				ring.Publish(events.Event{Kind: events.ReloadFailed, Reason: firstLine(err.Error()), Source: cfg.Table})
+			}
+		}}
 	if err := rl.Reload(); err != nil {
 		return cli.Exit(fmt.Sprintf("tlspolicyd: cannot start: policy table %s is invalid:\n%v", cfg.Table, err), 1)
 	}
+
+	// The prober, its persistent cache (learned policies, status page) and
+	// the monitor that re-probes enforced and testing entries.
+	prober := newProber(cfg, log)
+	cache := probe.NewCache(probe.CacheConfig{
+		Probe:       prober.Probe,
+		TTL:         cfg.Probe.TTL,
+		LearnMaxAge: eng.Store().Table().Defaults.LearnMaxAge,
+		Logger:      log.With("component", "probe-cache"),
+		OnEvent: func(e probe.Event) {
+			if e.Kind == probe.EventDowngradeRefused {
+				ring.Publish(events.Event{Kind: events.LearnedDowngrade, Domain: e.Target, Reason: e.Reason})
+			}
+			log.Info("probe cache event", "kind", e.Kind, "target", e.Target, "reason", e.Reason)
+		},
+	})
+	if cfg.Probe.Cache != "" {
+		cache.Load(cfg.Probe.Cache)
+	}
+	eng.SetLearner(cache)
+	mon := &engine.Monitor{Engine: eng, Probe: prober.Probe, Cache: cache, Interval: cfg.Probe.Interval, Logger: log.With("component", "monitor")}
+	eng.OnTesting = mon.Kick
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -160,6 +191,8 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	}
 	watchCtx, cancelWatch := context.WithCancel(ctx)
 	defer cancelWatch()
+	go func() { _ = cache.Run(watchCtx) }()
+	go func() { _ = mon.Run(watchCtx) }()
 	go func() {
 		if err := rl.Run(watchCtx); err != nil {
 			log.Error("table watcher stopped; reload with SIGHUP", "error", err)
@@ -193,6 +226,11 @@ loop:
 		}
 	}
 	wg.Wait()
+	if cfg.Probe.Cache != "" {
+		if err := cache.Save(); err != nil {
+			log.Warn("saving probe cache", "path", cfg.Probe.Cache, "error", err)
+		}
+	}
 	if runErr != nil {
 		return cli.Exit("tlspolicyd: "+runErr.Error(), 1)
 	}
@@ -210,4 +248,26 @@ func httpHandler(eng *engine.Engine) http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	return mux
+}
+
+// newProber builds the STARTTLS prober from the probe configuration.
+func newProber(cfg config.Config, log *slog.Logger) *probe.Prober {
+	return probe.New(probe.Config{
+		Resolver:     cfg.Probe.Resolver,
+		Port:         cfg.Probe.Port,
+		Timeout:      cfg.Probe.Timeout,
+		Concurrency:  cfg.Probe.Concurrency,
+		HELO:         cfg.Probe.HELO,
+		AllowPrivate: cfg.Probe.AllowPrivate,
+		TTL:          cfg.Probe.TTL,
+		Logger:       log.With("component", "probe"),
+	})
+}
+
+// firstLine returns s up to its first newline.
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " (and more)"
+	}
+	return s
 }

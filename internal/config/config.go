@@ -33,6 +33,9 @@ type Probe struct {
 	Cache        string        `yaml:"cache"`
 	HELO         string        `yaml:"helo"`
 	AllowPrivate bool          `yaml:"allow_private"`
+	// Interval is how often every enforced and testing outbound entry is
+	// re-probed (jittered by ±10%).
+	Interval time.Duration `yaml:"interval"`
 }
 
 // Alerts configures alert delivery.
@@ -76,6 +79,7 @@ func Default() Config {
 			Concurrency: 32,
 			TTL:         24 * time.Hour,
 			Cache:       "/var/lib/tlspolicyd/probes.json",
+			Interval:    time.Hour,
 		},
 		Alerts: Alerts{SMTP: "127.0.0.1:25", Interval: time.Hour},
 		Log:    Log{Format: "text", Level: "info"},
@@ -141,8 +145,8 @@ func (c Config) Validate() error {
 	if c.Probe.Concurrency < 1 {
 		return fmt.Errorf("probe.concurrency %d: want at least 1", c.Probe.Concurrency)
 	}
-	if c.Probe.Timeout <= 0 || c.Probe.TTL <= 0 {
-		return errors.New("probe.timeout and probe.ttl must be positive durations such as 30s or 24h")
+	if c.Probe.Timeout <= 0 || c.Probe.TTL <= 0 || c.Probe.Interval <= 0 {
+		return errors.New("probe.timeout, probe.ttl and probe.interval must be positive durations such as 30s or 24h")
 	}
 	return nil
 }

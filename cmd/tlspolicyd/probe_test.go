@@ -1,0 +1,116 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tlspolicyd/tlspolicyd/internal/probetest"
+	"github.com/tlspolicyd/tlspolicyd/probe"
+)
+
+// probeWorld starts an in-process DNS zone and fake MX servers on loopback:
+// tls.example (STARTTLS, certificate from a CA the system does not trust),
+// plain.example (no STARTTLS) and mixed.example (one of each).
+func probeWorld(t *testing.T) (resolver string, port int) {
+	ca := probetest.NewCA(t)
+	z := probetest.NewZone(t)
+	f := probetest.NewFarm(t, ca)
+	f.GoodMX(t, "127.0.0.31", time.Time{}, "mx.tls.example")
+	f.PlainMX(t, "127.0.0.32")
+	z.MX(t, "tls.example", 10, "mx.tls.example", "127.0.0.31")
+	z.MX(t, "plain.example", 10, "mx.plain.example", "127.0.0.32")
+	z.MX(t, "mixed.example", 10, "mx1.mixed.example", "127.0.0.31")
+	z.MX(t, "mixed.example", 20, "mx2.mixed.example", "127.0.0.32")
+	return z.Addr, f.Port
+}
+
+func TestProbeCommand(t *testing.T) {
+	resolver, port := probeWorld(t)
+	base := []string{"probe", "--resolver", resolver, "--port", strconv.Itoa(port), "--allow-private", "--timeout", "3s", "--helo", "test.invalid"}
+	tests := []struct {
+		name    string
+		args    []string
+		code    int
+		stdout  []string
+		stderr  string
+		noWrite bool
+	}{
+		{"STARTTLS meets encrypt", []string{"tls.example"}, 0, []string{"tls.example: ok", "10 mx.tls.example", "127.0.0.31:" + strconv.Itoa(port), "yes", "TLSv1.3", "encrypt ok", "verify WOULD DEFER"}, "", false},
+		{"untrusted certificate fails verify", []string{"--level", "verify", "tls.example"}, 1, []string{"verify WOULD DEFER"}, "", false},
+		{"no STARTTLS fails encrypt", []string{"plain.example"}, 1, []string{"plain.example: no-starttls", "may ok", "encrypt WOULD DEFER: mx.plain.example[127.0.0.32]"}, "", false},
+		{"may works without STARTTLS", []string{"--level", "may", "plain.example"}, 0, []string{"may ok"}, "", false},
+		{"one of two MX without STARTTLS", []string{"mixed.example"}, 1, []string{"20 mx2.mixed.example", "encrypt WOULD DEFER"}, "", false},
+		{"several targets: all must pass", []string{"tls.example", "plain.example"}, 1, []string{"tls.example: ok", "plain.example: no-starttls"}, "", false},
+		{"bracketed host", []string{"[127.0.0.31]:" + strconv.Itoa(port)}, 0, []string{"encrypt ok"}, "", false},
+		{"bad level", []string{"--level", "bogus", "tls.example"}, 2, nil, "--level", true},
+		{"no target", nil, 2, nil, "no TARGET", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, errOut, code := runCLI(t, append(append([]string{}, base...), tt.args...)...)
+			if code != tt.code {
+				t.Errorf("exit = %d, want %d\n%s%s", code, tt.code, out, errOut)
+			}
+			for _, s := range tt.stdout {
+				if !strings.Contains(out, s) {
+					t.Errorf("stdout lacks %q:\n%s", s, out)
+				}
+			}
+			if tt.stderr != "" && !strings.Contains(errOut, tt.stderr) {
+				t.Errorf("stderr = %q, want %q", errOut, tt.stderr)
+			}
+		})
+	}
+	out, _, code := runCLI(t, append(base, "--json", "plain.example")...)
+	var res []probe.Result
+	if err := json.Unmarshal([]byte(out), &res); err != nil || code != 1 || len(res) != 1 || res[0].Status != probe.StatusNoSTARTTLS {
+		t.Errorf("--json: code %d err %v %+v", code, err, res)
+	}
+}
+
+func TestProbePrivateTargetRefusedByDefault(t *testing.T) {
+	resolver, port := probeWorld(t)
+	out, _, code := runCLI(t, "probe", "--resolver", resolver, "--port", strconv.Itoa(port), "--timeout", "3s", "tls.example")
+	if code != 1 || !strings.Contains(out, "unreachable") {
+		t.Errorf("loopback MX without --allow-private: exit %d\n%s", code, out)
+	}
+}
+
+func TestCheckProbeWarnsAboutDeferrals(t *testing.T) {
+	resolver, port := probeWorld(t)
+	dir := t.TempDir()
+	table := `outbound:
+  tls.example: encrypt
+  plain.example:
+    policy: encrypt
+    testing: true
+  mixed.example: encrypt
+  .parent.example: encrypt
+`
+	if err := os.WriteFile(filepath.Join(dir, "t.yaml"), []byte(table), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := runCLI(t, "check", "--table", dir, "--probe", "--resolver", resolver, "--port", strconv.Itoa(port), "--allow-private", "--timeout", "3s")
+	if code != 0 {
+		t.Fatalf("exit %d (warnings must not fail check)\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{
+		"t.yaml:3: warning: enforcing encrypt for plain.example would defer mail: mx.plain.example[127.0.0.32]",
+		"t.yaml:6: warning: mail to mixed.example is deferred: policy encrypt cannot be met",
+	} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errOut)
+		}
+	}
+	if strings.Contains(errOut, "tls.example") {
+		t.Errorf("tls.example works and must not be warned about:\n%s", errOut)
+	}
+	if !strings.Contains(out, "2 warning(s)") {
+		t.Errorf("summary: %s", out)
+	}
+}
