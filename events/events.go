@@ -1,8 +1,12 @@
 // Package events records the decisions a postmaster must hear about: mail
 // blocked (or, in testing mode, that would be blocked) by inbound
 // enforcement, outbound targets failing their probe, learned-policy
-// downgrade attempts, failed reloads. Events go to a bounded in-memory ring
-// (for the status page and reports) and to any number of subscribers.
+// downgrade attempts, certificates of enforced destinations about to
+// expire, failed reloads. Events go to a bounded in-memory ring (for the
+// status page and reports), to any number of subscribers (metrics, alerts)
+// and, through a Log, to an append-only JSON-lines file rotated by size, so
+// that a restart loses nothing: at start the tail of the file is loaded
+// back into the ring (Log.Attach).
 package events
 
 import (
@@ -79,6 +83,41 @@ func (r *Ring) Publish(e Event) {
 	for _, f := range subs {
 		f(e)
 	}
+}
+
+// Cap returns how many events the ring keeps.
+func (r *Ring) Cap() int { return len(r.buf) }
+
+// Restore puts events (oldest first), e.g. read back from a Log at start,
+// into the ring as if they had been published before every later event.
+// They are neither counted in Totals (which count this process's events)
+// nor handed to subscribers (they were handled when they happened).
+func (r *Ring) Restore(evs []Event) {
+	if len(evs) > len(r.buf) {
+		evs = evs[len(evs)-len(r.buf):]
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range evs {
+		r.buf[r.next] = e
+		r.next = (r.next + 1) % len(r.buf)
+		if r.next == 0 {
+			r.full = true
+		}
+	}
+}
+
+// Since returns the events kept in the ring whose Time is not before t,
+// newest first. (Every event is checked: the clock may have been set back.)
+func (r *Ring) Since(t time.Time) []Event {
+	all := r.Recent(0)
+	out := all[:0]
+	for _, e := range all {
+		if !e.Time.Before(t) {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // Recent returns up to n most recent events, newest first.

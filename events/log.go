@@ -1,0 +1,354 @@
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+)
+
+// Defaults of LogOptions.
+const (
+	DefaultLogMaxSize = 10 << 20 // bytes
+	DefaultLogKeep    = 3
+	DefaultLogQueue   = 4096
+)
+
+// maxLine bounds one line read back by Tail; our own lines are far shorter,
+// anything longer is damage and is skipped.
+const maxLine = 1 << 20
+
+// LogOptions configures a Log. Zero values take the defaults.
+type LogOptions struct {
+	// MaxSize is the size in bytes past which the file is rotated
+	// (default 10 MiB).
+	MaxSize int64
+	// Keep is how many rotated files are kept: PATH.1 (newest) … PATH.Keep
+	// (default 3).
+	Keep int
+	// Queue is how many events may wait for the writer (default 4096);
+	// beyond that Append drops and counts them rather than block the
+	// request that published them.
+	Queue int
+	// Logger receives write errors and skipped lines (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Log is an append-only JSON-lines event file, one Event per line, rotated
+// by size (PATH → PATH.1 → … → PATH.Keep, the oldest removed). Append hands
+// events to a background writer and never blocks; Close drains it.
+//
+// A crash can leave a torn last line: Tail skips every line that is not a
+// valid event, and OpenLog first ends such a line so the next event starts
+// on a line of its own.
+type Log struct {
+	path string
+	opts LogOptions
+	log  *slog.Logger
+
+	queue   chan Event
+	done    chan struct{}
+	closing sync.Once
+	mu      sync.RWMutex // held for reading by Append, for writing by Close
+	closed  bool
+
+	f       *os.File
+	size    int64
+	dropped atomic.Uint64
+	failed  atomic.Uint64
+}
+
+// OpenLog opens (creating it and its directory if needed) the event log at
+// path and starts its writer.
+func OpenLog(path string, opts LogOptions) (*Log, error) {
+	if opts.MaxSize <= 0 {
+		opts.MaxSize = DefaultLogMaxSize
+	}
+	if opts.Keep <= 0 {
+		opts.Keep = DefaultLogKeep
+	}
+	if opts.Queue <= 0 {
+		opts.Queue = DefaultLogQueue
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("event log: %w", err)
+	}
+	l := &Log{path: path, opts: opts, log: opts.Logger, queue: make(chan Event, opts.Queue), done: make(chan struct{})}
+	if err := l.open(); err != nil {
+		return nil, err
+	}
+	go l.run()
+	return l, nil
+}
+
+// open opens l.path for appending and ends a torn last line.
+func (l *Log) open() error {
+	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return fmt.Errorf("event log: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("event log: %w", err)
+	}
+	l.f, l.size = f, st.Size()
+	if l.size > 0 {
+		last := make([]byte, 1)
+		if r, err := os.Open(l.path); err == nil {
+			_, err = r.ReadAt(last, l.size-1)
+			r.Close()
+			if err == nil && last[0] != '\n' {
+				l.log.Warn("event log: the last line is torn (crash?); it will be skipped", "path", l.path)
+				if n, err := f.Write([]byte{'\n'}); err == nil {
+					l.size += int64(n)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Path returns the file the log writes to.
+func (l *Log) Path() string { return l.path }
+
+// Append queues e for writing. It never blocks: when the queue is full (the
+// disk is slow or failing) the event is dropped and counted (Dropped). It
+// has the signature Ring.Subscribe wants.
+func (l *Log) Append(e Event) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		l.dropped.Add(1)
+		return
+	}
+	select {
+	case l.queue <- e:
+	default:
+		l.dropped.Add(1)
+	}
+}
+
+// Dropped returns how many events were not written because the queue was
+// full or the log closed.
+func (l *Log) Dropped() uint64 { return l.dropped.Load() }
+
+// WriteErrors returns how many events could not be written to the file.
+func (l *Log) WriteErrors() uint64 { return l.failed.Load() }
+
+// Close writes every queued event, then closes the file. Later Appends
+// are dropped.
+func (l *Log) Close() error {
+	l.closing.Do(func() {
+		l.mu.Lock()
+		l.closed = true
+		close(l.queue)
+		l.mu.Unlock()
+	})
+	<-l.done
+	if err := l.f.Close(); err != nil && !errors.Is(err, fs.ErrClosed) {
+		return fmt.Errorf("event log: %w", err)
+	}
+	return nil
+}
+
+func (l *Log) run() {
+	defer close(l.done)
+	var line []byte
+	failing := false
+	for e := range l.queue {
+		b, err := json.Marshal(e)
+		if err != nil { // cannot happen for Event; never lose the writer to it
+			l.failed.Add(1)
+			continue
+		}
+		line = append(append(line[:0], b...), '\n')
+		if err := l.write(line); err != nil {
+			l.failed.Add(1)
+			if !failing { // log once per run of failures, not once per event
+				l.log.Error("event log: write failed; events stay in memory only", "path", l.path, "error", err)
+			}
+			failing = true
+			continue
+		}
+		if failing {
+			l.log.Info("event log: writing again", "path", l.path, "lost", l.failed.Load())
+		}
+		failing = false
+	}
+}
+
+// write appends one line, rotating first if it would pass MaxSize. A line
+// is written with one write(2) on an O_APPEND file, so a crash tears at
+// most the last line.
+func (l *Log) write(line []byte) error {
+	if l.size > 0 && l.size+int64(len(line)) > l.opts.MaxSize {
+		if err := l.rotate(); err != nil {
+			return err
+		}
+	}
+	n, err := l.f.Write(line)
+	l.size += int64(n)
+	if err != nil {
+		return fmt.Errorf("event log %s: %w", l.path, err)
+	}
+	return nil
+}
+
+func (l *Log) rotated(i int) string { return l.path + "." + strconv.Itoa(i) }
+
+// rotate shifts PATH.i to PATH.i+1 (dropping PATH.Keep), PATH to PATH.1,
+// and reopens PATH empty.
+func (l *Log) rotate() error {
+	if err := l.f.Close(); err != nil {
+		l.log.Warn("event log: close before rotation", "path", l.path, "error", err)
+	}
+	if err := os.Remove(l.rotated(l.opts.Keep)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		l.log.Warn("event log: rotation", "error", err)
+	}
+	for i := l.opts.Keep - 1; i >= 1; i-- {
+		if err := os.Rename(l.rotated(i), l.rotated(i+1)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			l.log.Warn("event log: rotation", "error", err)
+		}
+	}
+	if err := os.Rename(l.path, l.rotated(1)); err != nil {
+		l.log.Warn("event log: rotation", "error", err)
+	}
+	if err := l.open(); err != nil {
+		// Keep a handle that fails every write until the next rotation
+		// attempt rather than a nil file.
+		l.f, _ = os.Open(os.DevNull)
+		l.size = l.opts.MaxSize
+		return err
+	}
+	return nil
+}
+
+// Tail returns the last n valid events of the log (the current file, then
+// the rotated ones as needed), oldest first. Lines that are not valid
+// events — a line torn by a crash, damage — are skipped and logged, never
+// an error; a missing file is an empty log.
+func (l *Log) Tail(n int) ([]Event, error) {
+	return ReadTail(l.path, l.opts.Keep, n, l.log)
+}
+
+// ReadTail is Log.Tail for a log that is not open: the last n valid events
+// of the file at path and its rotated files path.1 … path.keep, oldest
+// first. log (may be nil) hears about skipped lines.
+func ReadTail(path string, keep, n int, log *slog.Logger) ([]Event, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	var rev []Event // newest first
+	skipped := 0
+	for i := 0; i <= keep && len(rev) < n; i++ {
+		name := path
+		if i > 0 {
+			name = path + "." + strconv.Itoa(i)
+		}
+		err := eachLineBackwards(name, func(line []byte) bool {
+			var e Event
+			if err := json.Unmarshal(line, &e); err != nil || e.Kind == "" || e.Time.IsZero() {
+				skipped++
+				return true
+			}
+			rev = append(rev, e)
+			return len(rev) < n
+		})
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			return reverse(rev), err
+		}
+	}
+	if skipped > 0 {
+		log.Warn("event log: skipped lines that are not valid events (e.g. torn by a crash)", "path", path, "skipped", skipped)
+	}
+	return reverse(rev), nil
+}
+
+func reverse(evs []Event) []Event {
+	for i, j := 0, len(evs)-1; i < j; i, j = i+1, j-1 {
+		evs[i], evs[j] = evs[j], evs[i]
+	}
+	return evs
+}
+
+// eachLineBackwards calls f with every non-empty line of the file, last
+// line first, reading the file from its end in blocks, until f returns
+// false. Lines longer than maxLine are skipped.
+func eachLineBackwards(name string, f func(line []byte) bool) error {
+	file, err := os.Open(name)
+	if err != nil {
+		return err
+	}
+	defer file.Close()
+	st, err := file.Stat()
+	if err != nil {
+		return err
+	}
+	const block = 64 << 10
+	pos := st.Size()
+	var carry []byte // the start of the file's unread part up to its first '\n' seen so far
+	skipping := false
+	for pos > 0 {
+		step := min(int64(block), pos)
+		pos -= step
+		buf := make([]byte, step, int(step)+len(carry))
+		if _, err := file.ReadAt(buf, pos); err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("event log %s: %w", name, err)
+		}
+		buf = append(buf, carry...)
+		for {
+			i := bytes.LastIndexByte(buf, '\n')
+			if i < 0 {
+				break
+			}
+			line := buf[i+1:]
+			buf = buf[:i]
+			if skipping {
+				skipping = false
+				continue
+			}
+			if len(line) > 0 && !f(line) {
+				return nil
+			}
+		}
+		carry = buf
+		if len(carry) > maxLine {
+			carry, skipping = nil, true
+		}
+	}
+	if len(carry) > 0 && !skipping {
+		f(carry)
+	}
+	return nil
+}
+
+// Attach loads the last events of the log back into r (as many as r keeps)
+// and subscribes the log to r, so that every later event is written. Call
+// it once, before anything is published on r. Damaged lines are skipped,
+// not an error; an I/O error reading the files back is returned, but only
+// after what could be read was restored and the log subscribed, so the
+// daemon can log it and go on.
+func (l *Log) Attach(r *Ring) error {
+	evs, err := l.Tail(r.Cap())
+	r.Restore(evs)
+	r.Subscribe(l.Append)
+	if err != nil {
+		return fmt.Errorf("event log: reading back: %w", err)
+	}
+	return nil
+}
