@@ -85,6 +85,10 @@ type Daemon struct {
 	err    error // exit status, valid once exited is closed
 }
 
+// NoResolver is a loopback DNS address where nothing listens: daemons in
+// tests use it so that their prober never leaves the machine.
+const NoResolver = "127.0.0.1:1"
+
 // StartDaemon starts `bin serve --table table --socketmap 127.0.0.1:PORT
 // --policyd "" --http "" --probe-cache TMP/probes.json` plus extra args on a
 // free port and waits (up to 10 s) until the socketmap port accepts
@@ -94,7 +98,11 @@ func StartDaemon(t testing.TB, bin, table string, extra ...string) *Daemon {
 	t.Helper()
 	addr := net.JoinHostPort("127.0.0.1", itoa(FreePort(t, "127.0.0.1")))
 	args := append([]string{"serve", "--table", table, "--socketmap", addr, "--policyd", "", "--http", "",
-		"--probe-cache", filepath.Join(t.TempDir(), "probes.json")}, extra...)
+		"--probe-cache", filepath.Join(t.TempDir(), "probes.json"),
+		// The daemon's prober must never query the machine's resolver (a
+		// non-loopback address): nothing listens on 127.0.0.1:1, so every
+		// probe fails at once as temporary.
+		"--resolver", NoResolver}, extra...)
 	d := &Daemon{Addr: addr, Table: table, t: t, stderr: &syncBuffer{}, exited: make(chan struct{})}
 	d.cmd = exec.Command(bin, args...)
 	d.cmd.Stdout = d.stderr
