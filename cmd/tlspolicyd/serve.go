@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/urfave/cli/v2"
 
 	"github.com/tlspolicyd/tlspolicyd/engine"
@@ -147,29 +148,43 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	}
 	var servers []server
 
-	if cfg.Listen.Socketmap != "" {
-		l, err := listen.Listen(cfg.Listen.Socketmap, mode)
-		if err != nil {
-			return cli.Exit(fmt.Sprintf("tlspolicyd: socketmap: %v", err), 1)
+	activated, err := activatedListeners()
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("tlspolicyd: systemd socket activation: %v", err), 1)
+	}
+	// open returns the listener for one server: the socket systemd passed
+	// under that name, else the configured address (nil when disabled).
+	open := func(name, addr string) (net.Listener, error) {
+		if l := activated[name]; l != nil {
+			log.Info("using socket from systemd", "server", name, "addr", l.Addr().String())
+			return l, nil
 		}
+		if addr == "" {
+			return nil, nil
+		}
+		l, err := listen.Listen(addr, mode)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		return l, nil
+	}
+	if l, err := open("socketmap", cfg.Listen.Socketmap); err != nil {
+		return cli.Exit("tlspolicyd: "+err.Error(), 1)
+	} else if l != nil {
 		srv := &socketmap.Server{Handler: eng, Logger: log.With("server", "socketmap")}
 		servers = append(servers, server{"socketmap", func() error { return srv.Serve(l) }, srv.Shutdown})
 		log.Info("listening", "server", "socketmap", "addr", l.Addr().String())
 	}
-	if cfg.Listen.Policyd != "" {
-		l, err := listen.Listen(cfg.Listen.Policyd, mode)
-		if err != nil {
-			return cli.Exit(fmt.Sprintf("tlspolicyd: policyd: %v", err), 1)
-		}
+	if l, err := open("policyd", cfg.Listen.Policyd); err != nil {
+		return cli.Exit("tlspolicyd: "+err.Error(), 1)
+	} else if l != nil {
 		srv := &policyd.Server{Handler: eng, Logger: log.With("server", "policyd")}
 		servers = append(servers, server{"policyd", func() error { return srv.Serve(l) }, srv.Shutdown})
 		log.Info("listening", "server", "policyd", "addr", l.Addr().String())
 	}
-	if cfg.Listen.HTTP != "" {
-		l, err := listen.Listen(cfg.Listen.HTTP, mode)
-		if err != nil {
-			return cli.Exit(fmt.Sprintf("tlspolicyd: http: %v", err), 1)
-		}
+	if l, err := open("http", cfg.Listen.HTTP); err != nil {
+		return cli.Exit("tlspolicyd: "+err.Error(), 1)
+	} else if l != nil {
 		srv := &http.Server{Handler: httpHandler(eng), ReadHeaderTimeout: 10 * time.Second}
 		servers = append(servers, server{"http", func() error { return srv.Serve(l) }, srv.Shutdown})
 		log.Info("listening", "server", "http", "addr", l.Addr().String())
@@ -270,4 +285,30 @@ func firstLine(s string) string {
 		return s[:i] + " (and more)"
 	}
 	return s
+}
+
+// activatedListeners returns the sockets systemd passed (LISTEN_FDS, see
+// sd_listen_fds(3)) by their FileDescriptorName: socketmap, policyd, http.
+// Without socket activation it returns nil.
+func activatedListeners() (map[string]net.Listener, error) {
+	if os.Getenv("LISTEN_FDS") == "" {
+		return nil, nil
+	}
+	named, err := activation.ListenersWithNames()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]net.Listener{}
+	for name, ls := range named {
+		switch name {
+		case "socketmap", "policyd", "http":
+		default:
+			return nil, fmt.Errorf("socket named %q: set FileDescriptorName= to socketmap, policyd or http in the .socket unit", name)
+		}
+		if len(ls) != 1 || ls[0] == nil {
+			return nil, fmt.Errorf("socket %q: want exactly one stream socket, got %d", name, len(ls))
+		}
+		out[name] = ls[0]
+	}
+	return out, nil
 }
