@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -112,5 +113,36 @@ func TestCheckProbeWarnsAboutDeferrals(t *testing.T) {
 	}
 	if !strings.Contains(out, "2 warning(s)") {
 		t.Errorf("summary: %s", out)
+	}
+}
+
+// TestQueryExplainShowsLearnedPolicy: query reads the daemon's probe cache
+// and --explain says a probe result decided the answer.
+func TestQueryExplainShowsLearnedPolicy(t *testing.T) {
+	resolver, port := probeWorld(t)
+	p := probe.New(probe.Config{Resolver: resolver, Port: port, AllowPrivate: true, Timeout: 3 * time.Second})
+	dir := t.TempDir()
+	cachePath := filepath.Join(dir, "probes.json")
+	cache := probe.NewCache(probe.CacheConfig{Probe: p.Probe, Path: cachePath})
+	r, err := p.Probe(context.Background(), "tls.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache.Put(r)
+	if err := cache.Save(); err != nil {
+		t.Fatal(err)
+	}
+	table := filepath.Join(dir, "t.yaml")
+	if err := os.WriteFile(table, []byte("defaults:\n  learn: enforce\noutbound:\n  other.example: verify\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := runCLI(t, "query", "--table", table, "--probe-cache", cachePath, "--explain", "tls.example", "plain.example")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{"tls.example\tOK encrypt", "step 3, learned from the probe cache", "every reachable MX offered STARTTLS", "plain.example\tNOTFOUND"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
 	}
 }

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/tlspolicyd/tlspolicyd/probe"
 	"github.com/tlspolicyd/tlspolicyd/socketmap"
 	"github.com/tlspolicyd/tlspolicyd/store"
 )
@@ -36,6 +38,7 @@ failed (TEMP/PERM, unreadable table, daemon unreachable), 2 on usage errors.`,
 			&cli.StringFlag{Name: "server", Aliases: []string{"s"}, Usage: "ask the daemon at socketmap `ADDR` (host:port or unix:/path) instead of reading the table"},
 			&cli.BoolFlag{Name: "explain", Aliases: []string{"e"}, Usage: "say which step and table entry (file:line) decided each answer"},
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON array of results"},
+			&cli.StringFlag{Name: "probe-cache", Usage: "the daemon's probe cache `FILE`, for learned policies (default: probe.cache of --config)"},
 			&cli.BoolFlag{Name: "inbound", Aliases: []string{"i"}, Usage: "simulate a policy delegation request (check_policy_service) instead of a socketmap lookup"},
 			&cli.StringFlag{Name: "sender", Usage: "with --inbound: envelope sender `ADDRESS` (\"\" or <> for the null sender)"},
 			&cli.StringFlag{Name: "recipient", Usage: "with --inbound: recipient `ADDRESS` (empty = MAIL stage)"},
@@ -108,8 +111,19 @@ func queryAction(c *cli.Context) error {
 		if err != nil {
 			return cli.Exit(fmt.Sprintf("tlspolicyd query: policy table %s is invalid:\n%v", cfg.Table, err), 1)
 		}
+		// Learned policies come from the daemon's probe cache file, read
+		// as it is now (no probe is run here).
+		var learner store.Learner
+		if cfg.Probe.Cache != "" {
+			if _, err := os.Stat(cfg.Probe.Cache); err == nil {
+				cache := probe.NewCache(probe.CacheConfig{LearnMaxAge: s.Table().Defaults.LearnMaxAge,
+					Logger: newLogger(c.App.ErrWriter, "text", "warn")})
+				cache.Load(cfg.Probe.Cache)
+				learner = cache
+			}
+		}
 		for _, k := range keys {
-			res, ok := localQuery(s, nil, mapName, k)
+			res, ok := localQuery(s, learner, mapName, k)
 			failed = failed || !ok
 			results = append(results, res)
 		}
