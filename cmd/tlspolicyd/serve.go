@@ -57,6 +57,9 @@ func loadConfig(c *cli.Context) (config.Config, error) {
 	str("probe-cache", &cfg.Probe.Cache)
 	str("log-format", &cfg.Log.Format)
 	str("log-level", &cfg.Log.Level)
+	if c.IsSet("max-connections") {
+		cfg.MaxConnections = c.Int("max-connections")
+	}
 	if c.IsSet("probe-port") {
 		cfg.Probe.Port = c.Int("probe-port")
 	}
@@ -68,6 +71,7 @@ func serveCommand() *cli.Command {
 		&cli.StringFlag{Name: "socketmap", Usage: "socketmap listener `ADDR` (host:port or unix:/path) for smtp_tls_policy_maps (default 127.0.0.1:10041)"},
 		&cli.StringFlag{Name: "policyd", Usage: "policy delegation listener `ADDR` for check_policy_service; \"\" disables (default 127.0.0.1:10042)"},
 		&cli.StringFlag{Name: "http", Usage: "HTTP listener `ADDR` for /healthz; \"\" disables (default 127.0.0.1:10043)"},
+		&cli.IntFlag{Name: "max-connections", Usage: "connections per socketmap/policyd listener `N` (default 1000)"},
 		&cli.StringFlag{Name: "socket-mode", Usage: "permission bits for unix: sockets, octal `MODE` (default 0660)"},
 		&cli.StringFlag{Name: "resolver", Usage: "DNS resolver `HOST:PORT` for the prober (default: /etc/resolv.conf)"},
 		&cli.IntFlag{Name: "probe-port", Usage: "SMTP `PORT` the prober connects to (default 25)"},
@@ -171,14 +175,14 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	if l, err := open("socketmap", cfg.Listen.Socketmap); err != nil {
 		return cli.Exit("tlspolicyd: "+err.Error(), 1)
 	} else if l != nil {
-		srv := &socketmap.Server{Handler: eng, Logger: log.With("server", "socketmap")}
+		srv := &socketmap.Server{Handler: eng, Logger: log.With("server", "socketmap"), MaxConns: cfg.MaxConnections}
 		servers = append(servers, server{"socketmap", func() error { return srv.Serve(l) }, srv.Shutdown})
 		log.Info("listening", "server", "socketmap", "addr", l.Addr().String())
 	}
 	if l, err := open("policyd", cfg.Listen.Policyd); err != nil {
 		return cli.Exit("tlspolicyd: "+err.Error(), 1)
 	} else if l != nil {
-		srv := &policyd.Server{Handler: eng, Logger: log.With("server", "policyd")}
+		srv := &policyd.Server{Handler: eng, Logger: log.With("server", "policyd"), MaxConns: cfg.MaxConnections}
 		servers = append(servers, server{"policyd", func() error { return srv.Serve(l) }, srv.Shutdown})
 		log.Info("listening", "server", "policyd", "addr", l.Addr().String())
 	}

@@ -57,9 +57,13 @@ type Config struct {
 	Table      string `yaml:"table"`
 	Listen     Listen `yaml:"listen"`
 	SocketMode string `yaml:"socket_mode"`
-	Probe      Probe  `yaml:"probe"`
-	Alerts     Alerts `yaml:"alerts"`
-	Log        Log    `yaml:"log"`
+	// MaxConnections caps the connections of each of the socketmap and
+	// policyd listeners. Postfix opens one per smtp/smtpd process (its
+	// default_process_limit is 100), so the default leaves ample room.
+	MaxConnections int    `yaml:"max_connections"`
+	Probe          Probe  `yaml:"probe"`
+	Alerts         Alerts `yaml:"alerts"`
+	Log            Log    `yaml:"log"`
 }
 
 // Default returns the configuration used for every key the file and the
@@ -72,7 +76,8 @@ func Default() Config {
 			Policyd:   "127.0.0.1:10042",
 			HTTP:      "127.0.0.1:10043",
 		},
-		SocketMode: "0660",
+		SocketMode:     "0660",
+		MaxConnections: 1000,
 		Probe: Probe{
 			Port:        25,
 			Timeout:     30 * time.Second,
@@ -138,6 +143,9 @@ func (c Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return fmt.Errorf("log.level %q: want debug, info, warn or error", c.Log.Level)
+	}
+	if c.MaxConnections < 1 {
+		return fmt.Errorf("max_connections %d: want at least 1", c.MaxConnections)
 	}
 	if c.Probe.Port < 1 || c.Probe.Port > 65535 {
 		return fmt.Errorf("probe.port %d: want 1-65535", c.Probe.Port)
