@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bufio"
+	"strings"
+	"testing"
+
+	"github.com/tlspolicyd/tlspolicyd/engine"
+	"github.com/tlspolicyd/tlspolicyd/policyd"
+	"github.com/tlspolicyd/tlspolicyd/store"
+)
+
+// TestGeneratedTable checks that the generated table parses with
+// store.LoadTable and that the answers the benchmark expects — computed by
+// the generator from its construction — are the ones the store and the
+// engine give, for both table variants. A wrong expectation would make
+// the benchmark report errors that are not the daemon's.
+func TestGeneratedTable(t *testing.T) {
+	for _, variant := range []int{0, 1} {
+		spec := tableSpec{Outbound: 2_000, Rules: 200, Variant: variant}
+		dir := t.TempDir()
+		if err := writeTable(dir, spec); err != nil {
+			t.Fatal(err)
+		}
+		tb, err := store.LoadTable(dir)
+		if err != nil {
+			t.Fatalf("variant %d: generated table does not load: %v", variant, err)
+		}
+		if len(tb.Outbound) != spec.Outbound || len(tb.Inbound) != spec.Rules {
+			t.Fatalf("variant %d: %d outbound entries and %d rules, want %d and %d",
+				variant, len(tb.Outbound), len(tb.Inbound), spec.Outbound, spec.Rules)
+		}
+		s, err := store.Build(tb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]int{}
+		for _, l := range genLookups(1, spec, 2_000, "") {
+			seen[l.kind]++
+			a, err := s.Resolve(store.MapPolicy, l.key, nil)
+			if err != nil {
+				t.Fatalf("Resolve(%q): %v", l.key, err)
+			}
+			got := "NOTFOUND "
+			if a.Found {
+				got = "OK " + a.Data
+			}
+			want := l.old
+			if variant == 1 {
+				want = l.new
+			}
+			if got != want {
+				t.Errorf("variant %d, %s lookup %q: store answers %q, benchmark expects %q", variant, l.kind, l.key, got, want)
+			}
+			if l.old == l.new {
+				t.Errorf("%q: old and new answers are both %q; the reload test cannot tell them apart", l.key, l.old)
+			}
+		}
+		for _, k := range []string{kindExact, kindParent, kindMiss} {
+			if seen[k] == 0 {
+				t.Errorf("no %s lookups in the mix", k)
+			}
+		}
+
+		eng := engine.New(s, nil, nil, nil)
+		kinds := map[string]int{}
+		for _, pc := range genPolicyCases(1, spec, 1_000) {
+			var req policyd.Request
+			if err := policyd.NewDecoder(bufio.NewReader(strings.NewReader(pc.req+"\n"))).Decode(&req); err != nil {
+				t.Fatalf("generated request does not decode: %v\n%s", err, pc.req)
+			}
+			d, err := eng.Evaluate(&req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := "action=" + d.Action
+			kinds[strings.Fields(d.Action)[0]]++
+			switch {
+			case pc.want != "" && got != pc.want,
+				pc.want == "" && (!strings.HasPrefix(got, pc.prefix) || !strings.Contains(got, pc.contains)):
+				t.Errorf("request answered %q, benchmark expects %q / prefix %q containing %q\n%s", got, pc.want, pc.prefix, pc.contains, pc.req)
+			}
+		}
+		for _, a := range []string{"DUNNO", "450", "550", "PREPEND"} {
+			if kinds[a] == 0 {
+				t.Errorf("no %s answers among the generated policy requests: %v", a, kinds)
+			}
+		}
+	}
+}
+
+// TestTableSplit checks that a table larger than one file is split, with
+// the defaults in the first file only, and still loads.
+func TestTableSplit(t *testing.T) {
+	spec := tableSpec{Outbound: 1_010, Variant: 1, PerFile: 500}
+	if n := spec.outboundFiles(); n != 3 {
+		t.Fatalf("outboundFiles = %d, want 3", n)
+	}
+	dir := t.TempDir()
+	if err := writeTable(dir, spec); err != nil {
+		t.Fatal(err)
+	}
+	if n := (tableSpec{Outbound: 1_000_000}).outboundFiles(); n != 5 {
+		t.Errorf("a 1,000,000-entry table has %d files, want 5 (each under the store's 64 MiB file limit)", n)
+	}
+	tb, err := store.LoadTable(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tb.Outbound) != spec.Outbound || tb.Defaults.Outbound == nil || tb.Defaults.Outbound.Text != newDefault {
+		t.Fatalf("%d entries, defaults.outbound %v; want %d and %q", len(tb.Outbound), tb.Defaults.Outbound, spec.Outbound, newDefault)
+	}
+}

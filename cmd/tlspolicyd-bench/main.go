@@ -1,0 +1,136 @@
+// Command tlspolicyd-bench measures tlspolicyd on this machine against
+// redis-server in one run (issue 7, bench/README.md): it generates a
+// 100,000-entry policy table with 10,000 inbound rules, starts the daemon
+// built from this repository and a redis-server loaded with the same keys,
+// drives both with bench/loadgen at 1, 8 and 32 connections (every answer
+// checked), replaces the table by rename under load, and measures the
+// memory and start-up time of a 1,000,000-entry table. It prints rates,
+// latency percentiles, ratios to redis GET, and PASS/FAIL per target; the
+// exit status is 1 if a target failed.
+//
+//	go run ./cmd/tlspolicyd-bench            # about 2 minutes
+//	go run ./cmd/tlspolicyd-bench -quick     # about 20 seconds
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the command's flags.
+type options struct {
+	dur         time.Duration // per load step
+	reloadDur   time.Duration // the reload step's load
+	quick       bool
+	conns       []int
+	entries     int
+	rules       int
+	memEntries  int
+	lookups     int // cases per lookup file
+	redisBin    string
+	work        string
+	keep        bool
+	categories  bool // per-kind socketmap rows at the highest connection count
+	cpuProfile  string
+	memProfile  string
+	heapProfile string
+	seed        uint64
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	b, err := newBench(ctx, o, stdout, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "tlspolicyd-bench:", err)
+		return 1
+	}
+	defer b.close()
+	if err := b.run(ctx); err != nil {
+		fmt.Fprintln(stderr, "tlspolicyd-bench:", err)
+		return 1
+	}
+	if !b.summary() {
+		return 1
+	}
+	return 0
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("tlspolicyd-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.DurationVar(&o.dur, "d", 5*time.Second, "duration of each load step")
+	fs.DurationVar(&o.reloadDur, "reload-d", 4*time.Second, "duration of the load during the reload step (the table is replaced 1 s in)")
+	fs.BoolVar(&o.quick, "quick", false, "smoke run of about 20 s: 1 s steps, 1 and 32 connections, no per-kind rows")
+	conns := fs.String("c", "1,8,32", "connection counts, comma-separated")
+	fs.IntVar(&o.entries, "entries", 100_000, "outbound entries of the benchmark table")
+	fs.IntVar(&o.rules, "rules", 10_000, "inbound rules of the benchmark table")
+	fs.IntVar(&o.memEntries, "mem-entries", 1_000_000, "outbound entries of the memory and start-up table (0 skips that step)")
+	fs.IntVar(&o.lookups, "lookups", 20_000, "distinct lookups (and policy requests) per load step, cycled")
+	fs.StringVar(&o.redisBin, "redis", "redis-server", "redis-server binary; the redis comparison is skipped if it is not found")
+	fs.StringVar(&o.work, "work", "", "working directory for binaries, tables and logs (default: a new temporary directory, removed afterwards)")
+	fs.BoolVar(&o.keep, "keep", false, "keep the working directory")
+	fs.BoolVar(&o.categories, "kinds", true, "also measure exact, parent-walk and miss lookups separately at the highest connection count")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "run the servers inside this process (serve's wiring) and write a CPU profile of the load steps to `FILE`")
+	fs.StringVar(&o.memProfile, "memprofile", "", "run the servers inside this process and write an allocation profile of the load steps to `FILE`")
+	fs.StringVar(&o.heapProfile, "heapprofile", "", "load the -mem-entries table inside this process and write its heap profile (in-use memory) to `FILE`")
+	seed := fs.Uint64("seed", 7, "seed of the generated lookups and requests")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "tlspolicyd-bench: unexpected argument %q\n", fs.Arg(0))
+		return o, errors.New("usage")
+	}
+	o.seed = *seed
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.quick {
+		if !set["d"] {
+			o.dur = time.Second
+		}
+		if !set["reload-d"] {
+			o.reloadDur = 2500 * time.Millisecond
+		}
+		if !set["c"] {
+			*conns = "1,32"
+		}
+		if !set["kinds"] {
+			o.categories = false
+		}
+	}
+	for _, s := range strings.Split(*conns, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			fmt.Fprintf(stderr, "tlspolicyd-bench: -c: bad connection count %q\n", s)
+			return o, errors.New("usage")
+		}
+		o.conns = append(o.conns, n)
+	}
+	if o.entries < 100 || o.lookups < 1 || o.dur <= 0 || o.reloadDur < 1500*time.Millisecond {
+		fmt.Fprintln(stderr, "tlspolicyd-bench: need -entries ≥ 100, -lookups ≥ 1, -d > 0, -reload-d ≥ 1.5s")
+		return o, errors.New("usage")
+	}
+	return o, nil
+}
