@@ -66,7 +66,7 @@ func TestGeneratedTable(t *testing.T) {
 		kinds := map[string]int{}
 		for _, pc := range genPolicyCases(1, spec, 1_000) {
 			var req policyd.Request
-			if err := policyd.NewDecoder(bufio.NewReader(strings.NewReader(pc.req+"\n"))).Decode(&req); err != nil {
+			if err := policyd.NewDecoder(bufio.NewReader(strings.NewReader(pc.req + "\n"))).Decode(&req); err != nil {
 				t.Fatalf("generated request does not decode: %v\n%s", err, pc.req)
 			}
 			d, err := eng.Evaluate(&req)
