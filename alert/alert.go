@@ -1,0 +1,428 @@
+// Package alert tells the postmaster about TLS policy events (package
+// events): a digest mail sent with go-smtp's client through a relay to
+// alerts.mail_to, and/or a JSON POST to alerts.webhook (DESIGN.md §3, §8).
+//
+// The texts are modelled on the notices hosted mail services send ("We are
+// unable to accept messages from the following domain because the domain's
+// mail server did not establish a TLS connection … Recommended action:
+// contact the email administrator for the domain"): which domain, which
+// policy, what failed, what to do.
+//
+// Alerting never slows mail down: Notify hands an event over without
+// blocking (dropping and counting it when the queue is full), events are
+// gathered for a short while into one digest, there is at most one alert
+// per domain and kind per Interval (further events are counted and
+// summarised in a reminder once the interval is over), and a failing relay
+// or webhook is retried with exponential back-off in the background.
+package alert
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tlspolicyd/tlspolicyd/events"
+)
+
+// Defaults of Config.
+const (
+	DefaultSMTP       = "127.0.0.1:25"
+	DefaultInterval   = time.Hour
+	DefaultDelay      = time.Minute
+	DefaultTimeout    = 30 * time.Second
+	DefaultMinBackoff = 10 * time.Second
+	DefaultMaxBackoff = 15 * time.Minute
+	DefaultQueue      = 1024
+)
+
+// maxKeys bounds the rate-limit state: inbound events name sender domains,
+// which come from the internet. Past it, new domains share one key per kind.
+const maxKeys = 10000
+
+// maxPending bounds the alerts a failing sink keeps for its next attempt.
+const maxPending = 1000
+
+// Config configures an Alerter. Zero values take the defaults.
+type Config struct {
+	// MailTo is the address (or comma-separated addresses) digests are
+	// mailed to; "" disables mail.
+	MailTo string
+	// SMTP is the relay, host:port (default 127.0.0.1:25). The relay is
+	// expected to be local: no STARTTLS, no authentication.
+	SMTP string
+	// From is the sender of the mail, envelope and header (default
+	// tlspolicyd@<Hostname>).
+	From string
+	// Webhook is a URL that receives every digest as a JSON POST; ""
+	// disables it.
+	Webhook string
+	// Interval: at most one alert per domain and kind per Interval
+	// (default 1h).
+	Interval time.Duration
+	// Logger receives delivery failures (default slog.Default()).
+	Logger *slog.Logger
+
+	// Hostname names this daemon in texts and EHLO (default os.Hostname()).
+	Hostname string
+	// Delay is how long events are gathered into one digest after the
+	// first one (default 1m).
+	Delay time.Duration
+	// Timeout bounds one delivery attempt (default 30s).
+	Timeout time.Duration
+	// MinBackoff and MaxBackoff bound the wait between attempts after a
+	// failure; it doubles from one to the other (defaults 10s, 15m).
+	MinBackoff, MaxBackoff time.Duration
+	// Queue is how many events Notify buffers before dropping (default 1024).
+	Queue int
+	// HTTPClient posts to the webhook (default: a client with Timeout).
+	HTTPClient *http.Client
+}
+
+// Alert is one alert: an event plus how many more of its domain and kind
+// it stands for. It is what the webhook receives (the event's fields,
+// flattened, and these).
+type Alert struct {
+	events.Event
+	// Repeats is how many events of this domain and kind it stands for,
+	// itself included.
+	Repeats int `json:"repeats"`
+	// FirstSeen is when the first of them happened.
+	FirstSeen time.Time `json:"first_seen"`
+	// Title is a one-line summary, Explanation what it means and
+	// RecommendedAction what the postmaster should do.
+	Title             string `json:"title"`
+	Explanation       string `json:"explanation"`
+	RecommendedAction string `json:"recommended_action"`
+}
+
+// Alerter delivers alerts. Use New, then Run in a goroutine, and Notify
+// (e.g. as an events.Ring subscriber) for every event.
+type Alerter struct {
+	cfg   Config
+	log   *slog.Logger
+	in    chan events.Event
+	sinks []*sink
+
+	dropped    atomic.Uint64
+	suppressed atomic.Uint64
+	sent       atomic.Uint64
+	failed     atomic.Uint64
+
+	running sync.Mutex // one Run at a time
+}
+
+// New returns an Alerter for cfg. It sends nothing until Run is called.
+func New(cfg Config) *Alerter {
+	if cfg.SMTP == "" {
+		cfg.SMTP = DefaultSMTP
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname, _ = os.Hostname()
+		if cfg.Hostname == "" {
+			cfg.Hostname = "localhost"
+		}
+	}
+	if cfg.From == "" {
+		cfg.From = "tlspolicyd@" + cfg.Hostname
+	}
+	if cfg.Delay <= 0 {
+		cfg.Delay = DefaultDelay
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = DefaultMinBackoff
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = max(DefaultMaxBackoff, cfg.MinBackoff)
+	}
+	if cfg.Queue <= 0 {
+		cfg.Queue = DefaultQueue
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Timeout: cfg.Timeout}
+	}
+	a := &Alerter{cfg: cfg, log: cfg.Logger.With("component", "alert"), in: make(chan events.Event, cfg.Queue)}
+	if cfg.MailTo != "" {
+		a.sinks = append(a.sinks, &sink{name: "mail", send: a.sendMail})
+	}
+	if cfg.Webhook != "" {
+		a.sinks = append(a.sinks, &sink{name: "webhook", send: a.postWebhook})
+	}
+	return a
+}
+
+// Enabled reports whether alerts go anywhere (mail or webhook configured).
+func (a *Alerter) Enabled() bool { return len(a.sinks) > 0 }
+
+// Notify hands e to the alerter. It never blocks: when the queue is full
+// (Run is not keeping up or not running) the event is dropped and counted.
+// Its signature is the one events.Ring.Subscribe wants.
+func (a *Alerter) Notify(e events.Event) {
+	if !a.Enabled() {
+		return
+	}
+	select {
+	case a.in <- e:
+	default:
+		a.dropped.Add(1)
+	}
+}
+
+// Stats are the alerter's counters since it started.
+type Stats struct {
+	Dropped    uint64 // events Notify could not queue
+	Suppressed uint64 // events folded into an earlier alert by the rate limit
+	Sent       uint64 // successful deliveries (one per digest and sink)
+	Failed     uint64 // failed delivery attempts (each is retried)
+}
+
+// Stats returns the alerter's counters.
+func (a *Alerter) Stats() Stats {
+	return Stats{Dropped: a.dropped.Load(), Suppressed: a.suppressed.Load(), Sent: a.sent.Load(), Failed: a.failed.Load()}
+}
+
+// limit is the rate-limit state of one domain and kind.
+type limit struct {
+	opened     time.Time    // when the current interval began (the last alert)
+	suppressed int          // events since then not alerted
+	first      time.Time    // the first of them
+	last       events.Event // the latest of them
+}
+
+// Run gathers events into digests and delivers them until ctx ends; then
+// it makes one last, short attempt to deliver what is pending and returns.
+// It returns nil.
+func (a *Alerter) Run(ctx context.Context) error {
+	a.running.Lock()
+	defer a.running.Unlock()
+	if !a.Enabled() {
+		<-ctx.Done()
+		return nil
+	}
+	// The sinks stop when quit closes, after the last batch was handed to
+	// them, not when ctx ends: that batch gets its last attempt.
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, s := range a.sinks {
+		s.init()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.runSink(ctx, quit, s)
+		}()
+	}
+	defer wg.Wait()
+	defer close(quit)
+
+	limits := map[string]*limit{}
+	var batch []*Alert
+	byKey := map[string]*Alert{} // the alerts of batch, by key
+	gather := time.NewTimer(time.Hour)
+	gather.Stop()
+	tick := time.NewTicker(min(a.cfg.Interval/4, time.Minute))
+	defer tick.Stop()
+
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		out := make([]Alert, len(batch))
+		for i, al := range batch {
+			out[i] = *al
+		}
+		for _, s := range a.sinks {
+			s.add(out, a)
+		}
+		batch, byKey = nil, map[string]*Alert{}
+	}
+	add := func(al *Alert, key string) {
+		if len(batch) == 0 {
+			gather.Reset(a.cfg.Delay)
+		}
+		describe(al)
+		batch = append(batch, al)
+		byKey[key] = al
+	}
+
+	for {
+		select {
+		case <-ctx.Done():
+			flush()
+			return nil
+		case e := <-a.in:
+			now := time.Now()
+			if e.Time.IsZero() {
+				e.Time = now
+			}
+			key := string(e.Kind) + "\x00" + e.Domain
+			l := limits[key]
+			if l == nil && len(limits) >= maxKeys {
+				key = string(e.Kind) + "\x00*"
+				e.Domain = "(many domains)"
+				l = limits[key]
+			}
+			if al := byKey[key]; al != nil { // still gathering: fold it in
+				al.Repeats++
+				a.suppressed.Add(1)
+				continue
+			}
+			if l != nil && now.Sub(l.opened) < a.cfg.Interval {
+				if l.suppressed == 0 {
+					l.first = e.Time
+				}
+				l.suppressed++
+				l.last = e
+				a.suppressed.Add(1)
+				continue
+			}
+			al := &Alert{Event: e, Repeats: 1, FirstSeen: e.Time}
+			if l != nil && l.suppressed > 0 { // the interval is over: count what it held back
+				al.Repeats += l.suppressed
+				al.FirstSeen = l.first
+			}
+			limits[key] = &limit{opened: now}
+			add(al, key)
+		case <-gather.C:
+			flush()
+		case <-tick.C:
+			// An interval is over: remind of what it suppressed, forget
+			// what stayed quiet.
+			now := time.Now()
+			for key, l := range limits {
+				if now.Sub(l.opened) < a.cfg.Interval {
+					continue
+				}
+				if l.suppressed == 0 {
+					delete(limits, key)
+					continue
+				}
+				limits[key] = &limit{opened: now}
+				add(&Alert{Event: l.last, Repeats: l.suppressed, FirstSeen: l.first}, key)
+			}
+		}
+	}
+}
+
+// sink is one destination (mail or webhook) with the alerts waiting for
+// it. Deliveries run in the sink's own goroutine, so a hanging relay
+// delays neither Notify nor the other sink.
+type sink struct {
+	name string
+	send func(ctx context.Context, alerts []Alert) error
+
+	mu      sync.Mutex
+	pending []Alert
+	wake    chan struct{}
+}
+
+func (s *sink) init() { s.wake = make(chan struct{}, 1) }
+
+// add queues alerts for the next delivery, dropping the oldest beyond
+// maxPending (a relay that has been down for days).
+func (s *sink) add(alerts []Alert, a *Alerter) {
+	s.mu.Lock()
+	s.pending = append(s.pending, alerts...)
+	if n := len(s.pending) - maxPending; n > 0 {
+		s.pending = append([]Alert(nil), s.pending[n:]...)
+		a.dropped.Add(uint64(n))
+		a.log.Warn("alert backlog full: oldest alerts dropped", "sink", s.name, "dropped", n)
+	}
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *sink) take() []Alert {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.pending
+	s.pending = nil
+	return p
+}
+
+// putBack returns alerts that failed to the front of the queue, so the
+// next attempt sends them with whatever arrived meanwhile, in order.
+func (s *sink) putBack(alerts []Alert, a *Alerter) {
+	s.mu.Lock()
+	more := s.pending
+	s.pending = nil
+	s.mu.Unlock()
+	s.add(append(alerts, more...), a)
+}
+
+// permanentError marks a failure that retrying cannot fix (the webhook
+// answered 4xx): the digest is dropped.
+type permanentError struct{ error }
+
+func (e permanentError) Unwrap() error { return e.error }
+
+func (a *Alerter) runSink(ctx context.Context, quit <-chan struct{}, s *sink) {
+	backoff := a.cfg.MinBackoff
+	for {
+		select {
+		case <-quit:
+			// One last short attempt, so a shutdown right after an event
+			// does not swallow its alert.
+			if p := s.take(); len(p) > 0 {
+				fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(a.cfg.Timeout, 5*time.Second))
+				if err := s.send(fctx, p); err != nil {
+					a.failed.Add(1)
+					a.log.Error("alert not delivered at shutdown", "sink", s.name, "alerts", len(p), "error", err)
+				} else {
+					a.sent.Add(1)
+				}
+				cancel()
+			}
+			return
+		case <-s.wake:
+		}
+		if ctx.Err() != nil {
+			continue // shutting down: the last attempt follows quit
+		}
+		p := s.take()
+		if len(p) == 0 {
+			continue
+		}
+		actx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+		err := s.send(actx, p)
+		cancel()
+		if err == nil {
+			a.sent.Add(1)
+			a.log.Info("alert sent", "sink", s.name, "alerts", len(p))
+			backoff = a.cfg.MinBackoff
+			continue
+		}
+		a.failed.Add(1)
+		var perm permanentError
+		if errors.As(err, &perm) {
+			a.log.Error("alert rejected; not retried", "sink", s.name, "alerts", len(p), "error", err)
+			continue
+		}
+		a.log.Warn("alert delivery failed; will retry", "sink", s.name, "alerts", len(p), "retry_in", backoff, "error", err)
+		s.putBack(p, a)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-quit:
+			t.Stop()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, a.cfg.MaxBackoff)
+	}
+}
