@@ -24,6 +24,17 @@
 // replying "PERM bad request". It calls a Handler for each lookup and knows
 // nothing of TLS policy.
 //
+// # Limits
+//
+// A client can hold little: a request's length is capped before anything
+// is read or allocated (MaxRequestSize), a request must arrive within
+// ReadTimeout of its first byte and a reply be taken within ReadTimeout,
+// idle connections close after IdleTimeout, and MaxConns caps each
+// listener's connections. At the cap a new connection replaces the
+// longest idle one, else the one whose request has been arriving for
+// longer than SlowRequest (a slow-loris client), else it is refused at
+// once; the log says so at most once per 10 s per kind.
+//
 // The server fails closed: anything the Handler cannot answer — an error, a
 // panic, a Lookup that overruns RequestTimeout, an OK reply Postfix would
 // reject — is answered TEMP, so Postfix defers the mail rather than send it

@@ -28,6 +28,10 @@ const (
 	DefaultIdleTimeout = 5 * time.Minute
 	// DefaultRequestTimeout bounds one Handler call.
 	DefaultRequestTimeout = 5 * time.Second
+	// DefaultSlowRequest is how long a request may take to arrive before
+	// its connection may give its place to a new one at MaxConns. Postfix
+	// writes a request in one write; only a slow-loris client dribbles.
+	DefaultSlowRequest = time.Second
 )
 
 // lingerTimeout is how long a connection closed after an error reply keeps
@@ -70,11 +74,26 @@ type Server struct {
 	// MaxRequestSize caps a request's payload in bytes (default
 	// DefaultMaxRequestSize).
 	MaxRequestSize int
-	// MaxConns caps simultaneous connections; 0 means no limit. A
-	// connection over the limit is closed at once, with a warning logged.
+	// MaxConns caps the simultaneous connections accepted from each
+	// listener given to Serve; 0 means no limit. A connection arriving at
+	// the limit takes the place of the connection idle for longest
+	// (Postfix reconnects silently when the server has closed an idle
+	// connection); failing that, of the connection whose current request
+	// has been in progress longest, if that is more than SlowRequest (a
+	// slow-loris client: Postfix writes a request in one go); failing
+	// that, the newcomer is closed at once. Nothing waits in a queue. The
+	// log gets at most one line about the limit every 10 s, with counts.
 	MaxConns int
+	// SlowRequest is how long a request may be in progress (its first
+	// byte arrived, the reply not yet written; time in the Handler does
+	// not count) before its connection may be closed to make room for a
+	// new one at MaxConns (default DefaultSlowRequest). ReadTimeout still
+	// bounds every request when the server is not full.
+	SlowRequest time.Duration
 
 	shutdown atomic.Bool
+
+	limitLog limitLog
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -111,6 +130,7 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 	defer s.untrackListener(l)
 
+	slot := new(listenerSlot)
 	var delay time.Duration
 	for {
 		nc, err := l.Accept()
@@ -129,7 +149,7 @@ func (s *Server) Serve(l net.Listener) error {
 			return fmt.Errorf("socketmap: accept: %w", err)
 		}
 		delay = 0
-		c := s.newConn(nc)
+		c := s.newConn(nc, slot)
 		if !s.trackConn(c) {
 			continue
 		}
@@ -169,29 +189,101 @@ func (s *Server) untrackListener(l net.Listener) {
 }
 
 // trackConn registers c, or closes it if the server is shutting down or
-// at MaxConns.
+// its listener is at MaxConns and no connection can make room (see
+// MaxConns).
 func (s *Server) trackConn(c *conn) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.shutdown.Load() {
+		s.mu.Unlock()
 		c.nc.Close()
 		return false
 	}
-	if s.MaxConns > 0 && len(s.conns) >= s.MaxConns {
-		s.logger().Warn("socketmap: connection limit reached; closing new connection",
-			"remote", c.remote, "max_conns", s.MaxConns)
-		c.nc.Close()
-		return false
+	var (
+		victim *conn
+		why    limitAction
+	)
+	if s.MaxConns > 0 && c.slot.n >= s.MaxConns {
+		victim, why = s.evictLocked(c.slot, time.Since(monoBase))
+		if victim == nil {
+			s.mu.Unlock()
+			s.limitLog.note(s.logger(), why, c.remote, "", s.MaxConns)
+			c.nc.Close()
+			return false
+		}
+		s.untrackLocked(victim)
 	}
 	s.conns[c] = struct{}{}
+	c.slot.n++
+	s.mu.Unlock()
+	if victim != nil {
+		victim.close()
+		s.limitLog.note(s.logger(), why, c.remote, victim.remote, s.MaxConns)
+	}
 	return true
+}
+
+// evictLocked picks the connection of slot that makes room for a new one
+// and marks it closed: the one idle for longest, else the one whose
+// request has been in progress for longest, if longer than SlowRequest.
+// It returns nil and limitRefused when there is none. now is the time
+// since monoBase.
+//
+// Every connection's state is read with one atomic load and claimed with a
+// compare-and-swap on that value; the sequence number in the state makes a
+// claim fail when the connection has moved on since (no ABA). A connection
+// inside the Handler is never chosen: the watchdog bounds it.
+func (s *Server) evictLocked(slot *listenerSlot, now time.Duration) (*conn, limitAction) {
+	slow := orDefault(s.SlowRequest, DefaultSlowRequest)
+	for {
+		var idle, busy *conn
+		var idleSt, busySt uint64
+		var idleSince, busySince time.Duration
+		for o := range s.conns {
+			if o.slot != slot {
+				continue
+			}
+			st := o.state.Load()
+			since := time.Duration(o.since.Load())
+			switch st & phaseMask {
+			case phaseIdle:
+				if idle == nil || since < idleSince {
+					idle, idleSt, idleSince = o, st, since
+				}
+			case phaseActive:
+				if now-since > slow && (busy == nil || since < busySince) {
+					busy, busySt, busySince = o, st, since
+				}
+			}
+		}
+		switch {
+		case idle != nil:
+			if idle.state.CompareAndSwap(idleSt, idleSt&^phaseMask|phaseClosed) {
+				return idle, limitEvictedIdle
+			}
+		case busy != nil:
+			if busy.state.CompareAndSwap(busySt, busySt&^phaseMask|phaseClosed) {
+				return busy, limitEvictedSlow
+			}
+		default:
+			return nil, limitRefused
+		}
+		// The chosen connection changed state meanwhile: look again.
+	}
 }
 
 // untrack forgets c; it may be called more than once.
 func (s *Server) untrack(c *conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.untrackLocked(c)
+}
+
+func (s *Server) untrackLocked(c *conn) {
+	if _, ok := s.conns[c]; !ok {
+		return
+	}
 	delete(s.conns, c)
+	c.slot.n--
 	if len(s.conns) == 0 && s.drained != nil {
 		close(s.drained)
 		s.drained = nil
@@ -257,8 +349,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // Connection phases, kept in the low two bits of conn.state; the bits
-// above count requests, so that a compare-and-swap by a late watchdog
-// cannot hit a later request (no ABA).
+// above count phase changes (each request, and each start of one after
+// idling), so that a compare-and-swap by a late watchdog or by MaxConns
+// eviction cannot hit a later phase (no ABA).
 const (
 	phaseIdle    = iota // waiting for the first byte of a request
 	phaseActive         // reading a request or writing a reply
@@ -279,6 +372,7 @@ var monoBase = time.Now()
 // the writer, which the watchdog takes over when it wins the state.
 type conn struct {
 	s      *Server
+	slot   *listenerSlot // the listener's connection count, under s.mu
 	nc     net.Conn
 	remote string
 	r      *bufio.Reader
@@ -295,7 +389,8 @@ type conn struct {
 	rdlIdle  bool // rdl is an idle deadline
 
 	state    atomic.Uint64
-	seq      uint64       // requests started; owned by the conn goroutine
+	seq      uint64       // phase changes; owned by the conn goroutine
+	since    atomic.Int64 // since monoBase: when the current idle or active phase began
 	deadline atomic.Int64 // watchdog deadline of the running Lookup, since monoBase
 	watchdog *time.Timer
 	cur      atomic.Pointer[requestContext] // context of the running Lookup
@@ -306,7 +401,7 @@ type conn struct {
 	closeOnce sync.Once
 }
 
-func (s *Server) newConn(nc net.Conn) *conn {
+func (s *Server) newConn(nc net.Conn, slot *listenerSlot) *conn {
 	remote := nc.RemoteAddr().String()
 	if remote == "" || remote == "@" {
 		remote = nc.RemoteAddr().Network()
@@ -314,6 +409,7 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	r := bufio.NewReaderSize(nc, 4096)
 	c := &conn{
 		s:              s,
+		slot:           slot,
 		nc:             nc,
 		remote:         remote,
 		r:              r,
@@ -325,6 +421,7 @@ func (s *Server) newConn(nc net.Conn) *conn {
 		requestTimeout: orDefault(s.RequestTimeout, DefaultRequestTimeout),
 	}
 	c.idleSlack = min(c.idleTimeout/8, time.Second)
+	c.since.Store(int64(time.Since(monoBase)))
 	c.state.Store(phaseActive)
 	return c
 }
@@ -422,18 +519,24 @@ func (c *conn) serve() {
 				}
 			}
 			idle := stateOf(c.seq, phaseIdle)
+			now := time.Now()
+			c.since.Store(int64(now.Sub(monoBase)))
 			c.state.Store(idle)
 			if c.s.shutdown.Load() {
 				return
 			}
-			c.setIdleDeadline(time.Now())
+			c.setIdleDeadline(now)
 			if _, err := c.r.Peek(1); err != nil {
 				c.readFailed(err, true)
 				return
 			}
-			if !c.state.CompareAndSwap(idle, stateOf(c.seq, phaseActive)) {
-				return // closed by Shutdown
+			// since first, so that whoever sees the new phase sees
+			// its start time.
+			c.since.Store(int64(time.Since(monoBase)))
+			if !c.state.CompareAndSwap(idle, stateOf(c.seq+1, phaseActive)) {
+				return // closed by Shutdown or MaxConns
 			}
+			c.seq++
 		}
 		if !c.d.Buffered() {
 			// The rest of the request is still on its way.
@@ -445,8 +548,8 @@ func (c *conn) serve() {
 			return
 		}
 		if !c.handle(payload) {
-			// The watchdog owns the connection: it answers and
-			// closes it.
+			// The watchdog owns the connection (it answers and
+			// closes it), or MaxConns closed it.
 			handedOver = true
 			return
 		}
@@ -493,7 +596,7 @@ func (c *conn) mapName(name []byte) string {
 }
 
 // handle answers one request payload. It returns false if the watchdog
-// took the connection over.
+// took the connection over or MaxConns eviction closed it.
 func (c *conn) handle(payload []byte) bool {
 	name, key, err := splitRequest(payload)
 	if err != nil {
@@ -522,7 +625,8 @@ func (c *conn) handle(payload []byte) bool {
 }
 
 // lookup calls the Handler under RequestTimeout. It returns false if the
-// watchdog has answered for it.
+// watchdog has answered for it, or if the connection was closed by MaxConns
+// eviction before the Handler was called.
 //
 // Why a watchdog and not a worker goroutine: a hung Handler must not hang
 // the client, so something other than the blocked goroutine has to answer.
@@ -544,12 +648,17 @@ func (c *conn) lookup(mapName, key string) (Reply, bool) {
 		ctx.err = context.Canceled
 	}
 
+	active := stateOf(c.seq, phaseActive)
 	c.seq++
 	running := stateOf(c.seq, phaseHandler)
 	c.curMap, c.curKey = mapName, key
 	c.cur.Store(ctx)
 	c.deadline.Store(int64(deadline.Sub(monoBase)))
-	c.state.Store(running)
+	if !c.state.CompareAndSwap(active, running) {
+		// Closed by MaxConns while the request was arriving: whoever
+		// closed the connection has untracked it.
+		return Reply{}, false
+	}
 	if c.watchdog == nil {
 		c.watchdog = time.AfterFunc(c.requestTimeout, c.fire)
 	} else {
@@ -558,6 +667,9 @@ func (c *conn) lookup(mapName, key string) (Reply, bool) {
 
 	reply, err := c.call(ctx, mapName, key)
 	c.watchdog.Stop()
+	// The reply is written from now on: a new active phase, so that time
+	// spent in the Handler does not count as a slow request.
+	c.since.Store(int64(time.Since(monoBase)))
 	if !c.state.CompareAndSwap(running, stateOf(c.seq, phaseActive)) {
 		return Reply{}, false
 	}

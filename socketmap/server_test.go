@@ -598,38 +598,6 @@ func TestServerReadTimeout(t *testing.T) {
 	waitFor(t, "warning", func() bool { return strings.Contains(logs.String(), "not complete within read timeout") })
 }
 
-func TestServerMaxConns(t *testing.T) {
-	addr, logs := testServer(t, &Server{Handler: &fakeHandler{}, MaxConns: 2})
-	a, b := dial(t, "tcp", addr), dial(t, "tcp", addr)
-	a.lookup("tls_policy", "bank.example") // both are now accepted and counted
-	b.lookup("tls_policy", "bank.example")
-
-	over := dial(t, "tcp", addr)
-	over.send("23:tls_policy bank.example,")
-	over.expectClosed(3 * time.Second)
-	if !strings.Contains(logs.String(), "connection limit reached") {
-		t.Error("no log line for the refused connection")
-	}
-
-	// A freed slot is usable again.
-	a.nc.Close()
-	waitFor(t, "a slot", func() bool {
-		nc, err := net.Dial("tcp", addr)
-		if err != nil {
-			return false
-		}
-		defer nc.Close()
-		nc.SetDeadline(time.Now().Add(time.Second))
-		io.WriteString(nc, "23:tls_policy bank.example,")
-		buf := make([]byte, len("23:OK secure match=nexthop,"))
-		_, err = io.ReadFull(nc, buf)
-		return err == nil
-	})
-	if got := b.lookup("tls_policy", "bank.example"); got != "OK secure match=nexthop" {
-		t.Errorf("existing connection: %q", got)
-	}
-}
-
 func TestShutdownClosesIdleConnections(t *testing.T) {
 	s := &Server{Handler: &fakeHandler{}}
 	l, err := net.Listen("tcp", "127.0.0.1:0")

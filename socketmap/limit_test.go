@@ -1,0 +1,267 @@
+package socketmap
+
+import (
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// phaseCounts returns how many of s's connections are in each phase.
+func phaseCounts(s *Server) (idle, active, handler int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		switch c.state.Load() & phaseMask {
+		case phaseIdle:
+			idle++
+		case phaseActive:
+			active++
+		case phaseHandler:
+			handler++
+		}
+	}
+	return
+}
+
+// rawConn is a client that only watches for the server closing the
+// connection.
+type rawConn struct {
+	nc     net.Conn
+	closed chan struct{} // closed when a read ends (EOF, reset, …)
+	got    []byte        // what the server sent, valid once closed
+	at     time.Time     // when the read ended, valid once closed
+}
+
+// watch starts reading nc until it ends, for at most a minute.
+func watch(t *testing.T, nc net.Conn) *rawConn {
+	t.Helper()
+	r := &rawConn{nc: nc, closed: make(chan struct{})}
+	t.Cleanup(func() { nc.Close(); <-r.closed })
+	nc.SetReadDeadline(time.Now().Add(time.Minute))
+	go func() {
+		r.got, _ = io.ReadAll(nc)
+		r.at = time.Now()
+		close(r.closed)
+	}()
+	return r
+}
+
+func (r *rawConn) isClosed() bool {
+	select {
+	case <-r.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// waitClosed asserts that the server closes r within wait.
+func (r *rawConn) waitClosed(t *testing.T, what string, wait time.Duration) {
+	t.Helper()
+	select {
+	case <-r.closed:
+	case <-time.After(wait):
+		t.Fatalf("%s still open after %v", what, wait)
+	}
+}
+
+func dialRaw(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc
+}
+
+// drip writes payload to nc one byte per every until done, a write fails
+// or the payload ends. It returns when the goroutine has started.
+func drip(t *testing.T, nc net.Conn, payload string, every time.Duration) {
+	t.Helper()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	t.Cleanup(func() { close(done); wg.Wait() })
+	go func() {
+		defer wg.Done()
+		for i := 0; i < len(payload); i++ {
+			if _, err := nc.Write([]byte{payload[i]}); err != nil {
+				return
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(every):
+			}
+		}
+	}()
+}
+
+// TestServerMaxConnsEvictsIdle: at the limit, a new connection takes the
+// place of the connection idle for longest; Postfix reconnects silently.
+func TestServerMaxConnsEvictsIdle(t *testing.T) {
+	s := &Server{Handler: &fakeHandler{}, MaxConns: 2}
+	addr, logs := testServer(t, s)
+	a := dial(t, "tcp", addr)
+	a.lookup("tls_policy", "bank.example")
+	waitFor(t, "a idle", func() bool { idle, _, _ := phaseCounts(s); return idle == 1 })
+	b := dial(t, "tcp", addr)
+	b.lookup("tls_policy", "bank.example")
+	waitFor(t, "a and b idle", func() bool { idle, _, _ := phaseCounts(s); return idle == 2 })
+
+	c := dial(t, "tcp", addr)
+	if got := c.lookup("tls_policy", "bank.example"); got != "OK secure match=nexthop" {
+		t.Fatalf("new connection at the limit: %q", got)
+	}
+	a.expectClosed(3 * time.Second)
+	if got := b.lookup("tls_policy", "none.example"); got != "NOTFOUND " {
+		t.Errorf("b after c came: %q", got)
+	}
+	if !strings.Contains(logs.String(), "closing the longest idle connection") {
+		t.Errorf("eviction not logged:\n%s", logs)
+	}
+}
+
+// TestServerMaxConnsRefusesWhenBusy: with every connection inside the
+// Handler, newcomers are closed at once (not queued), and the log gets one
+// line per window with a count of the rest.
+func TestServerMaxConnsRefusesWhenBusy(t *testing.T) {
+	h := newBlocking(t)
+	s := &Server{Handler: h, MaxConns: 2, RequestTimeout: time.Minute}
+	s.limitLog.every = 300 * time.Millisecond
+	addr, logs := testServer(t, s)
+	a, b := dial(t, "tcp", addr), dial(t, "tcp", addr)
+	a.send(string(AppendNetstring(nil, "tls_policy slow.example")))
+	b.send(string(AppendNetstring(nil, "tls_policy slow.example")))
+	<-h.entered
+	<-h.entered
+
+	const newcomers = 20
+	for i := range newcomers {
+		start := time.Now()
+		r := watch(t, dialRaw(t, addr))
+		r.waitClosed(t, "connection over the limit", 2*time.Second)
+		if len(r.got) != 0 {
+			t.Fatalf("refused connection %d got %q", i, r.got)
+		}
+		if el := time.Since(start); el > time.Second {
+			t.Errorf("refused connection %d closed after %v, want at once", i, el)
+		}
+	}
+	const line = "closing new connection (no idle or slow connection to close)"
+	if n := strings.Count(logs.String(), line+"\""); n != 1 {
+		t.Errorf("%d refusal lines for %d refusals, want 1 (rate-limited):\n%s", n, newcomers, logs)
+	}
+	waitFor(t, "the count of the other refusals", func() bool {
+		return strings.Contains(logs.String(), line+" (repeated)\" times=19")
+	})
+
+	close(h.release)
+	if got := a.reply(); got != "OK slow" {
+		t.Errorf("busy a: %q", got)
+	}
+	if got := b.reply(); got != "OK slow" {
+		t.Errorf("busy b: %q", got)
+	}
+}
+
+// TestServerMaxConnsSlowLoris: clients holding connections idle or
+// dripping a request one byte per 100 ms cannot lock Postfix out. Idle
+// connections go first; then the connection whose request has been
+// arriving for longest (over SlowRequest) makes room; normal clients get
+// their answers promptly, and no dripper ever gets one.
+func TestServerMaxConnsSlowLoris(t *testing.T) {
+	const (
+		maxConns    = 4
+		readTimeout = 4 * time.Second
+		every       = 100 * time.Millisecond
+	)
+	s := &Server{Handler: &fakeHandler{}, MaxConns: maxConns, ReadTimeout: readTimeout}
+	addr, logs := testServer(t, s)
+	start := time.Now()
+	// A request that would take 20 s to arrive.
+	slow := string(AppendNetstring(nil, "tls_policy "+strings.Repeat("d", 190)+".example"))
+
+	idlers := []*rawConn{watch(t, dialRaw(t, addr)), watch(t, dialRaw(t, addr))}
+	waitFor(t, "2 idle connections", func() bool { idle, _, _ := phaseCounts(s); return idle == 2 })
+	var drippers []*rawConn
+	for i := range maxConns {
+		nc := dialRaw(t, addr)
+		drippers = append(drippers, watch(t, nc))
+		drip(t, nc, slow, every)
+		waitFor(t, "dripper in progress", func() bool { _, active, _ := phaseCounts(s); return active == i+1 })
+	}
+	// The third and fourth dripper took the idle connections' places.
+	for i, r := range idlers {
+		r.waitClosed(t, "idle connection", time.Second)
+		if len(r.got) != 0 {
+			t.Errorf("idle connection %d got %q", i, r.got)
+		}
+	}
+
+	// Once the drippers have been at it for longer than SlowRequest, a
+	// normal client gets in, taking the place of the longest-dripping
+	// connection, and is answered at once.
+	time.Sleep(DefaultSlowRequest + 2*every)
+	lookup := func(name string) *client {
+		t0 := time.Now()
+		c := dial(t, "tcp", addr)
+		if got := c.lookup("tls_policy", "bank.example"); got != "OK secure match=nexthop" {
+			t.Fatalf("%s: %q", name, got)
+		}
+		if el := time.Since(t0); el > readTimeout/10 {
+			t.Errorf("%s answered after %v, want well under ReadTimeout %v", name, el, readTimeout)
+		}
+		return c
+	}
+	first := lookup("first normal client")
+	drippers[0].waitClosed(t, "longest dripper", time.Second)
+	waitFor(t, "first client idle", func() bool { idle, _, _ := phaseCounts(s); return idle == 1 })
+	// The next one takes the place of the idle client (which would
+	// reconnect), as idle connections go first.
+	lookup("second normal client")
+	first.expectClosed(time.Second)
+	// The others are bounded by ReadTimeout; none gets an answer.
+	for i, r := range drippers {
+		r.waitClosed(t, "dripper", readTimeout+2*time.Second)
+		if len(r.got) != 0 {
+			t.Errorf("dripper %d got %q", i, r.got)
+		}
+		if el := r.at.Sub(start); el > readTimeout+2*time.Second {
+			t.Errorf("dripper %d closed after %v", i, el)
+		}
+	}
+	if !strings.Contains(logs.String(), "closing the connection whose request is slowest to arrive") {
+		t.Errorf("slow-loris eviction not logged:\n%s", logs)
+	}
+}
+
+// TestServerMaxConnsPerListener: each listener has its own limit, so a
+// flood on one cannot lock out clients of another.
+func TestServerMaxConnsPerListener(t *testing.T) {
+	h := newBlocking(t)
+	s := &Server{Handler: h, MaxConns: 1, RequestTimeout: time.Minute}
+	addr1, _ := testServer(t, s)
+	l2, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(l2)
+	busy := dial(t, "tcp", addr1)
+	busy.send(string(AppendNetstring(nil, "tls_policy slow.example")))
+	<-h.entered
+	refused := watch(t, dialRaw(t, addr1))
+	refused.waitClosed(t, "second connection on the full listener", 2*time.Second)
+
+	other := dial(t, "tcp", l2.Addr().String())
+	if got := other.lookup("tls_policy", "bank.example"); got != "OK secure match=nexthop" {
+		t.Fatalf("other listener: %q", got)
+	}
+	close(h.release)
+	if got := busy.reply(); got != "OK slow" {
+		t.Errorf("busy: %q", got)
+	}
+}
