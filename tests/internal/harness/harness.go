@@ -2,7 +2,11 @@
 // drive real Postfix 3.7 (and swaks) against tlspolicyd: a throwaway Postfix
 // instance (Postfix), a loopback fake MX (FakeMX), the daemon built from
 // ./cmd/tlspolicyd (Daemon), a stub socketmap server for the harness's own
-// checks (StubSocketmap) and a `postmap -q` runner (Postmap).
+// checks (StubSocketmap) and a `postmap -q` runner (Postmap). For inbound
+// tests: a receiving smtpd configuration (InboundMain, SmtpdListener), a
+// swaks runner with a transcript parser (Swaks, SwaksSession), postcat
+// (Postfix.Postcat) and a throwaway CA issuing server and client
+// certificates with Postfix-style fingerprints (NewTestCA, CertFiles).
 //
 // Everything follows the measured recipe in shared/POSTFIX.md: instances get
 // their own config, queue and data directories under a temp dir, listen on
@@ -30,7 +34,7 @@ import (
 )
 
 // PostfixTools are the programs the Postfix tests run.
-var PostfixTools = []string{"postfix", "postmap", "postqueue", "postconf", "sendmail", "swaks"}
+var PostfixTools = []string{"postfix", "postmap", "postqueue", "postconf", "postcat", "sendmail", "swaks"}
 
 // sbinDirs are searched after $PATH: Debian puts postfix, postmap and
 // sendmail in /usr/sbin, which is not on every test runner's PATH.
