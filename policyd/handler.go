@@ -7,6 +7,15 @@
 // Handler and writes the Handler's Action. An error or panic in the Handler
 // becomes a temporary deferral ("450 4.7.10 …"), never DUNNO or OK: the
 // server fails closed.
+//
+// A client can hold little: lines and requests are capped (MaxLineSize,
+// MaxRequestSize) before they are buffered, a request must arrive within
+// ReadTimeout of its first byte and a reply be taken within ReadTimeout,
+// idle connections close after IdleTimeout, and MaxConns caps each
+// listener's connections. At the cap a new connection replaces the
+// longest idle one, else the one whose request has been arriving for
+// longer than SlowRequest (a slow-loris client), else it is refused at
+// once; the log says so at most once per 10 s per kind.
 package policyd
 
 import "context"

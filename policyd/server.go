@@ -21,6 +21,10 @@ const (
 	DefaultIdleTimeout    = 5 * time.Minute
 	DefaultRequestTimeout = 5 * time.Second
 	DefaultDeferText      = "450 4.7.10 TLS policy service temporarily unavailable; try again later"
+	// DefaultSlowRequest is how long a request may take to arrive before
+	// its connection may give its place to a new one at MaxConns. Postfix
+	// writes a request in one write; only a slow-loris client dribbles.
+	DefaultSlowRequest = time.Second
 )
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -53,15 +57,28 @@ type Server struct {
 	// then; if the Handler has not returned by that time the client gets
 	// DeferText at once and the connection is closed. Default 5s.
 	RequestTimeout time.Duration
-	// MaxConns limits the open connections; 0 means no limit. At the limit a
-	// new connection takes the place of the connection idle for longest
-	// (Postfix reopens a closed idle connection without fuss); when none is
-	// idle the new connection is closed at once.
+	// MaxConns caps the simultaneous connections accepted from each
+	// listener given to Serve; 0 means no limit. A connection arriving at
+	// the limit takes the place of the connection idle for longest
+	// (Postfix reopens a closed idle connection without fuss); failing
+	// that, of the connection whose current request has been in progress
+	// longest, if that is more than SlowRequest (a slow-loris client:
+	// Postfix writes a request in one go); failing that, the newcomer is
+	// closed at once. Nothing waits in a queue. The log gets at most one
+	// line per kind of action every 10 s, with counts.
 	MaxConns int
+	// SlowRequest is how long a request may be in progress (its first
+	// byte arrived, the reply not yet written; time in the Handler does
+	// not count) before its connection may be closed to make room for a
+	// new one at MaxConns (default DefaultSlowRequest). ReadTimeout still
+	// bounds every request when the server is not full.
+	SlowRequest time.Duration
 	// DeferText is the action sent when the Handler cannot give one (fail
 	// closed). Default DefaultDeferText. It must be a valid action
 	// (ValidAction) and should be a 4xx deferral.
 	DeferText string
+
+	limitLog limitLog
 
 	mu          sync.Mutex
 	listeners   map[*net.Listener]struct{}
@@ -108,6 +125,7 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 	defer s.trackListener(&l, false)
 	log := s.logger()
+	slot := new(listenerSlot)
 	var delay time.Duration
 	for {
 		rwc, err := l.Accept()
@@ -126,7 +144,7 @@ func (s *Server) Serve(l net.Listener) error {
 			continue
 		}
 		delay = 0
-		c := s.newConn(rwc)
+		c := s.newConn(rwc, slot)
 		if !s.trackConn(c) {
 			rwc.Close()
 			continue
@@ -152,42 +170,102 @@ func (s *Server) trackListener(l *net.Listener, add bool) bool {
 	return true
 }
 
-// trackConn registers c, making room under MaxConns by closing the
-// connection idle for longest. It reports false when c must be refused.
+// trackConn registers c, making room under MaxConns if it can (see
+// MaxConns). It reports false when c must be refused.
 func (s *Server) trackConn(c *conn) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.inShutdown.Load() {
+		s.mu.Unlock()
 		return false
 	}
-	if s.MaxConns > 0 && len(s.conns) >= s.MaxConns {
-		var oldest *conn
-		for o := range s.conns {
-			if o.state.Load() == stateIdle && (oldest == nil || o.idleSince.Load() < oldest.idleSince.Load()) {
-				oldest = o
-			}
-		}
-		if oldest == nil || !oldest.state.CompareAndSwap(stateIdle, stateClosed) {
-			s.logger().Warn("policyd: connection limit reached and no connection idle; refusing connection",
-				"remote", c.remote, "max_conns", s.MaxConns)
+	var (
+		victim *conn
+		why    limitAction
+	)
+	if s.MaxConns > 0 && c.slot.n >= s.MaxConns {
+		victim, why = s.evictLocked(c.slot, time.Since(monoBase))
+		if victim == nil {
+			s.mu.Unlock()
+			s.limitLog.note(s.logger(), why, c.remote, "", s.MaxConns)
 			return false
 		}
-		s.logger().Info("policyd: connection limit reached; closing the longest idle connection",
-			"remote", oldest.remote, "max_conns", s.MaxConns)
-		oldest.close()
-		delete(s.conns, oldest)
+		s.untrackLocked(victim)
 	}
 	if s.conns == nil {
 		s.conns = make(map[*conn]struct{})
 	}
 	s.conns[c] = struct{}{}
+	c.slot.n++
+	s.mu.Unlock()
+	if victim != nil {
+		victim.close()
+		s.limitLog.note(s.logger(), why, c.remote, victim.remote, s.MaxConns)
+	}
 	return true
+}
+
+// evictLocked picks the connection of slot that makes room for a new one
+// and marks it closed: the one idle for longest, else the one whose
+// request has been in progress for longest, if longer than SlowRequest.
+// It returns nil and limitRefused when there is none. now is the time
+// since monoBase.
+//
+// Every connection's state is read with one atomic load and claimed with a
+// compare-and-swap on that value; the sequence number in the state makes a
+// claim fail when the connection has moved on since (no ABA). A connection
+// inside the Handler is never chosen: the watchdog bounds it.
+func (s *Server) evictLocked(slot *listenerSlot, now time.Duration) (*conn, limitAction) {
+	slow := orDefault(s.SlowRequest, DefaultSlowRequest)
+	for {
+		var idle, busy *conn
+		var idleSt, busySt uint64
+		var idleSince, busySince time.Duration
+		for o := range s.conns {
+			if o.slot != slot {
+				continue
+			}
+			st := o.state.Load()
+			since := time.Duration(o.since.Load())
+			switch st & phaseMask {
+			case phaseIdle:
+				if idle == nil || since < idleSince {
+					idle, idleSt, idleSince = o, st, since
+				}
+			case phaseBusy:
+				if now-since > slow && (busy == nil || since < busySince) {
+					busy, busySt, busySince = o, st, since
+				}
+			}
+		}
+		switch {
+		case idle != nil:
+			if idle.state.CompareAndSwap(idleSt, idleSt&^phaseMask|phaseClosed) {
+				return idle, limitEvictedIdle
+			}
+		case busy != nil:
+			if busy.state.CompareAndSwap(busySt, busySt&^phaseMask|phaseClosed) {
+				return busy, limitEvictedSlow
+			}
+		default:
+			return nil, limitRefused
+		}
+		// The chosen connection changed state meanwhile: look again.
+	}
 }
 
 func (s *Server) untrackConn(c *conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.untrackLocked(c)
+}
+
+// untrackLocked forgets c; it may be called more than once.
+func (s *Server) untrackLocked(c *conn) {
+	if _, ok := s.conns[c]; !ok {
+		return
+	}
 	delete(s.conns, c)
+	c.slot.n--
 	s.checkDrainedLocked()
 }
 
@@ -213,9 +291,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		delete(s.listeners, l)
 	}
 	for c := range s.conns {
-		if c.state.CompareAndSwap(stateIdle, stateClosed) {
+		if st := c.state.Load(); st&phaseMask == phaseIdle && c.state.CompareAndSwap(st, phaseClosed) {
 			c.close()
-			delete(s.conns, c)
+			s.untrackLocked(c)
 		}
 	}
 	if s.drained == nil {
@@ -232,28 +310,39 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		for c := range s.conns {
 			s.logger().Warn("policyd: shutdown deadline; closing busy connection", "remote", c.remote)
 			c.close()
-			delete(s.conns, c)
+			s.untrackLocked(c)
 		}
-		s.checkDrainedLocked()
 		s.mu.Unlock()
 		errs = append(errs, ctx.Err())
 	}
 	return errors.Join(errs...)
 }
 
-// Connection states, for Shutdown and MaxConns: only an idle connection
-// (waiting for the first byte of a request) may be closed under its feet.
+// Connection phases, kept in the low two bits of conn.state, for Shutdown
+// and MaxConns: only an idle connection, or one whose request is slow to
+// arrive, may be closed under its feet. The bits above count phase
+// changes, so that a compare-and-swap on a state read earlier fails once
+// the connection has moved on (no ABA).
 const (
-	stateIdle int32 = iota
-	stateBusy
-	stateClosed
+	phaseIdle    = iota // waiting for the first byte of a request
+	phaseBusy           // reading a request or writing a reply
+	phaseHandler        // inside Handler.Check
+	phaseClosed         // closed by Shutdown, MaxConns or the watchdog
+	phaseMask    = 3
 )
+
+// stateOf builds a conn.state value.
+func stateOf(seq, phase uint64) uint64 { return seq<<2 | phase }
+
+// monoBase anchors conn.since to the monotonic clock.
+var monoBase = time.Now()
 
 // handlerTimedOut marks conn.running once the watchdog has answered.
 const handlerTimedOut = ^uint64(0)
 
 type conn struct {
 	srv    *Server
+	slot   *listenerSlot // the listener's connection count, under srv.mu
 	rwc    net.Conn
 	remote string
 	log    *slog.Logger
@@ -264,8 +353,9 @@ type conn struct {
 	readTimeout, idleTimeout, requestTimeout time.Duration
 	deferAction                              Action
 
-	state     atomic.Int32
-	idleSince atomic.Int64 // unix nanoseconds
+	state atomic.Uint64
+	seq   uint64       // phase changes; owned by the conn goroutine
+	since atomic.Int64 // since monoBase: when the current idle or busy phase began
 
 	// ctx is the parent of every request context; cancelled when the
 	// connection closes or the watchdog fires (cause DeadlineExceeded).
@@ -281,9 +371,10 @@ type conn struct {
 	closeOnce sync.Once
 }
 
-func (s *Server) newConn(rwc net.Conn) *conn {
+func (s *Server) newConn(rwc net.Conn, slot *listenerSlot) *conn {
 	c := &conn{
 		srv:            s,
+		slot:           slot,
 		rwc:            rwc,
 		log:            s.logger(),
 		readTimeout:    orDefault(s.ReadTimeout, DefaultReadTimeout),
@@ -301,7 +392,7 @@ func (s *Server) newConn(rwc net.Conn) *conn {
 	c.br = bufio.NewReaderSize(rwc, 4096)
 	c.dec = NewDecoder(c.br)
 	c.ctx, c.cancel = context.WithCancelCause(context.Background())
-	c.idleSince.Store(time.Now().UnixNano())
+	c.since.Store(int64(time.Since(monoBase)))
 	c.newWatchdog()
 	return c
 }
@@ -315,7 +406,7 @@ func (c *conn) newWatchdog() {
 
 func (c *conn) close() {
 	c.closeOnce.Do(func() {
-		c.state.Store(stateClosed)
+		c.state.Store(phaseClosed)
 		c.cancel(context.Canceled)
 		c.rwc.Close()
 	})
@@ -324,12 +415,12 @@ func (c *conn) close() {
 // serve runs the connection: wait (idle) for a request, read it, answer
 // it, repeat. Pipelined requests are answered in one write.
 func (c *conn) serve() {
-	hung := false
+	handedOver := false
 	defer func() {
-		if hung {
-			return // the watchdog has answered and closed the connection
+		if handedOver {
+			return // the watchdog or MaxConns has closed the connection
 		}
-		if len(c.out) > 0 && c.state.Load() != stateClosed {
+		if len(c.out) > 0 && c.state.Load()&phaseMask != phaseClosed {
 			_ = c.flush()
 		}
 		c.close()
@@ -344,9 +435,13 @@ func (c *conn) serve() {
 				return
 			}
 		}
-		if !c.state.CompareAndSwap(stateIdle, stateBusy) {
+		// since first, so that whoever sees the new phase sees its
+		// start time.
+		c.since.Store(int64(time.Since(monoBase)))
+		if !c.state.CompareAndSwap(stateOf(c.seq, phaseIdle), stateOf(c.seq+1, phaseBusy)) {
 			return // closed by Shutdown or MaxConns meanwhile
 		}
+		c.seq++
 		for {
 			if !c.requestBuffered() {
 				_ = c.rwc.SetReadDeadline(time.Now().Add(c.readTimeout))
@@ -363,7 +458,7 @@ func (c *conn) serve() {
 			}
 			action, ok := c.handle(req)
 			if !ok {
-				hung = true
+				handedOver = true
 				return
 			}
 			c.out, _ = AppendAction(c.out, action) // valid: checked by handle
@@ -380,10 +475,11 @@ func (c *conn) serve() {
 			c.log.Debug("policyd: write failed; closing connection", "remote", c.remote, "err", err)
 			return
 		}
-		c.idleSince.Store(time.Now().UnixNano())
-		c.state.Store(stateIdle)
+		c.since.Store(int64(time.Since(monoBase)))
+		idle := stateOf(c.seq, phaseIdle)
+		c.state.Store(idle)
 		// Shutdown may have looked at this connection while it was busy.
-		if c.srv.inShutdown.Load() && c.state.CompareAndSwap(stateIdle, stateClosed) {
+		if c.srv.inShutdown.Load() && c.state.CompareAndSwap(idle, phaseClosed) {
 			return
 		}
 	}
@@ -396,7 +492,7 @@ func (c *conn) logIdleEnd(err error) {
 		c.log.Debug("policyd: connection closed by client", "remote", c.remote)
 	case errors.As(err, &ne) && ne.Timeout():
 		c.log.Debug("policyd: idle timeout; closing connection", "remote", c.remote, "idle", c.idleTimeout)
-	case c.state.Load() == stateClosed:
+	case c.state.Load()&phaseMask == phaseClosed:
 		c.log.Debug("policyd: idle connection closed by server", "remote", c.remote)
 	default:
 		c.log.Debug("policyd: connection lost", "remote", c.remote, "err", err)
@@ -449,7 +545,8 @@ func (r *requestContext) Err() error {
 }
 
 // handle calls the Handler under RequestTimeout and returns the action to
-// send, or ok=false when the watchdog has answered instead.
+// send, or ok=false when the watchdog has answered instead, or MaxConns
+// closed the connection before the Handler was called.
 //
 // Why a watchdog: the obvious way to bound a Handler that may ignore its
 // context is to run it in a new goroutine and select on its result and a
@@ -465,6 +562,14 @@ func (r *requestContext) Err() error {
 // request is replaced, so its callback (which carries the old generation)
 // cannot touch a later request.
 func (c *conn) handle(req *Request) (Action, bool) {
+	busy := stateOf(c.seq, phaseBusy)
+	c.seq++
+	inHandler := stateOf(c.seq, phaseHandler)
+	if !c.state.CompareAndSwap(busy, inHandler) {
+		// Closed by MaxConns while the request was arriving: whoever
+		// closed the connection has untracked it.
+		return "", false
+	}
 	rctx := &requestContext{Context: c.ctx, deadline: time.Now().Add(c.requestTimeout)}
 	c.cur = req
 	c.running.Store(c.gen)
@@ -479,6 +584,12 @@ func (c *conn) handle(req *Request) (Action, bool) {
 	if !stopped {
 		c.newWatchdog() // the old one's callback may still be on its way
 	}
+	// The reply is written from now on: a new busy phase, so that time
+	// spent in the Handler does not count as a slow request. The swap
+	// fails only if Shutdown closed the connection meanwhile; the write
+	// then fails.
+	c.since.Store(int64(time.Since(monoBase)))
+	c.state.CompareAndSwap(inHandler, stateOf(c.seq, phaseBusy))
 	switch {
 	case errors.Is(err, errHandlerPanic):
 		action = c.deferAction // logged by call

@@ -543,7 +543,7 @@ func TestMaxConns(t *testing.T) {
 	if got := c.reply(); got != "450 4.7.10 block-c" {
 		t.Errorf("busy c: %q", got)
 	}
-	if !strings.Contains(ts.log.String(), "refusing connection") {
+	if !strings.Contains(ts.log.String(), "closing new connection") {
 		t.Errorf("refusal not logged:\n%s", ts.log)
 	}
 }
@@ -556,7 +556,7 @@ func waitIdle(t *testing.T, s *Server, n int) {
 		s.mu.Lock()
 		idle := 0
 		for c := range s.conns {
-			if c.state.Load() == stateIdle {
+			if c.state.Load()&phaseMask == phaseIdle {
 				idle++
 			}
 		}
