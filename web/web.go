@@ -1,0 +1,128 @@
+// Package web serves the daemon's HTTP interface (DESIGN.md §8): Prometheus
+// metrics at /metrics, /healthz, a JSON API under /api/ (used by
+// `tlspolicyd report`) and a status page at /: the policy table with each
+// entry's last probe verdict, inbound TLS activity per sender domain, and
+// recent events. The page is plain HTML (html/template), no JavaScript.
+//
+// Endpoints (GET):
+//
+//	/metrics                  Prometheus metrics (see examples/metrics.md)
+//	/healthz                  200 "ok" while a valid table is loaded, else 503
+//	/api/table                the policy table, entries with their last probe verdict
+//	/api/events?since=24h     events, newest first (also &kind=, &domain=, &limit=)
+//	/api/inbound              inbound mail per sender domain: with/without TLS, by version
+//	/api/probes               the latest probe result per target
+//	/api/report?since=24h     all of it per domain: what `tlspolicyd report` shows
+package web
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/tlspolicyd/tlspolicyd/engine"
+	"github.com/tlspolicyd/tlspolicyd/probe"
+)
+
+// Options configures the handler returned by New.
+type Options struct {
+	// Engine is the policy engine whose table, events and counters are
+	// shown. Required.
+	Engine *engine.Engine
+	// Probes gives the latest probe results (a *probe.Cache); nil (an
+	// untyped nil) when the daemon does not probe.
+	Probes interface{ All() []*probe.Result }
+	// Metrics are served at /metrics; nil serves a fresh set (Go runtime
+	// and engine metrics only).
+	Metrics *Metrics
+	// Logger receives request errors (default slog.Default()).
+	Logger *slog.Logger
+	// Started is when the engine started counting inbound mail (default:
+	// when New is called).
+	Started time.Time
+	// Hostname names the daemon on the status page (default os.Hostname()).
+	Hostname string
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// server holds the handlers' shared state.
+type server struct {
+	Options
+}
+
+// New returns the HTTP handler for every endpoint.
+func New(o Options) http.Handler {
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Started.IsZero() {
+		o.Started = time.Now()
+	}
+	if o.Hostname == "" {
+		o.Hostname, _ = os.Hostname()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	o.Metrics.attachEngine(o.Engine)
+	s := &server{o}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", o.Metrics.Handler())
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /api/table", s.apiTable)
+	mux.HandleFunc("GET /api/events", s.apiEvents)
+	mux.HandleFunc("GET /api/inbound", s.apiInbound)
+	mux.HandleFunc("GET /api/probes", s.apiProbes)
+	mux.HandleFunc("GET /api/report", s.apiReport)
+	mux.HandleFunc("GET /{$}", s.page)
+	return securityHeaders(mux)
+}
+
+// securityHeaders forbids scripts, framing and content sniffing: the page
+// shows text that came from the network (sender domains, client names).
+func securityHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'")
+		hd.Set("Referrer-Policy", "no-referrer")
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (s *server) healthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	if s.Engine.Store() == nil {
+		http.Error(w, "no valid policy table loaded", http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// writeJSON writes v indented, for humans with curl as much as for tools.
+func (s *server) writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		s.Logger.Debug("http: writing response", "error", err)
+	}
+}
+
+// apiError is the body of every API error.
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func (s *server) badRequest(w http.ResponseWriter, msg string) {
+	s.writeJSON(w, http.StatusBadRequest, apiError{msg})
+}
