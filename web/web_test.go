@@ -98,11 +98,11 @@ func (f *fixture) traffic(t *testing.T) {
 		}
 	}
 	for _, r := range []*policyd.Request{
-		request("sender=alice@bank.example", "instance=1"),                                    // defer, no TLS
-		request("sender=bob@bank.example", "instance=2", "encryption_protocol=TLSv1.3"),       // dunno
-		request("sender=carol@bank.example", "instance=3", "encryption_protocol=TLSv1.3"),     // dunno
-		request("sender=p@pilot.example", "instance=4"),                                       // prepend
-		request("sender=q@other.example", "instance=5", "encryption_protocol=TLSv1.2"),        // dunno
+		request("sender=alice@bank.example", "instance=1"),                                   // defer, no TLS
+		request("sender=bob@bank.example", "instance=2", "encryption_protocol=TLSv1.3"),      // dunno
+		request("sender=carol@bank.example", "instance=3", "encryption_protocol=TLSv1.3"),    // dunno
+		request("sender=p@pilot.example", "instance=4"),                                      // prepend
+		request("sender=q@other.example", "instance=5", "encryption_protocol=TLSv1.2"),       // dunno
 		request("sender=r@other.example", "instance=6", "encryption_protocol=SSLv3-made-up"), // dunno, tls other
 	} {
 		if _, err := f.pd.Check(ctx, r); err != nil {
