@@ -127,10 +127,10 @@ func ago(now, t time.Time) string {
 	}
 	d := now.Sub(t)
 	switch {
+	case d < time.Minute && d > -time.Minute: // also a little ahead: the page's clock was read first
+		return "just now"
 	case d < 0:
 		return "in " + coarse(-d)
-	case d < time.Minute:
-		return "just now"
 	}
 	return coarse(d) + " ago"
 }

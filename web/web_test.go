@@ -26,8 +26,10 @@ type fakeProbes []*probe.Result
 
 func (f fakeProbes) All() []*probe.Result { return f }
 
-func probes() fakeProbes {
-	cert := time.Date(2026, 5, 9, 0, 0, 0, 0, time.UTC)
+func probes() fakeProbes { return probesAt(now) }
+
+func probesAt(now time.Time) fakeProbes {
+	cert := now.Add(8 * 24 * time.Hour).Truncate(24 * time.Hour)
 	tlsAddr := func(v string) []probe.MXResult {
 		return []probe.MXResult{{Host: "mx.example", Addrs: []probe.AddrResult{{Addr: "192.0.2.1", Reached: true, STARTTLS: true,
 			TLS: &probe.TLSInfo{Version: v, Chain: []probe.CertInfo{{NotAfter: cert}}}}}}}
@@ -54,6 +56,7 @@ type fixture struct {
 	sm   socketmap.Handler
 	pd   policyd.Handler
 	ring *events.Ring
+	now  time.Time
 }
 
 func request(attrs ...string) *policyd.Request {
@@ -70,6 +73,11 @@ func request(attrs ...string) *policyd.Request {
 // traffic already sent through the metrics wrappers.
 func newFixture(t *testing.T, withTable bool) *fixture {
 	t.Helper()
+	return newFixtureAt(t, withTable, now)
+}
+
+func newFixtureAt(t *testing.T, withTable bool, now time.Time) *fixture {
+	t.Helper()
 	ring := events.NewRing(100)
 	var s *store.Store
 	if withTable {
@@ -80,8 +88,8 @@ func newFixture(t *testing.T, withTable bool) *fixture {
 	}
 	eng := engine.New(s, nil, ring, quiet())
 	m := NewMetrics()
-	f := &fixture{eng: eng, m: m, sm: m.Socketmap(eng), pd: m.Policyd(eng), ring: ring}
-	f.srv = httptest.NewServer(New(Options{Engine: eng, Probes: probes(), Metrics: m, Logger: quiet(),
+	f := &fixture{eng: eng, m: m, sm: m.Socketmap(eng), pd: m.Policyd(eng), ring: ring, now: now}
+	f.srv = httptest.NewServer(New(Options{Engine: eng, Probes: probesAt(now), Metrics: m, Logger: quiet(),
 		Started: now.Add(-48 * time.Hour), Hostname: "mx1.ourcorp.example", Now: func() time.Time { return now }}))
 	t.Cleanup(f.srv.Close)
 	return f
@@ -109,8 +117,9 @@ func (f *fixture) traffic(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	f.ring.Publish(events.Event{Time: now.Add(-30 * time.Hour), Kind: events.ReloadFailed, Reason: "old"})
-	f.ring.Publish(events.Event{Time: now.Add(-10 * time.Minute), Kind: events.OutboundProbeFailed, Domain: "partner.example",
+	f.ring.Publish(events.Event{Time: f.now.Add(-30 * time.Hour), Kind: events.ReloadFailed, Source: "testdata/table.yaml:6",
+		Reason: `testdata/table.yaml:6: unknown level "encrpyt"`})
+	f.ring.Publish(events.Event{Time: f.now.Add(-10 * time.Minute), Kind: events.OutboundProbeFailed, Domain: "partner.example",
 		Rule: "partner.example", Source: "testdata/table.yaml:6", Action: string(events.OutboundProbeFailed),
 		Reason: "mail to partner.example is deferred: policy encrypt cannot be met: no STARTTLS"})
 	f.m.Reload(nil)
