@@ -28,6 +28,7 @@ const (
 var pageTmpl = template.Must(template.New("status").Funcs(template.FuncMap{
 	"ago":       ago,
 	"stamp":     func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05") },
+	"date":      func(t time.Time) string { return t.UTC().Format(time.DateOnly) },
 	"pct":       pct,
 	"versions":  versions,
 	"join":      strings.Join,
