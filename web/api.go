@@ -298,6 +298,7 @@ func (s *server) apiProbes(w http.ResponseWriter, r *http.Request) {
 // without TLS, the outbound entries with their probe verdicts, and the
 // events of the period.
 type Report struct {
+	Host      string    `json:"host"` // the daemon's host name
 	Generated time.Time `json:"generated"`
 	Since     time.Time `json:"since"` // events are counted from here
 	// InboundSince is when inbound counting began (the daemon's start):
@@ -356,7 +357,7 @@ func ReportDomainOf(key string) string {
 
 func (s *server) report(since time.Time) Report {
 	now := s.Now()
-	rep := Report{Generated: now, Since: since, InboundSince: s.Started, EventTotals: map[events.Kind]int{}}
+	rep := Report{Host: s.Hostname, Generated: now, Since: since, InboundSince: s.Started, EventTotals: map[events.Kind]int{}}
 	doms := map[string]*ReportDomain{}
 	get := func(d string) *ReportDomain {
 		if d == "" {

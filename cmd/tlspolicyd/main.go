@@ -62,6 +62,7 @@ Quick start:
 			serveCommand(),
 			queryCommand(),
 			checkCommand(),
+			reportCommand(),
 			probeCommand(),
 			{
 				Name:  "version",
