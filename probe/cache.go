@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -110,8 +111,9 @@ type Cache struct {
 	pending map[string]bool // queued or being probed
 	wake    chan struct{}
 
-	dirty  atomic.Bool
-	saveMu sync.Mutex
+	dirty     atomic.Bool
+	saveMu    sync.Mutex
+	cleanOnce sync.Once // stale temporary files removed at the first Save
 }
 
 type entry struct {
@@ -569,6 +571,7 @@ func (c *Cache) Save() error {
 	if path == "" {
 		return nil
 	}
+	c.cleanOnce.Do(func() { c.removeStaleTemps(path) })
 	data, err := json.Marshal(&f)
 	if err != nil {
 		c.dirty.Store(true)
@@ -588,11 +591,39 @@ func (c *Cache) saveIfDirty() error {
 	return c.Save()
 }
 
+// staleTempAge is how old a temporary file of Save must be before a later
+// process removes it: far longer than any Save takes, so that a Save
+// running elsewhere on the same file is never disturbed.
+const staleTempAge = 10 * time.Minute
+
+// removeStaleTemps removes the temporary files a Save killed before its
+// rename left next to path (see writeFileAtomic); a crash loop would
+// otherwise fill the directory with them.
+func (c *Cache) removeStaleTemps(path string) {
+	dir := filepath.Dir(path)
+	des, _ := os.ReadDir(dir)
+	for _, de := range des {
+		if !strings.HasPrefix(de.Name(), tempPrefix(path)) {
+			continue
+		}
+		m := filepath.Join(dir, de.Name())
+		if fi, err := os.Lstat(m); err == nil && fi.Mode().IsRegular() && time.Since(fi.ModTime()) > staleTempAge {
+			if err := os.Remove(m); err == nil {
+				c.log.Info("probe cache: removed a temporary file left by an interrupted save", "file", m)
+			}
+		}
+	}
+}
+
+// tempPrefix is the name prefix of writeFileAtomic's temporary files for
+// path.
+func tempPrefix(path string) string { return "." + filepath.Base(path) + ".tmp-" }
+
 // writeFileAtomic replaces path with data: temp file in the same
 // directory (so rename is atomic), fsync, rename, fsync the directory.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	tmp, err := os.CreateTemp(dir, tempPrefix(path)+"*")
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}

@@ -20,6 +20,14 @@
 // CommonName; "verify" matches the MX host name (match=hostname), "secure"
 // the next-hop domain and its subdomains (match=nexthop:dot-nexthop).
 //
+// The prober is careful not to become a scanner for whoever controls DNS
+// answers or can make the daemon look up domains: addresses that are not
+// globally reachable (loopback, private, link-local, CGNAT, multicast,
+// unspecified, and IPv6 forms embedding such an IPv4 address) are refused
+// after resolution unless Config.AllowPrivate; at most MaxMX exchangers
+// and MaxAddrs addresses are probed per target, at most Concurrency
+// sessions run at once, and at most MaxPerMinute probes start per minute.
+//
 // The verdict (Result) says for the Postfix levels may, encrypt, verify and
 // secure whether delivery would succeed to every reachable MX address.
 //

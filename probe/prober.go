@@ -53,6 +53,18 @@ type Config struct {
 	// (default 32), so a hostile zone cannot make one probe open
 	// hundreds of connections.
 	MaxAddrs int
+	// MaxPerMinute caps the probes started within any 60 s (default
+	// DefaultMaxPerMinute; negative: no cap). With MaxMX and MaxAddrs it
+	// bounds the DNS queries and SMTP connections the daemon makes however
+	// many distinct domains it is asked about — lookups for unlisted
+	// domains schedule probes, and bounces to forged senders make lookups
+	// for domains an attacker picks. A probe over the cap waits for its
+	// turn, for as long as the caller's context allows; if the context
+	// ends first, or its deadline falls before the turn, Probe fails with
+	// ErrRateLimited and nothing is probed (the probe cache then keeps its
+	// previous result and tries again at a later scan). Concurrent calls
+	// for one target may each take a turn.
+	MaxPerMinute int
 	// TTL is how long a result is fresh (default 24h; temporary and
 	// unreachable results at most RetryTTL).
 	TTL time.Duration
@@ -68,6 +80,7 @@ type Prober struct {
 	res    *resolver
 	resErr error // set when no resolver could be configured
 	sem    chan struct{}
+	starts *startWindow // nil: no MaxPerMinute cap
 	group  singleflight.Group
 	log    *slog.Logger
 }
@@ -94,6 +107,9 @@ func New(cfg Config) *Prober {
 	if cfg.TTL <= 0 {
 		cfg.TTL = DefaultTTL
 	}
+	if cfg.MaxPerMinute == 0 {
+		cfg.MaxPerMinute = DefaultMaxPerMinute
+	}
 	if cfg.HELO == "" {
 		if h, err := os.Hostname(); err == nil && h != "" {
 			cfg.HELO = h
@@ -104,6 +120,9 @@ func New(cfg Config) *Prober {
 	p := &Prober{cfg: cfg, sem: make(chan struct{}, cfg.Concurrency), log: cfg.Logger}
 	if p.log == nil {
 		p.log = slog.Default()
+	}
+	if cfg.MaxPerMinute > 0 {
+		p.starts = newStartWindow(cfg.MaxPerMinute, time.Minute)
 	}
 	server := cfg.Resolver
 	if server == "" {
@@ -122,13 +141,20 @@ func (p *Prober) Config() Config { return p.cfg }
 // — and returns its verdict. Concurrent calls for the same target share one
 // probe (and one Result). The probe runs to its end, bounded by the
 // per-step timeouts, even when ctx ends first, so that the other callers
-// and the cache still get it; ctx only bounds the wait. The error is
-// non-nil only for a malformed target (ErrBadTarget), an ended ctx or an
-// internal error: every network outcome is in the Result.
+// and the cache still get it; ctx only bounds the wait, including the wait
+// for a turn under MaxPerMinute. The error is non-nil only for a malformed
+// target (ErrBadTarget), an ended ctx, the rate limit (ErrRateLimited) or
+// an internal error: every network outcome is in the Result.
 func (p *Prober) Probe(ctx context.Context, target string) (*Result, error) {
 	t, err := parseTarget(target, p.cfg.Port)
 	if err != nil {
 		return nil, err
+	}
+	if p.starts != nil {
+		if err := p.starts.wait(ctx); err != nil {
+			p.log.Debug("probe not started", "target", t.key, "error", err)
+			return nil, fmt.Errorf("probe %s: %w", t.key, err)
+		}
 	}
 	detached := context.WithoutCancel(ctx)
 	ch := p.group.DoChan(t.key, func() (res any, err error) {
@@ -306,17 +332,42 @@ func (p *Prober) resolve(ctx context.Context, t target, r *Result) []MXResult {
 	return mxs
 }
 
-// Ranges refused besides what netip classifies: "this network" and the
-// shared address space of carrier-grade NAT (RFC 6598), reserved 240/4.
+// Ranges refused besides what netip classifies: from the IANA
+// special-purpose address registries (not globally reachable), and
+// deprecated IPv6 forms. Documentation ranges are left alone: they are not
+// routed, and tests use them as stand-ins for public addresses.
 var extraPrivate = []netip.Prefix{
-	netip.MustParsePrefix("0.0.0.0/8"),
-	netip.MustParsePrefix("100.64.0.0/10"),
-	netip.MustParsePrefix("240.0.0.0/4"),
+	netip.MustParsePrefix("0.0.0.0/8"),      // "this network"
+	netip.MustParsePrefix("100.64.0.0/10"),  // shared address space, carrier-grade NAT (RFC 6598)
+	netip.MustParsePrefix("192.0.0.0/24"),   // IETF protocol assignments
+	netip.MustParsePrefix("198.18.0.0/15"),  // benchmarking (RFC 2544), used inside some networks
+	netip.MustParsePrefix("240.0.0.0/4"),    // reserved, and the broadcast address
+	netip.MustParsePrefix("::/96"),          // IPv4-compatible IPv6 (deprecated), ::, ::1
+	netip.MustParsePrefix("64:ff9b:1::/48"), // local-use NAT64 (RFC 8215)
+	netip.MustParsePrefix("100::/64"),       // discard-only (RFC 6666)
+	netip.MustParsePrefix("fec0::/10"),      // site-local (deprecated)
+}
+
+// embedsV4 are IPv6 ranges whose addresses carry an IPv4 address that a
+// translator or relay may deliver to: that IPv4 address must be public
+// too, or 64:ff9b::7f00:1 reaches 127.0.0.1 through NAT64.
+var embedsV4 = []struct {
+	prefix netip.Prefix
+	at     int  // byte offset of the IPv4 address
+	xor    bool // stored inverted (Teredo client address)
+}{
+	{netip.MustParsePrefix("64:ff9b::/96"), 12, false},    // NAT64 well-known prefix (RFC 6052)
+	{netip.MustParsePrefix("::ffff:0:0:0/96"), 12, false}, // IPv4-translated (SIIT, RFC 7915)
+	{netip.MustParsePrefix("2002::/16"), 2, false},        // 6to4 (RFC 3056)
+	{netip.MustParsePrefix("2001::/32"), 4, false},        // Teredo server (RFC 4380)
+	{netip.MustParsePrefix("2001::/32"), 12, true},        // Teredo client
 }
 
 // publicAddr reports whether a may be probed without AllowPrivate: not
-// loopback, private (RFC 1918, fc00::/7), link-local, multicast or
-// unspecified.
+// loopback, private (RFC 1918, fc00::/7), link-local, multicast,
+// unspecified or otherwise special-purpose (extraPrivate), and not an IPv6
+// address standing for such an IPv4 address (IPv4-mapped, NAT64, 6to4,
+// Teredo).
 func publicAddr(a netip.Addr) bool {
 	a = a.Unmap()
 	if !a.IsValid() || a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() ||
@@ -327,6 +378,23 @@ func publicAddr(a netip.Addr) bool {
 	for _, p := range extraPrivate {
 		if p.Contains(a) {
 			return false
+		}
+	}
+	if a.Is6() {
+		b := a.As16()
+		for _, e := range embedsV4 {
+			if !e.prefix.Contains(a) {
+				continue
+			}
+			v4 := [4]byte(b[e.at : e.at+4])
+			if e.xor {
+				for i := range v4 {
+					v4[i] ^= 0xff
+				}
+			}
+			if !publicAddr(netip.AddrFrom4(v4)) {
+				return false
+			}
 		}
 	}
 	return true

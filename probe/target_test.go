@@ -95,6 +95,19 @@ func TestPublicAddr(t *testing.T) {
 		{"::1", false}, {"::", false}, {"fe80::1", false}, {"fc00::1", false}, {"fd12::1", false},
 		{"ff02::1", false}, {"ff01::1", false}, {"::ffff:127.0.0.1", false}, {"::ffff:10.0.0.1", false},
 		{"192.0.2.1", true}, {"198.51.100.7", true}, {"2001:db8::25", true}, {"::ffff:203.0.113.9", true},
+		// Range edges and special-purpose ranges.
+		{"100.63.255.255", true}, {"100.64.0.0", false}, {"100.127.255.255", false}, {"100.128.0.0", true},
+		{"169.254.169.254", false}, {"192.0.0.8", false}, {"198.18.0.1", false}, {"198.19.255.255", false},
+		{"fbff:ffff::1", true}, {"fc00::", false}, {"fdff:ffff::1", false}, {"fe80::", false},
+		{"febf:ffff::1", false}, {"fec0::1", false}, {"100::1", false}, {"64:ff9b:1::1", false},
+		{"::ffff:0.0.0.0", false}, {"::ffff:100.64.1.1", false}, {"::ffff:169.254.1.1", false},
+		// IPv6 forms that stand for an IPv4 address: judged by it.
+		{"::127.0.0.1", false}, {"::192.0.2.1", false}, // IPv4-compatible: deprecated, refused
+		{"64:ff9b::127.0.0.1", false}, {"64:ff9b::10.0.0.1", false}, {"64:ff9b::192.0.2.1", true}, // NAT64
+		{"::ffff:0:127.0.0.1", false}, {"::ffff:0:192.0.2.1", true}, // IPv4-translated
+		{"2002:7f00:1::1", false}, {"2002:a00:1::1", false}, {"2002:c000:201::1", true}, // 6to4
+		{"2001:0:7f00:1::1", false}, {"2001:0:c000:201::80ff:fffe", false}, // Teredo server, client 127.0.0.1
+		{"2001:0:c000:201::3fff:fdfe", true}, // Teredo: server 192.0.2.1, client 192.0.2.1
 	}
 	for _, tc := range tests {
 		if got := publicAddr(netip.MustParseAddr(tc.addr)); got != tc.want {
