@@ -26,8 +26,6 @@ type fakeProbes []*probe.Result
 
 func (f fakeProbes) All() []*probe.Result { return f }
 
-func probes() fakeProbes { return probesAt(now) }
-
 func probesAt(now time.Time) fakeProbes {
 	cert := now.Add(8 * 24 * time.Hour).Truncate(24 * time.Hour)
 	tlsAddr := func(v string) []probe.MXResult {
