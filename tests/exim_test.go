@@ -172,6 +172,7 @@ func closedAddr(t *testing.T) string {
 // the transport (TLSPOLICYD_TRANSPORT) and the DNSSEC requirement.
 func TestEximOutboundExpansion(t *testing.T) {
 	exim.Require(t)
+	t.Parallel()
 	d, _ := eximDaemon(t, otherFingerprint)
 	stub := harness.NewStubSocketmap(t, map[string]string{
 		"tls_policy temp.example":    "TEMP boom",
@@ -252,6 +253,7 @@ func TestEximOutboundExpansion(t *testing.T) {
 // in the router).
 func TestEximOutboundMalformedAnswers(t *testing.T) {
 	exim.Require(t)
+	t.Parallel()
 	x := exim.New(t, eximConfig(t, ""))
 	tests := []struct {
 		name   string
@@ -332,6 +334,7 @@ func TestEximOutboundMalformedAnswers(t *testing.T) {
 // before any transport is chosen.
 func TestEximOutboundRouting(t *testing.T) {
 	exim.Require(t)
+	t.Parallel()
 	d, _ := eximDaemon(t, otherFingerprint)
 	stub := harness.NewStubSocketmap(t, map[string]string{
 		"tls_policy temp.example": "TEMP boom",
@@ -446,6 +449,7 @@ func rcptReply(t *testing.T, s *exim.Session) exim.Reply {
 // header, and anything but a valid answer defers (fail closed).
 func TestEximInboundPolicy(t *testing.T) {
 	exim.Require(t)
+	t.Parallel()
 	_, policy := eximDaemon(t, otherFingerprint)
 	x := exim.New(t, eximConfig(t, ""))
 	down := closedAddr(t)
@@ -507,6 +511,8 @@ func TestEximInboundPolicy(t *testing.T) {
 			text: []string{"4.3.0 TLS policy service misconfigured"}},
 		{name: "OK is no accept, just no objection", server: scripted("action=OK\n\n"), client: "198.51.100.7",
 			sender: "carol@open.example", rcpt: "bob@ourcorp.example", code: 250},
+		{name: "WARN is logged, no objection", server: scripted("action=WARN look here\n\n"), client: "198.51.100.7",
+			sender: "carol@open.example", rcpt: "bob@ourcorp.example", code: 250, log: []string{"tlspolicyd: WARN look here"}},
 		{name: "DEFER_IF_PERMIT", server: scripted("action=DEFER_IF_PERMIT try later\n\n"), client: "198.51.100.7",
 			sender: "carol@open.example", rcpt: "bob@ourcorp.example", code: 450, text: []string{"4.7.1 try later"}},
 		{name: "REJECT", server: scripted("action=REJECT go away\n\n"), client: "198.51.100.7",
@@ -588,6 +594,7 @@ func parsePolicyRequest(t *testing.T, req string) map[string]string {
 // LF in a client name never starts a new attribute line.
 func TestEximInboundRequest(t *testing.T) {
 	exim.Require(t)
+	t.Parallel()
 	x := exim.New(t, eximConfig(t, ""))
 
 	t.Run("attributes", func(t *testing.T) {
@@ -694,6 +701,7 @@ func TestEximInboundRequest(t *testing.T) {
 // the daemon drop the connection (451) or deciding for another domain.
 func TestEximInboundInjectionAgainstDaemon(t *testing.T) {
 	exim.Require(t)
+	t.Parallel()
 	_, policy := eximDaemon(t, otherFingerprint)
 	x := exim.New(t, eximConfig(t, ""))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -716,6 +724,7 @@ func TestEximInboundInjectionAgainstDaemon(t *testing.T) {
 // ccert_fingerprint) must be what the daemon's rules understand.
 func TestEximInboundTLS(t *testing.T) {
 	exim.Require(t)
+	t.Parallel()
 	certDir, err := os.MkdirTemp("", "tlspolicyd-exim-pki-")
 	if err != nil {
 		t.Fatal(err)
