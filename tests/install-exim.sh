@@ -34,9 +34,9 @@ version() {
 	nobody=$(getent passwd nobody | cut -d: -f3-4)
 	{ cat /etc/passwd; echo "Debian-exim:x:$nobody::/nonexistent:/usr/sbin/nologin"; } >"$nss/passwd"
 	{ cat /etc/group; echo "Debian-exim:x:${nobody#*:}:"; } >"$nss/group"
+	rc=0
 	LD_PRELOAD=$wrapper NSS_WRAPPER_PASSWD=$nss/passwd NSS_WRAPPER_GROUP=$nss/group \
-		"$bin" -bV -C /dev/null 2>&1
-	rc=$?
+		"$bin" -bV -C /dev/null 2>&1 || rc=$?
 	rm -rf "$nss"
 	return $rc
 }
