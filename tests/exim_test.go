@@ -63,8 +63,8 @@ inbound:
     header: X-TLS-Policy
 `
 
-// otherFingerprint is a syntactically valid fingerprint no test certificate has.
-var otherFingerprint = strings.TrimSuffix(strings.Repeat("AB:", 32), ":")
+// eximOtherFingerprint is a syntactically valid fingerprint no test certificate has.
+var eximOtherFingerprint = strings.TrimSuffix(strings.Repeat("AB:", 32), ":")
 
 // eximExamples returns the four fragments of examples/exim, read from the
 // repository so that what is tested is what users copy.
@@ -154,14 +154,14 @@ func eximDaemon(t *testing.T, fp string) (*harness.Daemon, string) {
 	return d, policy
 }
 
-// ns encodes s as a netstring, as the socketmap server frames its replies.
-func ns(s string) string { return itoa(len(s)) + ":" + s + "," }
+// eximNetstring encodes s as a netstring, as the socketmap server frames its replies.
+func eximNetstring(s string) string { return itoa(len(s)) + ":" + s + "," }
 
-// inet is the ${readsocket} spec for a host:port address.
-func inet(addr string) string { return "inet:" + addr }
+// eximInet is the ${readsocket} spec for a host:port address.
+func eximInet(addr string) string { return "inet:" + addr }
 
-// closedAddr is a loopback address nothing listens on.
-func closedAddr(t *testing.T) string {
+// eximClosedAddr is a loopback address nothing listens on.
+func eximClosedAddr(t *testing.T) string {
 	return net.JoinHostPort("127.0.0.1", itoa(harness.FreePort(t, "127.0.0.1")))
 }
 
@@ -173,7 +173,7 @@ func closedAddr(t *testing.T) string {
 func TestEximOutboundExpansion(t *testing.T) {
 	exim.Require(t)
 	t.Parallel()
-	d, _ := eximDaemon(t, otherFingerprint)
+	d, _ := eximDaemon(t, eximOtherFingerprint)
 	stub := harness.NewStubSocketmap(t, map[string]string{
 		"tls_policy temp.example":    "TEMP boom",
 		"tls_policy timeout.example": "TIMEOUT slow",
@@ -189,28 +189,28 @@ func TestEximOutboundExpansion(t *testing.T) {
 		transport         string
 		dnssec            string
 	}{
-		{"enforced", d.Addr, "bank.example", ns("OK encrypt"), "", "tlspolicyd_encrypt", ""},
-		{"parent entry", d.Addr, "a.b.bank.example", ns("OK encrypt"), "", "tlspolicyd_encrypt", ""},
-		{"case folded by the daemon", d.Addr, "Bank.EXAMPLE", ns("OK encrypt"), "", "tlspolicyd_encrypt", ""},
-		{"unlisted", d.Addr, "open.example", ns("NOTFOUND "), "", "remote_smtp", ""},
-		{"verify", d.Addr, "verify.example", ns("OK verify"), "", "tlspolicyd_verify", ""},
+		{"enforced", d.Addr, "bank.example", eximNetstring("OK encrypt"), "", "tlspolicyd_encrypt", ""},
+		{"parent entry", d.Addr, "a.b.bank.example", eximNetstring("OK encrypt"), "", "tlspolicyd_encrypt", ""},
+		{"case folded by the daemon", d.Addr, "Bank.EXAMPLE", eximNetstring("OK encrypt"), "", "tlspolicyd_encrypt", ""},
+		{"unlisted", d.Addr, "open.example", eximNetstring("NOTFOUND "), "", "remote_smtp", ""},
+		{"verify", d.Addr, "verify.example", eximNetstring("OK verify"), "", "tlspolicyd_verify", ""},
 		{"secure with attributes", d.Addr, "secure.example",
-			ns("OK secure match=nexthop:dot-nexthop protocols=>=TLSv1.2"), "", "tlspolicyd_secure", ""},
-		{"none", d.Addr, "none.example", ns("OK none"), "", "tlspolicyd_none", ""},
-		{"may", d.Addr, "may.example", ns("OK may"), "", "tlspolicyd_may", ""},
-		{"dane", d.Addr, "dane.example", ns("OK dane"), "", "tlspolicyd_dane", ""},
-		{"dane-only requires DNSSEC", d.Addr, "dane-only.example", ns("OK dane-only"), "", "tlspolicyd_dane_only", "*"},
+			eximNetstring("OK secure match=nexthop:dot-nexthop protocols=>=TLSv1.2"), "", "tlspolicyd_secure", ""},
+		{"none", d.Addr, "none.example", eximNetstring("OK none"), "", "tlspolicyd_none", ""},
+		{"may", d.Addr, "may.example", eximNetstring("OK may"), "", "tlspolicyd_may", ""},
+		{"dane", d.Addr, "dane.example", eximNetstring("OK dane"), "", "tlspolicyd_dane", ""},
+		{"dane-only requires DNSSEC", d.Addr, "dane-only.example", eximNetstring("OK dane-only"), "", "tlspolicyd_dane_only", "*"},
 		{"fingerprint is refused", d.Addr, "pinned.example", "", // answer checked by prefix below
 			":defer:TLS policy lookup for pinned.example failed: policy \"fingerprint\" is not supported with Exim",
 			"tlspolicyd_invalid_answer", ""},
-		{"TEMP", stub.Addr, "temp.example", ns("TEMP boom"),
-			":defer:TLS policy lookup for temp.example failed: " + ns("TEMP boom"), "tlspolicyd_invalid_answer", ""},
-		{"TIMEOUT", stub.Addr, "timeout.example", ns("TIMEOUT slow"),
-			":defer:TLS policy lookup for timeout.example failed: " + ns("TIMEOUT slow"), "tlspolicyd_invalid_answer", ""},
-		{"PERM", stub.Addr, "perm.example", ns("PERM unknown map"),
-			":defer:TLS policy lookup for perm.example failed: " + ns("PERM unknown map"), "tlspolicyd_invalid_answer", ""},
-		{"unknown level", stub.Addr, "bogus.example", ns("OK bogus"),
-			":defer:TLS policy lookup for bogus.example failed: " + ns("OK bogus"), "tlspolicyd_invalid_answer", ""},
+		{"TEMP", stub.Addr, "temp.example", eximNetstring("TEMP boom"),
+			":defer:TLS policy lookup for temp.example failed: " + eximNetstring("TEMP boom"), "tlspolicyd_invalid_answer", ""},
+		{"TIMEOUT", stub.Addr, "timeout.example", eximNetstring("TIMEOUT slow"),
+			":defer:TLS policy lookup for timeout.example failed: " + eximNetstring("TIMEOUT slow"), "tlspolicyd_invalid_answer", ""},
+		{"PERM", stub.Addr, "perm.example", eximNetstring("PERM unknown map"),
+			":defer:TLS policy lookup for perm.example failed: " + eximNetstring("PERM unknown map"), "tlspolicyd_invalid_answer", ""},
+		{"unknown level", stub.Addr, "bogus.example", eximNetstring("OK bogus"),
+			":defer:TLS policy lookup for bogus.example failed: " + eximNetstring("OK bogus"), "tlspolicyd_invalid_answer", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -218,7 +218,7 @@ func TestEximOutboundExpansion(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			got, err := x.Expand1(ctx, map[string]string{
-				"TLSPOLICYD_SOCKETMAP": inet(tc.server), "TLSPOLICYD_KEY": tc.key,
+				"TLSPOLICYD_SOCKETMAP": eximInet(tc.server), "TLSPOLICYD_KEY": tc.key,
 			}, "TLSPOLICYD_LOOKUP")
 			if err != nil {
 				t.Fatalf("lookup of %s: %v", tc.key, err)
@@ -276,7 +276,7 @@ func TestEximOutboundMalformedAnswers(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			srv := exim.NewScripted(t, exim.Fixed(tc.answer))
-			got, err := x.Expand1(ctx, map[string]string{"TLSPOLICYD_SOCKETMAP": inet(srv.Addr), "TLSPOLICYD_KEY": "x.example"}, "TLSPOLICYD_LOOKUP")
+			got, err := x.Expand1(ctx, map[string]string{"TLSPOLICYD_SOCKETMAP": eximInet(srv.Addr), "TLSPOLICYD_KEY": "x.example"}, "TLSPOLICYD_LOOKUP")
 			if err != nil {
 				t.Fatalf("lookup: %v", err)
 			}
@@ -304,7 +304,7 @@ func TestEximOutboundMalformedAnswers(t *testing.T) {
 		t.Parallel()
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		_, err := x.Expand1(ctx, map[string]string{"TLSPOLICYD_SOCKETMAP": inet(closedAddr(t))}, "TLSPOLICYD_LOOKUP")
+		_, err := x.Expand1(ctx, map[string]string{"TLSPOLICYD_SOCKETMAP": eximInet(eximClosedAddr(t))}, "TLSPOLICYD_LOOKUP")
 		var ee *exim.ExpandError
 		if !errors.As(err, &ee) || !strings.Contains(ee.Message, "Connection refused") {
 			t.Fatalf("lookup with the server down: %v; want a failed expansion (connection refused)", err)
@@ -316,7 +316,7 @@ func TestEximOutboundMalformedAnswers(t *testing.T) {
 		defer cancel()
 		srv := exim.NewScripted(t, exim.Fixed(exim.Answer{Hang: true}))
 		start := time.Now()
-		_, err := x.Expand1(ctx, map[string]string{"TLSPOLICYD_SOCKETMAP": inet(srv.Addr), "TLSPOLICYD_TIMEOUT": "1s"}, "TLSPOLICYD_LOOKUP")
+		_, err := x.Expand1(ctx, map[string]string{"TLSPOLICYD_SOCKETMAP": eximInet(srv.Addr), "TLSPOLICYD_TIMEOUT": "1s"}, "TLSPOLICYD_LOOKUP")
 		var ee *exim.ExpandError
 		if !errors.As(err, &ee) || !strings.Contains(ee.Message, "timed out") {
 			t.Fatalf("lookup against a silent server: %v; want a failed expansion (timed out)", err)
@@ -335,7 +335,7 @@ func TestEximOutboundMalformedAnswers(t *testing.T) {
 func TestEximOutboundRouting(t *testing.T) {
 	exim.Require(t)
 	t.Parallel()
-	d, _ := eximDaemon(t, otherFingerprint)
+	d, _ := eximDaemon(t, eximOtherFingerprint)
 	stub := harness.NewStubSocketmap(t, map[string]string{
 		"tls_policy temp.example": "TEMP boom",
 		"tls_policy perm.example": "PERM unknown map",
@@ -343,7 +343,7 @@ func TestEximOutboundRouting(t *testing.T) {
 	empty := exim.NewScripted(t, exim.Fixed(exim.Answer{}))
 	newline := exim.NewScripted(t, exim.Fixed(exim.Answer{Reply: "11:OK encrypt\n,"}))
 	x := exim.New(t, eximConfig(t, ""))
-	down := closedAddr(t)
+	down := eximClosedAddr(t)
 
 	routed := func(tr string) string { return "router = remote_mx, transport = " + tr }
 	deferred := "cannot be resolved at this time: "
@@ -361,8 +361,8 @@ func TestEximOutboundRouting(t *testing.T) {
 		{"dane-only", d.Addr, "user@dane-only.example", 0, routed("tlspolicyd_dane_only")},
 		{"fingerprint", d.Addr, "user@pinned.example", 1,
 			deferred + `TLS policy lookup for pinned.example failed: policy "fingerprint" is not supported with Exim`},
-		{"TEMP", stub.Addr, "user@temp.example", 1, deferred + "TLS policy lookup for temp.example failed: " + ns("TEMP boom")},
-		{"PERM", stub.Addr, "user@perm.example", 1, deferred + "TLS policy lookup for perm.example failed: " + ns("PERM unknown map")},
+		{"TEMP", stub.Addr, "user@temp.example", 1, deferred + "TLS policy lookup for temp.example failed: " + eximNetstring("TEMP boom")},
+		{"PERM", stub.Addr, "user@perm.example", 1, deferred + "TLS policy lookup for perm.example failed: " + eximNetstring("PERM unknown map")},
 		{"empty reply", empty.Addr, "user@bank.example", 1, deferred + "TLS policy lookup for bank.example failed: empty reply"},
 		{"newline in the reply", newline.Addr, "user@bank.example", 1,
 			deferred + "TLS policy lookup for bank.example failed: 11:OK encrypt ,"},
@@ -376,7 +376,7 @@ func TestEximOutboundRouting(t *testing.T) {
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			out, code, err := x.Route(ctx, map[string]string{"TLSPOLICYD_SOCKETMAP": inet(tc.server)}, tc.addr)
+			out, code, err := x.Route(ctx, map[string]string{"TLSPOLICYD_SOCKETMAP": eximInet(tc.server)}, tc.addr)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -393,7 +393,7 @@ func TestEximOutboundRouting(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		rec := harness.NewStubSocketmap(t, nil)
-		res, err := x.Run(ctx, map[string]string{"TLSPOLICYD_SOCKETMAP": inet(rec.Addr)}, "", "-bv", "user@bank.example")
+		res, err := x.Run(ctx, map[string]string{"TLSPOLICYD_SOCKETMAP": eximInet(rec.Addr)}, "", "-bv", "user@bank.example")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -409,7 +409,7 @@ func TestEximOutboundRouting(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		rec := harness.NewStubSocketmap(t, nil)
-		out, code, err := x.Route(ctx, map[string]string{"TLSPOLICYD_SOCKETMAP": inet(rec.Addr)}, "user@A.B.MiXeD.Example")
+		out, code, err := x.Route(ctx, map[string]string{"TLSPOLICYD_SOCKETMAP": eximInet(rec.Addr)}, "user@A.B.MiXeD.Example")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -422,9 +422,9 @@ func TestEximOutboundRouting(t *testing.T) {
 	})
 }
 
-// session is an SMTP session for exim -bh: one message from sender to rcpt,
+// eximSession is an SMTP session for exim -bh: one message from sender to rcpt,
 // with a body when data is set.
-func session(sender, rcpt string, data bool) []string {
+func eximSession(sender, rcpt string, data bool) []string {
 	lines := []string{"EHLO client.example", "MAIL FROM:<" + sender + ">", "RCPT TO:<" + rcpt + ">"}
 	if data {
 		lines = append(lines, "DATA", "Subject: test", "", "body", ".")
@@ -432,9 +432,9 @@ func session(sender, rcpt string, data bool) []string {
 	return append(lines, "QUIT")
 }
 
-// rcptReply returns the reply to the (only) RCPT of a session() transcript:
+// eximRcptReply returns the reply to the (only) RCPT of a eximSession() transcript:
 // greeting, EHLO, MAIL, RCPT.
-func rcptReply(t *testing.T, s *exim.Session) exim.Reply {
+func eximRcptReply(t *testing.T, s *exim.Session) exim.Reply {
 	t.Helper()
 	if len(s.Replies) < 4 || s.Replies[1].Code != 250 || s.Replies[2].Code != 250 {
 		t.Fatalf("session did not get to RCPT: %s", s.Raw)
@@ -450,9 +450,9 @@ func rcptReply(t *testing.T, s *exim.Session) exim.Reply {
 func TestEximInboundPolicy(t *testing.T) {
 	exim.Require(t)
 	t.Parallel()
-	_, policy := eximDaemon(t, otherFingerprint)
+	_, policy := eximDaemon(t, eximOtherFingerprint)
 	x := exim.New(t, eximConfig(t, ""))
-	down := closedAddr(t)
+	down := eximClosedAddr(t)
 	scripted := func(reply string) string {
 		return exim.NewScripted(t, exim.Fixed(exim.Answer{Reply: reply})).Addr
 	}
@@ -525,15 +525,15 @@ func TestEximInboundPolicy(t *testing.T) {
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			defines := map[string]string{"TLSPOLICYD_POLICY": inet(tc.server)}
+			defines := map[string]string{"TLSPOLICYD_POLICY": eximInet(tc.server)}
 			if tc.timeout != "" {
 				defines["TLSPOLICYD_PD_TIMEOUT"] = tc.timeout
 			}
-			s, err := x.HostCheck(ctx, defines, tc.client, session(tc.sender, tc.rcpt, tc.data), tc.extra...)
+			s, err := x.HostCheck(ctx, defines, tc.client, eximSession(tc.sender, tc.rcpt, tc.data), tc.extra...)
 			if err != nil {
 				t.Fatal(err)
 			}
-			r := rcptReply(t, s)
+			r := eximRcptReply(t, s)
 			if r.Code != tc.code {
 				t.Fatalf("RCPT reply %q, want code %d\n%s", r, tc.code, s.Raw)
 			}
@@ -557,32 +557,32 @@ func TestEximInboundPolicy(t *testing.T) {
 	}
 }
 
-// policyAttrs is the attribute order of the request acl.conf sends.
-var policyAttrs = []string{
+// eximPolicyAttrs is the attribute order of the request acl.conf sends.
+var eximPolicyAttrs = []string{
 	"request", "protocol_state", "protocol_name", "client_address", "client_name", "client_port",
 	"server_address", "server_port", "helo_name", "sender", "recipient", "recipient_count", "instance",
 	"sasl_username", "ccert_subject", "ccert_issuer", "ccert_fingerprint", "encryption_protocol",
 	"encryption_cipher", "encryption_keysize",
 }
 
-// parsePolicyRequest splits a recorded policy request into its attributes,
-// failing t unless it is one request: name=value lines in policyAttrs
+// eximParseRequest splits a recorded policy request into its attributes,
+// failing t unless it is one request: name=value lines in eximPolicyAttrs
 // order, each name once, then one empty line.
-func parsePolicyRequest(t *testing.T, req string) map[string]string {
+func eximParseRequest(t *testing.T, req string) map[string]string {
 	t.Helper()
 	body, ok := strings.CutSuffix(req, "\n\n")
 	if !ok || strings.Contains(body, "\n\n") || strings.Contains(body, "\r") {
 		t.Fatalf("not one request ending with an empty line: %q", req)
 	}
 	lines := strings.Split(body, "\n")
-	if len(lines) != len(policyAttrs) {
-		t.Fatalf("request has %d lines, want %d: %q", len(lines), len(policyAttrs), req)
+	if len(lines) != len(eximPolicyAttrs) {
+		t.Fatalf("request has %d lines, want %d: %q", len(lines), len(eximPolicyAttrs), req)
 	}
 	attrs := map[string]string{}
 	for i, l := range lines {
 		name, value, ok := strings.Cut(l, "=")
-		if !ok || name != policyAttrs[i] {
-			t.Fatalf("line %d is %q, want attribute %s: %q", i+1, l, policyAttrs[i], req)
+		if !ok || name != eximPolicyAttrs[i] {
+			t.Fatalf("line %d is %q, want attribute %s: %q", i+1, l, eximPolicyAttrs[i], req)
 		}
 		attrs[name] = value
 	}
@@ -602,21 +602,21 @@ func TestEximInboundRequest(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		rec := exim.NewScripted(t, exim.Fixed(exim.Answer{Reply: "action=DUNNO\n\n"}))
-		s, err := x.HostCheck(ctx, map[string]string{"TLSPOLICYD_POLICY": inet(rec.Addr)}, "198.51.100.7",
+		s, err := x.HostCheck(ctx, map[string]string{"TLSPOLICYD_POLICY": eximInet(rec.Addr)}, "198.51.100.7",
 			[]string{"EHLO client.example", "MAIL FROM:<alice@bank.example>", "RCPT TO:<bob@ourcorp.example>",
 				"RCPT TO:<carol@ourcorp.example>", "RSET", "MAIL FROM:<>", "RCPT TO:<bob@ourcorp.example>", "QUIT"},
 			"-oMs", "mx.partner.example")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r := rcptReply(t, s); r.Code != 250 {
+		if r := eximRcptReply(t, s); r.Code != 250 {
 			t.Fatalf("RCPT: %q", r)
 		}
 		reqs := rec.Requests()
 		if len(reqs) != 3 {
 			t.Fatalf("got %d requests, want one per RCPT (3): %q", len(reqs), reqs)
 		}
-		first := parsePolicyRequest(t, reqs[0])
+		first := eximParseRequest(t, reqs[0])
 		want := map[string]string{
 			"request": "smtpd_access_policy", "protocol_state": "RCPT", "protocol_name": "ESMTP",
 			"client_address": "198.51.100.7", "client_name": "mx.partner.example", "client_port": "40000",
@@ -633,14 +633,14 @@ func TestEximInboundRequest(t *testing.T) {
 		if !regexp.MustCompile(`^[0-9]+\.[0-9]+$`).MatchString(first["instance"]) {
 			t.Errorf("instance=%q, want pid.time", first["instance"])
 		}
-		second := parsePolicyRequest(t, reqs[1])
+		second := eximParseRequest(t, reqs[1])
 		if second["recipient"] != "carol@ourcorp.example" || second["recipient_count"] != "1" {
 			t.Errorf("second RCPT: recipient=%q recipient_count=%q", second["recipient"], second["recipient_count"])
 		}
 		if second["instance"] != first["instance"] {
 			t.Errorf("instance changed within one message: %q, %q", first["instance"], second["instance"])
 		}
-		third := parsePolicyRequest(t, reqs[2])
+		third := eximParseRequest(t, reqs[2])
 		if third["sender"] != "" {
 			t.Errorf("null sender sent as sender=%q, want empty", third["sender"])
 		}
@@ -676,18 +676,18 @@ func TestEximInboundRequest(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			rec := exim.NewScripted(t, exim.Fixed(exim.Answer{Reply: "action=DUNNO\n\n"}))
-			s, err := x.HostCheck(ctx, map[string]string{"TLSPOLICYD_POLICY": inet(rec.Addr)}, tc.client, tc.lines, tc.extra...)
+			s, err := x.HostCheck(ctx, map[string]string{"TLSPOLICYD_POLICY": eximInet(rec.Addr)}, tc.client, tc.lines, tc.extra...)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if r := rcptReply(t, s); r.Code != 250 {
+			if r := eximRcptReply(t, s); r.Code != 250 {
 				t.Fatalf("RCPT: %q (the SMTP side must accept the address for the test to mean anything)\n%s", r, s.Raw)
 			}
 			reqs := rec.Requests()
 			if len(reqs) != 1 {
 				t.Fatalf("got %d requests, want 1: %q", len(reqs), reqs)
 			}
-			attrs := parsePolicyRequest(t, reqs[0]) // also: no extra line, no repeated name
+			attrs := eximParseRequest(t, reqs[0]) // also: no extra line, no repeated name
 			if attrs[tc.attr] != tc.value {
 				t.Errorf("%s=%q, want %q", tc.attr, attrs[tc.attr], tc.value)
 			}
@@ -702,17 +702,17 @@ func TestEximInboundRequest(t *testing.T) {
 func TestEximInboundInjectionAgainstDaemon(t *testing.T) {
 	exim.Require(t)
 	t.Parallel()
-	_, policy := eximDaemon(t, otherFingerprint)
+	_, policy := eximDaemon(t, eximOtherFingerprint)
 	x := exim.New(t, eximConfig(t, ""))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	s, err := x.HostCheck(ctx, map[string]string{"TLSPOLICYD_POLICY": inet(policy)}, "198.51.100.7",
+	s, err := x.HostCheck(ctx, map[string]string{"TLSPOLICYD_POLICY": eximInet(policy)}, "198.51.100.7",
 		[]string{"EHLO client.example", "MAIL FROM:<\"a\rsender=carol@open.example\"@bank.example>",
 			"RCPT TO:<bob@ourcorp.example>", "QUIT"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := rcptReply(t, s); r.Code != 450 || !strings.Contains(r.Text(), "bank.example") {
+	if r := eximRcptReply(t, s); r.Code != 450 || !strings.Contains(r.Text(), "bank.example") {
 		t.Errorf("RCPT after a sender with an injection attempt: %q, want the bank-partners 450", r)
 	}
 }
@@ -747,7 +747,7 @@ tls_verify_certificates = `+pki.CAFile+`
 tls_try_verify_hosts = *
 `))
 	port := harness.FreePort(t, "127.0.0.1")
-	mta := x.StartDaemon(t, map[string]string{"TLSPOLICYD_POLICY": inet(rec.Addr)}, port)
+	mta := x.StartDaemon(t, map[string]string{"TLSPOLICYD_POLICY": eximInet(rec.Addr)}, port)
 
 	tls12, tls13 := uint16(tls.VersionTLS12), uint16(tls.VersionTLS13)
 	tests := []struct {
@@ -773,7 +773,7 @@ tls_try_verify_hosts = *
 		t.Run(tc.name, func(t *testing.T) {
 			// Sequential: the recorded request is the last one.
 			before := len(rec.Requests())
-			code, msg := smtpRcpt(t, mta.Addr, tc.tls, tc.cert, tc.sender, "bob@ourcorp.example")
+			code, msg := eximSMTPRcpt(t, mta.Addr, tc.tls, tc.cert, tc.sender, "bob@ourcorp.example")
 			if code != tc.code {
 				t.Errorf("RCPT: %d %s, want %d", code, msg, tc.code)
 			}
@@ -781,7 +781,7 @@ tls_try_verify_hosts = *
 			if len(reqs) != before+1 {
 				t.Fatalf("policy requests: %d new, want 1", len(reqs)-before)
 			}
-			attrs := parsePolicyRequest(t, reqs[len(reqs)-1])
+			attrs := eximParseRequest(t, reqs[len(reqs)-1])
 			if attrs["encryption_protocol"] != tc.proto {
 				t.Errorf("encryption_protocol=%q, want %q", attrs["encryption_protocol"], tc.proto)
 			}
@@ -806,10 +806,10 @@ tls_try_verify_hosts = *
 	}
 }
 
-// smtpRcpt connects to addr, optionally starts TLS with version v and client
+// eximSMTPRcpt connects to addr, optionally starts TLS with version v and client
 // certificate cert, and returns the reply code and text to RCPT TO:<rcpt>
 // after MAIL FROM:<sender>.
-func smtpRcpt(t *testing.T, addr string, v uint16, cert *tls.Certificate, sender, rcpt string) (int, string) {
+func eximSMTPRcpt(t *testing.T, addr string, v uint16, cert *tls.Certificate, sender, rcpt string) (int, string) {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
