@@ -203,7 +203,12 @@ func (m *Monitor) checkOne(ctx context.Context, e *store.Entry) []Finding {
 		m.Logger.Warn("outbound TLS policy", "event", string(f.Kind), "entry", e.Key, "source", ev.Source,
 			"testing", e.Testing, "reason", f.Reason)
 	}
-	if len(fs) == 0 {
+	switch {
+	case len(fs) > 0:
+	case r.Status == probe.StatusTemporary || r.Status == probe.StatusUnreachable:
+		m.Logger.Info("outbound probe inconclusive; retried at the next check", "entry", e.Key,
+			"level", checkLevel(e.Policy), "testing", e.Testing, "status", r.Status, "reason", r.Reason)
+	default:
 		m.Logger.Info("outbound probe ok", "entry", e.Key, "level", checkLevel(e.Policy), "testing", e.Testing, "status", r.Status)
 	}
 	return fs

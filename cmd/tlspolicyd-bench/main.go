@@ -8,8 +8,8 @@
 // latency percentiles, ratios to redis GET, and PASS/FAIL per target; the
 // exit status is 1 if a target failed.
 //
-//	go run ./cmd/tlspolicyd-bench            # about 2 minutes
-//	go run ./cmd/tlspolicyd-bench -quick     # about 20 seconds
+//	go run ./cmd/tlspolicyd-bench            # full run
+//	go run ./cmd/tlspolicyd-bench -quick     # smoke run on smaller tables
 package main
 
 import (
@@ -44,6 +44,7 @@ type options struct {
 	memProfile  string
 	heapProfile string
 	seed        uint64
+	steps       map[string]bool // load, reload, mem
 }
 
 func main() {
@@ -81,8 +82,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("tlspolicyd-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.DurationVar(&o.dur, "d", 5*time.Second, "duration of each load step")
-	fs.DurationVar(&o.reloadDur, "reload-d", 4*time.Second, "duration of the load during the reload step (the table is replaced 1 s in)")
-	fs.BoolVar(&o.quick, "quick", false, "smoke run of about 20 s: 1 s steps, 1 and 32 connections, no per-kind rows")
+	fs.DurationVar(&o.reloadDur, "reload-d", 15*time.Second, "longest load of the reload step: the table is replaced 1 s in, the load stops 1 s after the first new answer")
+	fs.BoolVar(&o.quick, "quick", false, "smoke run: 1 s steps, 1 and 32 connections, no per-kind rows, 10,000 entries, 1,000 rules, 100,000 entries for memory (flags given explicitly win)")
 	conns := fs.String("c", "1,8,32", "connection counts, comma-separated")
 	fs.IntVar(&o.entries, "entries", 100_000, "outbound entries of the benchmark table")
 	fs.IntVar(&o.rules, "rules", 10_000, "inbound rules of the benchmark table")
@@ -96,6 +97,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.memProfile, "memprofile", "", "run the servers inside this process and write an allocation profile of the load steps to `FILE`")
 	fs.StringVar(&o.heapProfile, "heapprofile", "", "load the -mem-entries table inside this process and write its heap profile (in-use memory) to `FILE`")
 	seed := fs.Uint64("seed", 7, "seed of the generated lookups and requests")
+	steps := fs.String("steps", "load,reload,mem", "steps to run, comma-separated: load (throughput and latency), reload (table replaced under load), mem (memory and start-up)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -104,20 +106,36 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("usage")
 	}
 	o.seed = *seed
+	o.steps = map[string]bool{}
+	for _, st := range strings.Split(*steps, ",") {
+		switch st = strings.TrimSpace(st); st {
+		case "load", "reload", "mem":
+			o.steps[st] = true
+		default:
+			fmt.Fprintf(stderr, "tlspolicyd-bench: -steps: unknown step %q (want load, reload, mem)\n", st)
+			return o, errors.New("usage")
+		}
+	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if o.quick {
 		if !set["d"] {
 			o.dur = time.Second
 		}
-		if !set["reload-d"] {
-			o.reloadDur = 2500 * time.Millisecond
-		}
 		if !set["c"] {
 			*conns = "1,32"
 		}
 		if !set["kinds"] {
 			o.categories = false
+		}
+		if !set["entries"] {
+			o.entries = 10_000
+		}
+		if !set["rules"] {
+			o.rules = 1_000
+		}
+		if !set["mem-entries"] {
+			o.memEntries = 100_000
 		}
 	}
 	for _, s := range strings.Split(*conns, ",") {

@@ -50,7 +50,7 @@ func TestSystemdSocketActivation(t *testing.T) {
 	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"`,
 		os.Args[0], "serve", "--table", "testdata/table",
 		"--socketmap", "127.0.0.1:1", "--policyd", "127.0.0.1:1", "--http", "",
-		"--probe-cache", "", "--resolver", "127.0.0.1:1")
+		"--probe-cache", "", "--event-log", "", "--resolver", "127.0.0.1:1")
 	cmd.Env = append(os.Environ(), "TLSPOLICYD_RUN_MAIN=1", "LISTEN_FDS=2", "LISTEN_FDNAMES=socketmap:policyd")
 	cmd.ExtraFiles = files
 	var stderr bytes.Buffer

@@ -17,6 +17,7 @@ import (
 	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/urfave/cli/v2"
 
+	"github.com/tlspolicyd/tlspolicyd/alert"
 	"github.com/tlspolicyd/tlspolicyd/engine"
 	"github.com/tlspolicyd/tlspolicyd/events"
 	"github.com/tlspolicyd/tlspolicyd/internal/config"
@@ -24,6 +25,7 @@ import (
 	"github.com/tlspolicyd/tlspolicyd/policyd"
 	"github.com/tlspolicyd/tlspolicyd/probe"
 	"github.com/tlspolicyd/tlspolicyd/socketmap"
+	"github.com/tlspolicyd/tlspolicyd/web"
 )
 
 const defaultConfigPath = "/etc/tlspolicyd/tlspolicyd.yaml"
@@ -57,6 +59,7 @@ func loadConfig(c *cli.Context) (config.Config, error) {
 	str("probe-cache", &cfg.Probe.Cache)
 	str("log-format", &cfg.Log.Format)
 	str("log-level", &cfg.Log.Level)
+	str("event-log", &cfg.Log.Events)
 	if c.IsSet("max-connections") {
 		cfg.MaxConnections = c.Int("max-connections")
 	}
@@ -78,6 +81,7 @@ func serveCommand() *cli.Command {
 		&cli.StringFlag{Name: "probe-cache", Usage: "probe cache `FILE` (default /var/lib/tlspolicyd/probes.json)"},
 		&cli.StringFlag{Name: "log-format", Usage: "log format: text or json"},
 		&cli.StringFlag{Name: "log-level", Usage: "log level: debug, info, warn or error"},
+		&cli.StringFlag{Name: "event-log", Usage: "JSON-lines event log `FILE`; \"\" disables (default /var/lib/tlspolicyd/events.jsonl)"},
 	)
 	return &cli.Command{
 		Name:  "serve",
@@ -108,10 +112,25 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 		return cli.Exit(err.Error(), 2)
 	}
 
+	// Events: a bounded ring (status page, report, metrics) persisted to an
+	// append-only log whose tail is read back, so a restart loses nothing.
 	ring := events.NewRing(1000)
+	if cfg.Log.Events != "" {
+		evlog, err := events.OpenLog(cfg.Log.Events, events.LogOptions{Logger: log})
+		if err != nil {
+			log.Warn("event log disabled: events are kept in memory only", "path", cfg.Log.Events, "error", err)
+		} else {
+			if err := evlog.Attach(ring); err != nil {
+				log.Warn("event log: earlier events not restored", "path", cfg.Log.Events, "error", err)
+			}
+			defer evlog.Close()
+		}
+	}
+	metrics := web.NewMetrics()
 	eng := engine.New(nil, nil, ring, log)
 	rl := &engine.Reloader{Path: cfg.Table, Engine: eng, Logger: log,
 		OnReload: func(err error) {
+			metrics.Reload(err)
 			if err != nil {
 				ring.Publish(events.Event{Kind: events.ReloadFailed, Reason: firstLine(err.Error()), Source: cfg.Table})
 			}
@@ -123,8 +142,15 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	// The prober, its persistent cache (learned policies, status page) and
 	// the monitor that re-probes enforced and testing entries.
 	prober := newProber(cfg, log)
+	probeFn := func(ctx context.Context, target string) (*probe.Result, error) {
+		r, err := prober.Probe(ctx, target)
+		if r != nil {
+			metrics.ProbeVerdict(r.Status)
+		}
+		return r, err
+	}
 	cache := probe.NewCache(probe.CacheConfig{
-		Probe:       prober.Probe,
+		Probe:       probeFn,
 		TTL:         cfg.Probe.TTL,
 		LearnMaxAge: eng.Store().Table().Defaults.LearnMaxAge,
 		Logger:      log.With("component", "probe-cache"),
@@ -139,7 +165,7 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 		cache.Load(cfg.Probe.Cache)
 	}
 	eng.SetLearner(cache)
-	mon := &engine.Monitor{Engine: eng, Probe: prober.Probe, Cache: cache, Interval: cfg.Probe.Interval, Logger: log.With("component", "monitor")}
+	mon := &engine.Monitor{Engine: eng, Probe: probeFn, Cache: cache, Interval: cfg.Probe.Interval, Logger: log.With("component", "monitor")}
 	eng.OnTesting = mon.Kick
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
@@ -175,21 +201,22 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	if l, err := open("socketmap", cfg.Listen.Socketmap); err != nil {
 		return cli.Exit("tlspolicyd: "+err.Error(), 1)
 	} else if l != nil {
-		srv := &socketmap.Server{Handler: eng, Logger: log.With("server", "socketmap"), MaxConns: cfg.MaxConnections}
+		srv := &socketmap.Server{Handler: metrics.Socketmap(eng), Logger: log.With("server", "socketmap"), MaxConns: cfg.MaxConnections}
 		servers = append(servers, server{"socketmap", func() error { return srv.Serve(l) }, srv.Shutdown})
 		log.Info("listening", "server", "socketmap", "addr", l.Addr().String())
 	}
 	if l, err := open("policyd", cfg.Listen.Policyd); err != nil {
 		return cli.Exit("tlspolicyd: "+err.Error(), 1)
 	} else if l != nil {
-		srv := &policyd.Server{Handler: eng, Logger: log.With("server", "policyd"), MaxConns: cfg.MaxConnections}
+		srv := &policyd.Server{Handler: metrics.Policyd(eng), Logger: log.With("server", "policyd"), MaxConns: cfg.MaxConnections}
 		servers = append(servers, server{"policyd", func() error { return srv.Serve(l) }, srv.Shutdown})
 		log.Info("listening", "server", "policyd", "addr", l.Addr().String())
 	}
 	if l, err := open("http", cfg.Listen.HTTP); err != nil {
 		return cli.Exit("tlspolicyd: "+err.Error(), 1)
 	} else if l != nil {
-		srv := &http.Server{Handler: httpHandler(eng), ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: web.New(web.Options{Engine: eng, Probes: cache, Metrics: metrics, Logger: log.With("server", "http")}),
+			ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 		servers = append(servers, server{"http", func() error { return srv.Serve(l) }, srv.Shutdown})
 		log.Info("listening", "server", "http", "addr", l.Addr().String())
 	}
@@ -212,6 +239,15 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	defer cancelWatch()
 	go func() { _ = cache.Run(watchCtx) }()
 	go func() { _ = mon.Run(watchCtx) }()
+	al := alert.New(alert.Config{MailTo: cfg.Alerts.MailTo, SMTP: cfg.Alerts.SMTP, Webhook: cfg.Alerts.Webhook,
+		Interval: cfg.Alerts.Interval, Logger: log.With("component", "alert")})
+	alertsDone := make(chan struct{})
+	if al.Enabled() {
+		ring.Subscribe(al.Notify)
+		go func() { defer close(alertsDone); _ = al.Run(watchCtx) }()
+	} else {
+		close(alertsDone)
+	}
 	go func() {
 		if err := rl.Run(watchCtx); err != nil {
 			log.Error("table watcher stopped; reload with SIGHUP", "error", err)
@@ -245,6 +281,7 @@ loop:
 		}
 	}
 	wg.Wait()
+	<-alertsDone // its last delivery attempt is bounded by its own timeout
 	if cfg.Probe.Cache != "" {
 		if err := cache.Save(); err != nil {
 			log.Warn("saving probe cache", "path", cfg.Probe.Cache, "error", err)
@@ -254,19 +291,6 @@ loop:
 		return cli.Exit("tlspolicyd: "+runErr.Error(), 1)
 	}
 	return nil
-}
-
-// httpHandler serves /healthz: 200 while a valid table is loaded, else 503.
-func httpHandler(eng *engine.Engine) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		if eng.Store() == nil {
-			http.Error(w, "no valid policy table loaded", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	return mux
 }
 
 // newProber builds the STARTTLS prober from the probe configuration.

@@ -50,6 +50,9 @@ type Alerts struct {
 type Log struct {
 	Format string `yaml:"format"` // text | json
 	Level  string `yaml:"level"`  // debug | info | warn | error
+	// Events is the append-only JSON-lines event log (rotated by size,
+	// read back at start so a restart loses no event); "" disables it.
+	Events string `yaml:"events"`
 }
 
 // Config is the daemon configuration.
@@ -87,7 +90,7 @@ func Default() Config {
 			Interval:    time.Hour,
 		},
 		Alerts: Alerts{SMTP: "127.0.0.1:25", Interval: time.Hour},
-		Log:    Log{Format: "text", Level: "info"},
+		Log:    Log{Format: "text", Level: "info", Events: "/var/lib/tlspolicyd/events.jsonl"},
 	}
 }
 

@@ -99,6 +99,7 @@ func StartDaemon(t testing.TB, bin, table string, extra ...string) *Daemon {
 	addr := net.JoinHostPort("127.0.0.1", itoa(FreePort(t, "127.0.0.1")))
 	args := append([]string{"serve", "--table", table, "--socketmap", addr, "--policyd", "", "--http", "",
 		"--probe-cache", filepath.Join(t.TempDir(), "probes.json"),
+		"--event-log", filepath.Join(t.TempDir(), "events.jsonl"),
 		// The daemon's prober must never query the machine's resolver (a
 		// non-loopback address): nothing listens on 127.0.0.1:1, so every
 		// probe fails at once as temporary.
