@@ -330,6 +330,10 @@ func FuzzPolicyRequest(f *testing.F) {
 	for _, s := range []string{
 		"a=1\n\n", "a=1\na=2\n\n", "noequals\n\n", "=v\n\n", "\n", "\r\n", "a=1\r\r\n\n",
 		"a=x\ry\n\n", "a=\x00\n\n", "a==\n\nb=\n\n", "a=1\nb=", "a=1\r",
+		// Values an SMTP client controls (sender, recipient, helo_name,
+		// client_name via PTR) trying to smuggle attributes or actions.
+		"sender=a@b\r\nrecipient=x\n\n", "helo_name=x\raction=OK\n\n", "sender=<>\x00action=OK\n\n",
+		"client_name=" + strings.Repeat("a.", 4000) + "\n\n", "request=smtpd_access_policy\nrequest=x\n\n",
 		"k=" + strings.Repeat("x", MaxLineSize) + "\n\n",
 	} {
 		f.Add([]byte(s))

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -65,7 +66,12 @@ func TestCanonical(t *testing.T) {
 }
 
 func FuzzParseTarget(f *testing.F) {
-	for _, s := range []string{"example.com", "[mx.example.com]:587", "[ipv6:2001:db8::1]", "a.b:25", "[", "x:"} {
+	for _, s := range []string{"example.com", "[mx.example.com]:587", "[ipv6:2001:db8::1]", "a.b:25", "[", "x:",
+		// Hostile or odd forms: mapped and zoned literals, bare IPs,
+		// ports out of range, control bytes, over-long names.
+		"[::ffff:127.0.0.1]", "[ipv6:::]:25", "[fe80::1%eth0]", "127.0.0.1", "[127.0.0.1]:0",
+		"example.com:65536", "example.com:025", "UPPER.Example.", "a..b", "a.b\x00c", "a.b\r\nc",
+		"[a.b]junk", strings.Repeat("a.", 130) + "com", strings.Repeat("x", 64) + ".example"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

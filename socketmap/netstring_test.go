@@ -328,7 +328,12 @@ func FuzzNetstring(f *testing.F) {
 }
 
 func FuzzRequest(f *testing.F) {
-	for _, s := range []string{"tls_policy bank.example", "m ", "m", " k", "", "a b c", "tls_policy [x]:25"} {
+	for _, s := range []string{"tls_policy bank.example", "m ", "m", " k", "", "a b c", "tls_policy [x]:25",
+		// Keys as an attacker could shape them (recipient domains, bounce
+		// senders): control bytes, reply injection, odd forms.
+		"tls_policy bank.example\r\nOK none", "tls_policy a\x00b", "tls_policy 5:OK x,", "tls_transport <>",
+		"tls_policy .example", "tls_policy [127.0.0.1]:25", "tls_transport alice@partner.example",
+		"tls_policy " + strings.Repeat("a", 300)} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
