@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 )
@@ -130,5 +132,72 @@ func TestProbeRateLimit(t *testing.T) {
 	}
 	if n := z.queries.Load(); n != queries+1 {
 		t.Errorf("%d DNS queries for the refused probes", n-queries-1)
+	}
+}
+
+// TestProbeHostileServerText: what an MX says is recorded as printable
+// text (no escape sequences, bare CRs or NULs that would reach logs, alert
+// mails and terminals), and a server that talks without end cannot make
+// the prober read more than maxSessionBytes.
+func TestProbeHostileServerText(t *testing.T) {
+	ca := newCA(t)
+	z := newZone(t)
+	f := newFarm(t, ca)
+	z.mx(t, "ansi.test", 10, "mx.ansi.test", "127.0.0.2")
+	f.rawServer(t, "127.0.0.2", scripted(map[string]string{
+		"":     "220-mx.ansi.test \x1b[2J\x1b]0;owned\x07 ready\r\n220 second\rline\x00 \xc2\x9b31m ok\r\n",
+		"EHLO": "250-mx.ansi.test\r\n250 STARTTLS\r\n",
+		// The refusal text lands in Error and in the verdict's reasons.
+		"STARTTLS": "454 4.7.0 no\x1b[31m TLS\rtoday\r\n",
+	}))
+	z.mx(t, "endless.test", 10, "mx.endless.test", "127.0.0.3")
+	f.rawServer(t, "127.0.0.3", func(c net.Conn) {
+		line := []byte("220-" + strings.Repeat("x", 1000) + "\r\n")
+		_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		for {
+			if _, err := c.Write(line); err != nil {
+				return
+			}
+		}
+	})
+	p := testProber(t, z, f, nil)
+
+	r, err := p.Probe(context.Background(), "ansi.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := r.MX[0].Addrs[0]
+	for name, s := range map[string]string{"banner": a.Banner, "error": a.Error, "reason": r.Reason} {
+		for _, c := range []byte(s) {
+			if c < 0x20 && !(c == '\n' && name == "banner") || c == 0x7f {
+				t.Errorf("%s %q holds control byte %#x", name, s, c)
+				break
+			}
+		}
+		if strings.Contains(s, "\u009b") {
+			t.Errorf("%s %q holds a C1 control", name, s)
+		}
+	}
+	if want := "mx.ansi.test ?[2J?]0;owned? ready\nsecond?line? ?31m ok"; a.Banner != want {
+		t.Errorf("banner %q, want %q", a.Banner, want)
+	}
+	if !strings.Contains(a.Error, "454 4.7.0 no?[31m TLS?today") {
+		t.Errorf("error %q", a.Error)
+	}
+
+	start := time.Now()
+	r, err = p.Probe(context.Background(), "endless.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a = r.MX[0].Addrs[0]
+	if a.Reached || a.ErrorClass == "" {
+		t.Errorf("endless banner accepted: %+v", a)
+	}
+	if len(a.Banner) > maxTextLen+len("…") {
+		t.Errorf("banner of %d bytes recorded", len(a.Banner))
+	}
+	if el := time.Since(start); el > 3*time.Second {
+		t.Errorf("endless banner probed for %v", el)
 	}
 }

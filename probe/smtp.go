@@ -14,6 +14,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // maxSessionBytes caps what one SMTP session may make us read in clear
@@ -78,6 +79,7 @@ func (p *Prober) probeAddr(ctx context.Context, mxHost, nexthop string, addr net
 		}
 		res.Error = err.Error()
 	}
+	res.cleanText()
 	p.log.LogAttrs(ctx, slog.LevelDebug, "probed address",
 		slog.String("host", mxHost), slog.String("addr", res.Addr), slog.String("class", res.ErrorClass),
 		slog.Bool("starttls", res.STARTTLS), slog.Duration("took", res.Duration))
@@ -255,4 +257,63 @@ func firstLine(s string) string {
 		return s[:i] + " …"
 	}
 	return s
+}
+
+// maxTextLen caps one text field of a result (banner, error, certificate
+// name): the remote server chose it.
+const maxTextLen = 4096
+
+// printable returns s as safe text: control characters (C0 except '\n'
+// when keepNL, DEL, C1) and invalid UTF-8 become '?', and it is cut to
+// maxTextLen bytes. Banners, replies and certificate names come from the
+// remote server and go to logs, events, alert mails, the status page and
+// terminals (the probe command): an escape sequence or a bare CR must not
+// reach any of them.
+func printable(s string, keepNL bool) string {
+	clean := len(s) <= maxTextLen
+	for i := 0; clean && i < len(s); i++ {
+		c := s[i]
+		clean = c >= 0x20 && c < 0x7f || c == '\n' && keepNL
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if b.Len() >= maxTextLen {
+			b.WriteString("…")
+			break
+		}
+		switch {
+		case r == '\n' && keepNL:
+		case r < 0x20, r >= 0x7f && r < 0xa0, r == utf8.RuneError:
+			r = '?'
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// cleanText makes every text field the remote server could influence
+// printable (see printable).
+func (a *AddrResult) cleanText() {
+	a.Banner = printable(a.Banner, true)
+	a.Warning = printable(a.Warning, false)
+	a.Error = printable(a.Error, false)
+	if t := a.TLS; t != nil {
+		t.TrustError = printable(t.TrustError, false)
+		t.Verify.Reason = printable(t.Verify.Reason, false)
+		t.Secure.Reason = printable(t.Secure.Reason, false)
+		for i := range t.Chain {
+			c := &t.Chain[i]
+			c.Subject = printable(c.Subject, false)
+			c.Issuer = printable(c.Issuer, false)
+			// A copy: the slice belongs to the parsed certificate.
+			names := make([]string, len(c.DNSNames))
+			for j, n := range c.DNSNames {
+				names[j] = printable(n, false)
+			}
+			c.DNSNames = names
+		}
+	}
 }
