@@ -71,6 +71,7 @@ func main() {
 	keys := flag.String("keys", "", "file of keys, one a line (default: generated d%d.example)")
 	nkeys := flag.Int("n", 1000, "generated keys")
 	expect := flag.String("expect", "", "reply prefix every answer must have (e.g. 'OK'); mismatches count as errors")
+	afterNew := flag.Duration("after-new", 0, "with -cases that have next answers: stop this long after the first new answer (-d is then the longest run)")
 	casesFile := flag.String("cases", "", "JSON-lines file of {key, req, want, prefix, contains, next}: every reply is checked against its case (overrides -keys)")
 	flag.Parse()
 
@@ -110,7 +111,9 @@ func main() {
 
 	var ops, errs atomic.Int64
 	st := make([]*stats, *conns)
-	deadline := time.Now().Add(*dur)
+	start := time.Now()
+	var deadline atomic.Int64 // UnixNano
+	deadline.Store(start.Add(*dur).UnixNano())
 	var wg sync.WaitGroup
 	var firstErr atomic.Value
 	for i := 0; i < *conns; i++ {
@@ -128,7 +131,7 @@ func main() {
 			defer c.Close()
 			r := bufio.NewReaderSize(c, 4096)
 			n := i * 7919
-			for time.Now().Before(deadline) {
+			for time.Now().UnixNano() < deadline.Load() {
 				tc := cases[n%len(cases)]
 				n++
 				t0 := time.Now()
@@ -146,7 +149,14 @@ func main() {
 				}
 				t1 := time.Now()
 				if err == nil {
+					seen := !s.firstNew.IsZero()
 					err = s.check(tc, reply, t0, t1)
+					if !seen && !s.firstNew.IsZero() && *afterNew > 0 {
+						// Shorten the run, never lengthen it.
+						end := t1.Add(*afterNew).UnixNano()
+						for d := deadline.Load(); end < d && !deadline.CompareAndSwap(d, end); d = deadline.Load() {
+						}
+					}
 				}
 				if err != nil {
 					errs.Add(1)
@@ -196,8 +206,9 @@ func main() {
 		}
 		fmt.Fprintln(os.Stderr, "error:", e)
 	}
+	elapsed := time.Duration(deadline.Load() - start.UnixNano())
 	line := fmt.Sprintf("proto=%s conns=%d ops=%d ops_per_s=%.0f p50_us=%d p99_us=%d p999_us=%d errors=%d wrong=%d",
-		*proto, *conns, ops.Load(), float64(ops.Load())/dur.Seconds(), pct(0.5), pct(0.99), pct(0.999), errs.Load(), wrong)
+		*proto, *conns, ops.Load(), float64(ops.Load())/elapsed.Seconds(), pct(0.5), pct(0.99), pct(0.999), errs.Load(), wrong)
 	if reload {
 		// stale: old answers to requests sent after some connection had
 		// already received a new answer, i.e. after the swap.

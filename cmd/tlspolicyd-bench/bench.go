@@ -768,7 +768,7 @@ func (b *bench) memoryStep(ctx context.Context) error {
 	rssStart, _ := procStatus(p.pid(), "VmRSS")
 	// Some lookups, checked, so the table is used as in production.
 	d := min(b.o.dur, time.Second)
-	r, err := b.loadgen(ctx, "socketmap 1M-entry table", "socketmap", sm, casesMem, 8, d)
+	r, err := b.loadgen(ctx, fmt.Sprintf("socketmap, %dk-entry table", b.o.memEntries/1000), "socketmap", sm, casesMem, 8, d)
 	if err != nil {
 		return err
 	}
