@@ -4,12 +4,16 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/tlspolicyd/tlspolicyd/events"
 	"github.com/tlspolicyd/tlspolicyd/policyd"
 	"github.com/tlspolicyd/tlspolicyd/socketmap"
 )
@@ -252,5 +256,210 @@ func TestLearnerFaultsFailClosed(t *testing.T) {
 				t.Errorf("bank.example: %q", got)
 			}
 		})
+	}
+}
+
+// hostileTable has an enforced rule an internet client can trigger at
+// will (mail to legal@) and a testing rule with a header.
+const hostileTable = `
+defaults:
+  outbound: may
+outbound:
+  bank.example: encrypt
+inbound:
+  - name: legal-inbox
+    to: [legal@ourcorp.example]
+    require: tls
+    action: reject
+  - name: pilot
+    from: [.evil.example]
+    require: tls1.3
+    testing: true
+    header: X-TLS-Policy
+`
+
+// printableASCII reports whether s holds only printable ASCII.
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// TestHostileRequestFields: the fields an SMTP client controls (sender,
+// recipient, HELO, client name via its PTR record) cannot inject a second
+// action or attribute into a policy reply, control bytes into events, or
+// line breaks into the log; and socketmap keys cannot shape an OK answer.
+func TestHostileRequestFields(t *testing.T) {
+	var logs logLines
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e := New(buildStore(t, hostileTable), nil, events.NewRing(100), log)
+	sm := &socketmap.Server{Handler: e, Logger: log}
+	pd := &policyd.Server{Handler: e, Logger: log}
+	smAddr, pdAddr := serveBoth(t, sm, pd)
+
+	long := strings.Repeat("a", 7000)
+	requests := []struct {
+		name      string
+		overrides []string
+		action    string // prefix
+	}{
+		{"CR and fake attribute in sender", []string{"sender=x@evil.example\raction=OK", "recipient=legal@ourcorp.example"}, "550 5.7.10 "},
+		{"NUL in sender", []string{"sender=x@ev\x00il.example", "recipient=legal@ourcorp.example"}, "550 5.7.10 "},
+		{"escape sequences in HELO and client name", []string{"helo_name=\x1b[2J\x1b]0;x\x07", "client_name=mx\x1b[31m.evil.example\r", "recipient=legal@ourcorp.example"}, "550 5.7.10 "},
+		{"CR in recipient", []string{"recipient=legal@ourcorp.example\r\x00"}, "DUNNO"},
+		{"huge sender domain", []string{"sender=x@" + long + ".evil.example", "recipient=legal@ourcorp.example"}, "550 5.7.10 "},
+		{"testing header with hostile sender", []string{"sender=p@x\x1b.evil.example", "encryption_protocol=TLSv1.2"}, "PREPEND X-TLS-Policy: would defer (rule pilot)"},
+	}
+	for _, r := range requests {
+		raw := rawRequest(t, fixture(t, plain, r.overrides...))
+		reply := exchange(t, pdAddr, raw)
+		lines := strings.Split(reply, "\n")
+		if len(lines) != 3 || lines[1] != "" || lines[2] != "" || !strings.HasPrefix(lines[0], "action="+r.action) {
+			t.Errorf("%s: reply %q, want one action line %q…", r.name, reply, r.action)
+			continue
+		}
+		if !printableASCII(lines[0]) {
+			t.Errorf("%s: reply line %q holds control bytes", r.name, lines[0])
+		}
+		if len(lines[0]) > 1024 {
+			t.Errorf("%s: reply line of %d bytes", r.name, len(lines[0]))
+		}
+	}
+	for _, ev := range e.Events().Recent(0) {
+		for name, v := range map[string]string{"domain": ev.Domain, "sender": ev.Sender, "client": ev.Client, "reason": ev.Reason} {
+			if !printableASCII(v) || len(v) > 256 {
+				t.Errorf("event %s %q: control bytes or too long", name, v)
+			}
+		}
+	}
+	// 4 blocked; 2 would-block (the huge sender domain is under
+	// .evil.example too).
+	if n := len(e.Events().Recent(0)); n != 6 {
+		t.Errorf("%d events, want 6", n)
+	}
+
+	for _, key := range []string{"bank.example\r\nOK none", "bank.example\x00", "x\x1b[2J.example", "5:OK x,"} {
+		r := smLookup(t, smAddr, key)
+		if r.Status == socketmap.StatusOK && r.Data != "may" {
+			t.Errorf("key %q answered %q", key, reply(r))
+		}
+	}
+	if got := reply(smLookup(t, smAddr, "BANK.example")); got != "OK encrypt" {
+		t.Errorf("bank.example after hostile keys: %q", got)
+	}
+	logs.check(t)
+}
+
+// TestSenderDomainFlood: counters for sender domains seen from the
+// internet stay bounded however many distinct domains arrive.
+func TestSenderDomainFlood(t *testing.T) {
+	e := New(buildStore(t, hostileTable), nil, nil, quietLogger())
+	ctx := context.Background()
+	req := fixture(t, plain)
+	for i := range 25000 {
+		req.Attrs["sender"] = fmt.Sprintf("x@d%d.example", i)
+		req.Attrs["instance"] = strconv.Itoa(i)
+		if _, err := e.Check(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snap := e.Stats().Snapshot()
+	if len(snap) > 10001 {
+		t.Errorf("%d sender domains counted, want at most 10000 and (other)", len(snap))
+	}
+	var total uint64
+	for _, d := range snap {
+		total += d.WithoutTLS
+	}
+	if total != 25000 {
+		t.Errorf("%d messages counted, want 25000", total)
+	}
+}
+
+// logLines collects log output and checks that every record is one line.
+type logLines struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logLines) check(t *testing.T) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.buf.String()
+	if out == "" {
+		t.Fatal("nothing logged")
+	}
+	for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		if !strings.HasPrefix(line, "time=") || strings.ContainsAny(line, "\r\x00\x1b") {
+			t.Errorf("log line not a single clean record: %q", line)
+		}
+	}
+}
+
+// serveBoth serves the two servers on loopback until the test ends.
+func serveBoth(t *testing.T, sm *socketmap.Server, pd *policyd.Server) (smAddr, pdAddr string) {
+	t.Helper()
+	l1, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go sm.Serve(l1)
+	go pd.Serve(l2)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = sm.Shutdown(ctx)
+		_ = pd.Shutdown(ctx)
+	})
+	return l1.Addr().String(), l2.Addr().String()
+}
+
+// rawRequest encodes req as Postfix would, values verbatim (a CR inside a
+// value included).
+func rawRequest(t *testing.T, req *policyd.Request) []byte {
+	t.Helper()
+	b, err := policyd.AppendRequest(nil, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// exchange sends one policy request on a new connection and returns
+// everything the server wrote until it closed the connection or 200 ms of
+// silence.
+func exchange(t *testing.T, addr string, raw []byte) string {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := nc.Write(raw); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	buf := make([]byte, 4096)
+	for {
+		_ = nc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		n, err := nc.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			return string(got)
+		}
 	}
 }
