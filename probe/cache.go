@@ -24,7 +24,12 @@ const (
 	DefaultSaveEvery   = 10 * time.Second
 	DefaultIdleAfter   = 7 * 24 * time.Hour
 	DefaultMaxQueue    = 10000
+	DefaultMaxEntries  = 50000
 )
+
+// dropLogEvery is the least time between two "probe queue full" log
+// lines: each line counts the probes dropped since the last.
+const dropLogEvery = 10 * time.Second
 
 // Event kinds reported through CacheConfig.OnEvent.
 const (
@@ -79,6 +84,14 @@ type CacheConfig struct {
 	// MaxQueue caps the targets waiting to be probed (default 10000);
 	// further Schedule calls are dropped until the queue drains.
 	MaxQueue int
+	// MaxEntries caps the results held, and separately the learned
+	// records (default 50000). With learning on, every lookup of an
+	// unlisted domain schedules a probe, and whoever can make Postfix look
+	// up domains (bounces to forged senders) picks them, so without a cap
+	// memory and the cache file would grow with an attacker's domain
+	// list. At the cap a new result replaces the one used least recently,
+	// and a new learned record the one confirmed least recently.
+	MaxEntries int
 	// OnEvent, if set, receives events. It is called from the cache's
 	// goroutines, outside its locks, and should not block for long.
 	OnEvent func(Event)
@@ -110,6 +123,9 @@ type Cache struct {
 	queue   []string
 	pending map[string]bool // queued or being probed
 	wake    chan struct{}
+
+	dropped     atomic.Int64 // probes dropped on a full queue, not yet logged
+	nextDropLog atomic.Int64 // unix nanoseconds: earliest next "queue full" line
 
 	dirty     atomic.Bool
 	saveMu    sync.Mutex
@@ -157,6 +173,9 @@ func NewCache(cfg CacheConfig) *Cache {
 	}
 	if cfg.MaxQueue <= 0 {
 		cfg.MaxQueue = DefaultMaxQueue
+	}
+	if cfg.MaxEntries <= 0 {
+		cfg.MaxEntries = DefaultMaxEntries
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -290,6 +309,9 @@ func (c *Cache) Put(r *Result) {
 		e.lastUsed.Store(now.UnixNano())
 	}
 	c.entries[cp.Target] = e
+	if old == nil && len(c.entries) > c.cfg.MaxEntries {
+		c.evictResultLocked(cp.Target)
+	}
 	if t, err := parseTarget(cp.Target, DefaultPort); err == nil && t.useMX && t.key == t.host {
 		ev = c.learnLocked(&cp, now)
 	}
@@ -314,6 +336,9 @@ func (c *Cache) learnLocked(r *Result, now time.Time) *Event {
 	case r.Status == StatusOK && r.Levels[LevelEncrypt].OK && r.Reachable() > 0:
 		if rec == nil || r.Time.Sub(rec.LastConfirmed) > c.cfg.LearnMaxAge {
 			c.learned[r.Target] = &learnedRec{Domain: r.Target, FirstLearned: r.Time, LastConfirmed: r.Time}
+			if rec == nil && len(c.learned) > c.cfg.MaxEntries {
+				c.evictLearnedLocked(r.Target)
+			}
 			return &Event{Time: now, Kind: EventLearned, Target: r.Target,
 				Reason: "every reachable MX offers STARTTLS: learned policy encrypt"}
 		}
@@ -340,6 +365,42 @@ func (c *Cache) learnLocked(r *Result, now time.Time) *Event {
 	return nil
 }
 
+// evictResultLocked drops the result used least recently, except keep's;
+// c.mu is held. A linear scan: it runs only at the cap, at most once per
+// probe, and probes are rate-limited.
+func (c *Cache) evictResultLocked(keep string) {
+	var victim string
+	var oldest int64
+	for k, e := range c.entries {
+		if k == keep {
+			continue
+		}
+		if lu := e.lastUsed.Load(); victim == "" || lu < oldest {
+			victim, oldest = k, lu
+		}
+	}
+	if victim != "" {
+		delete(c.entries, victim)
+		c.log.Debug("probe cache full: least recently used result dropped", "target", victim, "max_entries", c.cfg.MaxEntries)
+	}
+}
+
+// evictLearnedLocked drops the learned record confirmed least recently,
+// except keep's; c.mu is held.
+func (c *Cache) evictLearnedLocked(keep string) {
+	var victim *learnedRec
+	for k, rec := range c.learned {
+		if k != keep && (victim == nil || rec.LastConfirmed.Before(victim.LastConfirmed)) {
+			victim = rec
+		}
+	}
+	if victim != nil {
+		delete(c.learned, victim.Domain)
+		c.log.Warn("probe cache full: least recently confirmed learned policy dropped",
+			"domain", victim.Domain, "last_confirmed", victim.LastConfirmed, "max_entries", c.cfg.MaxEntries)
+	}
+}
+
 // Schedule queues target for a probe by Run, unless it is already queued
 // or being probed. It never blocks.
 func (c *Cache) Schedule(target string) {
@@ -354,7 +415,7 @@ func (c *Cache) Schedule(target string) {
 	}
 	if len(c.queue) >= c.cfg.MaxQueue {
 		c.qmu.Unlock()
-		c.log.Warn("probe queue full, probe dropped", "target", key, "max_queue", c.cfg.MaxQueue)
+		c.noteDropped(key)
 		return
 	}
 	c.pending[key] = true
@@ -364,6 +425,19 @@ func (c *Cache) Schedule(target string) {
 	case c.wake <- struct{}{}:
 	default:
 	}
+}
+
+// noteDropped counts a probe dropped on a full queue and logs at most one
+// line per dropLogEvery: a flood of lookups must not become a flood of
+// log lines.
+func (c *Cache) noteDropped(key string) {
+	c.dropped.Add(1)
+	now := time.Now().UnixNano()
+	next := c.nextDropLog.Load()
+	if now < next || !c.nextDropLog.CompareAndSwap(next, now+int64(dropLogEvery)) {
+		return
+	}
+	c.log.Warn("probe queue full, probes dropped", "dropped", c.dropped.Swap(0), "latest", key, "max_queue", c.cfg.MaxQueue)
 }
 
 // next takes the next queued target, waiting until there is one or ctx
@@ -541,6 +615,13 @@ func (c *Cache) Load(path string) {
 			continue
 		}
 		c.learned[rec.Domain] = &rec
+	}
+	// A file written under a higher MaxEntries.
+	for len(c.entries) > c.cfg.MaxEntries {
+		c.evictResultLocked("")
+	}
+	for len(c.learned) > c.cfg.MaxEntries {
+		c.evictLearnedLocked("")
 	}
 	n, l := len(c.entries), len(c.learned)
 	c.mu.Unlock()

@@ -49,15 +49,6 @@ func watch(t *testing.T, nc net.Conn) *rawConn {
 	return r
 }
 
-func (r *rawConn) isClosed() bool {
-	select {
-	case <-r.closed:
-		return true
-	default:
-		return false
-	}
-}
-
 // waitClosed asserts that the server closes r within wait.
 func (r *rawConn) waitClosed(t *testing.T, what string, wait time.Duration) {
 	t.Helper()
