@@ -3,9 +3,11 @@ package policyd
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -255,4 +257,47 @@ func TestMaxConnsPerListener(t *testing.T) {
 	if got := busy.reply(); got != "DUNNO" {
 		t.Errorf("busy: %q", got)
 	}
+}
+
+// TestClientNotReading: a client that pipelines requests and never reads
+// the replies cannot hold its connection (and the replies' memory): the
+// blocked write fails within ReadTimeout and the connection closes.
+func TestClientNotReading(t *testing.T) {
+	const rt = 300 * time.Millisecond
+	// No debug line per request: a million of them would take longer
+	// than the test under the race detector.
+	s := &Server{Handler: HandlerFunc(dunno), ReadTimeout: rt, Logger: slog.New(slog.DiscardHandler)}
+	ts := startServer(t, s, nil)
+	nc := dialTinyWindow(t, ts.addr)
+	defer nc.Close()
+	// 14-byte replies to 5-byte requests: 14 MB of replies, far more
+	// than the socket buffers hold.
+	req := []byte(strings.Repeat("a=1\n\n", 1000000))
+	go nc.Write(req)
+	waitFor(t, "a connection", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.conns) == 1 })
+	start := time.Now()
+	waitFor(t, "the connection closed", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.conns) == 0 })
+	if el := time.Since(start); el > rt+2*time.Second {
+		t.Errorf("closed after %v, want within about ReadTimeout %v", el, rt)
+	}
+}
+
+// dialTinyWindow connects with a 4 KiB receive buffer, so that the kernel
+// cannot absorb megabytes of unread replies (loopback autotuning would).
+func dialTinyWindow(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc
 }

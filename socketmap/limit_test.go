@@ -5,6 +5,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -255,4 +256,51 @@ func TestServerMaxConnsPerListener(t *testing.T) {
 	if got := busy.reply(); got != "OK slow" {
 		t.Errorf("busy: %q", got)
 	}
+}
+
+// TestServerClientNotReading: a client that pipelines requests and never
+// reads the replies cannot hold its connection (and the replies' memory):
+// the blocked write fails within ReadTimeout and the connection closes.
+func TestServerClientNotReading(t *testing.T) {
+	const rt = 300 * time.Millisecond
+	s := &Server{Handler: &fakeHandler{}, ReadTimeout: rt}
+	addr, logs := testServer(t, s)
+	nc := dialTinyWindow(t, addr)
+	defer nc.Close()
+	// 200 replies of 100 kB: far more than the socket buffers hold.
+	var req []byte
+	for range 200 {
+		req = AppendNetstring(req, "tls_policy big.example")
+	}
+	go nc.Write(req)
+	waitFor(t, "a connection", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.conns) == 1 })
+	start := time.Now()
+	waitFor(t, "the connection closed", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.conns) == 0 })
+	if el := time.Since(start); el > rt+2*time.Second {
+		t.Errorf("closed after %v, want within about ReadTimeout %v", el, rt)
+	}
+	// It stopped at the first failed write: the rest were not looked up.
+	if n := strings.Count(logs.String(), `msg="socketmap: lookup"`); n >= 200 {
+		t.Errorf("%d lookups answered into a dead connection", n)
+	}
+}
+
+// dialTinyWindow connects with a 4 KiB receive buffer, so that the kernel
+// cannot absorb megabytes of unread replies (loopback autotuning would).
+func dialTinyWindow(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc
 }

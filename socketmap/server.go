@@ -397,6 +397,7 @@ type conn struct {
 	curMap   string
 	curKey   string
 	mapStr   string // previous map name, reused while it repeats
+	writeErr error  // first failed write of a reply; owned by whoever writes
 
 	closeOnce sync.Once
 }
@@ -457,8 +458,13 @@ func (c *conn) writeReply(r Reply) {
 	if len(b) > c.w.Available() {
 		c.renewWriteDeadline(time.Now())
 	}
-	// An error sticks in the writer and is reported by the next flush.
-	_, _ = c.w.Write(b)
+	// A reply larger than the buffer is written straight to the socket,
+	// leaving the buffer empty: keep the error, or a write that timed out
+	// would go unnoticed and the connection would read and answer on
+	// without anyone reading the replies.
+	if _, err := c.w.Write(b); err != nil && c.writeErr == nil {
+		c.writeErr = err
+	}
 }
 
 func (c *conn) flush() error {
@@ -551,6 +557,10 @@ func (c *conn) serve() {
 			// The watchdog owns the connection (it answers and
 			// closes it), or MaxConns closed it.
 			handedOver = true
+			return
+		}
+		if c.writeErr != nil {
+			c.log.Debug("socketmap: write failed", "remote", c.remote, "err", c.writeErr)
 			return
 		}
 		if c.s.shutdown.Load() {
