@@ -1,15 +1,18 @@
 package probe
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -263,5 +266,62 @@ func TestCacheQueueFullLogsOnce(t *testing.T) {
 	}
 	if got := c.dropped.Load(); got != 498 {
 		t.Errorf("%d drops counted for the next line, want 498", got)
+	}
+}
+
+// TestProbeSendsNoMail: a probe is banner, EHLO, STARTTLS and QUIT; the
+// prober never sends MAIL, RCPT or DATA, so it cannot be used to deliver
+// or relay mail, whatever the MX answers.
+func TestProbeSendsNoMail(t *testing.T) {
+	ca := newCA(t)
+	z := newZone(t)
+	f := newFarm(t, ca)
+	var mu sync.Mutex
+	var verbs []string
+	record := func(replies map[string]string) func(net.Conn) {
+		return func(c net.Conn) {
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			_, _ = io.WriteString(c, replies[""])
+			r := bufio.NewReader(c)
+			for {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					return
+				}
+				verb := strings.ToUpper(strings.Fields(line + " x")[0])
+				mu.Lock()
+				verbs = append(verbs, verb)
+				mu.Unlock()
+				reply, ok := replies[verb]
+				if !ok {
+					reply = "250 2.0.0 ok, go on\r\n" // invites anything
+				}
+				if _, err := io.WriteString(c, reply); err != nil || verb == "QUIT" {
+					return
+				}
+			}
+		}
+	}
+	z.mx(t, "plain.test", 10, "mx.plain.test", "127.0.0.2")
+	f.rawServer(t, "127.0.0.2", record(map[string]string{"": "220 plain\r\n", "EHLO": "250-plain\r\n250 PIPELINING\r\n", "QUIT": "221 bye\r\n"}))
+	z.mx(t, "refuses.test", 10, "mx.refuses.test", "127.0.0.3")
+	f.rawServer(t, "127.0.0.3", record(map[string]string{"": "220 refuses\r\n", "EHLO": "250-refuses\r\n250 STARTTLS\r\n", "STARTTLS": "454 4.7.0 not now\r\n", "QUIT": "221 bye\r\n"}))
+	p := testProber(t, z, f, nil)
+	for _, target := range []string{"plain.test", "refuses.test"} {
+		if _, err := p.Probe(context.Background(), target); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(verbs) == 0 {
+		t.Fatal("no command recorded")
+	}
+	for _, v := range verbs {
+		switch v {
+		case "EHLO", "STARTTLS", "QUIT":
+		default:
+			t.Errorf("prober sent %s (all: %v)", v, verbs)
+		}
 	}
 }
