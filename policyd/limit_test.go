@@ -2,6 +2,7 @@ package policyd
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -38,6 +39,38 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 	}
 	t.Fatalf("timed out waiting for %s", what)
+}
+
+// waitLong polls cond for up to 20 s: for properties that must hold
+// eventually but whose timing a loaded machine stretches.
+func waitLong(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// refusalLines returns how many refusals the log accounts for and in how
+// many lines: first lines count one each, "(repeated)" lines their times.
+func refusalLines(log, line string) (refusals, lines int) {
+	for _, l := range strings.Split(log, "\n") {
+		switch {
+		case strings.Contains(l, line+"\""):
+			refusals++
+			lines++
+		case strings.Contains(l, line+" (repeated)\""):
+			var n int
+			if i := strings.Index(l, " times="); i >= 0 {
+				fmt.Sscanf(l[i+len(" times="):], "%d", &n)
+			}
+			refusals += n
+			lines++
+		}
+	}
+	return refusals, lines
 }
 
 // rawConn is a client that only watches for the server closing the
@@ -109,6 +142,7 @@ func drip(t *testing.T, nc net.Conn, payload string, every time.Duration) {
 // Handler, newcomers are closed at once (not queued), and the log gets one
 // line per window with a count of the rest.
 func TestMaxConnsRefusalsRateLimited(t *testing.T) {
+	t.Parallel()
 	entered := make(chan struct{}, 2)
 	release := make(chan struct{})
 	s := &Server{MaxConns: 2, RequestTimeout: time.Minute, Handler: HandlerFunc(func(context.Context, *Request) (Action, error) {
@@ -116,7 +150,7 @@ func TestMaxConnsRefusalsRateLimited(t *testing.T) {
 		<-release
 		return "DUNNO", nil
 	})}
-	s.limitLog.every = 300 * time.Millisecond
+	s.limitLog.every = time.Second
 	ts := startServer(t, s, nil)
 	a, b := dial(t, "tcp", ts.addr), dial(t, "tcp", ts.addr)
 	a.send("sender=a\n\n")
@@ -128,21 +162,27 @@ func TestMaxConnsRefusalsRateLimited(t *testing.T) {
 	for i := range newcomers {
 		start := time.Now()
 		r := watch(t, dialRaw(t, ts.addr))
-		r.waitClosed(t, "connection over the limit", 2*time.Second)
+		r.waitClosed(t, "connection over the limit", 5*time.Second)
 		if len(r.got) != 0 {
 			t.Fatalf("refused connection %d got %q", i, r.got)
 		}
-		if el := time.Since(start); el > time.Second {
+		// At once, not when a slot frees (never, here): a generous
+		// bound for a loaded machine.
+		if el := time.Since(start); el > 3*time.Second {
 			t.Errorf("refused connection %d closed after %v, want at once", i, el)
 		}
 	}
+	// Every refusal is accounted for (the last window's count comes when
+	// it ends), in far fewer lines than refusals.
 	const line = "closing new connection (no idle or slow connection to close)"
-	if n := strings.Count(ts.log.String(), line+"\""); n != 1 {
-		t.Errorf("%d refusal lines for %d refusals, want 1 (rate-limited):\n%s", n, newcomers, ts.log)
-	}
-	waitFor(t, "the count of the other refusals", func() bool {
-		return strings.Contains(ts.log.String(), line+" (repeated)\" times=19")
+	var refusals, lines int
+	waitLong(t, "every refusal logged or counted", func() bool {
+		refusals, lines = refusalLines(ts.log.String(), line)
+		return refusals == newcomers
 	})
+	if lines > newcomers/4 {
+		t.Errorf("%d log lines for %d refusals, want a few (rate-limited):\n%s", lines, newcomers, ts.log)
+	}
 	close(release)
 	if got := a.reply(); got != "DUNNO" {
 		t.Errorf("busy a: %q", got)
@@ -158,9 +198,10 @@ func TestMaxConnsRefusalsRateLimited(t *testing.T) {
 // (over SlowRequest) makes room; normal clients get their answers
 // promptly, and no dripper ever gets one.
 func TestMaxConnsSlowLoris(t *testing.T) {
+	t.Parallel()
 	const (
 		maxConns    = 4
-		readTimeout = 4 * time.Second
+		readTimeout = 8 * time.Second
 		every       = 100 * time.Millisecond
 	)
 	s := &Server{Handler: HandlerFunc(echoSender), MaxConns: maxConns, ReadTimeout: readTimeout}
@@ -180,7 +221,7 @@ func TestMaxConnsSlowLoris(t *testing.T) {
 	}
 	// The third and fourth dripper took the idle connections' places.
 	for i, r := range idlers {
-		r.waitClosed(t, "idle connection", time.Second)
+		r.waitClosed(t, "idle connection", readTimeout/4)
 		if len(r.got) != 0 {
 			t.Errorf("idle connection %d got %q", i, r.got)
 		}
@@ -197,13 +238,13 @@ func TestMaxConnsSlowLoris(t *testing.T) {
 		if got := c.reply(); got != "450 4.7.10 sender alice@bank.example" {
 			t.Fatalf("%s: %q", name, got)
 		}
-		if el := time.Since(t0); el > readTimeout/10 {
+		if el := time.Since(t0); el > readTimeout/4 {
 			t.Errorf("%s answered after %v, want well under ReadTimeout %v", name, el, readTimeout)
 		}
 		return c
 	}
 	first := request("first normal client")
-	drippers[0].waitClosed(t, "longest dripper", time.Second)
+	drippers[0].waitClosed(t, "longest dripper", readTimeout/4)
 	waitFor(t, "first client idle", func() bool { idle, _, _ := phaseCounts(s); return idle == 1 })
 	// The next one takes the place of the idle client (which would
 	// reconnect), as idle connections go first.
@@ -211,11 +252,11 @@ func TestMaxConnsSlowLoris(t *testing.T) {
 	first.expectClosed()
 	// The others are bounded by ReadTimeout; none gets an answer.
 	for i, r := range drippers {
-		r.waitClosed(t, "dripper", readTimeout+2*time.Second)
+		r.waitClosed(t, "dripper", readTimeout+5*time.Second)
 		if len(r.got) != 0 {
 			t.Errorf("dripper %d got %q", i, r.got)
 		}
-		if el := r.at.Sub(start); el > readTimeout+2*time.Second {
+		if el := r.at.Sub(start); el > readTimeout+5*time.Second {
 			t.Errorf("dripper %d closed after %v", i, el)
 		}
 	}
@@ -263,23 +304,22 @@ func TestMaxConnsPerListener(t *testing.T) {
 // the replies cannot hold its connection (and the replies' memory): the
 // blocked write fails within ReadTimeout and the connection closes.
 func TestClientNotReading(t *testing.T) {
+	t.Parallel()
 	const rt = 300 * time.Millisecond
-	// No debug line per request: a million of them would take longer
-	// than the test under the race detector.
-	s := &Server{Handler: HandlerFunc(dunno), ReadTimeout: rt, Logger: slog.New(slog.DiscardHandler)}
+	// 4 kB replies, so that a few hundred fill the socket buffers.
+	long := Action("450 4.7.10 " + strings.Repeat("x", 4000))
+	s := &Server{ReadTimeout: rt, IdleTimeout: time.Minute, Logger: slog.New(slog.DiscardHandler),
+		Handler: HandlerFunc(func(context.Context, *Request) (Action, error) { return long, nil })}
 	ts := startServer(t, s, nil)
 	nc := dialTinyWindow(t, ts.addr)
 	defer nc.Close()
-	// 14-byte replies to 5-byte requests: 14 MB of replies, far more
-	// than the socket buffers hold.
-	req := []byte(strings.Repeat("a=1\n\n", 1000000))
+	// 20,000 requests: 80 MB of replies, far more than the socket
+	// buffers hold.
+	req := []byte(strings.Repeat("a=1\n\n", 20000))
 	go nc.Write(req)
 	waitFor(t, "a connection", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.conns) == 1 })
-	start := time.Now()
-	waitFor(t, "the connection closed", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.conns) == 0 })
-	if el := time.Since(start); el > rt+2*time.Second {
-		t.Errorf("closed after %v, want within about ReadTimeout %v", el, rt)
-	}
+	// Closed by the write deadline, not left to IdleTimeout.
+	waitLong(t, "the connection closed", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.conns) == 0 })
 }
 
 // dialTinyWindow connects with a 4 KiB receive buffer, so that the kernel

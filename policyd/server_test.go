@@ -511,6 +511,9 @@ func TestMaxConns(t *testing.T) {
 	a := dial(t, "tcp", ts.addr)
 	a.send("sender=a\n\n")
 	a.reply()
+	// The client reads the reply a moment before the server marks the
+	// connection idle: wait, so that a has been idle longer than b.
+	waitIdle(t, ts.Server, 1)
 	b := dial(t, "tcp", ts.addr)
 	b.send("sender=b\n\n")
 	b.reply()

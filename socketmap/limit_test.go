@@ -1,6 +1,7 @@
 package socketmap
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -25,6 +26,38 @@ func phaseCounts(s *Server) (idle, active, handler int) {
 		}
 	}
 	return
+}
+
+// waitLong polls cond for up to 20 s: for properties that must hold
+// eventually but whose timing a loaded machine stretches.
+func waitLong(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// refusalLines returns how many refusals the log accounts for and in how
+// many lines: first lines count one each, "(repeated)" lines their times.
+func refusalLines(log, line string) (refusals, lines int) {
+	for _, l := range strings.Split(log, "\n") {
+		switch {
+		case strings.Contains(l, line+"\""):
+			refusals++
+			lines++
+		case strings.Contains(l, line+" (repeated)\""):
+			var n int
+			if i := strings.Index(l, " times="); i >= 0 {
+				fmt.Sscanf(l[i+len(" times="):], "%d", &n)
+			}
+			refusals += n
+			lines++
+		}
+	}
+	return refusals, lines
 }
 
 // rawConn is a client that only watches for the server closing the
@@ -121,9 +154,10 @@ func TestServerMaxConnsEvictsIdle(t *testing.T) {
 // Handler, newcomers are closed at once (not queued), and the log gets one
 // line per window with a count of the rest.
 func TestServerMaxConnsRefusesWhenBusy(t *testing.T) {
+	t.Parallel()
 	h := newBlocking(t)
 	s := &Server{Handler: h, MaxConns: 2, RequestTimeout: time.Minute}
-	s.limitLog.every = 300 * time.Millisecond
+	s.limitLog.every = time.Second
 	addr, logs := testServer(t, s)
 	a, b := dial(t, "tcp", addr), dial(t, "tcp", addr)
 	a.send(string(AppendNetstring(nil, "tls_policy slow.example")))
@@ -135,21 +169,27 @@ func TestServerMaxConnsRefusesWhenBusy(t *testing.T) {
 	for i := range newcomers {
 		start := time.Now()
 		r := watch(t, dialRaw(t, addr))
-		r.waitClosed(t, "connection over the limit", 2*time.Second)
+		r.waitClosed(t, "connection over the limit", 5*time.Second)
 		if len(r.got) != 0 {
 			t.Fatalf("refused connection %d got %q", i, r.got)
 		}
-		if el := time.Since(start); el > time.Second {
+		// At once, not when a slot frees (never, here): a generous
+		// bound for a loaded machine.
+		if el := time.Since(start); el > 3*time.Second {
 			t.Errorf("refused connection %d closed after %v, want at once", i, el)
 		}
 	}
+	// Every refusal is accounted for (the last window's count comes when
+	// it ends), in far fewer lines than refusals.
 	const line = "closing new connection (no idle or slow connection to close)"
-	if n := strings.Count(logs.String(), line+"\""); n != 1 {
-		t.Errorf("%d refusal lines for %d refusals, want 1 (rate-limited):\n%s", n, newcomers, logs)
-	}
-	waitFor(t, "the count of the other refusals", func() bool {
-		return strings.Contains(logs.String(), line+" (repeated)\" times=19")
+	var refusals, lines int
+	waitLong(t, "every refusal logged or counted", func() bool {
+		refusals, lines = refusalLines(logs.String(), line)
+		return refusals == newcomers
 	})
+	if lines > newcomers/4 {
+		t.Errorf("%d log lines for %d refusals, want a few (rate-limited):\n%s", lines, newcomers, logs)
+	}
 
 	close(h.release)
 	if got := a.reply(); got != "OK slow" {
@@ -166,9 +206,10 @@ func TestServerMaxConnsRefusesWhenBusy(t *testing.T) {
 // arriving for longest (over SlowRequest) makes room; normal clients get
 // their answers promptly, and no dripper ever gets one.
 func TestServerMaxConnsSlowLoris(t *testing.T) {
+	t.Parallel()
 	const (
 		maxConns    = 4
-		readTimeout = 4 * time.Second
+		readTimeout = 8 * time.Second
 		every       = 100 * time.Millisecond
 	)
 	s := &Server{Handler: &fakeHandler{}, MaxConns: maxConns, ReadTimeout: readTimeout}
@@ -188,7 +229,7 @@ func TestServerMaxConnsSlowLoris(t *testing.T) {
 	}
 	// The third and fourth dripper took the idle connections' places.
 	for i, r := range idlers {
-		r.waitClosed(t, "idle connection", time.Second)
+		r.waitClosed(t, "idle connection", readTimeout/4)
 		if len(r.got) != 0 {
 			t.Errorf("idle connection %d got %q", i, r.got)
 		}
@@ -204,13 +245,13 @@ func TestServerMaxConnsSlowLoris(t *testing.T) {
 		if got := c.lookup("tls_policy", "bank.example"); got != "OK secure match=nexthop" {
 			t.Fatalf("%s: %q", name, got)
 		}
-		if el := time.Since(t0); el > readTimeout/10 {
+		if el := time.Since(t0); el > readTimeout/4 {
 			t.Errorf("%s answered after %v, want well under ReadTimeout %v", name, el, readTimeout)
 		}
 		return c
 	}
 	first := lookup("first normal client")
-	drippers[0].waitClosed(t, "longest dripper", time.Second)
+	drippers[0].waitClosed(t, "longest dripper", readTimeout/4)
 	waitFor(t, "first client idle", func() bool { idle, _, _ := phaseCounts(s); return idle == 1 })
 	// The next one takes the place of the idle client (which would
 	// reconnect), as idle connections go first.
@@ -218,11 +259,11 @@ func TestServerMaxConnsSlowLoris(t *testing.T) {
 	first.expectClosed(time.Second)
 	// The others are bounded by ReadTimeout; none gets an answer.
 	for i, r := range drippers {
-		r.waitClosed(t, "dripper", readTimeout+2*time.Second)
+		r.waitClosed(t, "dripper", readTimeout+5*time.Second)
 		if len(r.got) != 0 {
 			t.Errorf("dripper %d got %q", i, r.got)
 		}
-		if el := r.at.Sub(start); el > readTimeout+2*time.Second {
+		if el := r.at.Sub(start); el > readTimeout+5*time.Second {
 			t.Errorf("dripper %d closed after %v", i, el)
 		}
 	}
@@ -262,8 +303,9 @@ func TestServerMaxConnsPerListener(t *testing.T) {
 // reads the replies cannot hold its connection (and the replies' memory):
 // the blocked write fails within ReadTimeout and the connection closes.
 func TestServerClientNotReading(t *testing.T) {
+	t.Parallel()
 	const rt = 300 * time.Millisecond
-	s := &Server{Handler: &fakeHandler{}, ReadTimeout: rt}
+	s := &Server{Handler: &fakeHandler{}, ReadTimeout: rt, IdleTimeout: time.Minute}
 	addr, logs := testServer(t, s)
 	nc := dialTinyWindow(t, addr)
 	defer nc.Close()
@@ -274,11 +316,8 @@ func TestServerClientNotReading(t *testing.T) {
 	}
 	go nc.Write(req)
 	waitFor(t, "a connection", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.conns) == 1 })
-	start := time.Now()
-	waitFor(t, "the connection closed", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.conns) == 0 })
-	if el := time.Since(start); el > rt+2*time.Second {
-		t.Errorf("closed after %v, want within about ReadTimeout %v", el, rt)
-	}
+	// Closed by the write deadline, not left to IdleTimeout.
+	waitLong(t, "the connection closed", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.conns) == 0 })
 	// It stopped at the first failed write: the rest were not looked up.
 	if n := strings.Count(logs.String(), `msg="socketmap: lookup"`); n >= 200 {
 		t.Errorf("%d lookups answered into a dead connection", n)
