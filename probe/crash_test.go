@@ -127,6 +127,7 @@ func TestCacheSurvivesSIGKILL(t *testing.T) {
 		// Let it save a few times, then kill it at a random moment.
 		for range 1 + rand.IntN(3) {
 			if !lines.Scan() {
+				_ = cmd.Wait() // stderr is complete (and no longer written) after Wait
 				t.Fatalf("round %d: child ended early: %s", round, stderr.String())
 			}
 		}

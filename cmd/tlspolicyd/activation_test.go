@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -53,8 +54,8 @@ func TestSystemdSocketActivation(t *testing.T) {
 		"--probe-cache", "", "--event-log", "", "--resolver", "127.0.0.1:1")
 	cmd.Env = append(os.Environ(), "TLSPOLICYD_RUN_MAIN=1", "LISTEN_FDS=2", "LISTEN_FDNAMES=socketmap:policyd")
 	cmd.ExtraFiles = files
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -113,4 +114,23 @@ func TestSystemdSocketActivation(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("daemon did not stop within 15 s of SIGTERM")
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the exec package's copying
+// goroutine to write while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
