@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -73,6 +75,49 @@ func TestDecodeValid(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// Decoding into the same Request reuses its map, and nothing of the
+// previous request survives in it: an attribute one request sent and the
+// next did not (a client certificate, say) must read as absent.
+func TestDecodeReusesMap(t *testing.T) {
+	var many strings.Builder
+	for i := range maxReusedAttrs + 1 {
+		fmt.Fprintf(&many, "a%d=x\n", i)
+	}
+	input := "request=smtpd_access_policy\nccert_fingerprint=AB:CD\nsender=a@b.example\n\n" +
+		"request=smtpd_access_policy\nsender=c@d.example\n\n" +
+		many.String() + "\n" +
+		"sender=e@f.example\n\n"
+	d := NewDecoder(bufio.NewReader(strings.NewReader(input)))
+	var req Request
+	want := []struct {
+		attrs  map[string]string // nil: only the count is checked
+		n      int
+		reused bool // same map as for the previous request
+	}{
+		{map[string]string{"request": "smtpd_access_policy", "ccert_fingerprint": "AB:CD", "sender": "a@b.example"}, 3, false},
+		{map[string]string{"request": "smtpd_access_policy", "sender": "c@d.example"}, 2, true},
+		{nil, maxReusedAttrs + 1, true},
+		// A map that held more than maxReusedAttrs is not kept.
+		{map[string]string{"sender": "e@f.example"}, 1, false},
+	}
+	var prev map[string]string
+	for i, w := range want {
+		if err := d.Decode(&req); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if len(req.Attrs) != w.n || (w.attrs != nil && !maps.Equal(req.Attrs, w.attrs)) {
+			t.Errorf("request %d = %q, want %d attributes %q", i, req.Attrs, w.n, w.attrs)
+		}
+		if reused := prev != nil && reflect.ValueOf(req.Attrs).UnsafePointer() == reflect.ValueOf(prev).UnsafePointer(); reused != w.reused {
+			t.Errorf("request %d: map reused = %v, want %v", i, reused, w.reused)
+		}
+		prev = req.Attrs
+	}
+	if err := d.Decode(&req); err != io.EOF {
+		t.Errorf("after the requests: %v, want io.EOF", err)
 	}
 }
 

@@ -22,9 +22,13 @@ import "context"
 
 // Request is one policy delegation request: the attributes Postfix sent,
 // by name. Unknown attributes are kept and may be ignored by the Handler.
-// Decoded names and values share one backing string per request: a
-// Handler keeping a value for long (e.g. as a map key) should
-// strings.Clone it.
+//
+// A Request the Server passes to a Handler, and its Attrs map, belong to
+// the Server: they are valid until Check returns, then reused for the
+// connection's next request (see Handler). The strings in the map are
+// ordinary immutable strings and stay valid; decoded names and values
+// share one backing string per request, so a Handler keeping a value for
+// long (e.g. as a map key) should strings.Clone it.
 type Request struct {
 	Attrs map[string]string
 }
@@ -38,6 +42,14 @@ type Action string
 
 // Handler decides the action for one request. A non-nil error is answered
 // with a temporary deferral (fail closed).
+//
+// Check must not keep req, or req.Attrs, once it has returned: neither
+// itself nor in a goroutine it started, a closure or a log record it
+// defers. The Server clears and refills the same map for the connection's
+// next request (Decoder.Decode), which spares a map per request. Copy what
+// must outlive the call: the strings themselves may be kept (see Request).
+// Wrappers that observe requests (metrics, logging) are bound by the same
+// rule.
 type Handler interface {
 	Check(ctx context.Context, req *Request) (Action, error)
 }

@@ -48,7 +48,9 @@ type Server struct {
 	// recipient and action; failures at Warn or Error with the same fields.
 	Logger *slog.Logger
 	// ReadTimeout bounds the reading of one request once its first byte
-	// has arrived, and the writing of a reply. Default 10s.
+	// has arrived, and the writing of a reply. Default 10s. Like
+	// IdleTimeout it may end up to 1/64 later than set, never earlier
+	// (see conn.armRead).
 	ReadTimeout time.Duration
 	// IdleTimeout closes a connection on which no request starts for that
 	// long. Postfix reconnects transparently. Default 5m.
@@ -348,7 +350,12 @@ type conn struct {
 	log    *slog.Logger
 	br     *bufio.Reader
 	dec    *Decoder
-	out    []byte // replies not yet written
+	req    Request // reused for every request (Handler's contract)
+	out    []byte  // replies not yet written
+
+	// The read and write deadlines currently set on rwc (see armRead).
+	// Owned by the conn goroutine, and by the watchdog once it has fired.
+	readDeadline, writeDeadline time.Time
 
 	readTimeout, idleTimeout, requestTimeout time.Duration
 	deferAction                              Action
@@ -429,7 +436,7 @@ func (c *conn) serve() {
 	c.log.Debug("policyd: connection opened", "remote", c.remote)
 	for {
 		if c.br.Buffered() == 0 {
-			_ = c.rwc.SetReadDeadline(time.Now().Add(c.idleTimeout))
+			c.armRead(time.Now(), c.idleTimeout)
 			if _, err := c.br.Peek(1); err != nil {
 				c.logIdleEnd(err)
 				return
@@ -444,9 +451,9 @@ func (c *conn) serve() {
 		c.seq++
 		for {
 			if !c.requestBuffered() {
-				_ = c.rwc.SetReadDeadline(time.Now().Add(c.readTimeout))
+				c.armRead(time.Now(), c.readTimeout)
 			}
-			req := new(Request)
+			req := &c.req
 			if err := c.dec.Decode(req); err != nil {
 				var pe *ProtocolError
 				if errors.As(err, &pe) {
@@ -513,11 +520,46 @@ func (c *conn) requestBuffered() bool {
 		bytes.Contains(b, []byte("\n\n")) || bytes.Contains(b, []byte("\n\r\n"))
 }
 
+// armRead makes sure the read deadline falls between now+d and
+// now+d+d/64, and armWrite the same for the write deadline.
+//
+// A deadline is moved only when the one set would fire too early or too
+// late, and then set d/64 later than required, so that the next requests
+// find it still right: a busy connection updates its deadlines once every
+// few seconds instead of twice per request. Each update is a runtime timer
+// modification: setting both deadlines took 0.41 µs, checking them 0.13 µs
+// (a throwaway benchmark on the 2-core VM), so this saves about 0.3 µs per
+// request. The price is that a timeout may fire up to 1/64 of its length
+// late (4.7 s of the default 5 min idle timeout), never early.
+func (c *conn) armRead(now time.Time, d time.Duration) {
+	if armDeadline(&c.readDeadline, now, d) {
+		_ = c.rwc.SetReadDeadline(c.readDeadline)
+	}
+}
+
+func (c *conn) armWrite(now time.Time, d time.Duration) {
+	if armDeadline(&c.writeDeadline, now, d) {
+		_ = c.rwc.SetWriteDeadline(c.writeDeadline)
+	}
+}
+
+// armDeadline updates *dl for armRead and armWrite and reports whether it
+// changed.
+func armDeadline(dl *time.Time, now time.Time, d time.Duration) bool {
+	earliest := now.Add(d)
+	latest := earliest.Add(d / 64)
+	if !dl.Before(earliest) && !dl.After(latest) {
+		return false
+	}
+	*dl = latest
+	return true
+}
+
 func (c *conn) flush() error {
 	if len(c.out) == 0 {
 		return nil
 	}
-	_ = c.rwc.SetWriteDeadline(time.Now().Add(c.readTimeout))
+	c.armWrite(time.Now(), c.readTimeout)
 	_, err := c.rwc.Write(c.out)
 	c.out = c.out[:0]
 	if err != nil {

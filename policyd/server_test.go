@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -206,6 +207,28 @@ func TestServeSeveralRequestsPerConnection(t *testing.T) {
 	for _, want := range []string{"p1", "p2", "p3", "p4"} {
 		if got := cl.reply(); got != "450 4.7.10 sender "+want {
 			t.Errorf("pipelined: reply %q, want sender %s", got, want)
+		}
+	}
+}
+
+// The Server reuses one Request per connection: each Handler call sees
+// exactly the attributes of its own request, none left over from the one
+// before (a client certificate the previous message's client presented).
+func TestServeRequestSeesOnlyItsAttributes(t *testing.T) {
+	describe := HandlerFunc(func(_ context.Context, req *Request) (Action, error) {
+		fp, ok := req.Attrs["ccert_fingerprint"]
+		return Action(fmt.Sprintf("450 4.7.10 %d attributes, ccert_fingerprint %q %v", len(req.Attrs), fp, ok)), nil
+	})
+	ts := startServer(t, &Server{Handler: describe}, nil)
+	cl := dial(t, "tcp", ts.addr)
+	for _, tt := range []struct{ req, want string }{
+		{"request=smtpd_access_policy\nccert_fingerprint=AB:CD\nsender=a@x.example\n\n", `3 attributes, ccert_fingerprint "AB:CD" true`},
+		{"request=smtpd_access_policy\nsender=b@y.example\n\n", `2 attributes, ccert_fingerprint "" false`},
+		{"ccert_fingerprint=EF\n\n", `1 attributes, ccert_fingerprint "EF" true`},
+	} {
+		cl.send(tt.req)
+		if got := cl.reply(); got != "450 4.7.10 "+tt.want {
+			t.Errorf("reply %q, want %q", got, "450 4.7.10 "+tt.want)
 		}
 	}
 }
