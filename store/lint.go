@@ -34,7 +34,7 @@ func (t *Table) Lint(now time.Time) []*Error {
 			warn(e.Source, "review_by %s has passed for %s entry %q%s", e.ReviewBy.Format(time.DateOnly), s.name, e.Key, note)
 		}
 	}
-	idx, err := newIndex(t)
+	idx, _, err := newIndex(t)
 	if err != nil {
 		warn(Source{}, "%v", err)
 		out.sort()
@@ -49,7 +49,7 @@ func (t *Table) Lint(now time.Time) []*Error {
 		var cur *Policy
 		var from string
 		switch {
-		case n != nil:
+		case n.e != nil:
 			cur, from = n.e.Policy, fmt.Sprintf("entry %q at %s", n.e.Key, n.e.Source)
 		case t.Defaults.Outbound != nil:
 			cur, from = t.Defaults.Outbound, fmt.Sprintf("defaults.outbound at %s", t.Defaults.OutboundSource)

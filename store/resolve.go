@@ -60,56 +60,97 @@ const nFloors = 4
 
 var floorLevels = [nFloors]Level{0, LevelEncrypt, LevelVerify, LevelSecure}
 
-// outNode is an outbound entry (or defaults.outbound) with its answers
-// for every floor computed at build time, so lookups do not allocate.
-type outNode struct {
-	e      *Entry
+// answers are a policy's OK data for every floor, computed at build time
+// so that lookups do not allocate. They depend only on the policy, so
+// entries with the same *Policy share one (a generated 1,000,000-entry
+// table has 8 distinct policies; an answers value per entry cost 112 MB).
+type answers struct {
 	data   [nFloors]string
 	raised [nFloors]bool
 }
 
-func newOutNode(e *Entry, p *Policy) *outNode {
-	n := &outNode{e: e}
+func newAnswers(p *Policy) *answers {
+	a := &answers{}
 	for f := range nFloors {
 		q := p
 		if f > 0 {
 			q = p.Raise(floorLevels[f])
 		}
-		n.data[f] = q.Text
-		n.raised[f] = q != p
+		a.data[f] = q.Text
+		a.raised[f] = q != p
 	}
-	return n
+	return a
+}
+
+// outRef is the value of the outbound map: the entry and its policy's
+// answers, 16 bytes in the map slot, so that a hit costs one map lookup.
+type outRef struct {
+	e *Entry
+	a *answers
 }
 
 // index holds the lookup maps of a Store. Plain Go maps beat a go-memdb
-// read transaction by an order of magnitude on this path and allocate
-// nothing (see BenchmarkResolveExact and BenchmarkMemdbFirst).
+// read transaction by an order of magnitude on this path, allocate
+// nothing, and cost ≈ 30 bytes per key against go-memdb's ≈ 400 per key
+// and index (see doc.go; BenchmarkResolveExact and BenchmarkMemdbFirst).
 type index struct {
-	out          map[string]*outNode
+	out          map[string]outRef
 	rcpt         map[string]*Entry
 	snd          map[string]*Entry
-	def          *outNode // nil: NOTFOUND
+	def          *answers // nil: NOTFOUND
 	defSource    Source
 	bare         [nFloors]string // data of a NOTFOUND raised to each floor
-	learned      [LevelSecure + 1]*outNode
+	learned      [LevelSecure + 1]*answers
 	learnEnforce bool
 	learnReport  bool
 }
 
-func newIndex(t *Table) (*index, error) {
+// newIndex builds the lookup maps of t and returns them with the
+// distinct policies of its entries and their use counts, in order of
+// first use.
+func newIndex(t *Table) (*index, []PolicyUse, error) {
 	idx := &index{
-		out:          make(map[string]*outNode, len(t.Outbound)),
+		out:          make(map[string]outRef, len(t.Outbound)),
 		rcpt:         make(map[string]*Entry, len(t.Recipients)),
 		snd:          make(map[string]*Entry, len(t.Senders)),
 		learnEnforce: t.Defaults.Learn == LearnEnforce,
 		learnReport:  t.Defaults.Learn == LearnReport,
 	}
+	// Distinct policies: by pointer, which the parser shares between
+	// entries with the same policy text; the answers are shared by text
+	// as well, for tables whose entries hold separate but equal policies.
+	var uses []PolicyUse
+	usePos := map[*Policy]int{}
+	byText := map[string]*answers{}
+	use := func(p *Policy) (*answers, int) {
+		i, ok := usePos[p]
+		if !ok {
+			i = len(uses)
+			usePos[p] = i
+			uses = append(uses, PolicyUse{Policy: p})
+		}
+		uses[i].Entries++
+		a := byText[p.Text]
+		if a == nil {
+			a = newAnswers(p)
+			byText[p.Text] = a
+		}
+		return a, i
+	}
+	// The previous outbound entry's policy: entries mostly repeat a
+	// handful of policies, and a pointer comparison is cheaper than the
+	// two map lookups of use.
+	var lastPol *Policy
+	var lastAns *answers
+	lastUse := 0
 	check := func(section string, e *Entry) error {
 		switch {
 		case e == nil:
 			return fmt.Errorf("store: nil %s entry", section)
 		case e.Policy == nil:
 			return fmt.Errorf("store: %s entry %q (%s) has no policy", section, e.Key, e.Source)
+		case e.Policy.Text == "":
+			return fmt.Errorf("store: %s entry %q (%s) has a policy without text", section, e.Key, e.Source)
 		case e.Key == "" || e.Key != NormalizeKey(e.Key):
 			return fmt.Errorf("store: %s key %q (%s) is not normalized", section, e.Key, e.Source)
 		}
@@ -117,12 +158,21 @@ func newIndex(t *Table) (*index, error) {
 	}
 	for _, e := range t.Outbound {
 		if err := check("outbound", e); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		if first, dup := idx.out[e.Key]; dup {
-			return nil, fmt.Errorf("store: %s: duplicate key %q (first at %s)", e.Source, e.Key, first.e.Source)
+		if e.Policy != lastPol {
+			lastPol = e.Policy
+			lastAns, lastUse = use(e.Policy)
+		} else {
+			uses[lastUse].Entries++
 		}
-		idx.out[e.Key] = newOutNode(e, e.Policy)
+		n := len(idx.out)
+		idx.out[e.Key] = outRef{e: e, a: lastAns}
+		if len(idx.out) == n {
+			// The map did not grow: the key was there already. (One
+			// insert per entry instead of a lookup and an insert.)
+			return nil, nil, fmt.Errorf("store: %s: duplicate key %q (first at %s)", e.Source, e.Key, firstSource(t.Outbound, e))
+		}
 	}
 	for _, s := range []struct {
 		name    string
@@ -131,38 +181,50 @@ func newIndex(t *Table) (*index, error) {
 	}{{"recipients", t.Recipients, idx.rcpt}, {"senders", t.Senders, idx.snd}} {
 		for _, e := range s.entries {
 			if err := check(s.name, e); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			if transportData(e.Policy.Level) == "" {
-				return nil, fmt.Errorf("store: %s entry %q (%s): level %s has no transport", s.name, e.Key, e.Source, e.Policy.Level)
+				return nil, nil, fmt.Errorf("store: %s entry %q (%s): level %s has no transport", s.name, e.Key, e.Source, e.Policy.Level)
 			}
 			if first, dup := s.m[e.Key]; dup {
-				return nil, fmt.Errorf("store: %s: duplicate key %q (first at %s)", e.Source, e.Key, first.Source)
+				return nil, nil, fmt.Errorf("store: %s: duplicate key %q (first at %s)", e.Source, e.Key, first.Source)
 			}
 			s.m[e.Key] = e
+			use(e.Policy)
 		}
 	}
-	names := map[string]bool{}
+	names := make(map[string]bool, len(t.Inbound))
 	for _, r := range t.Inbound {
 		if r == nil || r.Name == "" {
-			return nil, errors.New("store: inbound rule without a name")
+			return nil, nil, errors.New("store: inbound rule without a name")
 		}
 		if names[r.Name] {
-			return nil, fmt.Errorf("store: duplicate inbound rule %q", r.Name)
+			return nil, nil, fmt.Errorf("store: duplicate inbound rule %q", r.Name)
 		}
 		names[r.Name] = true
 	}
 	if t.Defaults.Outbound != nil {
-		idx.def = newOutNode(nil, t.Defaults.Outbound)
+		idx.def = newAnswers(t.Defaults.Outbound)
 		idx.defSource = t.Defaults.OutboundSource
 	}
 	for f := 1; f < nFloors; f++ {
 		idx.bare[f] = floorLevels[f].String()
 	}
 	for l := LevelNone; l <= LevelSecure; l++ {
-		idx.learned[l] = newOutNode(nil, plainPolicy(l))
+		idx.learned[l] = newAnswers(plainPolicy(l))
 	}
-	return idx, nil
+	return idx, uses, nil
+}
+
+// firstSource returns the source of the first entry in list with dup's
+// key (for the duplicate-key error of a table built by hand).
+func firstSource(list []*Entry, dup *Entry) Source {
+	for _, e := range list {
+		if e.Key == dup.Key {
+			return e.Source
+		}
+	}
+	return Source{}
 }
 
 // transportData is the tls_transport answer for a level: the Postfix
@@ -248,40 +310,40 @@ func isBareDomain(k string) bool {
 // find does steps 1 and 2 of tls_policy resolution: the exact key, then
 // for a bare domain or .domain the .parent entries, nearest first.
 // Testing entries are passed over and appended to a.Testing.
-func (idx *index) find(k string, a *Answer) (*outNode, int) {
-	if n := idx.out[k]; n != nil {
+func (idx *index) find(k string, a *Answer) (outRef, int) {
+	if n := idx.out[k]; n.e != nil {
 		if !n.e.Testing {
 			return n, whyExact
 		}
 		a.Testing = append(a.Testing, n.e)
 	}
 	if !isBareDomain(k) {
-		return nil, 0
+		return outRef{}, 0
 	}
 	for i := 1; i < len(k); i++ {
 		if k[i] != '.' {
 			continue
 		}
-		if n := idx.out[k[i:]]; n != nil {
+		if n := idx.out[k[i:]]; n.e != nil {
 			if !n.e.Testing {
 				return n, whyParent
 			}
 			a.Testing = append(a.Testing, n.e)
 		}
 	}
-	return nil, 0
+	return outRef{}, 0
 }
 
 func (idx *index) resolvePolicy(key string, f int, l Learner) (Answer, error) {
 	k := NormalizeKey(key)
 	var a Answer
-	if n, why := idx.find(k, &a); n != nil {
-		a.Found, a.Data, a.Key, a.Source = true, n.data[f], n.e.Key, n.e.Source
+	if n, why := idx.find(k, &a); n.e != nil {
+		a.Found, a.Data, a.Key, a.Source = true, n.a.data[f], n.e.Key, n.e.Source
 		a.Step = StepExact
 		if why == whyParent {
 			a.Step = StepParent
 		}
-		a.Why = whyText[why][f][raisedIdx(n.raised[f])]
+		a.Why = whyText[why][f][raisedIdx(n.a.raised[f])]
 		return a, nil
 	}
 	if idx.learnReport && l != nil && isBareDomain(k) && k[0] != '.' {

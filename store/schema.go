@@ -5,49 +5,93 @@ import (
 )
 
 // go-memdb schema of a Store, in the style of nomad/state/schema.go: one
-// name constant and one schema function per table. Stored objects are the
-// Table's own *Entry and *InboundRule values and are never modified.
+// name constant and one schema function per table.
+//
+// Only the small parts of a table live in go-memdb: its files, its
+// distinct policies, its inbound rules and its testing entries — a few
+// thousand rows even for a table of a million entries. The entries
+// themselves are served from the Go maps that resolution uses (index in
+// resolve.go), also for OutboundByKey, RecipientByKey and SenderByKey.
+// go-immutable-radix keeps a node, a leaf and a mutation channel per key
+// and index, ≈ 400 bytes per row and index (see doc.go for the
+// measurements): with the entries in go-memdb a 1,000,000-entry table
+// needed 790 MB for the trees alone, and inserting them was a third of
+// the time a reload took.
+//
+// Stored objects are never modified after the transaction commits.
 const (
-	tableOutbound   = "outbound"   // *Entry: next-hop keys (YAML outbound + Postfix includes)
-	tableRecipients = "recipients" // *Entry: recipient address / domain / .domain
-	tableSenders    = "senders"    // *Entry: sender address / domain / .domain
-	tableInbound    = "inbound"    // *InboundRule
+	tableFiles    = "files"    // *FileInfo: one row per file read
+	tablePolicies = "policies" // *policyRow: one row per distinct policy text
+	tableInbound  = "inbound"  // *InboundRule
+	tableTesting  = "testing"  // *testingRow: entries with testing: true
 
-	indexID      = "id"      // every table: the unique key (go-memdb requires "id")
-	indexTesting = "testing" // entries and rules by Testing flag
+	indexID    = "id"    // every table: the unique key (go-memdb requires "id")
+	indexLevel = "level" // policies by Level
 )
+
+// Sections of a table, in the order TestingEntries returns them.
+const (
+	sectionOutbound = iota
+	sectionRecipients
+	sectionSenders
+)
+
+// policyRow is a row of the policies table.
+type policyRow struct {
+	Text  string // Policy.Text: the id
+	Level Level
+	Use   PolicyUse
+}
+
+// testingRow is a row of the testing table: an entry in testing mode.
+type testingRow struct {
+	Section int // sectionOutbound, sectionRecipients or sectionSenders
+	Key     string
+	Entry   *Entry
+}
 
 // dbSchema returns the schema of a Store's database.
 func dbSchema() *memdb.DBSchema {
 	return &memdb.DBSchema{
 		Tables: map[string]*memdb.TableSchema{
-			tableOutbound:   entryTableSchema(tableOutbound),
-			tableRecipients: entryTableSchema(tableRecipients),
-			tableSenders:    entryTableSchema(tableSenders),
-			tableInbound:    inboundTableSchema(),
+			tableFiles:    filesTableSchema(),
+			tablePolicies: policiesTableSchema(),
+			tableInbound:  inboundTableSchema(),
+			tableTesting:  testingTableSchema(),
 		},
 	}
 }
 
-// entryTableSchema is the schema of the outbound, recipients and senders
-// tables, which all hold *Entry.
-func entryTableSchema(name string) *memdb.TableSchema {
+// filesTableSchema is the schema of the files table.
+func filesTableSchema() *memdb.TableSchema {
 	return &memdb.TableSchema{
-		Name: name,
+		Name: tableFiles,
 		Indexes: map[string]*memdb.IndexSchema{
-			// id: the normalized key (lower-case, no trailing dot), unique
-			// across all files of the table. Lookups normalize first, so
-			// the index itself is case-sensitive.
+			// id: the absolute path.
 			indexID: {
 				Name:    indexID,
 				Unique:  true,
-				Indexer: &memdb.StringFieldIndex{Field: "Key"},
+				Indexer: &memdb.StringFieldIndex{Field: "Path"},
 			},
-			// testing: entries in testing mode, which the prober checks
-			// and reports on.
-			indexTesting: {
-				Name:    indexTesting,
-				Indexer: &memdb.BoolFieldIndex{Field: "Testing"},
+		},
+	}
+}
+
+// policiesTableSchema is the schema of the distinct policies table.
+func policiesTableSchema() *memdb.TableSchema {
+	return &memdb.TableSchema{
+		Name: tablePolicies,
+		Indexes: map[string]*memdb.IndexSchema{
+			// id: the policy text, as answered to Postfix.
+			indexID: {
+				Name:    indexID,
+				Unique:  true,
+				Indexer: &memdb.StringFieldIndex{Field: "Text"},
+			},
+			// level: the policies of one security level.
+			indexLevel: {
+				Name:    indexLevel,
+				Indexer: &memdb.IntFieldIndex{Field: "Level"},
 			},
 		},
 	}
@@ -64,10 +108,24 @@ func inboundTableSchema() *memdb.TableSchema {
 				Unique:  true,
 				Indexer: &memdb.StringFieldIndex{Field: "Name"},
 			},
-			// testing: rules in testing mode (never block).
-			indexTesting: {
-				Name:    indexTesting,
-				Indexer: &memdb.BoolFieldIndex{Field: "Testing"},
+		},
+	}
+}
+
+// testingTableSchema is the schema of the testing entries table.
+func testingTableSchema() *memdb.TableSchema {
+	return &memdb.TableSchema{
+		Name: tableTesting,
+		Indexes: map[string]*memdb.IndexSchema{
+			// id: section, then the normalized key; iterating it gives
+			// outbound, recipients, senders, each by key.
+			indexID: {
+				Name:   indexID,
+				Unique: true,
+				Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+					&memdb.IntFieldIndex{Field: "Section"},
+					&memdb.StringFieldIndex{Field: "Key"},
+				}},
 			},
 		},
 	}

@@ -7,15 +7,34 @@ import (
 	memdb "github.com/hashicorp/go-memdb"
 )
 
-// Store is an immutable, fully built policy table: the go-memdb database
-// (the store's schema, read through the typed methods below) plus the
-// lookup maps resolution uses on the hot path. Build it with Build or
-// Load; it is never modified afterwards, so any number of goroutines may
-// use it, and a reload replaces the whole Store.
+// Store is an immutable, fully built policy table: the lookup maps
+// resolution uses on the hot path (which also serve OutboundByKey,
+// RecipientByKey and SenderByKey), and a go-memdb database of the table's
+// small parts — files, distinct policies, inbound rules, testing entries
+// (schema.go). Build it with Build or Load; it is never modified
+// afterwards, so any number of goroutines may use it, and a reload
+// replaces the whole Store.
 type Store struct {
 	db    *memdb.MemDB
 	table *Table
 	idx   *index
+}
+
+// FileInfo is one file of a table (Table.Files) and how many entries and
+// rules it defines.
+type FileInfo struct {
+	Path       string // absolute
+	Outbound   int    // outbound entries, YAML and Postfix
+	Recipients int
+	Senders    int
+	Inbound    int // inbound rules
+}
+
+// PolicyUse is one distinct policy of a table's outbound, recipients and
+// senders entries, and the number of entries that use it.
+type PolicyUse struct {
+	Policy  *Policy
+	Entries int
 }
 
 // Build builds a Store from a parsed table. It re-checks what Resolve
@@ -25,7 +44,7 @@ func Build(t *Table) (*Store, error) {
 	if t == nil {
 		return nil, errors.New("store: nil table")
 	}
-	idx, err := newIndex(t)
+	idx, uses, err := newIndex(t)
 	if err != nil {
 		return nil, err
 	}
@@ -35,14 +54,24 @@ func Build(t *Table) (*Store, error) {
 	}
 	txn := db.Txn(true)
 	defer txn.Abort()
-	for _, tb := range []struct {
-		name    string
-		entries []*Entry
-	}{{tableOutbound, t.Outbound}, {tableRecipients, t.Recipients}, {tableSenders, t.Senders}} {
-		for _, e := range tb.entries {
-			if err := txn.Insert(tb.name, e); err != nil {
-				return nil, fmt.Errorf("store: insert %s %q: %w", tb.name, e.Key, err)
-			}
+	for _, f := range fileInfos(t) {
+		if err := txn.Insert(tableFiles, f); err != nil {
+			return nil, fmt.Errorf("store: insert file %q: %w", f.Path, err)
+		}
+	}
+	// One row per policy text: entries parsed from different files (or
+	// built by hand) may hold different *Policy values of the same text.
+	rows := map[string]*policyRow{}
+	for _, u := range uses {
+		if r := rows[u.Policy.Text]; r != nil {
+			r.Use.Entries += u.Entries
+			continue
+		}
+		rows[u.Policy.Text] = &policyRow{Text: u.Policy.Text, Level: u.Policy.Level, Use: u}
+	}
+	for _, r := range rows {
+		if err := txn.Insert(tablePolicies, r); err != nil {
+			return nil, fmt.Errorf("store: insert policy %q: %w", r.Text, err)
 		}
 	}
 	for _, r := range t.Inbound {
@@ -50,8 +79,59 @@ func Build(t *Table) (*Store, error) {
 			return nil, fmt.Errorf("store: insert inbound rule %q: %w", r.Name, err)
 		}
 	}
+	for sec, entries := range [...][]*Entry{sectionOutbound: t.Outbound, sectionRecipients: t.Recipients, sectionSenders: t.Senders} {
+		for _, e := range entries {
+			if !e.Testing {
+				continue
+			}
+			if err := txn.Insert(tableTesting, &testingRow{Section: sec, Key: e.Key, Entry: e}); err != nil {
+				return nil, fmt.Errorf("store: insert testing entry %q: %w", e.Key, err)
+			}
+		}
+	}
 	txn.Commit()
 	return &Store{db: db, table: t, idx: idx}, nil
+}
+
+// fileInfos counts what each file of t defines. Entries of one file are
+// adjacent and share their Source.File string, so the count costs one
+// string comparison per entry.
+func fileInfos(t *Table) map[string]*FileInfo {
+	files := make(map[string]*FileInfo, len(t.Files))
+	for _, f := range t.Files {
+		files[f] = &FileInfo{Path: f}
+	}
+	byName := map[string]*FileInfo{} // Source.File as written -> info
+	info := func(name string) *FileInfo {
+		if fi := byName[name]; fi != nil {
+			return fi
+		}
+		abs := absPath(name)
+		fi := files[abs]
+		if fi == nil {
+			fi = &FileInfo{Path: abs}
+			files[abs] = fi
+		}
+		byName[name] = fi
+		return fi
+	}
+	count := func(entries []*Entry, field func(*FileInfo) *int) {
+		var cur *FileInfo
+		curName := ""
+		for _, e := range entries {
+			if cur == nil || e.Source.File != curName {
+				cur, curName = info(e.Source.File), e.Source.File
+			}
+			*field(cur)++
+		}
+	}
+	count(t.Outbound, func(f *FileInfo) *int { return &f.Outbound })
+	count(t.Recipients, func(f *FileInfo) *int { return &f.Recipients })
+	count(t.Senders, func(f *FileInfo) *int { return &f.Senders })
+	for _, r := range t.Inbound {
+		info(r.Source.File).Inbound++
+	}
+	return files
 }
 
 // Load loads the table at path (LoadTable) and builds a Store from it. The
@@ -73,35 +153,22 @@ func (s *Store) InboundRules() []*InboundRule { return s.table.Inbound }
 
 // OutboundByKey returns the outbound entry with the given key (normalized
 // first), or nil, nil if there is none. Testing entries are returned too.
+// The error is always nil; it is kept for callers written when entries
+// were read from go-memdb.
 func (s *Store) OutboundByKey(key string) (*Entry, error) {
-	return s.entryByKey(tableOutbound, key)
+	return s.idx.out[NormalizeKey(key)].e, nil
 }
 
 // RecipientByKey returns the recipients entry with the given key
-// (normalized first), or nil, nil.
+// (normalized first), or nil, nil. The error is always nil.
 func (s *Store) RecipientByKey(key string) (*Entry, error) {
-	return s.entryByKey(tableRecipients, key)
+	return s.idx.rcpt[NormalizeKey(key)], nil
 }
 
 // SenderByKey returns the senders entry with the given key (normalized
-// first), or nil, nil.
+// first), or nil, nil. The error is always nil.
 func (s *Store) SenderByKey(key string) (*Entry, error) {
-	return s.entryByKey(tableSenders, key)
-}
-
-func (s *Store) entryByKey(table, key string) (*Entry, error) {
-	key = NormalizeKey(key)
-	if key == "" {
-		return nil, nil
-	}
-	raw, err := s.db.Txn(false).First(table, indexID, key)
-	if err != nil {
-		return nil, fmt.Errorf("store: %s lookup: %w", table, err)
-	}
-	if raw == nil {
-		return nil, nil
-	}
-	return raw.(*Entry), nil
+	return s.idx.snd[NormalizeKey(key)], nil
 }
 
 // InboundRuleByName returns the inbound rule called name, or nil, nil.
@@ -123,16 +190,53 @@ func (s *Store) InboundRuleByName(name string) (*InboundRule, error) {
 // testing mode, which the prober checks. Order: outbound, recipients,
 // senders, each by key.
 func (s *Store) TestingEntries() ([]*Entry, error) {
-	txn := s.db.Txn(false)
+	it, err := s.db.Txn(false).Get(tableTesting, indexID)
+	if err != nil {
+		return nil, fmt.Errorf("store: testing entries: %w", err)
+	}
 	var out []*Entry
-	for _, table := range []string{tableOutbound, tableRecipients, tableSenders} {
-		it, err := txn.Get(table, indexTesting, true)
-		if err != nil {
-			return nil, fmt.Errorf("store: %s testing lookup: %w", table, err)
-		}
-		for raw := it.Next(); raw != nil; raw = it.Next() {
-			out = append(out, raw.(*Entry))
-		}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*testingRow).Entry)
+	}
+	return out, nil
+}
+
+// Files returns every file of the table (Table.Files, and the file of
+// every entry and rule of a Table built by hand) with what it defines,
+// ordered by path.
+func (s *Store) Files() ([]FileInfo, error) {
+	it, err := s.db.Txn(false).Get(tableFiles, indexID)
+	if err != nil {
+		return nil, fmt.Errorf("store: files: %w", err)
+	}
+	var out []FileInfo
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, *raw.(*FileInfo))
+	}
+	return out, nil
+}
+
+// Policies returns the distinct policies of the outbound, recipients and
+// senders entries (testing entries included), ordered by text, with the
+// number of entries using each.
+func (s *Store) Policies() ([]PolicyUse, error) {
+	return s.policies(indexID)
+}
+
+// PoliciesAtLevel returns the distinct policies at level l, ordered by
+// text, with the number of entries using each.
+func (s *Store) PoliciesAtLevel(l Level) ([]PolicyUse, error) {
+	return s.policies(indexLevel, l)
+}
+
+func (s *Store) policies(index string, args ...any) ([]PolicyUse, error) {
+	it, err := s.db.Txn(false).Get(tablePolicies, index, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: policies: %w", err)
+	}
+	var out []PolicyUse
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*policyRow).Use)
 	}
 	return out, nil
 }
