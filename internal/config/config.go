@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -21,6 +22,11 @@ type Listen struct {
 	Socketmap string `yaml:"socketmap"`
 	Policyd   string `yaml:"policyd"`
 	HTTP      string `yaml:"http"`
+	// Pprof serves net/http/pprof (CPU, heap, allocation and goroutine
+	// profiles) on a listener of its own, never on HTTP's; "" (the
+	// default) disables it. Keep it on loopback: profiles reveal memory
+	// contents and cost CPU.
+	Pprof string `yaml:"pprof"`
 }
 
 // Probe configures the STARTTLS prober.
@@ -36,6 +42,14 @@ type Probe struct {
 	// Interval is how often every enforced and testing outbound entry is
 	// re-probed (jittered by ±10%).
 	Interval time.Duration `yaml:"interval"`
+	// MaxPerMinute caps the probes started within any minute, by the
+	// monitor and for learned policies together (0: no cap). It bounds
+	// the DNS queries and SMTP connections the daemon makes; a table too
+	// large to re-probe within interval at this rate is re-probed over
+	// several intervals, least recently probed first.
+	MaxPerMinute int `yaml:"max_per_minute"`
+	// MonitorWorkers is how many probes the monitor has in flight at most.
+	MonitorWorkers int `yaml:"monitor_workers"`
 }
 
 // Alerts configures alert delivery.
@@ -82,12 +96,14 @@ func Default() Config {
 		SocketMode:     "0660",
 		MaxConnections: 1000,
 		Probe: Probe{
-			Port:        25,
-			Timeout:     30 * time.Second,
-			Concurrency: 32,
-			TTL:         24 * time.Hour,
-			Cache:       "/var/lib/tlspolicyd/probes.json",
-			Interval:    time.Hour,
+			Port:           25,
+			Timeout:        30 * time.Second,
+			Concurrency:    32,
+			TTL:            24 * time.Hour,
+			Cache:          "/var/lib/tlspolicyd/probes.json",
+			Interval:       time.Hour,
+			MaxPerMinute:   120,
+			MonitorWorkers: 4,
 		},
 		Alerts: Alerts{SMTP: "127.0.0.1:25", Interval: time.Hour},
 		Log:    Log{Format: "text", Level: "info", Events: "/var/lib/tlspolicyd/events.jsonl"},
@@ -115,9 +131,56 @@ func Load(path string, missingOK bool) (Config, error) {
 		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
 	if err := cfg.Validate(); err != nil {
+		var ke *KeyError
+		if errors.As(err, &ke) {
+			if line := keyLine(b, ke.Key); line > 0 {
+				return cfg, fmt.Errorf("config %s:%d: %w", path, line, err)
+			}
+		}
 		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
 	return cfg, nil
+}
+
+// KeyError is a configuration value that cannot work. Load prefixes it
+// with the file and the line of the key when the value came from the file.
+type KeyError struct {
+	Key string // dotted path, e.g. "probe.port"
+	Msg string // the whole message, starting with Key
+}
+
+// Error returns Msg.
+func (e *KeyError) Error() string { return e.Msg }
+
+func keyErrorf(key, format string, args ...any) error {
+	return &KeyError{Key: key, Msg: key + " " + fmt.Sprintf(format, args...)}
+}
+
+// keyLine returns the line of the dotted key in the YAML document b, or 0
+// when the document does not set it.
+func keyLine(b []byte, key string) int {
+	var doc yaml.Node
+	if yaml.Unmarshal(b, &doc) != nil || len(doc.Content) == 0 {
+		return 0
+	}
+	n := doc.Content[0]
+	line := 0
+	for _, part := range strings.Split(key, ".") {
+		if n.Kind != yaml.MappingNode {
+			return 0
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == part {
+				line, next = n.Content[i].Line, n.Content[i+1]
+			}
+		}
+		if next == nil {
+			return 0
+		}
+		n = next
+	}
+	return line
 }
 
 // FileMode returns SocketMode parsed as octal permission bits.
@@ -127,12 +190,12 @@ func (c Config) FileMode() (fs.FileMode, error) {
 	}
 	m, err := strconv.ParseUint(c.SocketMode, 8, 32)
 	if err != nil || m > 0o777 {
-		return 0, fmt.Errorf("socket_mode %q: want octal permission bits such as \"0660\"", c.SocketMode)
+		return 0, keyErrorf("socket_mode", "%q: want octal permission bits such as \"0660\"", c.SocketMode)
 	}
 	return fs.FileMode(m), nil
 }
 
-// Validate reports the first value that cannot work.
+// Validate reports the first value that cannot work, as a *KeyError.
 func (c Config) Validate() error {
 	if _, err := c.FileMode(); err != nil {
 		return err
@@ -140,24 +203,35 @@ func (c Config) Validate() error {
 	switch c.Log.Format {
 	case "text", "json":
 	default:
-		return fmt.Errorf("log.format %q: want text or json", c.Log.Format)
+		return keyErrorf("log.format", "%q: want text or json", c.Log.Format)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		return fmt.Errorf("log.level %q: want debug, info, warn or error", c.Log.Level)
+		return keyErrorf("log.level", "%q: want debug, info, warn or error", c.Log.Level)
 	}
 	if c.MaxConnections < 1 {
-		return fmt.Errorf("max_connections %d: want at least 1", c.MaxConnections)
+		return keyErrorf("max_connections", "%d: want at least 1", c.MaxConnections)
 	}
 	if c.Probe.Port < 1 || c.Probe.Port > 65535 {
-		return fmt.Errorf("probe.port %d: want 1-65535", c.Probe.Port)
+		return keyErrorf("probe.port", "%d: want 1-65535", c.Probe.Port)
 	}
 	if c.Probe.Concurrency < 1 {
-		return fmt.Errorf("probe.concurrency %d: want at least 1", c.Probe.Concurrency)
+		return keyErrorf("probe.concurrency", "%d: want at least 1", c.Probe.Concurrency)
 	}
-	if c.Probe.Timeout <= 0 || c.Probe.TTL <= 0 || c.Probe.Interval <= 0 {
-		return errors.New("probe.timeout, probe.ttl and probe.interval must be positive durations such as 30s or 24h")
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"probe.timeout", c.Probe.Timeout}, {"probe.ttl", c.Probe.TTL}, {"probe.interval", c.Probe.Interval}} {
+		if d.v <= 0 {
+			return keyErrorf(d.key, "%v: want a positive duration such as 30s or 24h", d.v)
+		}
+	}
+	if c.Probe.MaxPerMinute < 0 {
+		return keyErrorf("probe.max_per_minute", "%d: want 0 (no cap) or more", c.Probe.MaxPerMinute)
+	}
+	if c.Probe.MonitorWorkers < 1 {
+		return keyErrorf("probe.monitor_workers", "%d: want at least 1", c.Probe.MonitorWorkers)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,7 +37,20 @@ func TestLoad(t *testing.T) {
 		{"bad socket mode", write("c.yaml", "socket_mode: \"0999\"\n"), false, nil, "socket_mode"},
 		{"bad log format", write("d.yaml", "log: {format: xml}\n"), false, nil, "log.format"},
 		{"bad duration", write("e.yaml", "probe: {ttl: soon}\n"), false, nil, "line 1: cannot unmarshal !!str `soon` into time.Duration"},
-		{"empty file is defaults", write("f.yaml", ""), false, func(c Config) bool { return c.Probe.Concurrency == 32 }, ""},
+		{"empty file is defaults", write("f.yaml", ""), false, func(c Config) bool {
+			return c.Probe.Concurrency == 32 && c.Probe.MaxPerMinute == 120 && c.Probe.MonitorWorkers == 4 && c.Listen.Pprof == ""
+		}, ""},
+		{"probe rate, monitor workers, pprof", write("g.yaml", "listen:\n  pprof: 127.0.0.1:6060\nprobe:\n  max_per_minute: 600\n  monitor_workers: 8\n"), false, func(c Config) bool {
+			return c.Probe.MaxPerMinute == 600 && c.Probe.MonitorWorkers == 8 && c.Listen.Pprof == "127.0.0.1:6060"
+		}, ""},
+		{"max_per_minute 0 is no cap", write("h.yaml", "probe:\n  max_per_minute: 0\n"), false, func(c Config) bool { return c.Probe.MaxPerMinute == 0 }, ""},
+		{"negative max_per_minute names file and line", write("i.yaml", "table: /t\nprobe:\n  port: 25\n  max_per_minute: -5\n"), false, nil,
+			"i.yaml:4: probe.max_per_minute -5: want 0 (no cap) or more"},
+		{"monitor_workers 0 names file and line", write("j.yaml", "probe: {monitor_workers: 0}\n"), false, nil,
+			"j.yaml:1: probe.monitor_workers 0: want at least 1"},
+		{"negative monitor_workers", write("k.yaml", "probe:\n\n  monitor_workers: -1\n"), false, nil, "k.yaml:3: probe.monitor_workers -1"},
+		{"bad port names file and line", write("l.yaml", "probe:\n  port: 0\n"), false, nil, "l.yaml:2: probe.port 0: want 1-65535"},
+		{"zero interval names file and line", write("m.yaml", "probe:\n  interval: 0s\n"), false, nil, "m.yaml:2: probe.interval 0s: want a positive duration"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -61,5 +75,31 @@ func TestFileMode(t *testing.T) {
 	c := Default()
 	if m, err := c.FileMode(); err != nil || m != 0o660 {
 		t.Errorf("FileMode = %o, %v", m, err)
+	}
+}
+
+// TestValidateNamesTheKey: a value set by a flag (not the file) is
+// reported by key, so serve can say which flag or key to fix.
+func TestValidateNamesTheKey(t *testing.T) {
+	for _, tt := range []struct {
+		set  func(*Config)
+		key  string
+		text string
+	}{
+		{func(c *Config) { c.Probe.MaxPerMinute = -1 }, "probe.max_per_minute", "probe.max_per_minute -1: want 0 (no cap) or more"},
+		{func(c *Config) { c.Probe.MonitorWorkers = 0 }, "probe.monitor_workers", "probe.monitor_workers 0: want at least 1"},
+		{func(c *Config) { c.MaxConnections = 0 }, "max_connections", "max_connections 0: want at least 1"},
+		{func(c *Config) { c.SocketMode = "rw" }, "socket_mode", `socket_mode "rw": want octal permission bits such as "0660"`},
+	} {
+		c := Default()
+		tt.set(&c)
+		err := c.Validate()
+		var ke *KeyError
+		if !errors.As(err, &ke) || ke.Key != tt.key || err.Error() != tt.text {
+			t.Errorf("Validate = %v (%#v), want key %s: %q", err, ke, tt.key, tt.text)
+		}
+	}
+	if err := Default().Validate(); err != nil {
+		t.Errorf("defaults do not validate: %v", err)
 	}
 }
