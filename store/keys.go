@@ -36,7 +36,9 @@ func checkHostname(s string) error {
 		return errors.New("not valid UTF-8")
 	}
 	numeric := true
-	for _, label := range strings.Split(s, ".") {
+	for rest := s; ; {
+		label, more, dotted := strings.Cut(rest, ".")
+		rest = more
 		if label == "" {
 			return errors.New("empty label (misplaced \".\")")
 		}
@@ -56,6 +58,9 @@ func checkHostname(s string) error {
 			default:
 				return fmt.Errorf("invalid character %q", r)
 			}
+		}
+		if !dotted {
+			break
 		}
 	}
 	if numeric {

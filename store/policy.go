@@ -199,7 +199,7 @@ func ParsePolicy(s string) (*Policy, error) {
 		return nil, fmt.Errorf("unknown level %q (want none, may, encrypt, dane, dane-only, fingerprint, verify or secure)", toks[0])
 	}
 	p := &Policy{Level: level, Text: collapseSpace(s)}
-	seen := map[string]bool{}
+	var seen attrSet
 	for _, tok := range toks[1:] {
 		if tok[0] == '{' || tok[len(tok)-1] == '}' {
 			return nil, fmt.Errorf("attribute %q: brace-quoted values are not supported (values contain no whitespace or commas; join lists with \":\")", tok)
@@ -226,24 +226,45 @@ func ParsePolicy(s string) (*Policy, error) {
 		switch name {
 		case attrCiphers, attrProtocols, attrServername, attrExclude:
 			// smtp_tls_policy.c: "Only one instance per policy."
-			if seen[name] {
+			if seen.has(name) {
 				return nil, fmt.Errorf("attribute %q is specified more than once", name)
 			}
 		}
-		seen[name] = true
+		seen.add(name)
 		if err := checkAttrValue(name, val, level); err != nil {
 			return nil, err
 		}
 		p.Attrs = append(p.Attrs, Attr{Name: name, Value: val})
 	}
-	if level == LevelFingerprint && !seen[attrMatch] {
+	if level == LevelFingerprint && !seen.has(attrMatch) {
 		return nil, errors.New("level fingerprint requires match= with the certificate or public-key fingerprint(s), e.g. match=AB:CD:…|12:34:…")
 	}
 	return p, nil
 }
 
+// attrSet is a set of the attribute names ParsePolicy knows.
+type attrSet uint8
+
+var attrBits = map[string]attrSet{attrCiphers: 1, attrExclude: 2, attrProtocols: 4, attrMatch: 8, attrConnectionReuse: 16, attrTafile: 32, attrServername: 64}
+
+func (s attrSet) has(name string) bool { return s&attrBits[name] != 0 }
+func (s *attrSet) add(name string)    { *s |= attrBits[name] }
+
 // collapseSpace trims s and replaces every run of whitespace by one space.
+// It returns s itself when there is nothing to change (no allocation).
 func collapseSpace(s string) string {
+	clean := len(s) > 0 && s[0] != ' ' && s[len(s)-1] != ' '
+	for i := 0; clean && i < len(s); i++ {
+		switch s[i] {
+		case '\t', '\r', '\n', '\v', '\f':
+			clean = false
+		case ' ':
+			clean = s[i+1] != ' ' // s does not end in a space
+		}
+	}
+	if clean {
+		return s
+	}
 	var b strings.Builder
 	b.Grow(len(s))
 	space := false

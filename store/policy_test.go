@@ -249,3 +249,29 @@ func TestRaise(t *testing.T) {
 		}
 	}
 }
+
+// TestCollapseSpace: the policy text Postfix is answered has every run of
+// whitespace as one space, nothing around it; a text already in that form
+// is returned as is (the common case, without an allocation).
+func TestCollapseSpace(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"encrypt", "encrypt"},
+		{"secure match=nexthop", "secure match=nexthop"},
+		{"encrypt,ciphers=high", "encrypt,ciphers=high"},
+		{" encrypt", "encrypt"},
+		{"encrypt ", "encrypt"},
+		{"encrypt  ciphers=high", "encrypt ciphers=high"},
+		{"encrypt\tciphers=high", "encrypt ciphers=high"},
+		{"encrypt \n\t ciphers=high\r\n", "encrypt ciphers=high"},
+		{"encrypt\vx\fy", "encrypt x y"},
+		{"   ", ""},
+		{"", ""},
+	} {
+		if got := collapseSpace(tt.in); got != tt.want {
+			t.Errorf("collapseSpace(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	if n := testing.AllocsPerRun(10, func() { collapseSpace("secure match=nexthop:dot-nexthop") }); n != 0 {
+		t.Errorf("collapseSpace of a clean text: %v allocations, want 0", n)
+	}
+}

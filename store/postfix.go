@@ -79,7 +79,7 @@ func (p *parser) postfixEntry(file string, line int, text string) {
 		p.errorf(at, "%s: no policy (want \"key  level attr=value …\")", key)
 		return
 	}
-	pol, err := ParsePolicy(value)
+	pol, err := p.policy(value)
 	if err != nil {
 		p.errorf(at, "%s: %v", key, err)
 		return

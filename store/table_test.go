@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -504,5 +505,64 @@ func TestErrorFormat(t *testing.T) {
 	}
 	if ErrorList(nil).err() != nil {
 		t.Error("empty ErrorList must be a nil error")
+	}
+}
+
+// TestPoliciesShared: entries with the same policy text share one parsed
+// *Policy (a table has few distinct policies; one per entry cost 113 MB
+// at 1,000,000 entries), also across files and Postfix includes.
+func TestPoliciesShared(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"tbl/a.yaml": "outbound:\n  a.example: encrypt\n  b.example: {policy: encrypt, testing: true}\n  c.example: verify\n",
+		"tbl/b.yaml": "outbound:\n  d.example: encrypt\n  e.example: \"encrypt  \"\ninclude:\n  - postfix: ../pf\nrecipients:\n  x@y.example: verify\n",
+		"pf":         "f.example encrypt\n",
+	})
+	tb, err := LoadTable(filepath.Join(dir, "tbl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	byText := map[string]*Policy{}
+	for _, e := range slices.Concat(tb.Outbound, tb.Recipients) {
+		if p, ok := byText[e.Policy.Text]; ok && p != e.Policy {
+			t.Errorf("%s: a second *Policy for %q", e.Key, e.Policy.Text)
+		}
+		byText[e.Policy.Text] = e.Policy
+	}
+	if len(byText) != 2 {
+		t.Errorf("distinct policies %v, want encrypt and verify", byText)
+	}
+	s, err := Build(tb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uses, err := s.Policies()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, u := range uses {
+		got = append(got, fmt.Sprintf("%s=%d", u.Policy.Text, u.Entries))
+	}
+	if want := []string{"encrypt=5", "verify=2"}; !slices.Equal(got, want) {
+		t.Errorf("Policies = %v, want %v", got, want)
+	}
+	if uses, err := s.PoliciesAtLevel(LevelVerify); err != nil || len(uses) != 1 || uses[0].Policy.Text != "verify" {
+		t.Errorf("PoliciesAtLevel(verify) = %v, %v", uses, err)
+	}
+	if uses, err := s.PoliciesAtLevel(LevelSecure); err != nil || len(uses) != 0 {
+		t.Errorf("PoliciesAtLevel(secure) = %v, %v", uses, err)
+	}
+	files, err := s.Files()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = got[:0]
+	for _, f := range files {
+		rel, _ := filepath.Rel(dir, f.Path)
+		got = append(got, fmt.Sprintf("%s %d/%d/%d/%d", rel, f.Outbound, f.Recipients, f.Senders, f.Inbound))
+	}
+	if want := []string{"pf 1/0/0/0", "tbl/a.yaml 3/0/0/0", "tbl/b.yaml 2/1/0/0"}; !slices.Equal(got, want) {
+		t.Errorf("Files = %v, want %v", got, want)
 	}
 }
