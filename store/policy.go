@@ -248,7 +248,7 @@ type attrSet uint8
 var attrBits = map[string]attrSet{attrCiphers: 1, attrExclude: 2, attrProtocols: 4, attrMatch: 8, attrConnectionReuse: 16, attrTafile: 32, attrServername: 64}
 
 func (s attrSet) has(name string) bool { return s&attrBits[name] != 0 }
-func (s *attrSet) add(name string)    { *s |= attrBits[name] }
+func (s *attrSet) add(name string)     { *s |= attrBits[name] }
 
 // collapseSpace trims s and replaces every run of whitespace by one space.
 // It returns s itself when there is nothing to change (no allocation).
