@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -54,6 +55,7 @@ func loadConfig(c *cli.Context) (config.Config, error) {
 	str("socketmap", &cfg.Listen.Socketmap)
 	str("policyd", &cfg.Listen.Policyd)
 	str("http", &cfg.Listen.HTTP)
+	str("pprof", &cfg.Listen.Pprof)
 	str("socket-mode", &cfg.SocketMode)
 	str("resolver", &cfg.Probe.Resolver)
 	str("probe-cache", &cfg.Probe.Cache)
@@ -74,6 +76,7 @@ func serveCommand() *cli.Command {
 		&cli.StringFlag{Name: "socketmap", Usage: "socketmap listener `ADDR` (host:port or unix:/path) for smtp_tls_policy_maps (default 127.0.0.1:10041)"},
 		&cli.StringFlag{Name: "policyd", Usage: "policy delegation listener `ADDR` for check_policy_service; \"\" disables (default 127.0.0.1:10042)"},
 		&cli.StringFlag{Name: "http", Usage: "HTTP listener `ADDR` for /healthz; \"\" disables (default 127.0.0.1:10043)"},
+		&cli.StringFlag{Name: "pprof", Usage: "serve Go profiles (net/http/pprof: /debug/pprof/profile, heap, allocs, goroutine) on `ADDR`, a listener of its own, never the --http one; off by default. Use loopback, e.g. 127.0.0.1:6060: a profile shows memory contents and costs CPU, so anyone who can connect can read the daemon's data and slow it down"},
 		&cli.IntFlag{Name: "max-connections", Usage: "connections per socketmap/policyd listener `N` (default 1000)"},
 		&cli.StringFlag{Name: "socket-mode", Usage: "permission bits for unix: sockets, octal `MODE` (default 0660)"},
 		&cli.StringFlag{Name: "resolver", Usage: "DNS resolver `HOST:PORT` for the prober (default: /etc/resolv.conf)"},
@@ -165,7 +168,8 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 		cache.Load(cfg.Probe.Cache)
 	}
 	eng.SetLearner(cache)
-	mon := &engine.Monitor{Engine: eng, Probe: probeFn, Cache: cache, Interval: cfg.Probe.Interval, Logger: log.With("component", "monitor")}
+	mon := &engine.Monitor{Engine: eng, Probe: probeFn, Cache: cache, Interval: cfg.Probe.Interval,
+		Workers: cfg.Probe.MonitorWorkers, MaxPerMinute: cfg.Probe.MaxPerMinute, Logger: log.With("component", "monitor")}
 	eng.OnTesting = mon.Kick
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
@@ -222,6 +226,22 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	}
 	if len(servers) == 0 {
 		return cli.Exit("tlspolicyd: no listener configured (--socketmap, --policyd, --http)", 2)
+	}
+	if cfg.Listen.Pprof != "" {
+		l, err := listen.Listen(cfg.Listen.Pprof, mode)
+		if err != nil {
+			return cli.Exit("tlspolicyd: pprof: "+err.Error(), 1)
+		}
+		// No WriteTimeout: /debug/pprof/profile?seconds=N answers after N
+		// seconds (and refuses N beyond a WriteTimeout).
+		srv := &http.Server{Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+			IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		servers = append(servers, server{"pprof", func() error { return srv.Serve(l) }, srv.Shutdown})
+		if !localAddr(l.Addr()) {
+			log.Warn("pprof listener is reachable from other hosts: profiles show memory contents; use a loopback address such as 127.0.0.1:6060",
+				"server", "pprof", "addr", l.Addr().String())
+		}
+		log.Info("listening", "server", "pprof", "addr", l.Addr().String())
 	}
 
 	errc := make(chan error, len(servers)+1)
@@ -293,9 +313,39 @@ loop:
 	return nil
 }
 
+// pprofMux serves the net/http/pprof handlers under /debug/pprof/ and
+// nothing else. It is a mux of its own: importing net/http/pprof also
+// registers them on http.DefaultServeMux, which no server here uses.
+func pprofMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index) // heap, allocs, goroutine, block, mutex, threadcreate
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// localAddr reports whether a listener's address is reachable from this
+// host only: loopback TCP or a unix socket.
+func localAddr(a net.Addr) bool {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		return a.IP.IsLoopback()
+	case *net.UnixAddr:
+		return true
+	}
+	return false
+}
+
 // newProber builds the STARTTLS prober from the probe configuration.
 func newProber(cfg config.Config, log *slog.Logger) *probe.Prober {
+	perMinute := cfg.Probe.MaxPerMinute
+	if perMinute == 0 {
+		perMinute = -1 // the configuration's "no cap"; probe.Config's 0 is its default
+	}
 	return probe.New(probe.Config{
+		MaxPerMinute: perMinute,
 		Resolver:     cfg.Probe.Resolver,
 		Port:         cfg.Probe.Port,
 		Timeout:      cfg.Probe.Timeout,

@@ -103,3 +103,14 @@ func TestValidateNamesTheKey(t *testing.T) {
 		t.Errorf("defaults do not validate: %v", err)
 	}
 }
+
+// TestExampleConfig: the shipped example loads and sets what it shows.
+func TestExampleConfig(t *testing.T) {
+	c, err := Load(filepath.Join("..", "..", "examples", "tlspolicyd.yaml"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen.Pprof != "" || c.Probe.MaxPerMinute != 120 || c.Probe.MonitorWorkers != 4 || c.Listen.Socketmap != "127.0.0.1:10041" {
+		t.Errorf("example config = %+v", c)
+	}
+}

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startServe runs `tlspolicyd serve args...` in this process until the
+// test ends and returns the address each server logged it listens on.
+func startServe(t *testing.T, servers []string, args ...string) map[string]string {
+	t.Helper()
+	log := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- newApp(io.Discard, log).RunContext(ctx, append([]string{"tlspolicyd", "serve"}, args...))
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Error("serve did not stop within 15 s of its context ending")
+		}
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", log.String())
+		}
+	})
+	addrs := map[string]string{}
+	deadline := time.Now().Add(20 * time.Second)
+	for len(addrs) < len(servers) {
+		select {
+		case err := <-done:
+			t.Fatalf("serve ended: %v\n%s", err, log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("servers %v not all listening within 20 s:\n%s", servers, log.String())
+		}
+		for _, name := range servers {
+			re := regexp.MustCompile(`msg=listening server=` + name + ` addr=(\S+)`)
+			if m := re.FindStringSubmatch(log.String()); m != nil {
+				addrs[name] = m[1]
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return addrs
+}
+
+func get(t *testing.T, url string) (int, []byte) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return resp.StatusCode, body
+}
+
+// TestServePprof: --pprof serves the Go profiles on a listener of its own
+// (a CPU profile, the heap, the command line); the public HTTP listener
+// serves none of them.
+func TestServePprof(t *testing.T) {
+	addrs := startServe(t, []string{"socketmap", "http", "pprof"},
+		"--table", "testdata/table", "--socketmap", "127.0.0.1:0", "--policyd", "", "--http", "127.0.0.1:0",
+		"--pprof", "127.0.0.1:0", "--probe-cache", "", "--event-log", "", "--resolver", "127.0.0.1:1")
+	pp, pub := "http://"+addrs["pprof"], "http://"+addrs["http"]
+	if addrs["pprof"] == addrs["http"] {
+		t.Fatalf("pprof shares the HTTP listener %s", addrs["http"])
+	}
+
+	code, body := get(t, pp+"/debug/pprof/cmdline")
+	if code != http.StatusOK || string(body) != strings.Join(os.Args, "\x00") {
+		t.Errorf("cmdline: %d %q, want this process's arguments", code, body)
+	}
+	code, body = get(t, pp+"/debug/pprof/profile?seconds=1")
+	if code != http.StatusOK {
+		t.Fatalf("CPU profile: %d %s", code, body)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("CPU profile is not a gzipped profile: %v", err)
+	}
+	if raw, err := io.ReadAll(zr); err != nil || len(raw) == 0 {
+		t.Errorf("CPU profile: %d bytes, %v", len(raw), err)
+	}
+	code, body = get(t, pp+"/debug/pprof/heap?debug=1")
+	if code != http.StatusOK || !bytes.HasPrefix(body, []byte("heap profile: ")) {
+		t.Errorf("heap: %d %.80q", code, body)
+	}
+	code, body = get(t, pp+"/debug/pprof/allocs?debug=1")
+	if code != http.StatusOK || !bytes.Contains(body, []byte("# runtime.MemStats")) {
+		t.Errorf("allocs: %d %.80q", code, body)
+	}
+
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/heap"} {
+		if code, _ := get(t, pub+path); code != http.StatusNotFound {
+			t.Errorf("public listener: GET %s = %d, want 404", path, code)
+		}
+	}
+	if code, _ := get(t, pp+"/healthz"); code != http.StatusNotFound {
+		t.Errorf("pprof listener: GET /healthz = %d, want 404 (profiles only)", code)
+	}
+}
+
+// TestServeWithoutPprof: no pprof listener unless asked for.
+func TestServeWithoutPprof(t *testing.T) {
+	addrs := startServe(t, []string{"http"},
+		"--table", "testdata/table", "--socketmap", "", "--policyd", "", "--http", "127.0.0.1:0",
+		"--probe-cache", "", "--event-log", "", "--resolver", "127.0.0.1:1")
+	if code, _ := get(t, "http://"+addrs["http"]+"/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("GET /debug/pprof/ = %d on the public listener", code)
+	}
+}
+
+func TestLocalAddr(t *testing.T) {
+	for _, tt := range []struct {
+		addr net.Addr
+		want bool
+	}{
+		{&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 6060}, true},
+		{&net.TCPAddr{IP: net.IPv6loopback, Port: 6060}, true},
+		{&net.TCPAddr{IP: net.IPv4zero, Port: 6060}, false},
+		{&net.TCPAddr{IP: net.IPv6unspecified, Port: 6060}, false},
+		{&net.TCPAddr{IP: net.IPv4(192, 0, 2, 10), Port: 6060}, false},
+		{&net.UnixAddr{Name: "/run/tlspolicyd/pprof.sock", Net: "unix"}, true},
+	} {
+		if got := localAddr(tt.addr); got != tt.want {
+			t.Errorf("localAddr(%v) = %v, want %v", tt.addr, got, tt.want)
+		}
+	}
+}
