@@ -76,7 +76,7 @@ func serveCommand() *cli.Command {
 		&cli.StringFlag{Name: "socketmap", Usage: "socketmap listener `ADDR` (host:port or unix:/path) for smtp_tls_policy_maps (default 127.0.0.1:10041)"},
 		&cli.StringFlag{Name: "policyd", Usage: "policy delegation listener `ADDR` for check_policy_service; \"\" disables (default 127.0.0.1:10042)"},
 		&cli.StringFlag{Name: "http", Usage: "HTTP listener `ADDR` for /healthz; \"\" disables (default 127.0.0.1:10043)"},
-		&cli.StringFlag{Name: "pprof", Usage: "serve Go profiles (net/http/pprof: /debug/pprof/profile, heap, allocs, goroutine) on `ADDR`, a listener of its own, never the --http one; off by default. Use loopback, e.g. 127.0.0.1:6060: a profile shows memory contents and costs CPU, so anyone who can connect can read the daemon's data and slow it down"},
+		&cli.StringFlag{Name: "pprof", Usage: "serve Go profiles (net/http/pprof: /debug/pprof/profile, heap, allocs, goroutine) on `ADDR`, a listener of its own, never the --http one; off by default. Use loopback, e.g. 127.0.0.1:6060: profiles reveal the command line and goroutine stacks, and anyone who can connect can make the daemon spend CPU on profiling"},
 		&cli.IntFlag{Name: "max-connections", Usage: "connections per socketmap/policyd listener `N` (default 1000)"},
 		&cli.StringFlag{Name: "socket-mode", Usage: "permission bits for unix: sockets, octal `MODE` (default 0660)"},
 		&cli.StringFlag{Name: "resolver", Usage: "DNS resolver `HOST:PORT` for the prober (default: /etc/resolv.conf)"},
@@ -238,7 +238,7 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 			IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 		servers = append(servers, server{"pprof", func() error { return srv.Serve(l) }, srv.Shutdown})
 		if !localAddr(l.Addr()) {
-			log.Warn("pprof listener is reachable from other hosts: profiles show memory contents; use a loopback address such as 127.0.0.1:6060",
+			log.Warn("pprof listener is reachable from other hosts: profiles reveal the command line and goroutine stacks and cost CPU; use a loopback address such as 127.0.0.1:6060",
 				"server", "pprof", "addr", l.Addr().String())
 		}
 		log.Info("listening", "server", "pprof", "addr", l.Addr().String())

@@ -24,8 +24,8 @@ type Listen struct {
 	HTTP      string `yaml:"http"`
 	// Pprof serves net/http/pprof (CPU, heap, allocation and goroutine
 	// profiles) on a listener of its own, never on HTTP's; "" (the
-	// default) disables it. Keep it on loopback: profiles reveal memory
-	// contents and cost CPU.
+	// default) disables it. Keep it on loopback: profiles reveal the
+	// command line and goroutine stacks, and cost CPU.
 	Pprof string `yaml:"pprof"`
 }
 
