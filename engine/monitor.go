@@ -481,7 +481,7 @@ func (m *Monitor) passDone(ctx context.Context, st *passState) {
 		"not_reached", st.NotReached, "duration", st.Duration.Round(time.Millisecond)}
 	switch {
 	case st.RateLimited > 0 || st.NotReached > 0:
-		m.Logger.Warn("monitor pass incomplete: the probe rate limit or the interval left entries unprobed; they come first next pass (raise probe.max_per_minute or probe.interval to probe them all every pass)", args...)
+		m.Logger.Warn("monitor pass incomplete: the probe rate limit or the interval left entries unprobed; they come first next pass (to probe every entry each pass, raise probe.max_per_minute, probe.monitor_workers or probe.interval)", args...)
 	case st.Failed > 0:
 		m.Logger.Warn("monitor pass finished with probe errors", append(args, "error", st.firstErr)...)
 	default:
@@ -638,6 +638,7 @@ func (m *Monitor) checkOne(ctx context.Context, e *store.Entry, kick bool) ([]Fi
 	case r.Status == probe.StatusTemporary || r.Status == probe.StatusUnreachable:
 		m.Logger.Info("outbound probe inconclusive; retried at the next check", "entry", e.Key,
 			"level", checkLevel(e.Policy), "testing", e.Testing, "status", r.Status, "reason", r.Reason)
+	case !m.Logger.Enabled(ctx, slog.LevelDebug): // skip building the record's arguments
 	default:
 		m.Logger.Debug("outbound probe ok", "entry", e.Key, "level", checkLevel(e.Policy), "testing", e.Testing, "status", r.Status)
 	}
