@@ -84,5 +84,5 @@ func (p *parser) postfixEntry(file string, line int, text string) {
 		p.errorf(at, "%s: %v", key, err)
 		return
 	}
-	p.add("outbound", &Entry{Key: key, Policy: pol, Source: at})
+	p.add(sectionOutbound, &Entry{Key: key, Policy: pol, Source: at})
 }

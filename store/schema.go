@@ -31,10 +31,13 @@ const (
 
 // Sections of a table, in the order TestingEntries returns them.
 const (
-	sectionOutbound = iota
+	sectionOutbound uint8 = iota
 	sectionRecipients
 	sectionSenders
 )
+
+// sectionNames are the sections' names in the table and in messages.
+var sectionNames = [...]string{sectionOutbound: "outbound", sectionRecipients: "recipients", sectionSenders: "senders"}
 
 // policyRow is a row of the policies table.
 type policyRow struct {
@@ -45,7 +48,7 @@ type policyRow struct {
 
 // testingRow is a row of the testing table: an entry in testing mode.
 type testingRow struct {
-	Section int // sectionOutbound, sectionRecipients or sectionSenders
+	Section uint8 // sectionOutbound, sectionRecipients or sectionSenders
 	Key     string
 	Entry   *Entry
 }
@@ -123,7 +126,7 @@ func testingTableSchema() *memdb.TableSchema {
 				Name:   indexID,
 				Unique: true,
 				Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
-					&memdb.IntFieldIndex{Field: "Section"},
+					&memdb.UintFieldIndex{Field: "Section"},
 					&memdb.StringFieldIndex{Field: "Key"},
 				}},
 			},

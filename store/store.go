@@ -79,7 +79,8 @@ func Build(t *Table) (*Store, error) {
 			return nil, fmt.Errorf("store: insert inbound rule %q: %w", r.Name, err)
 		}
 	}
-	for sec, entries := range [...][]*Entry{sectionOutbound: t.Outbound, sectionRecipients: t.Recipients, sectionSenders: t.Senders} {
+	for i, entries := range [...][]*Entry{sectionOutbound: t.Outbound, sectionRecipients: t.Recipients, sectionSenders: t.Senders} {
+		sec := uint8(i)
 		for _, e := range entries {
 			if !e.Testing {
 				continue

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -122,7 +123,16 @@ func ParseFile(name string, r io.Reader) (*Table, error) {
 // "." are skipped, as editors' lock and backup files are), in name order.
 // Includes are resolved relative to the including file. The error, if any,
 // is an ErrorList holding every problem found.
+//
+// The files of a directory are parsed in parallel, up to GOMAXPROCS at a
+// time; the table, its errors and their order are those of parsing the
+// files one after the other.
 func LoadTable(path string) (*Table, error) {
+	return loadTable(path, runtime.GOMAXPROCS(0))
+}
+
+// loadTable is LoadTable parsing up to workers files at a time.
+func loadTable(path string, workers int) (*Table, error) {
 	p := newParser()
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -155,10 +165,124 @@ func LoadTable(path string) (*Table, error) {
 		return p.finish()
 	}
 	slices.Sort(names)
-	for _, n := range names {
-		p.loadYAML(filepath.Join(path, n))
+	paths := make([]string, len(names))
+	for i, n := range names {
+		paths[i] = filepath.Join(path, n)
 	}
+	p.loadFiles(paths, workers)
 	return p.finish()
+}
+
+// loadFiles loads the table files in order, parsing up to workers of
+// them at a time.
+//
+// The YAML decoding and the per-entry work (keys, policies, long forms)
+// of each file depend on nothing outside it and run in parallel: a worker
+// parser (deferred) records what its file defines and every error it
+// finds as a list of events, in the order the sequential parser would
+// have found them. Everything that depends on the files before — duplicate
+// keys, rules and defaults ("first at" the earlier place), includes, the
+// defaults and inbound sections — happens when the events are replayed,
+// one file after the other in name order, while later files are still
+// being parsed. Errors, the table and its order are therefore exactly
+// those of loading the files one by one (TestLoadTableParallel).
+func (p *parser) loadFiles(paths []string, workers int) {
+	if workers <= 1 || len(paths) <= 1 {
+		for _, name := range paths {
+			p.loadYAML(name)
+		}
+		return
+	}
+	type result struct {
+		events []event
+		done   chan struct{}
+	}
+	results := make([]result, len(paths))
+	for i := range results {
+		results[i].done = make(chan struct{})
+	}
+	sem := make(chan struct{}, workers)
+	go func() {
+		for i, name := range paths {
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem }()
+				results[i].events = parseDeferred(name)
+				close(results[i].done)
+			}()
+		}
+	}()
+	for i, name := range paths {
+		<-results[i].done
+		p.replay(name, results[i].events)
+		results[i].events = nil // garbage as soon as replayed
+	}
+}
+
+// parseDeferred parses one file as a worker of loadFiles: what depends
+// on other files is returned as events for replay.
+func parseDeferred(name string) []event {
+	w := newParser()
+	w.deferred = true
+	w.loadYAML(name)
+	return w.events
+}
+
+// eventKind is what an event records.
+type eventKind uint8
+
+const (
+	evError    eventKind = iota // err
+	evEntry                     // e, of section
+	evDefaults                  // node: the defaults section
+	evInbound                   // node: the inbound section
+	evInclude                   // node: the include section
+)
+
+// event is one step of a deferred parse that depends on the files before
+// it (see loadFiles).
+type event struct {
+	e       *Entry
+	err     *Error
+	node    *yaml.Node
+	kind    eventKind
+	section uint8 // of e: sectionOutbound, sectionRecipients, sectionSenders
+}
+
+// replay applies the events of a file parsed by a deferred parser.
+func (p *parser) replay(file string, events []event) {
+	p.addFile(file)
+	for _, ev := range events {
+		switch ev.kind {
+		case evError:
+			p.errs = append(p.errs, ev.err)
+		case evEntry:
+			ev.e.Policy = p.canonical(ev.e.Policy)
+			p.add(ev.section, ev.e)
+		case evDefaults:
+			p.defaults(file, ev.node)
+		case evInbound:
+			p.inbound(file, ev.node)
+		case evInclude:
+			p.include(file, ev.node)
+		}
+	}
+}
+
+// canonical returns the policy of the table with pol's text: each worker
+// of loadFiles interns its own file's policies.
+func (p *parser) canonical(pol *Policy) *Policy {
+	if c, ok := p.canon[pol]; ok {
+		return c
+	}
+	c := pol
+	if r, ok := p.pols[pol.Text]; ok && r.p != nil {
+		c = r.p
+	} else {
+		p.pols[pol.Text] = parsedPolicy{p: pol}
+	}
+	p.canon[pol] = c
+	return c
 }
 
 // pathErr drops the path from an *fs.PathError: the message is already
@@ -185,7 +309,14 @@ func readRegular(name string) ([]byte, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, errors.New("not a regular file")
 	}
-	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if fi.Size() > maxFileSize {
+		return nil, fmt.Errorf("file is larger than %d bytes", maxFileSize)
+	}
+	// Sized by Stat, read to EOF: the file may have grown meanwhile
+	// (io.ReadAll alone grew its buffer a dozen times for a 12 MB file).
+	buf := bytes.NewBuffer(make([]byte, 0, fi.Size()+bytes.MinRead))
+	_, err = buf.ReadFrom(io.LimitReader(f, maxFileSize+1))
+	data := buf.Bytes()
 	if err != nil {
 		return nil, pathErr(err)
 	}
@@ -210,7 +341,13 @@ type parser struct {
 	// pols interns policies by the text as written: a table has few
 	// distinct policies, each parsed once and shared by its entries (a
 	// *Policy per entry was 113 MB of a 1,000,000-entry table).
-	pols map[string]parsedPolicy
+	pols  map[string]parsedPolicy
+	canon map[*Policy]*Policy // a worker's policy -> the table's (replay)
+
+	// deferred: a worker of loadFiles, which records errors, entries and
+	// the sections that depend on other files as events instead.
+	deferred bool
+	events   []event
 }
 
 // parsedPolicy is ParsePolicy's result for one policy text.
@@ -249,11 +386,17 @@ func newParser() *parser {
 		files:    map[string]bool{},
 		dirs:     map[string]bool{},
 		pols:     map[string]parsedPolicy{},
+		canon:    map[*Policy]*Policy{},
 	}
 }
 
 func (p *parser) errorf(src Source, format string, args ...any) {
-	p.errs = append(p.errs, &Error{Source: src, Msg: fmt.Sprintf(format, args...)})
+	err := &Error{Source: src, Msg: fmt.Sprintf(format, args...)}
+	if p.deferred {
+		p.events = append(p.events, event{kind: evError, err: err})
+		return
+	}
+	p.errs = append(p.errs, err)
 }
 
 func absPath(name string) string {
@@ -380,21 +523,36 @@ func (p *parser) parseYAML(file string, data []byte) {
 	p.eachField(file, root, seen, "section", func(name string, k, v *yaml.Node) {
 		switch name {
 		case "defaults":
-			p.defaults(file, v)
+			if !p.deferSection(evDefaults, v) {
+				p.defaults(file, v)
+			}
 		case "outbound":
-			p.entries(file, v, "outbound")
+			p.entries(file, v, sectionOutbound)
 		case "recipients":
-			p.entries(file, v, "recipients")
+			p.entries(file, v, sectionRecipients)
 		case "senders":
-			p.entries(file, v, "senders")
+			p.entries(file, v, sectionSenders)
 		case "inbound":
-			p.inbound(file, v)
+			if !p.deferSection(evInbound, v) {
+				p.inbound(file, v)
+			}
 		case "include":
-			p.include(file, v)
+			if !p.deferSection(evInclude, v) {
+				p.include(file, v)
+			}
 		default:
 			p.errorf(src(file, k), "unknown section %q (want defaults, outbound, recipients, senders, inbound, include)", name)
 		}
 	})
+}
+
+// deferSection records a section that depends on other files as an event
+// of a deferred parser (loadFiles); it reports whether it did.
+func (p *parser) deferSection(kind eventKind, v *yaml.Node) bool {
+	if p.deferred {
+		p.events = append(p.events, event{kind: kind, node: v})
+	}
+	return p.deferred
 }
 
 func src(file string, n *yaml.Node) Source { return Source{File: file, Line: n.Line} }
@@ -527,7 +685,8 @@ func (p *parser) defaults(file string, v *yaml.Node) {
 }
 
 // entries parses the outbound, recipients or senders section.
-func (p *parser) entries(file string, v *yaml.Node, section string) {
+func (p *parser) entries(file string, v *yaml.Node, sec uint8) {
+	section := sectionNames[sec]
 	if isNull(v) {
 		return
 	}
@@ -546,7 +705,7 @@ func (p *parser) entries(file string, v *yaml.Node, section string) {
 		}
 		key := NormalizeKey(k.Value)
 		var err error
-		if section == "outbound" {
+		if sec == sectionOutbound {
 			err = checkOutboundKey(key)
 		} else {
 			err = checkAddressKey(key)
@@ -554,22 +713,26 @@ func (p *parser) entries(file string, v *yaml.Node, section string) {
 		if err != nil {
 			p.errorf(src(file, k), "%v", err)
 		}
-		e := p.entry(file, section, key, k, val)
+		e := p.entry(file, sec, key, k, val)
 		if err != nil || e == nil {
 			continue
 		}
-		p.add(section, e)
+		p.add(sec, e)
 	}
 }
 
 // add records e in its section, unless its key is already defined.
-func (p *parser) add(section string, e *Entry) {
+func (p *parser) add(sec uint8, e *Entry) {
+	if p.deferred {
+		p.events = append(p.events, event{kind: evEntry, e: e, section: sec})
+		return
+	}
 	var seen map[string]Source
 	var list *[]*Entry
-	switch section {
-	case "outbound":
+	switch sec {
+	case sectionOutbound:
 		seen, list = p.outSeen, &p.t.Outbound
-	case "recipients":
+	case sectionRecipients:
 		seen, list = p.rcptSeen, &p.t.Recipients
 	default:
 		seen, list = p.sndSeen, &p.t.Senders
@@ -584,7 +747,8 @@ func (p *parser) add(section string, e *Entry) {
 
 // entry parses the value of one entry: a policy string, or the long form
 // {policy, testing, note, review_by}.
-func (p *parser) entry(file, section, key string, k, v *yaml.Node) *Entry {
+func (p *parser) entry(file string, sec uint8, key string, k, v *yaml.Node) *Entry {
+	section := sectionNames[sec]
 	e := &Entry{Key: key, Source: src(file, k)}
 	var polNode *yaml.Node
 	switch {
@@ -652,7 +816,7 @@ func (p *parser) entry(file, section, key string, k, v *yaml.Node) *Entry {
 		p.errorf(src(file, polNode), "%s: %v", key, err)
 		return nil
 	}
-	if section != "outbound" {
+	if sec != sectionOutbound {
 		if err := checkTransportPolicy(section, pol); err != nil {
 			p.errorf(src(file, polNode), "%s: %v", key, err)
 			return nil
