@@ -96,8 +96,8 @@ func TestLoadTableParallel(t *testing.T) {
 			"t/a.yaml": "include:\n  - postfix: ../pf/one\noutbound:\n  one.example: encrypt\n",
 			"t/b.yaml": "outbound:\n  two.example: encrypt\ninclude:\n  - postfix: ../pf/two\n  - postfix: ../pf/one\n  - postfix: ../pf/missing\n",
 			"t/c.yaml": "include:\n  - postfix: ../pf/two\n",
-			"pf/one":    "one.example verify\n[mx.one.example]:25 secure\nbad key here\n",
-			"pf/two":    "two.example encrypt\n two continued\n",
+			"pf/one":   "one.example verify\n[mx.one.example]:25 secure\nbad key here\n",
+			"pf/two":   "two.example encrypt\n two continued\n",
 		},
 		"defaults": {
 			"t/a.yaml": "defaults: {learn: bogus, outbound: \"nope\"}\n",
