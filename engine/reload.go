@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -33,6 +35,11 @@ type Reloader struct {
 	OnReload func(err error)
 
 	mu sync.Mutex // serialises reloads
+
+	relMu      sync.Mutex
+	relRunning bool           // a release goroutine is running
+	relPending bool           // another load finished since it started
+	relWG      sync.WaitGroup // the release goroutine (tests wait for it)
 }
 
 func (r *Reloader) logger() *slog.Logger {
@@ -63,6 +70,7 @@ func (r *Reloader) Reload() error {
 		if r.OnReload != nil {
 			r.OnReload(err)
 		}
+		r.release()
 		return err
 	}
 	r.Engine.Swap(s)
@@ -73,7 +81,52 @@ func (r *Reloader) Reload() error {
 	if r.OnReload != nil {
 		r.OnReload(nil)
 	}
+	r.release()
 	return nil
+}
+
+// release returns the memory a load no longer needs to the operating
+// system, in the background: the YAML nodes of the parse (1.3 GB
+// allocated in all for a 1,000,000-entry table, 150 MB for 100,000) and,
+// after a reload, the previous table once no lookup uses it. A failed
+// load leaves the same garbage, so it is released too.
+//
+// Without it the Go runtime keeps that memory: its next collection is due
+// only when the heap has doubled since the last one, and its scavenger
+// returns only what exceeds that goal, so a daemon that had loaded a
+// 1,000,000-entry table (204 MB live) stayed at ≈ 520 MB resident; with
+// it, ≈ 250 MB. debug.FreeOSMemory (a collection, then returning every
+// free page) took 0.6 s for that table and 35 ms for 100,000 entries
+// (2-core VM): it runs after the new table answers and after Reload
+// returns, so it delays neither a reload nor the daemon's start. One runs
+// at a time; a load that finishes meanwhile gets one more run.
+func (r *Reloader) release() {
+	r.relMu.Lock()
+	defer r.relMu.Unlock()
+	if r.relRunning {
+		r.relPending = true
+		return
+	}
+	r.relRunning = true
+	r.relWG.Add(1)
+	go func() {
+		defer r.relWG.Done()
+		for {
+			start := time.Now()
+			debug.FreeOSMemory()
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			r.logger().Debug("memory of the policy table load returned to the OS", "took", time.Since(start).Round(time.Millisecond),
+				"heap_inuse_mb", ms.HeapInuse>>20, "heap_released_mb", ms.HeapReleased>>20)
+			r.relMu.Lock()
+			again := r.relPending
+			r.relPending, r.relRunning = false, again
+			r.relMu.Unlock()
+			if !again {
+				return
+			}
+		}
+	}()
 }
 
 // watchSet is what a change event must touch to trigger a reload.
