@@ -548,6 +548,55 @@ func TestServerHangingHandler(t *testing.T) {
 	}
 }
 
+// TestServerHangingHandlerOnBusyConnection checks the watchdog on a
+// connection that has answered lookups before: its timer, armed by an
+// earlier lookup, must neither cut a hanging lookup short nor miss it, be
+// it armed but about to fire or fired and disarmed while the connection was
+// between lookups.
+func TestServerHangingHandlerOnBusyConnection(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	tests := []struct {
+		name   string
+		before func(c *client)
+	}{
+		{"timer armed by the previous lookup fires during this one", func(c *client) {
+			c.lookup("tls_policy", "bank.example")
+			time.Sleep(timeout - 100*time.Millisecond)
+		}},
+		{"timer fired and disarmed between lookups", func(c *client) {
+			for range 7 {
+				c.lookup("tls_policy", "bank.example")
+				time.Sleep(timeout / 3)
+			}
+		}},
+		{"back-to-back lookups for longer than the timeout", func(c *client) {
+			for start := time.Now(); time.Since(start) < 2*timeout; {
+				c.lookup("tls_policy", "bank.example")
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h := newBlocking(t)
+			addr, logs := testServer(t, &Server{Handler: h, RequestTimeout: timeout})
+			c := dial(t, "tcp", addr)
+			tt.before(c)
+			start := time.Now()
+			if got := c.lookup("tls_policy", "hang.example"); got != "TEMP timeout" {
+				t.Fatalf("reply %q, want TEMP timeout", got)
+			}
+			if el := time.Since(start); el < timeout || el > timeout+2*time.Second {
+				t.Errorf("TEMP timeout after %v, want about %v", el, timeout)
+			}
+			c.expectClosed(3 * time.Second)
+			if n := strings.Count(logs.String(), "lookup exceeded request timeout"); n != 1 {
+				t.Errorf("%d timeout warnings, want 1", n)
+			}
+		})
+	}
+}
+
 func TestServerContextHonouringHandlerTimesOut(t *testing.T) {
 	const timeout = 200 * time.Millisecond
 	h := newBlocking(t)
