@@ -16,21 +16,19 @@ import (
 // under 10 s per batch.
 func BenchmarkProbe1000Domains(b *testing.B) {
 	const domains = 1000
-	ca := newCA(b)
-	z := newZone(b)
-	f := newFarm(b, ca)
+	z, f := loopback(b)
 	const nMX = 4
 	for k := range nMX {
 		ip := fmt.Sprintf("127.0.0.%d", 10+k)
 		host := fmt.Sprintf("mx%d.bench.test", k)
-		z.addr4or6(b, host, ip)
-		f.goodMX(b, ip, host)
+		z.Add(b, fmt.Sprintf("%s. 300 IN A %s", host, ip))
+		f.GoodMX(b, ip, time.Time{}, host)
 	}
 	targets := make([]string, domains)
 	for i := range targets {
 		d := fmt.Sprintf("d%04d.bench.test", i)
 		targets[i] = d
-		z.add(b, fmt.Sprintf("%s. 300 IN MX 10 mx%d.bench.test.", d, i%nMX))
+		z.Add(b, fmt.Sprintf("%s. 300 IN MX 10 mx%d.bench.test.", d, i%nMX))
 	}
 	p := testProber(b, z, f, func(c *Config) {
 		c.Timeout = DefaultTimeout

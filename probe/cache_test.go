@@ -330,11 +330,9 @@ func TestCacheQueueCap(t *testing.T) {
 // End to end: a real prober behind the cache; the fake MX loses STARTTLS
 // between two probes and the learned policy stays, with an event.
 func TestCacheWithProberSTRIPTLS(t *testing.T) {
-	ca := newCA(t)
-	z := newZone(t)
-	f := newFarm(t, ca)
-	z.mx(t, "striptls.test", 10, "mx1.striptls.test", "127.0.0.2")
-	tlsMX := smtpOnce(t, f, "127.0.0.2", true)
+	z, f := loopback(t)
+	z.MX(t, "striptls.test", 10, "mx1.striptls.test", "127.0.0.2")
+	stopTLS := f.GoodMX(t, "127.0.0.2", time.Time{}, "mx1.striptls.test")
 	p := testProber(t, z, f, nil)
 	clk := newClock(time.Now())
 	var ev events
@@ -350,8 +348,8 @@ func TestCacheWithProberSTRIPTLS(t *testing.T) {
 	waitFor(t, "learning", func() bool { _, _, ok := c.Learned("striptls.test"); return ok })
 
 	// The attacker strips STARTTLS.
-	tlsMX()
-	smtpOnce(t, f, "127.0.0.2", false)
+	stopTLS()
+	f.PlainMX(t, "127.0.0.2")
 	clk.Add(DefaultTTL)
 	waitFor(t, "no-starttls probe", func() bool {
 		r, ok := c.Get("striptls.test")
@@ -363,43 +361,5 @@ func TestCacheWithProberSTRIPTLS(t *testing.T) {
 	waitFor(t, "event", func() bool { k := ev.kinds(); return len(k) >= 2 })
 	if k := ev.kinds(); k[0] != EventLearned || k[1] != EventDowngradeRefused {
 		t.Errorf("events = %v", k)
-	}
-}
-
-// smtpOnce starts a go-smtp fake MX on ip and returns a function stopping
-// it, so a test can replace it.
-func smtpOnce(t *testing.T, f *mxFarm, ip string, starttls bool) (stop func()) {
-	t.Helper()
-	sub := &stopper{}
-	tb := &stopTB{TB: t, s: sub}
-	if starttls {
-		f.goodMX(tb, ip, "mx1.striptls.test")
-	} else {
-		f.smtpServer(tb, ip, nil)
-	}
-	return sub.run
-}
-
-// stopTB collects Cleanup functions so that they can be run early.
-type stopTB struct {
-	testing.TB
-	s *stopper
-}
-
-func (s *stopTB) Cleanup(fn func()) { s.s.add(fn); s.TB.Cleanup(s.s.run) }
-
-type stopper struct {
-	mu  sync.Mutex
-	fns []func()
-}
-
-func (s *stopper) add(fn func()) { s.mu.Lock(); s.fns = append(s.fns, fn); s.mu.Unlock() }
-func (s *stopper) run() {
-	s.mu.Lock()
-	fns := s.fns
-	s.fns = nil
-	s.mu.Unlock()
-	for i := len(fns) - 1; i >= 0; i-- {
-		fns[i]()
 	}
 }

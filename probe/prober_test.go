@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/tlspolicyd/tlspolicyd/internal/probetest"
 )
 
 // levels is a compact way to write expected level verdicts: may, encrypt,
@@ -28,14 +29,13 @@ func (r *Result) levelBits() levels {
 }
 
 func TestProbeScenarios(t *testing.T) {
-	ca := newCA(t)
 	const (
 		ip1 = "127.0.0.2"
 		ip2 = "127.0.0.3"
 	)
 	tests := []struct {
 		name   string
-		setup  func(t *testing.T, z *zone, f *mxFarm)
+		setup  func(t *testing.T, z *probetest.Zone, f *probetest.Farm)
 		target string // %d is replaced by the farm's port
 		mod    func(*Config)
 		status string
@@ -46,9 +46,9 @@ func TestProbeScenarios(t *testing.T) {
 	}{
 		{
 			name: "valid certificate",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				z.mx(t, "good.test", 10, "mx1.good.test", ip1)
-				f.goodMX(t, ip1, "mx1.good.test")
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				z.MX(t, "good.test", 10, "mx1.good.test", ip1)
+				f.GoodMX(t, ip1, time.Time{}, "mx1.good.test")
 			},
 			target: "good.test",
 			status: StatusOK,
@@ -68,9 +68,9 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name: "MX of a hoster: verify yes, secure no",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				z.mx(t, "customer.test", 10, "mx.hoster.test", ip1)
-				f.goodMX(t, ip1, "mx.hoster.test")
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				z.MX(t, "customer.test", 10, "mx.hoster.test", ip1)
+				f.GoodMX(t, ip1, time.Time{}, "mx.hoster.test")
 			},
 			target: "customer.test",
 			status: StatusOK,
@@ -79,9 +79,9 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name: "wildcard certificate matches MX and next-hop subdomain",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				z.mx(t, "wild.test", 10, "mx.in.wild.test", ip1)
-				f.goodMX(t, ip1, "*.wild.test")
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				z.MX(t, "wild.test", 10, "mx.in.wild.test", ip1)
+				f.GoodMX(t, ip1, time.Time{}, "*.wild.test")
 			},
 			target: "wild.test",
 			status: StatusOK,
@@ -89,9 +89,9 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name: "no STARTTLS",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				z.mx(t, "plain.test", 10, "mx1.plain.test", ip1)
-				f.smtpServer(t, ip1, nil)
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				z.MX(t, "plain.test", 10, "mx1.plain.test", ip1)
+				f.PlainMX(t, ip1)
 			},
 			target: "plain.test",
 			status: StatusNoSTARTTLS,
@@ -100,10 +100,10 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name: "expired certificate",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				z.mx(t, "expired.test", 10, "mx1.expired.test", ip1)
-				cert := ca.issue(t, []string{"mx1.expired.test"}, time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour))
-				f.smtpServer(t, ip1, &tls.Config{Certificates: []tls.Certificate{cert}})
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				z.MX(t, "expired.test", 10, "mx1.expired.test", ip1)
+				cert := f.CA.Issue(t, []string{"mx1.expired.test"}, time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour))
+				f.Serve(t, ip1, &tls.Config{Certificates: []tls.Certificate{cert}})
 			},
 			target: "expired.test",
 			status: StatusOK,
@@ -112,9 +112,9 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name: "wrong name",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				z.mx(t, "wrongname.test", 10, "mx1.wrongname.test", ip1)
-				f.goodMX(t, ip1, "somewhere-else.test")
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				z.MX(t, "wrongname.test", 10, "mx1.wrongname.test", ip1)
+				f.GoodMX(t, ip1, time.Time{}, "somewhere-else.test")
 			},
 			target: "wrongname.test",
 			status: StatusOK,
@@ -123,11 +123,10 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name: "self-signed",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				z.mx(t, "selfsigned.test", 10, "mx1.selfsigned.test", ip1)
-				var none *testCA
-				cert := none.issue(t, []string{"mx1.selfsigned.test"}, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
-				f.smtpServer(t, ip1, &tls.Config{Certificates: []tls.Certificate{cert}})
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				z.MX(t, "selfsigned.test", 10, "mx1.selfsigned.test", ip1)
+				cert := probetest.SelfSigned(t, []string{"mx1.selfsigned.test"}, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+				f.Serve(t, ip1, &tls.Config{Certificates: []tls.Certificate{cert}})
 			},
 			target: "selfsigned.test",
 			status: StatusOK,
@@ -136,10 +135,10 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name: "TLS 1.0 only",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				z.mx(t, "old.test", 10, "mx1.old.test", ip1)
-				cert := ca.valid(t, "mx1.old.test")
-				f.smtpServer(t, ip1, &tls.Config{Certificates: []tls.Certificate{cert},
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				z.MX(t, "old.test", 10, "mx1.old.test", ip1)
+				cert := f.CA.Issue(t, []string{"mx1.old.test"}, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+				f.Serve(t, ip1, &tls.Config{Certificates: []tls.Certificate{cert},
 					MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS10})
 			},
 			target: "old.test",
@@ -153,9 +152,9 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name: "tarpit never sends a banner",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				z.mx(t, "tarpit.test", 10, "mx1.tarpit.test", ip1)
-				f.rawServer(t, ip1, tarpit)
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				z.MX(t, "tarpit.test", 10, "mx1.tarpit.test", ip1)
+				f.Raw(t, ip1, probetest.Tarpit)
 			},
 			mod:    func(c *Config) { c.Timeout = 300 * time.Millisecond },
 			target: "tarpit.test",
@@ -165,9 +164,9 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name: "421 banner is temporary",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				z.mx(t, "busy.test", 10, "mx1.busy.test", ip1)
-				f.rawServer(t, ip1, bannerThenWait("421-4.3.2 busy\r\n421 4.3.2 try again later\r\n"))
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				z.MX(t, "busy.test", 10, "mx1.busy.test", ip1)
+				f.Raw(t, ip1, probetest.BannerThenWait("421-4.3.2 busy\r\n421 4.3.2 try again later\r\n"))
 			},
 			target: "busy.test",
 			status: StatusTemporary,
@@ -176,9 +175,9 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name: "554 banner refuses",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				z.mx(t, "closed.test", 10, "mx1.closed.test", ip1)
-				f.rawServer(t, ip1, bannerThenWait("554 5.7.1 no mail here\r\n"))
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				z.MX(t, "closed.test", 10, "mx1.closed.test", ip1)
+				f.Raw(t, ip1, probetest.BannerThenWait("554 5.7.1 no mail here\r\n"))
 			},
 			target: "closed.test",
 			status: StatusUnreachable,
@@ -187,11 +186,11 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name: "multi-line banner",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				z.mx(t, "chatty.test", 10, "mx1.chatty.test", ip1)
-				f.rawServer(t, ip1, func(c net.Conn) {
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				z.MX(t, "chatty.test", 10, "mx1.chatty.test", ip1)
+				f.Raw(t, ip1, func(c net.Conn) {
 					_, _ = c.Write([]byte("220-mx1.chatty.test welcome\r\n220-second line\r\n220 ready\r\n"))
-					bannerThenWait("")(c)
+					probetest.BannerThenWait("")(c)
 				})
 			},
 			mod:    func(c *Config) { c.Timeout = time.Second },
@@ -206,9 +205,9 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name: "EHLO refused: Postfix falls back to HELO, no TLS",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				z.mx(t, "helo.test", 10, "mx1.helo.test", ip1)
-				f.rawServer(t, ip1, scripted(map[string]string{"": "220 mx1.helo.test\r\n", "EHLO": "502 5.5.1 what?\r\n"}))
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				z.MX(t, "helo.test", 10, "mx1.helo.test", ip1)
+				f.Raw(t, ip1, probetest.Script{Replies: map[string]string{"": "220 mx1.helo.test\r\n", "EHLO": "502 5.5.1 what?\r\n"}}.Handle)
 			},
 			target: "helo.test",
 			status: StatusNoSTARTTLS,
@@ -216,10 +215,10 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name: "STARTTLS advertised but refused",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				z.mx(t, "refuse.test", 10, "mx1.refuse.test", ip1)
-				f.rawServer(t, ip1, scripted(map[string]string{"": "220 mx1.refuse.test\r\n",
-					"EHLO": "250-mx1.refuse.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n", "STARTTLS": "454 4.7.0 TLS not available\r\n"}))
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				z.MX(t, "refuse.test", 10, "mx1.refuse.test", ip1)
+				f.Raw(t, ip1, probetest.Script{Replies: map[string]string{"": "220 mx1.refuse.test\r\n",
+					"EHLO": "250-mx1.refuse.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n", "STARTTLS": "454 4.7.0 TLS not available\r\n"}}.Handle)
 			},
 			target: "refuse.test",
 			status: StatusNoSTARTTLS,
@@ -229,12 +228,10 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name: "TLS handshake fails",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				z.mx(t, "nohs.test", 10, "mx1.nohs.test", ip1)
-				f.rawServer(t, ip1, func(c net.Conn) {
-					scripted(map[string]string{"": "220 mx1.nohs.test\r\n",
-						"EHLO": "250-mx1.nohs.test\r\n250 starttls\r\n", "STARTTLS": "220 go ahead\r\n"})(c)
-				})
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				z.MX(t, "nohs.test", 10, "mx1.nohs.test", ip1)
+				f.Raw(t, ip1, probetest.Script{Replies: map[string]string{"": "220 mx1.nohs.test\r\n",
+					"EHLO": "250-mx1.nohs.test\r\n250 starttls\r\n", "STARTTLS": "220 go ahead\r\n"}}.Handle)
 			},
 			target: "nohs.test",
 			status: StatusNoSTARTTLS,
@@ -244,10 +241,10 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name: "plaintext injected after the STARTTLS reply",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				z.mx(t, "inject.test", 10, "mx1.inject.test", ip1)
-				f.rawServer(t, ip1, scripted(map[string]string{"": "220 mx1.inject.test\r\n",
-					"EHLO": "250-mx1.inject.test\r\n250 STARTTLS\r\n", "STARTTLS": "220 go ahead\r\n250 injected\r\n"}))
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				z.MX(t, "inject.test", 10, "mx1.inject.test", ip1)
+				f.Raw(t, ip1, probetest.Script{Replies: map[string]string{"": "220 mx1.inject.test\r\n",
+					"EHLO": "250-mx1.inject.test\r\n250 STARTTLS\r\n", "STARTTLS": "220 go ahead\r\n250 injected\r\n"}}.Handle)
 			},
 			target: "inject.test",
 			status: StatusNoSTARTTLS,
@@ -261,10 +258,10 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name: "one of two MX down: not counted",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				z.mx(t, "half.test", 10, "mx1.half.test", ip1)
-				z.mx(t, "half.test", 20, "mx2.half.test", ip2) // nothing listens
-				f.goodMX(t, ip1, "mx1.half.test")
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				z.MX(t, "half.test", 10, "mx1.half.test", ip1)
+				z.MX(t, "half.test", 20, "mx2.half.test", ip2) // nothing listens
+				f.GoodMX(t, ip1, time.Time{}, "mx1.half.test")
 			},
 			target: "half.test",
 			status: StatusOK,
@@ -273,11 +270,11 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name: "one of two MX without STARTTLS",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				z.mx(t, "mixed.test", 10, "mx1.mixed.test", ip1)
-				z.mx(t, "mixed.test", 20, "mx2.mixed.test", ip2)
-				f.goodMX(t, ip1, "mx1.mixed.test")
-				f.smtpServer(t, ip2, nil)
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				z.MX(t, "mixed.test", 10, "mx1.mixed.test", ip1)
+				z.MX(t, "mixed.test", 20, "mx2.mixed.test", ip2)
+				f.GoodMX(t, ip1, time.Time{}, "mx1.mixed.test")
+				f.PlainMX(t, ip2)
 			},
 			target: "mixed.test",
 			status: StatusNoSTARTTLS,
@@ -291,8 +288,8 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name: "null MX accepts no mail",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				z.add(t, "nullmx.test. 300 IN MX 0 .")
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				z.Add(t, "nullmx.test. 300 IN MX 0 .")
 			},
 			target: "nullmx.test",
 			status: StatusNoMail,
@@ -300,10 +297,10 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name: "SERVFAIL is temporary, never no-MX",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				z.rcode("broken.test", dns.RcodeServerFailure)
-				z.add(t, "broken.test. 300 IN A 127.0.0.2") // must not be used as implicit MX
-				f.goodMX(t, ip1, "broken.test")
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				z.Rcode("broken.test", dns.RcodeServerFailure)
+				z.Add(t, "broken.test. 300 IN A 127.0.0.2") // must not be used as implicit MX
+				f.GoodMX(t, ip1, time.Time{}, "broken.test")
 			},
 			target: "broken.test",
 			status: StatusTemporary,
@@ -317,7 +314,7 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name:   "NXDOMAIN: no such domain, not temporary",
-			setup:  func(t *testing.T, z *zone, f *mxFarm) {},
+			setup:  func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {},
 			target: "nonexistent.test",
 			status: StatusUnreachable,
 			reason: []string{"no such domain"},
@@ -325,9 +322,9 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name: "NODATA: implicit MX",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				z.add(t, "implicit.test. 300 IN A "+ip1)
-				f.goodMX(t, ip1, "implicit.test")
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				z.Add(t, "implicit.test. 300 IN A "+ip1)
+				f.GoodMX(t, ip1, time.Time{}, "implicit.test")
 			},
 			target: "implicit.test",
 			status: StatusOK,
@@ -340,8 +337,8 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name: "NODATA and no address",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				z.add(t, "txtonly.test. 300 IN TXT \"v=spf1 -all\"")
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				z.Add(t, "txtonly.test. 300 IN TXT \"v=spf1 -all\"")
 			},
 			target: "txtonly.test",
 			status: StatusUnreachable,
@@ -349,9 +346,9 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name: "MX host address lookup SERVFAIL",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				z.mx(t, "hostfail.test", 10, "mx1.hostfail.test", "")
-				z.rcode("mx1.hostfail.test", dns.RcodeServerFailure)
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				z.MX(t, "hostfail.test", 10, "mx1.hostfail.test", "")
+				z.Rcode("mx1.hostfail.test", dns.RcodeServerFailure)
 			},
 			target: "hostfail.test",
 			status: StatusTemporary,
@@ -359,10 +356,10 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name: "[host] probes the host, no MX lookup",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				z.add(t, "relay.test. 300 IN A "+ip1)
-				z.mx(t, "relay.test", 10, "elsewhere.test", ip2) // must be ignored
-				f.goodMX(t, ip1, "relay.test")
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				z.Add(t, "relay.test. 300 IN A "+ip1)
+				z.MX(t, "relay.test", 10, "elsewhere.test", ip2) // must be ignored
+				f.GoodMX(t, ip1, time.Time{}, "relay.test")
 			},
 			target: "[relay.test]",
 			status: StatusOK,
@@ -375,8 +372,8 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name: "[ip]:port literal, no DNS, port from the target",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				f.goodMX(t, ip1, "mx.literal.test")
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				f.GoodMX(t, ip1, time.Time{}, "mx.literal.test")
 			},
 			mod:    func(c *Config) { c.Port = 1 },
 			target: "[127.0.0.2]:%d",
@@ -390,9 +387,9 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name: "domain:port does the MX lookup, port from the target",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				z.mx(t, "ported.test", 10, "mx1.ported.test", ip1)
-				f.goodMX(t, ip1, "mx1.ported.test")
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				z.MX(t, "ported.test", 10, "mx1.ported.test", ip1)
+				f.GoodMX(t, ip1, time.Time{}, "mx1.ported.test")
 			},
 			mod:    func(c *Config) { c.Port = 1 },
 			target: "PORTED.test.:%d",
@@ -406,9 +403,9 @@ func TestProbeScenarios(t *testing.T) {
 		},
 		{
 			name: "private address refused unless AllowPrivate",
-			setup: func(t *testing.T, z *zone, f *mxFarm) {
-				z.mx(t, "looksPublic.test", 10, "mx1.lookspublic.test", ip1)
-				f.goodMX(t, ip1, "mx1.lookspublic.test")
+			setup: func(t *testing.T, z *probetest.Zone, f *probetest.Farm) {
+				z.MX(t, "looksPublic.test", 10, "mx1.lookspublic.test", ip1)
+				f.GoodMX(t, ip1, time.Time{}, "mx1.lookspublic.test")
 			},
 			mod:    func(c *Config) { c.AllowPrivate = false },
 			target: "lookspublic.test",
@@ -422,13 +419,12 @@ func TestProbeScenarios(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			z := newZone(t)
-			f := newFarm(t, ca)
+			z, f := loopback(t)
 			tc.setup(t, z, f)
 			p := testProber(t, z, f, tc.mod)
 			target := tc.target
 			if strings.Contains(target, "%d") {
-				target = fmt.Sprintf(target, f.port)
+				target = fmt.Sprintf(target, f.Port)
 			}
 			r, err := p.Probe(context.Background(), target)
 			if err != nil {
@@ -458,8 +454,8 @@ func TestProbeScenarios(t *testing.T) {
 			if len(r.Levels) != 4 {
 				t.Errorf("Levels has %d entries, want 4", len(r.Levels))
 			}
-			if tc.class == ClassPrivate && f.accepted(ip1) != 0 {
-				t.Errorf("refused private address was connected to %d times", f.accepted(ip1))
+			if tc.class == ClassPrivate && f.Accepted(ip1) != 0 {
+				t.Errorf("refused private address was connected to %d times", f.Accepted(ip1))
 			}
 			if tc.check != nil {
 				tc.check(t, r)
@@ -471,17 +467,15 @@ func TestProbeScenarios(t *testing.T) {
 // A level fails with a reason naming every failing host, and encrypt
 // failures name the MX in Postfix's host[addr] form.
 func TestProbeLevelReasons(t *testing.T) {
-	ca := newCA(t)
-	z := newZone(t)
-	f := newFarm(t, ca)
-	z.mx(t, "lawfirm.example", 10, "mx1.lawfirm.example", "127.0.0.2")
-	f.smtpServer(t, "127.0.0.2", nil)
-	p := testProber(t, z, f, func(c *Config) { c.Port = f.port })
+	z, f := loopback(t)
+	z.MX(t, "lawfirm.example", 10, "mx1.lawfirm.example", "127.0.0.2")
+	f.PlainMX(t, "127.0.0.2")
+	p := testProber(t, z, f, func(c *Config) { c.Port = f.Port })
 	r, err := p.Probe(context.Background(), "lawfirm.example")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "mx1.lawfirm.example[127.0.0.2]:" + strconv.Itoa(f.port) + ": no STARTTLS offered"
+	want := "mx1.lawfirm.example[127.0.0.2]:" + strconv.Itoa(f.Port) + ": no STARTTLS offered"
 	for _, l := range []string{LevelEncrypt, LevelVerify, LevelSecure} {
 		if v := r.Levels[l]; v.OK || v.Reason != want {
 			t.Errorf("Levels[%s] = %+v, want reason %q", l, v, want)
@@ -498,16 +492,14 @@ func TestProbeIPv6Loopback(t *testing.T) {
 		t.Skipf("no IPv6 loopback: %v", err)
 	}
 	l.Close()
-	ca := newCA(t)
-	z := newZone(t)
-	f := newFarm(t, ca)
-	if l, err := net.Listen("tcp", net.JoinHostPort("::1", strconv.Itoa(f.port))); err != nil {
-		t.Skipf("cannot listen on [::1]:%d: %v", f.port, err)
+	z, f := loopback(t)
+	if l, err := net.Listen("tcp", net.JoinHostPort("::1", strconv.Itoa(f.Port))); err != nil {
+		t.Skipf("cannot listen on [::1]:%d: %v", f.Port, err)
 	} else {
 		l.Close()
 	}
-	z.mx(t, "six.test", 10, "mx6.six.test", "::1")
-	f.goodMX(t, "::1", "mx6.six.test")
+	z.MX(t, "six.test", 10, "mx6.six.test", "::1")
+	f.GoodMX(t, "::1", time.Time{}, "mx6.six.test")
 	p := testProber(t, z, f, nil)
 	for _, target := range []string{"six.test", "[::1]", "[ipv6:::1]"} {
 		r, err := p.Probe(context.Background(), target)
@@ -528,15 +520,13 @@ func TestProbeIPv6Loopback(t *testing.T) {
 
 // Two concurrent probes of one target share one SMTP connection.
 func TestProbeSingleflight(t *testing.T) {
-	ca := newCA(t)
-	z := newZone(t)
-	f := newFarm(t, ca)
-	z.mx(t, "once.test", 10, "mx1.once.test", "127.0.0.2")
+	z, f := loopback(t)
+	z.MX(t, "once.test", 10, "mx1.once.test", "127.0.0.2")
 	// A slow banner keeps the first probe in flight while the others join.
 	release := make(chan struct{})
-	f.rawServer(t, "127.0.0.2", func(c net.Conn) {
+	f.Raw(t, "127.0.0.2", func(c net.Conn) {
 		<-release
-		bannerThenWait("421 4.3.2 mx1.once.test busy\r\n")(c)
+		probetest.BannerThenWait("421 4.3.2 mx1.once.test busy\r\n")(c)
 	})
 	p := testProber(t, z, f, func(c *Config) { c.Timeout = 2 * time.Second })
 	const n = 5
@@ -558,11 +548,11 @@ func TestProbeSingleflight(t *testing.T) {
 	// Hold the banner until every caller is under way and has had time
 	// to join the probe in flight.
 	started.Wait()
-	waitFor(t, "the connection", func() bool { return f.accepted("127.0.0.2") > 0 })
+	waitFor(t, "the connection", func() bool { return f.Accepted("127.0.0.2") > 0 })
 	time.Sleep(200 * time.Millisecond)
 	close(release)
 	wg.Wait()
-	if got := f.accepted("127.0.0.2"); got != 1 {
+	if got := f.Accepted("127.0.0.2"); got != 1 {
 		t.Errorf("fake MX accepted %d connections, want 1", got)
 	}
 	for i := 1; i < n; i++ {
@@ -574,11 +564,9 @@ func TestProbeSingleflight(t *testing.T) {
 
 // A caller whose context ends stops waiting; the probe itself goes on.
 func TestProbeContextEnds(t *testing.T) {
-	ca := newCA(t)
-	z := newZone(t)
-	f := newFarm(t, ca)
-	z.mx(t, "slow.test", 10, "mx1.slow.test", "127.0.0.2")
-	f.rawServer(t, "127.0.0.2", tarpit)
+	z, f := loopback(t)
+	z.MX(t, "slow.test", 10, "mx1.slow.test", "127.0.0.2")
+	f.Raw(t, "127.0.0.2", probetest.Tarpit)
 	p := testProber(t, z, f, func(c *Config) { c.Timeout = 500 * time.Millisecond })
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -602,11 +590,9 @@ func TestProbeBadTarget(t *testing.T) {
 
 // The JSON form round-trips: the cache file and --json depend on it.
 func TestResultJSON(t *testing.T) {
-	ca := newCA(t)
-	z := newZone(t)
-	f := newFarm(t, ca)
-	z.mx(t, "json.test", 10, "mx1.json.test", "127.0.0.2")
-	f.goodMX(t, "127.0.0.2", "mx1.json.test")
+	z, f := loopback(t)
+	z.MX(t, "json.test", 10, "mx1.json.test", "127.0.0.2")
+	f.GoodMX(t, "127.0.0.2", time.Time{}, "mx1.json.test")
 	p := testProber(t, z, f, nil)
 	r, err := p.Probe(context.Background(), "json.test")
 	if err != nil {
@@ -634,21 +620,19 @@ func TestResultJSON(t *testing.T) {
 // A big MX RRset is truncated over UDP and fetched over TCP; only the
 // MaxMX most preferred hosts are probed, in preference order.
 func TestProbeManyMXOverTCP(t *testing.T) {
-	ca := newCA(t)
-	z := newZone(t)
-	f := newFarm(t, ca)
+	z, f := loopback(t)
 	long := strings.Repeat("a", 50)
 	for i := 40; i >= 1; i-- {
 		host := fmt.Sprintf("mx%02d-%s.many.test", i, long)
-		z.mx(t, "many.test", i, host, "127.0.0.2")
+		z.MX(t, "many.test", i, host, "127.0.0.2")
 	}
-	f.goodMX(t, "127.0.0.2", "*.many.test")
+	f.GoodMX(t, "127.0.0.2", time.Time{}, "*.many.test")
 	p := testProber(t, z, f, nil)
 	r, err := p.Probe(context.Background(), "many.test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if z.tcp.Load() == 0 {
+	if z.TCPQueries() == 0 {
 		t.Error("no query went over TCP: truncation not handled")
 	}
 	if len(r.MX) != DefaultMaxMX {
@@ -666,12 +650,11 @@ func TestProbeManyMXOverTCP(t *testing.T) {
 
 // MaxAddrs caps the sessions of one target.
 func TestProbeMaxAddrs(t *testing.T) {
-	ca := newCA(t)
-	z := newZone(t)
-	f := newFarm(t, ca)
+	z, f := loopback(t)
 	for i := 2; i <= 6; i++ {
-		z.mx(t, "wide.test", 10, "mx.wide.test", fmt.Sprintf("127.0.0.%d", i))
-		f.goodMX(t, fmt.Sprintf("127.0.0.%d", i), "mx.wide.test")
+		ip := fmt.Sprintf("127.0.0.%d", i)
+		z.MX(t, "wide.test", 10, "mx.wide.test", ip)
+		f.GoodMX(t, ip, time.Time{}, "mx.wide.test")
 	}
 	p := testProber(t, z, f, func(c *Config) { c.MaxAddrs = 3 })
 	r, err := p.Probe(context.Background(), "wide.test")

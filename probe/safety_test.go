@@ -1,12 +1,10 @@
 package probe
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -15,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tlspolicyd/tlspolicyd/internal/probetest"
 )
 
 // TestProbeRefusesHostileAddresses: a zone publishing public-looking MX
@@ -23,10 +23,8 @@ import (
 // is refused before connecting, the loopback fake MX listening on
 // 127.0.0.2 never sees a connection, and the result is unreachable.
 func TestProbeRefusesHostileAddresses(t *testing.T) {
-	ca := newCA(t)
-	z := newZone(t)
-	f := newFarm(t, ca)
-	f.goodMX(t, "127.0.0.2", "*.hostile.test")
+	z, f := loopback(t)
+	f.GoodMX(t, "127.0.0.2", time.Time{}, "*.hostile.test")
 	hostile := []struct{ host, ip, recorded string }{
 		{"mx-loopback", "127.0.0.2", "127.0.0.2"},
 		{"mx-mapped", "::ffff:127.0.0.2", "127.0.0.2"},
@@ -40,7 +38,7 @@ func TestProbeRefusesHostileAddresses(t *testing.T) {
 		{"mx-rfc1918", "10.0.0.25", "10.0.0.25"},
 	}
 	for i, h := range hostile {
-		z.mx(t, "hostile.test", 10+i, h.host+".hostile.test", h.ip)
+		z.MX(t, "hostile.test", 10+i, h.host+".hostile.test", h.ip)
 	}
 	p := testProber(t, z, f, func(c *Config) { c.AllowPrivate = false; c.Timeout = time.Second })
 	r, err := p.Probe(context.Background(), "hostile.test")
@@ -60,7 +58,7 @@ func TestProbeRefusesHostileAddresses(t *testing.T) {
 		}
 	}
 	for _, target := range []string{"[127.0.0.2]", "[::ffff:127.0.0.2]", "[ipv6:::ffff:127.0.0.2]", "[0.0.0.0]", "[ipv6:::]"} {
-		r, err := p.Probe(context.Background(), fmt.Sprintf("%s:%d", target, f.port))
+		r, err := p.Probe(context.Background(), fmt.Sprintf("%s:%d", target, f.Port))
 		if err != nil {
 			t.Fatalf("%s: %v", target, err)
 		}
@@ -68,7 +66,7 @@ func TestProbeRefusesHostileAddresses(t *testing.T) {
 			t.Errorf("%s: status %q, addrs %+v", target, r.Status, r.MX[0].Addrs)
 		}
 	}
-	if n := f.accepted("127.0.0.2"); n != 0 {
+	if n := f.Accepted("127.0.0.2"); n != 0 {
 		t.Errorf("refused loopback MX was connected to %d times", n)
 	}
 }
@@ -84,9 +82,7 @@ func TestProbeRateLimit(t *testing.T) {
 		t.Error("negative MaxPerMinute still limits")
 	}
 
-	ca := newCA(t)
-	z := newZone(t) // every name is NXDOMAIN: a probe is one MX query
-	f := newFarm(t, ca)
+	z, f := loopback(t) // every name is NXDOMAIN: a probe is one MX query
 	p := testProber(t, z, f, nil)
 	// The test's minute: 3 probes per 600 ms.
 	const window = 600 * time.Millisecond
@@ -120,7 +116,7 @@ func TestProbeRateLimit(t *testing.T) {
 	if _, err := p.Probe(context.Background(), "t6.test"); err != nil {
 		t.Fatalf("t6: %v", err)
 	}
-	queries := z.queries.Load()
+	queries := z.Queries()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	t0 := time.Now()
@@ -136,7 +132,7 @@ func TestProbeRateLimit(t *testing.T) {
 	if _, err := p.Probe(cancelled, "t8.test"); !errors.Is(err, ErrRateLimited) {
 		t.Errorf("probe with an ended context: %v, want ErrRateLimited", err)
 	}
-	if n := z.queries.Load(); n != queries {
+	if n := z.Queries(); n != queries {
 		t.Errorf("%d DNS queries for the refused probes", n-queries)
 	}
 }
@@ -146,18 +142,16 @@ func TestProbeRateLimit(t *testing.T) {
 // mails and terminals), and a server that talks without end cannot make
 // the prober read more than maxSessionBytes.
 func TestProbeHostileServerText(t *testing.T) {
-	ca := newCA(t)
-	z := newZone(t)
-	f := newFarm(t, ca)
-	z.mx(t, "ansi.test", 10, "mx.ansi.test", "127.0.0.2")
-	f.rawServer(t, "127.0.0.2", scripted(map[string]string{
+	z, f := loopback(t)
+	z.MX(t, "ansi.test", 10, "mx.ansi.test", "127.0.0.2")
+	f.Raw(t, "127.0.0.2", probetest.Script{Replies: map[string]string{
 		"":     "220-mx.ansi.test \x1b[2J\x1b]0;owned\x07 ready\r\n220 second\rline\x00 \xc2\x9b31m ok\r\n",
 		"EHLO": "250-mx.ansi.test\r\n250 STARTTLS\r\n",
 		// The refusal text lands in Error and in the verdict's reasons.
 		"STARTTLS": "454 4.7.0 no\x1b[31m TLS\rtoday\r\n",
-	}))
-	z.mx(t, "endless.test", 10, "mx.endless.test", "127.0.0.3")
-	f.rawServer(t, "127.0.0.3", func(c net.Conn) {
+	}}.Handle)
+	z.MX(t, "endless.test", 10, "mx.endless.test", "127.0.0.3")
+	f.Raw(t, "127.0.0.3", func(c net.Conn) {
 		line := []byte("220-" + strings.Repeat("x", 1000) + "\r\n")
 		_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		for {
@@ -273,39 +267,17 @@ func TestCacheQueueFullLogsOnce(t *testing.T) {
 // prober never sends MAIL, RCPT or DATA, so it cannot be used to deliver
 // or relay mail, whatever the MX answers.
 func TestProbeSendsNoMail(t *testing.T) {
-	ca := newCA(t)
-	z := newZone(t)
-	f := newFarm(t, ca)
+	z, f := loopback(t)
 	var mu sync.Mutex
 	var verbs []string
-	record := func(replies map[string]string) func(net.Conn) {
-		return func(c net.Conn) {
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			_, _ = io.WriteString(c, replies[""])
-			r := bufio.NewReader(c)
-			for {
-				line, err := r.ReadString('\n')
-				if err != nil {
-					return
-				}
-				verb := strings.ToUpper(strings.Fields(line + " x")[0])
-				mu.Lock()
-				verbs = append(verbs, verb)
-				mu.Unlock()
-				reply, ok := replies[verb]
-				if !ok {
-					reply = "250 2.0.0 ok, go on\r\n" // invites anything
-				}
-				if _, err := io.WriteString(c, reply); err != nil || verb == "QUIT" {
-					return
-				}
-			}
-		}
-	}
-	z.mx(t, "plain.test", 10, "mx.plain.test", "127.0.0.2")
-	f.rawServer(t, "127.0.0.2", record(map[string]string{"": "220 plain\r\n", "EHLO": "250-plain\r\n250 PIPELINING\r\n", "QUIT": "221 bye\r\n"}))
-	z.mx(t, "refuses.test", 10, "mx.refuses.test", "127.0.0.3")
-	f.rawServer(t, "127.0.0.3", record(map[string]string{"": "220 refuses\r\n", "EHLO": "250-refuses\r\n250 STARTTLS\r\n", "STARTTLS": "454 4.7.0 not now\r\n", "QUIT": "221 bye\r\n"}))
+	heard := func(verb string) { mu.Lock(); verbs = append(verbs, verb); mu.Unlock() }
+	const invite = "250 2.0.0 ok, go on\r\n" // the answer to anything not scripted
+	z.MX(t, "plain.test", 10, "mx.plain.test", "127.0.0.2")
+	f.Raw(t, "127.0.0.2", probetest.Script{Otherwise: invite, Heard: heard,
+		Replies: map[string]string{"": "220 plain\r\n", "EHLO": "250-plain\r\n250 PIPELINING\r\n"}}.Handle)
+	z.MX(t, "refuses.test", 10, "mx.refuses.test", "127.0.0.3")
+	f.Raw(t, "127.0.0.3", probetest.Script{Otherwise: invite, Heard: heard,
+		Replies: map[string]string{"": "220 refuses\r\n", "EHLO": "250-refuses\r\n250 STARTTLS\r\n", "STARTTLS": "454 4.7.0 not now\r\n"}}.Handle)
 	p := testProber(t, z, f, nil)
 	for _, target := range []string{"plain.test", "refuses.test"} {
 		if _, err := p.Probe(context.Background(), target); err != nil {
