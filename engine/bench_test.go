@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/tlspolicyd/tlspolicyd/policyd"
@@ -51,7 +52,7 @@ func BenchmarkEvaluate10000Rules(b *testing.B) {
 			in := fromRequest(fixture(b, plain, "sender="+bc.sender, "recipient="+bc.rcpt))
 			b.ReportAllocs()
 			for b.Loop() {
-				_ = ix.evaluate(&in)
+				_ = ix.evaluate(&in, nil)
 			}
 		})
 	}
@@ -94,3 +95,29 @@ func BenchmarkCheck10000Rules(b *testing.B) {
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// BenchmarkObserve counts requests from known sender domains, one new
+// message (instance) each, from parallel goroutines as the policy server's
+// connections do.
+func BenchmarkObserve(b *testing.B) {
+	s := NewStats(10000)
+	senders := make([]string, 1000)
+	for i := range senders {
+		senders[i] = fmt.Sprintf("alice@d%d.example", i)
+	}
+	instances := make([]string, 1<<16)
+	for i := range instances {
+		instances[i] = fmt.Sprintf("%x.%x.0", i*7919, i)
+	}
+	for _, sd := range senders {
+		s.Observe("", sd, "TLSv1.3")
+	}
+	var next atomic.Uint64
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := next.Add(1)
+			s.Observe(instances[i%uint64(len(instances))], senders[i%uint64(len(senders))], "TLSv1.3")
+		}
+	})
+}

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"fmt"
 	"strings"
 
 	"github.com/tlspolicyd/tlspolicyd/store"
@@ -13,6 +12,8 @@ type RuleResult struct {
 	Rule   *store.InboundRule
 	Met    bool
 	Reason string // why it is unmet, for logs, events and --explain
+
+	cr *compiledRule // Rule with its precomputed texts
 }
 
 // Decision is the outcome of inbound rule evaluation for one request.
@@ -32,28 +33,41 @@ func (d Decision) Blocked() bool {
 // evaluate applies the inbound rules to req (DESIGN §7): among the rules
 // that match and are not met, an enforced reject beats an enforced defer;
 // unmet testing rules only log, or prepend a header when they name one.
-func (ix *inboundIndex) evaluate(req *inboundRequest) Decision {
-	d := Decision{Action: "DUNNO"}
+// The matched rules are appended to matched.
+func (ix *inboundIndex) evaluate(req *inboundRequest, matched []RuleResult) Decision {
+	var d Decision
+	d.Action, d.Rule, d.Matched = ix.decide(req, matched)
+	return d
+}
+
+// decide is evaluate with the Decision's fields apart: Check passes an
+// array on its stack as matched, and the compiler's escape analysis would
+// move it to the heap (one allocation per request) if it shared a struct
+// with the action, which goes into events.
+func (ix *inboundIndex) decide(req *inboundRequest, matched []RuleResult) (action string, rule *store.InboundRule, _ []RuleResult) {
+	action = "DUNNO"
 	var deferRule, rejectRule, headerRule *compiledRule
-	var deferWhy, rejectWhy, headerWhy *shortfall
-	for _, i := range ix.candidates(req) {
+	var deferWhy, rejectWhy shortfall
+	var headerReason string
+	var buf [8]int // candidates; a request rarely has more
+	for _, i := range ix.candidates(buf[:0], req) {
 		r := ix.rules[i]
 		if !r.matches(req) {
 			continue
 		}
-		sf := r.unmet(req)
-		res := RuleResult{Rule: r.InboundRule, Met: sf == nil}
-		if sf != nil {
+		sf, unmet := r.unmet(req)
+		res := RuleResult{Rule: r.InboundRule, Met: !unmet, cr: r}
+		if unmet {
 			res.Reason = sf.need + " is required; " + sf.got
 		}
-		d.Matched = append(d.Matched, res)
-		if sf == nil {
+		matched = append(matched, res)
+		if !unmet {
 			continue
 		}
 		switch {
 		case r.Testing:
 			if r.Header != "" && headerRule == nil {
-				headerRule, headerWhy = r, sf
+				headerRule, headerReason = r, res.Reason
 			}
 		case r.Action == "reject":
 			if rejectRule == nil {
@@ -67,50 +81,60 @@ func (ix *inboundIndex) evaluate(req *inboundRequest) Decision {
 	}
 	switch {
 	case rejectRule != nil:
-		d.Rule = rejectRule.InboundRule
-		d.Action = "550 5.7.10 " + replyText(rejectRule, rejectWhy, req)
+		rule = rejectRule.InboundRule
+		action = replyText("550 5.7.10 ", rejectRule, &rejectWhy, req)
 	case deferRule != nil:
-		d.Rule = deferRule.InboundRule
-		d.Action = "450 4.7.10 " + replyText(deferRule, deferWhy, req)
+		rule = deferRule.InboundRule
+		action = replyText("450 4.7.10 ", deferRule, &deferWhy, req)
 	case headerRule != nil:
-		d.Rule = headerRule.InboundRule
-		verb := "defer"
-		if headerRule.Action == "reject" {
-			verb = "reject"
-		}
-		d.Action = fmt.Sprintf("PREPEND %s: would %s (rule %s): %s is required; %s",
-			headerRule.Header, verb, sanitize(headerRule.Name), headerWhy.need, headerWhy.got)
+		// "PREPEND X-TLS-Policy: would defer (rule pilot): TLS is
+		// required; the connection was not encrypted"
+		rule = headerRule.InboundRule
+		action = headerRule.prependPrefix + headerReason
 	}
-	return d
+	return action, rule, matched
 }
 
-// replyText is the SMTP reply text for an unmet rule, e.g.
+// replyText is the SMTP reply for an unmet rule: code and the text, e.g.
 // "TLS is required for mail from bank.example (rule bank-partners): the
 // connection was not encrypted; ask the postmaster of bank.example to
-// enable STARTTLS".
-func replyText(r *compiledRule, sf *shortfall, req *inboundRequest) string {
-	_, sdom := splitAddr(req.Sender)
-	var subject, who string
+// enable STARTTLS". It is built in a buffer on the stack and copied into
+// one string: one allocation, where fmt.Sprintf and the concatenations
+// took ten.
+func replyText(code string, r *compiledRule, sf *shortfall, req *inboundRequest) string {
+	sdom := req.sender.domain
+	var stack [384]byte // the longest usual texts are about 250 bytes
+	b := stack[:0]
+	b = append(b, code...)
+	b = append(b, sf.need...)
+	b = append(b, " is required for "...)
 	switch {
 	case len(r.From) > 0 && sdom != "":
-		subject = "mail from " + sanitize(sdom)
-		who = "the postmaster of " + sanitize(sdom)
+		b = append(b, "mail from "...)
+		b = appendSanitized(b, sdom)
 	case len(r.To) > 0:
-		subject = "mail to " + sanitize(strings.ToLower(req.Recipient))
+		b = append(b, "mail to "...)
+		b = appendSanitized(b, req.recipient.addr)
 	default:
-		client := verifiedName(req.ClientName)
-		if client == "" {
-			client = req.ClientAddress
-		}
-		subject = "mail from " + sanitize(client)
-	}
-	if who == "" {
-		if sdom != "" {
-			who = "the postmaster of " + sanitize(sdom)
+		b = append(b, "mail from "...)
+		if req.name != "" {
+			b = appendSanitized(b, req.name)
 		} else {
-			who = "the sender's postmaster"
+			b = appendSanitized(b, req.ClientAddress)
 		}
 	}
-	return fmt.Sprintf("%s is required for %s (rule %s): %s; ask %s to %s",
-		sf.need, subject, sanitize(r.Name), sf.got, who, sf.advice)
+	b = append(b, " (rule "...)
+	b = append(b, r.name...)
+	b = append(b, "): "...)
+	b = append(b, sf.got...)
+	b = append(b, "; ask "...)
+	if sdom != "" {
+		b = append(b, "the postmaster of "...)
+		b = appendSanitized(b, sdom)
+	} else {
+		b = append(b, "the sender's postmaster"...)
+	}
+	b = append(b, " to "...)
+	b = append(b, sf.advice...)
+	return string(b)
 }

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/netip"
 	"sync/atomic"
 
 	"github.com/tlspolicyd/tlspolicyd/events"
@@ -136,13 +137,14 @@ func (e *Engine) Evaluate(req *policyd.Request) (Decision, error) {
 		return Decision{}, ErrNoTable
 	}
 	in := fromRequest(req)
-	return sn.inbound.evaluate(&in), nil
+	return sn.inbound.evaluate(&in, nil), nil
 }
 
 // Check implements policyd.Handler: it evaluates the inbound rules, counts
 // the request in the per-sender-domain TLS statistics and publishes an
 // event for every decision that blocks or would block mail. It never
-// answers OK.
+// answers OK. It keeps nothing of req (policyd.Handler's contract): the
+// counters, events and log records hold copies.
 func (e *Engine) Check(ctx context.Context, req *policyd.Request) (policyd.Action, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
@@ -157,36 +159,69 @@ func (e *Engine) Check(ctx context.Context, req *policyd.Request) (policyd.Actio
 		return "", ErrNoTable
 	}
 	in := fromRequest(req)
-	e.stats.Observe(req.Get("instance"), in.Sender, in.Protocol)
-	d := sn.inbound.evaluate(&in)
-	for _, m := range d.Matched {
+	e.stats.observe(req.Get("instance"), &in.sender, in.Protocol)
+	var buf [4]RuleResult
+	decided, rule, matched := sn.inbound.decide(&in, buf[:0])
+	var text *eventText // built at the first event, shared by the others
+	for _, m := range matched {
 		if m.Met {
 			continue
 		}
 		kind := events.InboundBlocked
-		action := d.Action
+		action := decided
 		if m.Rule.Testing {
 			kind = events.InboundWouldBlock
-			action = "would " + m.Rule.Action
-		} else if m.Rule != d.Rule {
+			action = m.cr.wouldAction
+		} else if m.Rule != rule {
 			continue // a stronger enforced rule decided; report that one
 		}
-		_, dom := splitAddr(in.Sender)
+		if text == nil {
+			text = newEventText(&in)
+		}
 		ev := events.Event{
-			Kind: kind, Domain: sanitize(dom), Rule: m.Rule.Name, Source: m.Rule.Source.String(),
-			Action: action, Reason: m.Reason, Client: sanitize(in.ClientName + "[" + in.ClientAddress + "]"),
-			Sender: sanitize(in.Sender),
+			Kind: kind, Domain: text.domain, Rule: m.Rule.Name, Source: m.cr.source,
+			Action: action, Reason: m.Reason, Client: text.client, Sender: text.sender,
 		}
 		e.events.Publish(ev)
-		e.log.Info("inbound TLS policy", "event", string(kind), "rule", m.Rule.Name, "source", ev.Source,
-			"sender", ev.Sender, "recipient", sanitize(in.Recipient), "client", ev.Client,
-			"tls", in.Protocol, "reason", m.Reason, "action", action)
+		// LogAttrs with typed attributes: no boxing of eleven values
+		// into interfaces for every blocked request.
+		e.log.LogAttrs(ctx, slog.LevelInfo, "inbound TLS policy", slog.String("event", string(kind)),
+			slog.String("rule", m.Rule.Name), slog.String("source", ev.Source), slog.String("sender", ev.Sender),
+			slog.String("recipient", text.recipient), slog.String("client", ev.Client),
+			slog.String("tls", in.Protocol), slog.String("reason", m.Reason), slog.String("action", action))
 	}
-	return policyd.Action(d.Action), nil
+	return policyd.Action(decided), nil
 }
 
+// eventText is the request's text that events and log lines carry:
+// sanitized (printable ASCII, bounded), and copied into one new string, so
+// that an event kept in the ring holds 200-odd bytes rather than the whole
+// request text, and one allocation serves all four fields.
+type eventText struct {
+	domain, sender, recipient, client string
+}
+
+func newEventText(in *inboundRequest) *eventText {
+	b := make([]byte, 0, 256)
+	b = appendSanitized(b, in.sender.domain)
+	n1 := len(b)
+	b = appendSanitized(b, in.Sender)
+	n2 := len(b)
+	b = appendSanitized(b, in.Recipient)
+	n3 := len(b)
+	// sanitize(client_name + "[" + client_address + "]"): each part
+	// sanitized, the whole capped like one sanitized string.
+	for _, part := range [...]string{in.ClientName, "[", in.ClientAddress, "]"} {
+		b = appendSanitized(b, part)
+	}
+	b = b[:min(len(b), n3+sanitizeMax)]
+	s := string(b)
+	return &eventText{domain: s[:n1], sender: s[n1:n2], recipient: s[n2:n3], client: s[n3:]}
+}
+
+// fromRequest reads the attributes rules look at, and normalises them.
 func fromRequest(req *policyd.Request) inboundRequest {
-	return inboundRequest{
+	in := inboundRequest{
 		Sender:        req.Get("sender"),
 		Recipient:     req.Get("recipient"),
 		ClientAddress: req.Get("client_address"),
@@ -195,6 +230,13 @@ func fromRequest(req *policyd.Request) inboundRequest {
 		CertFP:        req.Get("ccert_fingerprint"),
 		PubkeyFP:      req.Get("ccert_pubkey_fingerprint"),
 	}
+	in.sender = parseAddress(in.Sender)
+	in.recipient = parseAddress(in.Recipient)
+	if a, err := netip.ParseAddr(in.ClientAddress); err == nil {
+		in.client = a.Unmap()
+	}
+	in.name = verifiedName(in.ClientName)
+	return in
 }
 
 var (

@@ -102,7 +102,7 @@ func TestInboundDecisions(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			in := fromRequest(fixture(t, tt.fixture, tt.overrides...))
-			d := ix.evaluate(&in)
+			d := ix.evaluate(&in, nil)
 			if p, ok := strings.CutSuffix(tt.want, "…"); ok {
 				if !strings.HasPrefix(d.Action, p) {
 					t.Errorf("action = %q\nwant prefix %q", d.Action, p)
@@ -119,6 +119,57 @@ func TestInboundDecisions(t *testing.T) {
 			}
 			if strings.HasPrefix(d.Action, "OK") {
 				t.Error("never OK")
+			}
+		})
+	}
+}
+
+// Address rules cover the address with a +extension too (Postfix's usual
+// recipient_delimiter "+": legal+x@ourcorp.example is the mailbox
+// legal@ourcorp.example), for to: and from:, whatever the case; domain
+// rules and other mailboxes are unaffected.
+func TestInboundAddressExtensions(t *testing.T) {
+	src := store.Source{File: "inbound.yaml", Line: 1}
+	ix := newInboundIndex([]*store.InboundRule{
+		{Name: "legal", To: []string{"legal@ourcorp.example"}, Require: "tls", Action: "reject", Source: src},
+		{Name: "alice", From: []string{"alice@partner.example"}, Require: "tls", Action: "defer", Source: src},
+		{Name: "exact-ext", To: []string{"sales+eu@ourcorp.example"}, Require: "tls", Action: "defer", Source: src},
+		{Name: "bounces", From: []string{"<>"}, To: []string{"postmaster@ourcorp.example"}, Require: "tls", Action: "defer", Source: src},
+	})
+	tests := []struct {
+		name, sender, recipient string
+		rule                    string // deciding rule; "" for DUNNO
+	}{
+		{"recipient with +extension", "x@other.example", "legal+x@ourcorp.example", "legal"},
+		{"recipient with +extension, upper case", "x@other.example", "Legal+Invoices@OurCorp.Example", "legal"},
+		{"recipient with several +", "x@other.example", "legal+a+b@ourcorp.example", "legal"},
+		{"recipient with empty extension", "x@other.example", "legal+@ourcorp.example", "legal"},
+		{"recipient with trailing dot", "x@other.example", "legal+x@ourcorp.example.", "legal"},
+		{"recipient exact", "x@other.example", "legal@ourcorp.example", "legal"},
+		{"other mailbox sharing the prefix", "x@other.example", "legalteam@ourcorp.example", ""},
+		{"+ at the start is not an extension", "x@other.example", "+legal@ourcorp.example", ""},
+		{"extension does not change the domain", "x@other.example", "legal+x@ourcorp.example.net", ""},
+		{"sender with +extension", "alice+news@partner.example", "bob@ourcorp.example", "alice"},
+		{"sender with +extension, upper case", "ALICE+News@Partner.Example", "bob@ourcorp.example", "alice"},
+		{"other sender", "alicia+news@partner.example", "bob@ourcorp.example", ""},
+		{"rule naming an extension matches it exactly", "x@other.example", "sales+eu@ourcorp.example", "exact-ext"},
+		{"rule naming an extension: other extension", "x@other.example", "sales+us@ourcorp.example", ""},
+		{"rule naming an extension: bare mailbox", "x@other.example", "sales@ourcorp.example", ""},
+		{"null sender rule with +extension recipient", "", "postmaster+x@ourcorp.example", "bounces"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := fromRequest(fixture(t, plain, "sender="+tt.sender, "recipient="+tt.recipient))
+			d := ix.evaluate(&in, nil)
+			got := ""
+			if d.Rule != nil {
+				got = d.Rule.Name
+			}
+			if got != tt.rule {
+				t.Errorf("sender %q, recipient %q: rule %q (action %q), want %q", tt.sender, tt.recipient, got, d.Action, tt.rule)
+			}
+			if tt.rule == "" && d.Action != "DUNNO" {
+				t.Errorf("action %q, want DUNNO", d.Action)
 			}
 		})
 	}
