@@ -34,7 +34,7 @@ func BenchmarkProbe1000Domains(b *testing.B) {
 	}
 	p := testProber(b, z, f, func(c *Config) {
 		c.Timeout = DefaultTimeout
-		c.Concurrency = 0 // the default
+		c.Concurrency = 0   // the default
 		c.MaxPerMinute = -1 // measure probing, not the start limit (DefaultMaxPerMinute)
 	})
 	if p.cfg.Concurrency != DefaultConcurrency {
