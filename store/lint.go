@@ -64,8 +64,8 @@ func (t *Table) Lint(now time.Time) []*Error {
 	for _, s := range []struct {
 		name    string
 		entries []*Entry
-		m       map[string]*Entry
-	}{{"recipients", t.Recipients, idx.rcpt}, {"senders", t.Senders, idx.snd}} {
+		m       *keyed
+	}{{"recipients", t.Recipients, &idx.rcpt}, {"senders", t.Senders, &idx.snd}} {
 		for _, e := range s.entries {
 			if !e.Testing || e.Policy == nil {
 				continue
@@ -74,7 +74,7 @@ func (t *Table) Lint(now time.Time) []*Error {
 			if !a.Found {
 				continue
 			}
-			covering := s.m[a.Key]
+			covering := s.m.get(a.Key)
 			if covering.Policy.Level.Satisfies(e.Policy.Level) {
 				warn(e.Source, "testing %s entry %q changes nothing: entry %q at %s already requires %s", s.name, e.Key, covering.Key, covering.Source, covering.Policy.Level)
 			}

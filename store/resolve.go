@@ -82,21 +82,41 @@ func newAnswers(p *Policy) *answers {
 	return a
 }
 
-// outRef is the value of the outbound map: the entry and its policy's
-// answers, 16 bytes in the map slot, so that a hit costs one map lookup.
+// outRef is an outbound entry found by a lookup, with its policy's
+// answers.
 type outRef struct {
 	e *Entry
 	a *answers
 }
 
-// index holds the lookup maps of a Store. Plain Go maps beat a go-memdb
-// read transaction by an order of magnitude on this path, allocate
-// nothing, and cost ≈ 30 bytes per key against go-memdb's ≈ 400 per key
-// and index (see doc.go; BenchmarkResolveExact and BenchmarkMemdbFirst).
+// keyed is the entries of a section and the index of their keys.
+type keyed struct {
+	list []*Entry
+	keys keyIndex
+}
+
+// get returns the entry with key k (normalized), or nil.
+func (s *keyed) get(k string) *Entry {
+	if i := s.keys.find(s.list, k); i >= 0 {
+		return s.list[i]
+	}
+	return nil
+}
+
+// index holds the lookup structures of a Store. They serve resolution
+// and OutboundByKey, RecipientByKey, SenderByKey: a keyIndex lookup is
+// an order of magnitude faster than a go-memdb read transaction and
+// allocates nothing, and it costs 16 bytes per key against go-memdb's
+// ≈ 400 per key and index (see doc.go; BenchmarkResolveExact and
+// BenchmarkMemdbFirst).
 type index struct {
-	out          map[string]outRef
-	rcpt         map[string]*Entry
-	snd          map[string]*Entry
+	out keyed
+	// outAns[i] is the position in answers of the answers of
+	// out.list[i]'s policy: 4 bytes per entry instead of a pointer.
+	outAns       []uint32
+	answers      []*answers
+	rcpt         keyed
+	snd          keyed
 	def          *answers // nil: NOTFOUND
 	defSource    Source
 	bare         [nFloors]string // data of a NOTFOUND raised to each floor
@@ -105,14 +125,25 @@ type index struct {
 	learnReport  bool
 }
 
-// newIndex builds the lookup maps of t and returns them with the
+// outbound returns the outbound entry with key k (normalized) and its
+// answers, or a zero outRef.
+func (idx *index) outbound(k string) outRef {
+	i := idx.out.keys.find(idx.out.list, k)
+	if i < 0 {
+		return outRef{}
+	}
+	return outRef{idx.out.list[i], idx.answers[idx.outAns[i]]}
+}
+
+// newIndex builds the lookup structures of t and returns them with the
 // distinct policies of its entries and their use counts, in order of
 // first use.
 func newIndex(t *Table) (*index, []PolicyUse, error) {
 	idx := &index{
-		out:          make(map[string]outRef, len(t.Outbound)),
-		rcpt:         make(map[string]*Entry, len(t.Recipients)),
-		snd:          make(map[string]*Entry, len(t.Senders)),
+		out:          keyed{list: t.Outbound, keys: *newKeyIndex(len(t.Outbound))},
+		outAns:       make([]uint32, len(t.Outbound)),
+		rcpt:         keyed{list: t.Recipients, keys: *newKeyIndex(len(t.Recipients))},
+		snd:          keyed{list: t.Senders, keys: *newKeyIndex(len(t.Senders))},
 		learnEnforce: t.Defaults.Learn == LearnEnforce,
 		learnReport:  t.Defaults.Learn == LearnReport,
 	}
@@ -121,8 +152,8 @@ func newIndex(t *Table) (*index, []PolicyUse, error) {
 	// as well, for tables whose entries hold separate but equal policies.
 	var uses []PolicyUse
 	usePos := map[*Policy]int{}
-	byText := map[string]*answers{}
-	use := func(p *Policy) (*answers, int) {
+	ansPos := map[string]uint32{}
+	use := func(p *Policy) (ans uint32, use int) {
 		i, ok := usePos[p]
 		if !ok {
 			i = len(uses)
@@ -130,10 +161,11 @@ func newIndex(t *Table) (*index, []PolicyUse, error) {
 			uses = append(uses, PolicyUse{Policy: p})
 		}
 		uses[i].Entries++
-		a := byText[p.Text]
-		if a == nil {
-			a = newAnswers(p)
-			byText[p.Text] = a
+		a, ok := ansPos[p.Text]
+		if !ok {
+			a = uint32(len(idx.answers))
+			idx.answers = append(idx.answers, newAnswers(p))
+			ansPos[p.Text] = a
 		}
 		return a, i
 	}
@@ -141,7 +173,7 @@ func newIndex(t *Table) (*index, []PolicyUse, error) {
 	// handful of policies, and a pointer comparison is cheaper than the
 	// two map lookups of use.
 	var lastPol *Policy
-	var lastAns *answers
+	var lastAns uint32
 	lastUse := 0
 	check := func(section string, e *Entry) error {
 		switch {
@@ -156,7 +188,7 @@ func newIndex(t *Table) (*index, []PolicyUse, error) {
 		}
 		return nil
 	}
-	for _, e := range t.Outbound {
+	for i, e := range t.Outbound {
 		if err := check("outbound", e); err != nil {
 			return nil, nil, err
 		}
@@ -166,30 +198,25 @@ func newIndex(t *Table) (*index, []PolicyUse, error) {
 		} else {
 			uses[lastUse].Entries++
 		}
-		n := len(idx.out)
-		idx.out[e.Key] = outRef{e: e, a: lastAns}
-		if len(idx.out) == n {
-			// The map did not grow: the key was there already. (One
-			// insert per entry instead of a lookup and an insert.)
-			return nil, nil, fmt.Errorf("store: %s: duplicate key %q (first at %s)", e.Source, e.Key, firstSource(t.Outbound, e))
+		idx.outAns[i] = lastAns
+		if first := idx.out.keys.insert(t.Outbound, i); first >= 0 {
+			return nil, nil, fmt.Errorf("store: %s: duplicate key %q (first at %s)", e.Source, e.Key, t.Outbound[first].Source)
 		}
 	}
 	for _, s := range []struct {
-		name    string
-		entries []*Entry
-		m       map[string]*Entry
-	}{{"recipients", t.Recipients, idx.rcpt}, {"senders", t.Senders, idx.snd}} {
-		for _, e := range s.entries {
+		name string
+		k    *keyed
+	}{{"recipients", &idx.rcpt}, {"senders", &idx.snd}} {
+		for i, e := range s.k.list {
 			if err := check(s.name, e); err != nil {
 				return nil, nil, err
 			}
 			if transportData(e.Policy.Level) == "" {
 				return nil, nil, fmt.Errorf("store: %s entry %q (%s): level %s has no transport", s.name, e.Key, e.Source, e.Policy.Level)
 			}
-			if first, dup := s.m[e.Key]; dup {
-				return nil, nil, fmt.Errorf("store: %s: duplicate key %q (first at %s)", e.Source, e.Key, first.Source)
+			if first := s.k.keys.insert(s.k.list, i); first >= 0 {
+				return nil, nil, fmt.Errorf("store: %s: duplicate key %q (first at %s)", e.Source, e.Key, s.k.list[first].Source)
 			}
-			s.m[e.Key] = e
 			use(e.Policy)
 		}
 	}
@@ -214,17 +241,6 @@ func newIndex(t *Table) (*index, []PolicyUse, error) {
 		idx.learned[l] = newAnswers(plainPolicy(l))
 	}
 	return idx, uses, nil
-}
-
-// firstSource returns the source of the first entry in list with dup's
-// key (for the duplicate-key error of a table built by hand).
-func firstSource(list []*Entry, dup *Entry) Source {
-	for _, e := range list {
-		if e.Key == dup.Key {
-			return e.Source
-		}
-	}
-	return Source{}
 }
 
 // transportData is the tls_transport answer for a level: the Postfix
@@ -294,9 +310,9 @@ func (s *Store) Resolve(mapName, key string, l Learner) (Answer, error) {
 	case MapPolicySecure:
 		return s.idx.resolvePolicy(key, 3, l)
 	case MapTransport:
-		return resolveTransport(s.idx.rcpt, key), nil
+		return resolveTransport(&s.idx.rcpt, key), nil
 	case MapSenderTransport:
-		return resolveTransport(s.idx.snd, key), nil
+		return resolveTransport(&s.idx.snd, key), nil
 	}
 	return Answer{}, fmt.Errorf("%w %q", ErrUnknownMap, mapName)
 }
@@ -311,7 +327,7 @@ func isBareDomain(k string) bool {
 // for a bare domain or .domain the .parent entries, nearest first.
 // Testing entries are passed over and appended to a.Testing.
 func (idx *index) find(k string, a *Answer) (outRef, int) {
-	if n := idx.out[k]; n.e != nil {
+	if n := idx.outbound(k); n.e != nil {
 		if !n.e.Testing {
 			return n, whyExact
 		}
@@ -324,7 +340,7 @@ func (idx *index) find(k string, a *Answer) (outRef, int) {
 		if k[i] != '.' {
 			continue
 		}
-		if n := idx.out[k[i:]]; n.e != nil {
+		if n := idx.outbound(k[i:]); n.e != nil {
 			if !n.e.Testing {
 				return n, whyParent
 			}
@@ -389,7 +405,7 @@ func (idx *index) resolvePolicy(key string, f int, l Learner) (Answer, error) {
 // The +extension step exists because Postfix sends the address as written
 // and cfo+x@partner.example is, with the usual recipient_delimiter, the
 // same mailbox as cfo@partner.example; it can only add enforcement.
-func resolveTransport(m map[string]*Entry, key string) Answer {
+func resolveTransport(m *keyed, key string) Answer {
 	k := NormalizeKey(key)
 	var a Answer
 	a.Step = StepNone
@@ -402,7 +418,7 @@ func resolveTransport(m map[string]*Entry, key string) Answer {
 		local, domain = k[:i], k[i+1:]
 	}
 	try := func(cand string, step Step) bool {
-		e := m[cand]
+		e := m.get(cand)
 		if e == nil {
 			return false
 		}

@@ -157,19 +157,19 @@ func (s *Store) InboundRules() []*InboundRule { return s.table.Inbound }
 // The error is always nil; it is kept for callers written when entries
 // were read from go-memdb.
 func (s *Store) OutboundByKey(key string) (*Entry, error) {
-	return s.idx.out[NormalizeKey(key)].e, nil
+	return s.idx.out.get(NormalizeKey(key)), nil
 }
 
 // RecipientByKey returns the recipients entry with the given key
 // (normalized first), or nil, nil. The error is always nil.
 func (s *Store) RecipientByKey(key string) (*Entry, error) {
-	return s.idx.rcpt[NormalizeKey(key)], nil
+	return s.idx.rcpt.get(NormalizeKey(key)), nil
 }
 
 // SenderByKey returns the senders entry with the given key (normalized
 // first), or nil, nil. The error is always nil.
 func (s *Store) SenderByKey(key string) (*Entry, error) {
-	return s.idx.snd[NormalizeKey(key)], nil
+	return s.idx.snd.get(NormalizeKey(key)), nil
 }
 
 // InboundRuleByName returns the inbound rule called name, or nil, nil.

@@ -330,9 +330,7 @@ func readRegular(name string) ([]byte, error) {
 type parser struct {
 	t        *Table
 	errs     ErrorList
-	outSeen  map[string]Source // outbound key -> first definition
-	rcptSeen map[string]Source
-	sndSeen  map[string]Source
+	keys     [3]keyIndex       // of t.Outbound, t.Recipients, t.Senders, by section
 	ruleSeen map[string]Source // inbound rule name -> first definition
 	defSeen  map[string]Source // defaults field -> first setting
 	incSeen  map[string]Source // absolute include path -> first include
@@ -377,9 +375,6 @@ func (p *parser) policy(s string) (*Policy, error) {
 func newParser() *parser {
 	return &parser{
 		t:        &Table{},
-		outSeen:  map[string]Source{},
-		rcptSeen: map[string]Source{},
-		sndSeen:  map[string]Source{},
 		ruleSeen: map[string]Source{},
 		defSeen:  map[string]Source{},
 		incSeen:  map[string]Source{},
@@ -727,22 +722,12 @@ func (p *parser) add(sec uint8, e *Entry) {
 		p.events = append(p.events, event{kind: evEntry, e: e, section: sec})
 		return
 	}
-	var seen map[string]Source
-	var list *[]*Entry
-	switch sec {
-	case sectionOutbound:
-		seen, list = p.outSeen, &p.t.Outbound
-	case sectionRecipients:
-		seen, list = p.rcptSeen, &p.t.Recipients
-	default:
-		seen, list = p.sndSeen, &p.t.Senders
-	}
-	if first, dup := seen[e.Key]; dup {
-		p.errorf(e.Source, "duplicate key %q (first at %s)", e.Key, first)
-		return
-	}
-	seen[e.Key] = e.Source
+	list := [...]*[]*Entry{sectionOutbound: &p.t.Outbound, sectionRecipients: &p.t.Recipients, sectionSenders: &p.t.Senders}[sec]
 	*list = append(*list, e)
+	if first := p.keys[sec].insert(*list, len(*list)-1); first >= 0 {
+		*list = (*list)[:len(*list)-1]
+		p.errorf(e.Source, "duplicate key %q (first at %s)", e.Key, (*list)[first].Source)
+	}
 }
 
 // entry parses the value of one entry: a policy string, or the long form
