@@ -85,10 +85,20 @@ func (x *keyIndex) insert(list []*Entry, pos int) int {
 	}
 }
 
+// reserve makes room for n keys in all.
+func (x *keyIndex) reserve(n int) {
+	if 2*n > len(x.slots) {
+		x.resize(2 * n)
+	}
+}
+
 // grow doubles the table.
-func (x *keyIndex) grow() {
+func (x *keyIndex) grow() { x.resize(max(16, 2*len(x.slots))) }
+
+// resize moves the keys to a table of size slots.
+func (x *keyIndex) resize(size int) {
 	old := x.slots
-	x.slots = make([]uint64, max(16, 2*len(old)))
+	x.slots = make([]uint64, size)
 	for _, s := range old {
 		if s == 0 {
 			continue
