@@ -30,6 +30,9 @@ import (
 	"time"
 )
 
+// startedLine is what -announce prints when the measured run begins.
+const startedLine = "loadgen: load started"
+
 // testCase is one line of a -cases file (JSON lines).
 type testCase struct {
 	// Key is the socketmap key or redis key; for policy requests without
@@ -72,6 +75,7 @@ func main() {
 	nkeys := flag.Int("n", 1000, "generated keys")
 	expect := flag.String("expect", "", "reply prefix every answer must have (e.g. 'OK'); mismatches count as errors")
 	afterNew := flag.Duration("after-new", 0, "with -cases that have next answers: stop this long after the first new answer (-d is then the longest run)")
+	announce := flag.Bool("announce", false, "print \"loadgen: load started\" on stderr when the measured run begins (after the cases are read and encoded), for tools that profile the server during the run")
 	casesFile := flag.String("cases", "", "JSON-lines file of {key, req, want, prefix, contains, next}: every reply is checked against its case (overrides -keys)")
 	flag.Parse()
 
@@ -111,6 +115,9 @@ func main() {
 
 	var ops, errs atomic.Int64
 	st := make([]*stats, *conns)
+	if *announce {
+		fmt.Fprintln(os.Stderr, startedLine)
+	}
 	start := time.Now()
 	var deadline atomic.Int64 // UnixNano
 	deadline.Store(start.Add(*dur).UnixNano())
@@ -207,8 +214,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "error:", e)
 	}
 	elapsed := time.Duration(deadline.Load() - start.UnixNano())
-	line := fmt.Sprintf("proto=%s conns=%d ops=%d ops_per_s=%.0f p50_us=%d p99_us=%d p999_us=%d errors=%d wrong=%d",
-		*proto, *conns, ops.Load(), float64(ops.Load())/elapsed.Seconds(), pct(0.5), pct(0.99), pct(0.999), errs.Load(), wrong)
+	line := fmt.Sprintf("proto=%s conns=%d ops=%d ops_per_s=%.0f p50_us=%d p99_us=%d p999_us=%d errors=%d wrong=%d elapsed_s=%.3f",
+		*proto, *conns, ops.Load(), float64(ops.Load())/elapsed.Seconds(), pct(0.5), pct(0.99), pct(0.999), errs.Load(), wrong, elapsed.Seconds())
 	if reload {
 		// stale: old answers to requests sent after some connection had
 		// already received a new answer, i.e. after the swap.

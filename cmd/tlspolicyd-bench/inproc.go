@@ -12,17 +12,22 @@ import (
 	"time"
 
 	"github.com/tlspolicyd/tlspolicyd/engine"
+	"github.com/tlspolicyd/tlspolicyd/internal/config"
 	"github.com/tlspolicyd/tlspolicyd/policyd"
 	"github.com/tlspolicyd/tlspolicyd/socketmap"
 	"github.com/tlspolicyd/tlspolicyd/store"
+	"github.com/tlspolicyd/tlspolicyd/web"
 )
 
 func numCPU() int { return runtime.NumCPU() }
 
-// inprocServer is the daemon's servers wired as `tlspolicyd serve` wires
-// them (cmd/tlspolicyd/serve.go: engine, reloader, socketmap and policyd
-// servers), inside this process, so that -cpuprofile and -memprofile see
-// them. The load generator stays a separate process.
+// inprocServer is the daemon's request path wired as `tlspolicyd serve`
+// wires it (cmd/tlspolicyd/serve.go: engine, reloader, metrics, socketmap
+// and policyd servers), inside this process, so that -cpuprofile and
+// -memprofile see it with a denser allocation sample than the daemon's.
+// It has no prober, monitor, event log or HTTP listener: -profile, which
+// profiles the daemon itself through --pprof, is the faithful picture. The
+// load generator stays a separate process.
 type inprocServer struct {
 	sm     *socketmap.Server
 	pd     *policyd.Server
@@ -53,9 +58,11 @@ func startInproc(ctx context.Context, table, smAddr, pdAddr, logFile string) (*i
 		lf.Close()
 		return nil, err
 	}
+	metrics := web.NewMetrics()
+	maxConns := config.Default().MaxConnections
 	s := &inprocServer{
-		sm:   &socketmap.Server{Handler: eng, Logger: log.With("server", "socketmap")},
-		pd:   &policyd.Server{Handler: eng, Logger: log.With("server", "policyd")},
+		sm:   &socketmap.Server{Handler: metrics.Socketmap(eng), Logger: log.With("server", "socketmap"), MaxConns: maxConns},
+		pd:   &policyd.Server{Handler: metrics.Policyd(eng), Logger: log.With("server", "policyd"), MaxConns: maxConns},
 		logf: lf,
 	}
 	wctx, cancel := context.WithCancel(ctx)

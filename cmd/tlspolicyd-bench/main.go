@@ -4,12 +4,15 @@
 // built from this repository and a redis-server loaded with the same keys,
 // drives both with bench/loadgen at 1, 8 and 32 connections (every answer
 // checked), replaces the table by rename under load, and measures the
-// memory and start-up time of a 1,000,000-entry table. It prints rates,
-// latency percentiles, ratios to redis GET, and PASS/FAIL per target; the
-// exit status is 1 if a target failed.
+// memory and start-up time of a 1,000,000-entry table. The daemon runs as
+// shipped, its monitor included (prober confined to loopback). It prints
+// rates, latency percentiles, the servers' CPU per request, ratios to
+// redis GET, what the daemon spent while idle, and PASS/FAIL per target of
+// issue 7; the exit status is 1 if a target failed.
 //
-//	go run ./cmd/tlspolicyd-bench            # full run
-//	go run ./cmd/tlspolicyd-bench -quick     # smoke run on smaller tables
+//	go run ./cmd/tlspolicyd-bench                        # full run
+//	go run ./cmd/tlspolicyd-bench -quick                 # smoke run on smaller tables
+//	go run ./cmd/tlspolicyd-bench -profile /tmp/prof     # also CPU and heap profiles of the daemon (--pprof)
 package main
 
 import (
@@ -20,6 +23,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,10 +43,12 @@ type options struct {
 	redisBin    string
 	work        string
 	keep        bool
-	categories  bool // per-kind socketmap rows at the highest connection count
-	cpuProfile  string
+	categories  bool   // per-kind socketmap rows at the highest connection count
+	cpuProfile  string // in-process mode
 	memProfile  string
 	heapProfile string
+	profileDir  string          // daemon profiles through --pprof; "" = none
+	profileStep map[string]bool // step ids (stepIDs) to take a CPU profile of
 	seed        uint64
 	steps       map[string]bool // load, reload, mem
 }
@@ -93,9 +99,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.work, "work", "", "working directory for binaries, tables and logs (default: a new temporary directory, removed afterwards)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the working directory")
 	fs.BoolVar(&o.categories, "kinds", true, "also measure exact, parent-walk and miss lookups separately at the highest connection count")
-	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "run the servers inside this process (serve's wiring) and write a CPU profile of the load steps to `FILE`")
-	fs.StringVar(&o.memProfile, "memprofile", "", "run the servers inside this process and write an allocation profile of the load steps to `FILE`")
-	fs.StringVar(&o.heapProfile, "heapprofile", "", "load the -mem-entries table inside this process and write its heap profile (in-use memory) to `FILE`")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "in-process mode: run the socketmap and policyd servers inside this process (no prober, no monitor) and write a CPU profile of the load steps to `FILE` (prefer -profile)")
+	fs.StringVar(&o.memProfile, "memprofile", "", "in-process mode: as -cpuprofile, writing an allocation profile of the load steps to `FILE`")
+	fs.StringVar(&o.heapProfile, "heapprofile", "", "load the -mem-entries table inside this process and write its heap profile (in-use memory, sampled every 4 KiB) to `FILE`")
+	fs.StringVar(&o.profileDir, "profile", "", "start the daemon with --pprof on loopback and write into `DIR`: a CPU profile of each -profile-step step (cpu-STEP.pprof), the heap after the load steps (heap-load.pprof), and the heap and start-up allocations of the -mem-entries daemon (heap-mem.pprof, allocs-mem.pprof)")
+	profileStep := fs.String("profile-step", "", "steps to take a CPU profile of with -profile, comma-separated ids as in the step column: socketmap-N, policy-N, redis-N (the daemon idle), socketmap-exact-N, socketmap-parent-N, socketmap-miss-N, reload (default: socketmap and policy at the highest connection count); without -profile, profiles go to the working directory, which is kept")
 	seed := fs.Uint64("seed", 7, "seed of the generated lookups and requests")
 	steps := fs.String("steps", "load,reload,mem", "steps to run, comma-separated: load (throughput and latency), reload (table replaced under load), mem (memory and start-up)")
 	if err := fs.Parse(args); err != nil {
@@ -146,9 +154,64 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		}
 		o.conns = append(o.conns, n)
 	}
+	if o.cpuProfile != "" || o.memProfile != "" {
+		if o.profileDir != "" || *profileStep != "" {
+			fmt.Fprintln(stderr, "tlspolicyd-bench: -cpuprofile/-memprofile run the servers in process; -profile and -profile-step profile the daemon: use one or the other")
+			return o, errors.New("usage")
+		}
+	}
+	if *profileStep != "" && o.profileDir == "" {
+		o.keep = true // profileDir becomes WORK/profiles (newBench)
+	}
+	if o.profileDir != "" || *profileStep != "" {
+		ids := stepIDs(o)
+		if *profileStep == "" {
+			c := targetConns(o.conns)
+			*profileStep = fmt.Sprintf("socketmap-%d,policy-%d", c, c)
+		}
+		o.profileStep = map[string]bool{}
+		for _, id := range strings.Split(*profileStep, ",") {
+			id = strings.TrimSpace(id)
+			if !slices.Contains(ids, id) {
+				fmt.Fprintf(stderr, "tlspolicyd-bench: -profile-step: no step %q in this run (steps: %s)\n", id, strings.Join(ids, ", "))
+				return o, errors.New("usage")
+			}
+			o.profileStep[id] = true
+		}
+	}
 	if o.entries < 100 || o.lookups < 1 || o.dur <= 0 || o.reloadDur < 1500*time.Millisecond {
 		fmt.Fprintln(stderr, "tlspolicyd-bench: need -entries ≥ 100, -lookups ≥ 1, -d > 0, -reload-d ≥ 1.5s")
 		return o, errors.New("usage")
 	}
 	return o, nil
+}
+
+// targetConns is the connection count the throughput and p99 targets are
+// judged at: issue 7's 32 when it is measured, else the highest.
+func targetConns(conns []int) int {
+	if slices.Contains(conns, 32) {
+		return 32
+	}
+	return slices.Max(conns)
+}
+
+// stepIDs lists the ids of the CPU-loaded steps a run with o makes, in
+// order: the names -profile-step accepts and the step column shows.
+func stepIDs(o options) []string {
+	var ids []string
+	if o.steps["load"] {
+		for _, c := range o.conns {
+			ids = append(ids, fmt.Sprintf("redis-%d", c), fmt.Sprintf("socketmap-%d", c), fmt.Sprintf("policy-%d", c))
+		}
+		if o.categories {
+			c := slices.Max(o.conns)
+			for _, k := range []string{kindExact, kindParent, kindMiss} {
+				ids = append(ids, fmt.Sprintf("socketmap-%s-%d", k, c))
+			}
+		}
+	}
+	if o.steps["reload"] {
+		ids = append(ids, "reload")
+	}
+	return ids
 }
