@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -191,5 +192,92 @@ func BenchmarkLoadTable(b *testing.B) {
 		if _, err := LoadTable(path); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// writeBenchDir writes a table directory like tlspolicyd-bench's
+// (cmd/tlspolicyd-bench/gen.go): n outbound entries in files of 200,000 —
+// 70 % exact keys (one in twenty as [mx.host], [mx.host]:587, host:2526,
+// one in fifty in the long form with a note), 30 % .parent keys, eight
+// distinct policies — and 1,000 inbound rules in a file of their own.
+func writeBenchDir(tb testing.TB, n int) string {
+	tb.Helper()
+	pols := []string{
+		"encrypt", "encrypt protocols=>=TLSv1.2", "verify match=hostname:nexthop",
+		"secure match=nexthop:dot-nexthop protocols=>=TLSv1.2", "may", "dane",
+		"encrypt ciphers=high protocols=>=TLSv1.2:<=TLSv1.3",
+		"fingerprint match=3D:FC:6B:3E:8F:B1:AB:72:06:EC:96:D6:02:44:EE:A8:2F:7E:63:57:4B:A7:C0:B2:3A:3D:31:77:DB:5C:24:44",
+	}
+	dir := tb.TempDir()
+	const perFile = 200_000
+	nExact := n - n*3/10
+	for part := 0; part*perFile < n; part++ {
+		var b strings.Builder
+		b.WriteString("outbound:\n")
+		for i := part * perFile; i < min((part+1)*perFile, n); i++ {
+			if i >= nExact {
+				fmt.Fprintf(&b, "  \".p%d.example\": %q\n", i-nExact, pols[(i-nExact+3)%len(pols)])
+				continue
+			}
+			k := fmt.Sprintf("s%d.example", i)
+			switch i % 20 {
+			case 1:
+				k = "[mx." + k + "]"
+			case 2:
+				k = "[mx." + k + "]:587"
+			case 3:
+				k += ":2526"
+			}
+			if i%50 == 7 {
+				fmt.Fprintf(&b, "  %q:\n    policy: %q\n    note: contract %d, owner postmaster@ourcorp.example\n", k, pols[i%len(pols)], i)
+				continue
+			}
+			fmt.Fprintf(&b, "  %q: %q\n", k, pols[i%len(pols)])
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("outbound-%02d.yaml", part)), []byte(b.String()), 0o644); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	var b strings.Builder
+	b.WriteString("inbound:\n")
+	for j := range 1000 {
+		fmt.Fprintf(&b, "  - {name: r%d, from: [i%d.in.example], require: tls, action: defer}\n", j, j)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "inbound.yaml"), []byte(b.String()), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	return dir
+}
+
+// BenchmarkLoadDir: Load (parse, validate, build) of a generated table
+// directory of 100,000 and 1,000,000 entries, the daemon's start-up and
+// reload. live-MB is the heap the Store keeps (after a collection);
+// B/op is everything the load allocates, most of it YAML nodes. Run the
+// 1,000,000 case alone with -bench 'LoadDir/entries=1000000' -benchtime 3x.
+func BenchmarkLoadDir(b *testing.B) {
+	for _, n := range []int{100_000, 1_000_000} {
+		b.Run(fmt.Sprintf("entries=%d", n), func(b *testing.B) {
+			dir := writeBenchDir(b, n)
+			var s *Store
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				s = nil // the previous Store is garbage during the next load
+				var err error
+				if s, err = Load(dir); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			runtime.KeepAlive(s)
+			s = nil
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "live-MB")
+			b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(n), "live-B/entry")
+		})
 	}
 }
