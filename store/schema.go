@@ -8,15 +8,16 @@ import (
 // name constant and one schema function per table.
 //
 // Only the small parts of a table live in go-memdb: its files, its
-// distinct policies, its inbound rules and its testing entries — a few
-// thousand rows even for a table of a million entries. The entries
-// themselves are served from the Go maps that resolution uses (index in
-// resolve.go), also for OutboundByKey, RecipientByKey and SenderByKey.
-// go-immutable-radix keeps a node, a leaf and a mutation channel per key
-// and index, ≈ 400 bytes per row and index (see doc.go for the
-// measurements): with the entries in go-memdb a 1,000,000-entry table
-// needed 790 MB for the trees alone, and inserting them was a third of
-// the time a reload took.
+// distinct policies, its inbound rules and its testing entries: rows in
+// the thousands for a table of a million entries (testing entries, one row
+// each, are meant to be few). The entries
+// themselves are found through the key indexes that resolution uses
+// (index in resolve.go, keyIndex in keyindex.go), also for OutboundByKey,
+// RecipientByKey and SenderByKey. go-immutable-radix keeps a node, a leaf
+// and a mutation channel per key and index, ≈ 395 bytes per row and
+// index: with every entry in go-memdb (two indexes each) a
+// 1,000,000-entry table needed 790 MB for the trees alone, and inserting
+// them was a third of a reload (doc.go has the measurements).
 //
 // Stored objects are never modified after the transaction commits.
 const (

@@ -7,7 +7,7 @@ import (
 	memdb "github.com/hashicorp/go-memdb"
 )
 
-// Store is an immutable, fully built policy table: the lookup maps
+// Store is an immutable, fully built policy table: the key indexes
 // resolution uses on the hot path (which also serve OutboundByKey,
 // RecipientByKey and SenderByKey), and a go-memdb database of the table's
 // small parts — files, distinct policies, inbound rules, testing entries
