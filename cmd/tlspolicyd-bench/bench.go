@@ -94,9 +94,9 @@ func (r *result) cpuPerOp() float64 {
 	return r.cpu * 1e6 / float64(r.int("ops"))
 }
 
-// target is one PASS/FAIL line of the summary.
+// target is the verdict of one target of the summary (its name comes
+// from summary, by id).
 type target struct {
-	name   string
 	ok     bool
 	skip   bool
 	detail string
@@ -516,6 +516,7 @@ func (b *bench) startDaemon(ctx context.Context) error {
 	state := "quiet"
 	if !quiet {
 		state = "still busy; measuring anyway"
+		b.notes = append(b.notes, fmt.Sprintf("the benchmark daemon was still busy (%.0f %% of a core) when the load steps began", 100*st.idleCPU))
 	}
 	b.logf("daemon %s %s after listening (%.1f %% of a core over the last %s, the monitor's pass begun: %d probes logged); VmRSS %.0f MB",
 		state, st.at.Sub(listening).Round(100*time.Millisecond), 100*st.idleCPU, quietWindow, monitorProbes(readFile(filepath.Join(b.work, "daemon.log"))), mb(st.rss))
