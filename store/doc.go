@@ -26,7 +26,10 @@
 // go-memdb holds what needs an indexed, transactional view and is small
 // (schema.go): the table's files, its distinct policies (by text and by
 // level), its inbound rules (by name) and its testing entries, in the
-// style of nomad's state store. It used to hold every entry, in two
+// style of nomad's state store. Nothing on the lookup path reads it, so a
+// Store builds it when one of its readers (InboundRuleByName,
+// TestingEntries, Files, Policies) is first called, not during a reload.
+// It used to hold every entry, in two
 // indexes each, and that did not scale: go-immutable-radix keeps a node,
 // a leaf and a mutation channel per key and index, and a transaction of
 // many inserts keeps copying nodes once its writable-node cache (8,192
@@ -39,8 +42,8 @@
 //	                             every entry in go-memdb   now
 //	Store's live heap            1,219 MB                  137 MB
 //	  per entry                  1,279 B                   144 B
-//	  go-memdb radix trees       790 MB (≈ 395 B per       4.5 MB (10,000 inbound
-//	                             key and index)            rules, nothing per entry)
+//	  go-memdb radix trees       790 MB (≈ 395 B per       4.5 MB once read (10,000
+//	                             key and index)            rules), nothing per entry
 //	  *Policy per entry          113 MB                    shared: 8 in all
 //	  floor answers per entry    112 MB                    shared: 8 in all
 //	Load (parse, build)          20.4 s                    2.3 s

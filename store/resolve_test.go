@@ -4,6 +4,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -274,4 +275,26 @@ func TestLoad(t *testing.T) {
 	if _, err := Load("testdata/nonexistent"); err == nil {
 		t.Error("Load(nonexistent): no error")
 	}
+}
+
+// TestStoreReadsConcurrently: the go-memdb readers of a fresh Store may
+// be called from many goroutines at once (the database is built on first
+// use); run with -race.
+func TestStoreReadsConcurrently(t *testing.T) {
+	s := mustStore(t, resolveTable+"inbound:\n  - name: r1\n    from: [bank.example]\n    require: tls\n")
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if r, err := s.InboundRuleByName("r1"); err != nil || r == nil {
+				t.Errorf("InboundRuleByName = %v, %v", r, err)
+			}
+			if te, err := s.TestingEntries(); err != nil || len(te) != 3 {
+				t.Errorf("TestingEntries = %v, %v", te, err)
+			}
+			if ps, err := s.Policies(); err != nil || len(ps) == 0 {
+				t.Errorf("Policies = %v, %v", ps, err)
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -874,11 +874,15 @@ func (p *parser) rule(file string, m *yaml.Node) {
 	ok := true
 	bad := func() { ok = false }
 	var nameNode, fpNode, headerNode *yaml.Node
-	label := func() string {
-		if r.Name == "" {
-			return "inbound rule"
+	lbl := ""
+	label := func() string { // r.Name is set before the first call and then kept
+		if lbl == "" {
+			lbl = "inbound rule"
+			if r.Name != "" {
+				lbl = fmt.Sprintf("inbound rule %q", r.Name)
+			}
 		}
-		return fmt.Sprintf("inbound rule %q", r.Name)
+		return lbl
 	}
 	// The name first, so that every message can name the rule.
 	for i := 0; i+1 < len(m.Content); i += 2 {
