@@ -414,6 +414,57 @@ func TestServeFailsClosed(t *testing.T) {
 	}
 }
 
+// The watchdog stays armed across requests and re-arms or disarms itself
+// when it fires (armWatchdog): a Handler that hangs is still answered with
+// DeferText about RequestTimeout after its request, whether it comes in
+// the middle of busy traffic, when the timer has just fired for earlier
+// requests, or after the connection has been idle.
+func TestServeHangAfterTraffic(t *testing.T) {
+	const timeout = 100 * time.Millisecond
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	handler := HandlerFunc(func(_ context.Context, r *Request) (Action, error) {
+		if r.Get("sender") == "hang" {
+			<-release
+		}
+		return "DUNNO", nil
+	})
+	for _, tt := range []struct {
+		name        string
+		busy, pause time.Duration // fast requests for busy, then nothing for pause
+	}{
+		{"first request", 0, 0},
+		{"during traffic", 3 * timeout, 0},
+		{"after idle", 3 * timeout, 3 * timeout},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := startServer(t, &Server{Handler: handler, RequestTimeout: timeout}, nil)
+			cl := dial(t, "tcp", ts.addr)
+			for start := time.Now(); time.Since(start) < tt.busy; {
+				cl.send("sender=fast\n\n")
+				if got := cl.reply(); got != "DUNNO" {
+					t.Fatalf("fast request: %q", got)
+				}
+			}
+			time.Sleep(tt.pause)
+			start := time.Now()
+			cl.send("sender=hang\n\n")
+			got, err := cl.readReply(10 * time.Second)
+			elapsed := time.Since(start)
+			if err != nil || got != DefaultDeferText {
+				t.Fatalf("hanging Handler: reply %q, %v; want %q", got, err, DefaultDeferText)
+			}
+			// Early would break the Handler's deadline; the upper bound
+			// leaves room for a loaded machine but not for a missed
+			// timer (the next would be RequestTimeout later at best).
+			if elapsed < timeout-10*time.Millisecond || elapsed > timeout+time.Second {
+				t.Errorf("answered after %v, want about RequestTimeout %v", elapsed, timeout)
+			}
+			cl.expectClosed()
+		})
+	}
+}
+
 func TestServeHandlerContextDeadline(t *testing.T) {
 	got := make(chan time.Duration, 1)
 	ts := startServer(t, &Server{RequestTimeout: 3 * time.Second, Handler: HandlerFunc(func(ctx context.Context, _ *Request) (Action, error) {
