@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -92,6 +94,71 @@ func BenchmarkCheck10000Rules(b *testing.B) {
 			}
 		})
 	}
+	// The mix of cmd/tlspolicyd-bench: a sixth of the requests match no
+	// rule (from ever new sender domains), the others one rule of each
+	// kind, half of them unmet; every request a new message; in parallel.
+	// Each goroutine has its own requests, as each connection has its own
+	// map in the server.
+	reqs := make([][]*policyd.Request, runtime.GOMAXPROCS(0))
+	for i := range reqs {
+		reqs[i] = mixedRequests(b, uint64(i), 1024)
+	}
+	instances := make([]string, 1<<16)
+	for i := range instances {
+		instances[i] = fmt.Sprintf("%x.%x.0", i*7919, i)
+	}
+	b.Run("mix", func(b *testing.B) {
+		var next, goroutine atomic.Uint64
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			mine := reqs[goroutine.Add(1)%uint64(len(reqs))]
+			for pb.Next() {
+				n := next.Add(1)
+				req := mine[n%uint64(len(mine))]
+				req.Attrs["instance"] = instances[n%uint64(len(instances))]
+				if _, err := e.Check(ctx, req); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}
+
+// mixedRequests makes n requests against benchRules(10000) as
+// cmd/tlspolicyd-bench draws them.
+func mixedRequests(b *testing.B, seed uint64, n int) []*policyd.Request {
+	r := rand.New(rand.NewPCG(7, seed))
+	reqs := make([]*policyd.Request, n)
+	for i := range reqs {
+		kind := r.IntN(6)
+		j := r.IntN(2000)*5 + kind
+		met := r.IntN(2) == 0
+		fx, o := plain, []string{"recipient=bob@ourcorp.example"}
+		if met {
+			fx = tls13
+		}
+		switch kind {
+		case 0:
+			o = append(o, fmt.Sprintf("sender=alice@d%d.example", j))
+		case 1:
+			o = append(o, fmt.Sprintf("sender=Bob@MX.d%d.example", j))
+		case 2:
+			o = append(o, fmt.Sprintf("sender=user@d%d.example", j))
+		case 3:
+			o = append(o, fmt.Sprintf("recipient=inbox%d@ourcorp.example", j))
+		case 4:
+			fx = tls13
+			o = append(o, fmt.Sprintf("client_address=10.%d.%d.%d", j>>8&255, j&255, 1+r.IntN(254)))
+			if met {
+				o = append(o, "ccert_fingerprint="+fpTLS12)
+			}
+		default:
+			o = append(o, fmt.Sprintf("sender=alice@nobody%d.example", r.IntN(1<<20)))
+		}
+		reqs[i] = fixture(b, fx, o...)
+	}
+	return reqs
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -49,12 +49,9 @@ func (ix *inboundIndex) decide(req *inboundRequest, matched []RuleResult) (actio
 	var deferRule, rejectRule, headerRule *compiledRule
 	var deferWhy, rejectWhy shortfall
 	var headerReason string
-	var buf [8]int // candidates; a request rarely has more
-	for _, i := range ix.candidates(buf[:0], req) {
+	var buf [8]int // matching rules; a request rarely has more
+	for _, i := range ix.matching(buf[:0], req) {
 		r := ix.rules[i]
-		if !r.matches(req) {
-			continue
-		}
 		sf, unmet := r.unmet(req)
 		res := RuleResult{Rule: r.InboundRule, Met: !unmet, cr: r}
 		if unmet {

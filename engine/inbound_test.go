@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -170,6 +171,56 @@ func TestInboundAddressExtensions(t *testing.T) {
 			}
 			if tt.rule == "" && d.Action != "DUNNO" {
 				t.Errorf("action %q, want DUNNO", d.Action)
+			}
+		})
+	}
+}
+
+// A rule naming several dimensions (from, to, client) matches only a
+// request that every one of them covers; within a dimension any pattern
+// will do.
+func TestInboundEveryDimension(t *testing.T) {
+	src := store.Source{File: "inbound.yaml", Line: 1}
+	ix := newInboundIndex([]*store.InboundRule{
+		{Name: "from-to", From: []string{"bank.example", ".bank.example"}, To: []string{"treasury@ourcorp.example", "ledger.ourcorp.example"},
+			Require: "tls", Action: "defer", Source: src},
+		{Name: "from-client", From: []string{"alice@partner.example"}, Client: []string{"198.51.100.0/24", ".mx.partner.example"},
+			Require: "tls", Action: "defer", Source: src},
+		{Name: "all-three", From: []string{"shop.example"}, To: []string{".ourcorp.example"}, Client: []string{"2001:db8::/32"},
+			Require: "tls", Action: "defer", Source: src},
+	})
+	tests := []struct {
+		name, sender, recipient, clientAddr, clientName string
+		rule                                            string
+	}{
+		{"from and to", "x@bank.example", "treasury@ourcorp.example", "203.0.113.1", "unknown", "from-to"},
+		{"from (subdomain) and to (domain)", "x@mail.bank.example", "y@ledger.ourcorp.example", "203.0.113.1", "unknown", "from-to"},
+		{"from without to", "x@bank.example", "bob@ourcorp.example", "203.0.113.1", "unknown", ""},
+		{"to without from", "x@other.example", "treasury@ourcorp.example", "203.0.113.1", "unknown", ""},
+		{"from and to, no recipient yet", "x@bank.example", "", "203.0.113.1", "unknown", ""},
+		{"from and client address", "alice@partner.example", "bob@ourcorp.example", "198.51.100.7", "unknown", "from-client"},
+		{"from and client name", "alice@partner.example", "bob@ourcorp.example", "203.0.113.1", "out.mx.partner.example", "from-client"},
+		{"from, client elsewhere", "alice@partner.example", "bob@ourcorp.example", "203.0.113.1", "mx.elsewhere.example", ""},
+		{"client without from", "bob@partner.example", "bob@ourcorp.example", "198.51.100.7", "unknown", ""},
+		{"all three", "a@shop.example", "b@x.ourcorp.example", "2001:db8::1", "unknown", "all-three"},
+		{"all three, IPv4-mapped client", "a@shop.example", "b@x.ourcorp.example", "::ffff:198.51.100.7", "unknown", ""},
+		{"two of three", "a@shop.example", "b@ourcorp.example", "2001:db8::1", "unknown", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := fromRequest(fixture(t, plain, "sender="+tt.sender, "recipient="+tt.recipient,
+				"client_address="+tt.clientAddr, "client_name="+tt.clientName))
+			d := ix.evaluate(&in, nil)
+			var got []string
+			for _, m := range d.Matched {
+				got = append(got, m.Rule.Name)
+			}
+			want := []string{tt.rule}
+			if tt.rule == "" {
+				want = nil
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("matched %q, want %q", got, want)
 			}
 		})
 	}

@@ -18,34 +18,35 @@ type DomainStats struct {
 
 // Stats counts inbound mail per sender domain, with and without TLS and by
 // TLS version. A message is counted once, at its first policy request
-// (recognised by Postfix's "instance" attribute, among the last few
-// thousand messages). The number of domains is bounded: sender domains come
-// from the internet, so once the bound is reached new domains are counted
-// under "(other)".
+// (recognised by Postfix's "instance" attribute; see seen). The number of
+// domains is bounded: sender domains come from the internet, so once the
+// bound is reached new domains are counted under "(other)".
 //
 // Every policy request goes through Observe, from as many goroutines as
-// Postfix has connections, so it is built to be cheap: domains and recent
-// instances are spread over statsShards locks, a known domain is counted
-// without allocating, and instances are remembered by a 64-bit hash
-// instead of a copy of the string. With one lock and a copied instance it
-// cost 4 µs per request at 32 connections (tlspolicyd-bench profile);
-// BenchmarkObserve measures it now.
+// Postfix has connections, so it is built to be cheap: domains are spread
+// over statsShards locks, a known domain is counted without allocating,
+// and recent instances are kept without a lock or a copy. With one lock, a
+// map and a copy of every instance it cost 4 µs per request at 32
+// connections (tlspolicyd-bench profile); BenchmarkObserve measures it now.
 type Stats struct {
 	max     int
 	ndoms   atomic.Int64 // domains counted in all shards, "(other)" aside
 	seed    maphash.Seed
 	domains [statsShards]domainShard // by hash of the domain
-	seen    [statsShards]seenShard   // by hash of the instance
+
+	// seen holds hashes of recent instances, each in the slot its hash
+	// selects, so that the later requests of a message (one per
+	// recipient, moments apart on one connection) find it there. Another
+	// message taking the slot in between makes one message count twice:
+	// with 32,768 slots and a few hundred messages starting in between, a
+	// chance of about one in a hundred. These are statistics; a set of
+	// recent instances under a lock cost more than everything else here.
+	seen [1 << 15]atomic.Uint64
 }
 
-// statsShards is the number of locks the counters are spread over: enough
-// that 32 connections on a few cores rarely wait for one another.
+// statsShards is the number of locks the domain counters are spread over:
+// enough that 32 connections on a few cores rarely wait for one another.
 const statsShards = 16
-
-// seenPerShard is how many recent instances each shard remembers (4096 in
-// all): a message's recipients come one after the other on one
-// connection, so this need only cover the messages in progress.
-const seenPerShard = 256
 
 type domainShard struct {
 	mu      sync.Mutex
@@ -65,20 +66,11 @@ type versionCount struct {
 	n       uint64
 }
 
-type seenShard struct {
-	mu    sync.Mutex
-	set   map[uint64]struct{}
-	order [seenPerShard]uint64 // ring of the hashes in set, oldest at next once full
-	next  int
-	full  bool
-}
-
 // NewStats returns counters for at most maxDomains sender domains.
 func NewStats(maxDomains int) *Stats {
 	s := &Stats{max: maxDomains, seed: maphash.MakeSeed()}
 	for i := range s.domains {
 		s.domains[i].domains = map[string]*domainCounts{}
-		s.seen[i].set = make(map[uint64]struct{}, seenPerShard)
 	}
 	return s
 }
@@ -141,28 +133,12 @@ func (s *Stats) observe(instance string, sender *address, protocol string) {
 // otherDomain counts the domains beyond the bound.
 const otherDomain = "(other)"
 
-// firstSeen reports whether instance is not among the recent instances,
-// and remembers it. Instances are compared by a 64-bit seeded hash: two
-// distinct messages among the last 4096 share one with a probability
-// of about 2⁻⁵², which would only leave one message uncounted.
+// firstSeen reports whether instance is not in s.seen, and puts it there.
+// The hash is 64 bits and seeded: that two instances share one is
+// negligible (2⁻⁶³), and no sender can arrange it.
 func (s *Stats) firstSeen(instance string) bool {
-	h := maphash.String(s.seed, instance)
-	sh := &s.seen[h%statsShards]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if _, ok := sh.set[h]; ok {
-		return false
-	}
-	if sh.full {
-		delete(sh.set, sh.order[sh.next])
-	}
-	sh.order[sh.next] = h
-	sh.set[h] = struct{}{}
-	sh.next++
-	if sh.next == len(sh.order) {
-		sh.next, sh.full = 0, true
-	}
-	return true
+	h := maphash.String(s.seed, instance) | 1 // 0 marks an empty slot
+	return s.seen[h%uint64(len(s.seen))].Swap(h) != h
 }
 
 // Snapshot returns a copy of the counters sorted by domain.
