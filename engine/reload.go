@@ -5,9 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"path/filepath"
-	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"strings"
 	"sync"
 	"time"
@@ -23,8 +24,10 @@ import (
 // It watches directories, not files: editors and `git checkout` replace a
 // file by renaming a new one over it, which a watch on the file itself
 // would miss. Events are debounced so that a checkout touching many files
-// causes one reload. A table is parsed, validated and built completely
-// before it is swapped in; a failed reload keeps the old table serving.
+// causes one reload: a table is swapped in only once no change has been
+// seen for Debounce, and it was read after the last change. A table is
+// parsed, validated and built completely before it is swapped in; a failed
+// reload keeps the old table serving.
 type Reloader struct {
 	Path     string
 	Engine   *Engine
@@ -34,12 +37,15 @@ type Reloader struct {
 	// error (nil on success), e.g. for metrics and events.
 	OnReload func(err error)
 
-	mu sync.Mutex // serialises reloads
+	mu         sync.Mutex // serialises loads and swaps
+	loadSeq    uint64     // loads started (under mu)
+	appliedSeq uint64     // the latest load swapped in or reported (under mu)
 
-	relMu      sync.Mutex
-	relRunning bool           // a release goroutine is running
-	relPending bool           // another load finished since it started
-	relWG      sync.WaitGroup // the release goroutine (tests wait for it)
+	relMu        sync.Mutex
+	relRunning   bool           // a release goroutine is running
+	relPending   bool           // another load finished since it started
+	relWG        sync.WaitGroup // the release goroutine (tests wait for it)
+	releaseAbove uint64         // tests: releaseAbove if 0
 }
 
 func (r *Reloader) logger() *slog.Logger {
@@ -55,9 +61,48 @@ func (r *Reloader) logger() *slog.Logger {
 func (r *Reloader) Reload() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.applyLocked(r.loadLocked())
+}
+
+// loaded is the outcome of one load of the table.
+type loaded struct {
+	seq  uint64 // order of the load's start
+	s    *store.Store
+	err  error
+	took time.Duration
+}
+
+// load loads the table without swapping it in (see Run).
+func (r *Reloader) load() loaded {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.loadLocked()
+}
+
+func (r *Reloader) loadLocked() loaded {
+	r.loadSeq++
+	l := loaded{seq: r.loadSeq}
 	start := time.Now()
-	s, err := store.Load(r.Path)
-	if err != nil {
+	l.s, l.err = store.Load(r.Path)
+	l.took = time.Since(start)
+	return l
+}
+
+// apply swaps in a load (or reports its errors), unless a load started
+// after it was applied already.
+func (r *Reloader) apply(l loaded) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.applyLocked(l)
+}
+
+func (r *Reloader) applyLocked(l loaded) error {
+	if l.seq <= r.appliedSeq {
+		return nil // outdated by a later load (Reload during Run's wait)
+	}
+	r.appliedSeq = l.seq
+	defer r.release()
+	if err := l.err; err != nil {
 		log := r.logger()
 		var list store.ErrorList
 		if errors.As(err, &list) {
@@ -70,36 +115,46 @@ func (r *Reloader) Reload() error {
 		if r.OnReload != nil {
 			r.OnReload(err)
 		}
-		r.release()
 		return err
 	}
-	r.Engine.Swap(s)
-	t := s.Table()
+	r.Engine.Swap(l.s)
+	t := l.s.Table()
 	r.logger().Info("policy table loaded", "path", r.Path, "files", len(t.Files),
 		"outbound", len(t.Outbound), "recipients", len(t.Recipients), "senders", len(t.Senders),
-		"inbound", len(t.Inbound), "took", time.Since(start).Round(time.Microsecond))
+		"inbound", len(t.Inbound), "took", l.took.Round(time.Microsecond))
 	if r.OnReload != nil {
 		r.OnReload(nil)
 	}
-	r.release()
 	return nil
 }
 
+// releaseAbove is the heap size above which release returns memory.
+const releaseAbove = 256 << 20
+
 // release returns the memory a load no longer needs to the operating
-// system, in the background: the YAML nodes of the parse (1.3 GB
-// allocated in all for a 1,000,000-entry table, 150 MB for 100,000) and,
+// system, in the background: the YAML nodes of the parse (0.9 GB
+// allocated in all for a 1,000,000-entry table, 130 MB for 100,000) and,
 // after a reload, the previous table once no lookup uses it. A failed
 // load leaves the same garbage, so it is released too.
 //
 // Without it the Go runtime keeps that memory: its next collection is due
 // only when the heap has doubled since the last one, and its scavenger
 // returns only what exceeds that goal, so a daemon that had loaded a
-// 1,000,000-entry table (204 MB live) stayed at ≈ 520 MB resident; with
-// it, ≈ 250 MB. debug.FreeOSMemory (a collection, then returning every
-// free page) took 0.6 s for that table and 35 ms for 100,000 entries
-// (2-core VM): it runs after the new table answers and after Reload
-// returns, so it delays neither a reload nor the daemon's start. One runs
-// at a time; a load that finishes meanwhile gets one more run.
+// 1,000,000-entry table (140 MB live) stayed at ≈ 520 MB resident; with
+// it, ≈ 200 MB. debug.FreeOSMemory (a collection, then returning every
+// free page) takes ≈ 0.2 s for that table: it runs after the new table
+// answers and after Reload returns, so it delays neither a reload nor the
+// daemon's start.
+//
+// Returning memory is not free, though: the next load faults it back in.
+// On the 2-core VM of the benchmarks that costs ≈ 15 µs per 4 KB page, and
+// releasing after every load doubled the CPU time of reloading a
+// 100,000-entry table (330 → 700 ms: ≈ 90 MB faulted in again). So memory
+// is returned only when the heap the process holds (in use or free, not
+// yet returned) is above releaseAbove (256 MB): after loading 1,000,000
+// entries it is ≈ 460 MB, after 100,000 ≈ 150 MB, which the next reload
+// reuses. One release runs at a time; a load that finishes meanwhile gets
+// one more run.
 func (r *Reloader) release() {
 	r.relMu.Lock()
 	defer r.relMu.Unlock()
@@ -112,12 +167,18 @@ func (r *Reloader) release() {
 	go func() {
 		defer r.relWG.Done()
 		for {
-			start := time.Now()
-			debug.FreeOSMemory()
-			var ms runtime.MemStats
-			runtime.ReadMemStats(&ms)
-			r.logger().Debug("memory of the policy table load returned to the OS", "took", time.Since(start).Round(time.Millisecond),
-				"heap_inuse_mb", ms.HeapInuse>>20, "heap_released_mb", ms.HeapReleased>>20)
+			above := uint64(releaseAbove)
+			if r.releaseAbove != 0 {
+				above = r.releaseAbove
+			}
+			if held := heapHeld(); held <= above {
+				r.logger().Debug("memory of the policy table load kept for the next load", "heap_held_mb", held>>20)
+			} else {
+				start := time.Now()
+				debug.FreeOSMemory()
+				r.logger().Debug("memory of the policy table load returned to the OS", "took", time.Since(start).Round(time.Millisecond),
+					"heap_held_mb", held>>20, "heap_held_now_mb", heapHeld()>>20)
+			}
 			r.relMu.Lock()
 			again := r.relPending
 			r.relPending, r.relRunning = false, again
@@ -127,6 +188,26 @@ func (r *Reloader) release() {
 			}
 		}
 	}()
+}
+
+// heapHeld returns the heap memory the process holds: objects (live or
+// garbage), the unused rest of their spans, and free pages the runtime
+// has not returned to the operating system.
+func heapHeld() uint64 {
+	m := []metrics.Sample{
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/memory/classes/heap/unused:bytes"},
+		{Name: "/memory/classes/heap/free:bytes"},
+	}
+	metrics.Read(m)
+	var n uint64
+	for _, s := range m {
+		if s.Value.Kind() != metrics.KindUint64 {
+			return math.MaxUint64 // unknown: release
+		}
+		n += s.Value.Uint64()
+	}
+	return n
 }
 
 // watchSet is what a change event must touch to trigger a reload.
@@ -209,8 +290,36 @@ func (r *Reloader) Run(ctx context.Context) error {
 	}
 	sync()
 
+	// The first change of a burst starts a load at once, so that parsing
+	// overlaps the debounce wait: the new table answers max(Debounce,
+	// load time) after a rename instead of their sum. A load is swapped
+	// in only when no change has come for Debounce and none came after it
+	// started (it read the files as they are now); otherwise it is
+	// dropped, and the load that counts starts when the quiet period ends,
+	// as without this. One load at a time, at most one early load per
+	// burst: a long burst (a large file copied in) does not parse again
+	// and again.
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	results := make(chan loaded, 1)
+	var (
+		running bool    // a load runs
+		stale   bool    // a change came after the running load started
+		ready   *loaded // a finished load no change has outdated, not applied yet
+		quiet   bool    // no change for Debounce
+		early   bool    // this burst has had its early load
+	)
+	start := func() {
+		running, stale = true, false
+		go func() { results <- r.load() }()
+	}
+	apply := func(l loaded) {
+		_ = r.apply(l) // errors are logged; the old table keeps serving
+		if nws, err := r.currentWatchSet(); err == nil {
+			ws = nws
+			sync()
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -224,17 +333,41 @@ func (r *Reloader) Run(ctx context.Context) error {
 			}
 			r.logger().Debug("policy table change", "file", ev.Name, "op", ev.Op.String())
 			timer.Reset(debounce)
+			quiet, ready = false, nil
+			switch {
+			case running:
+				stale = true
+			case !early:
+				early = true
+				start()
+			}
 		case err, ok := <-w.Errors:
 			if !ok {
 				return nil
 			}
 			r.logger().Warn("watching policy table", "error", err)
-		case <-timer.C:
-			_ = r.Reload() // errors are logged; the old table keeps serving
-			if nws, err := r.currentWatchSet(); err == nil {
-				ws = nws
-				sync()
+		case l := <-results:
+			running = false
+			switch {
+			case stale && quiet:
+				start() // the changes ended while it ran: load them now
+			case stale:
+				// dropped; the timer starts the load that counts
+			case quiet:
+				apply(l)
+			default:
+				ready = &l
 			}
+		case <-timer.C:
+			quiet, early = true, false
+			switch {
+			case ready != nil:
+				apply(*ready)
+				ready = nil
+			case !running:
+				start()
+			}
+			// Running: applied, or restarted if stale, when it ends.
 		}
 	}
 }

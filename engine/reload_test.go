@@ -254,10 +254,12 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// TestReloadReturnsMemory: after a load the memory of the parse (the YAML
-// nodes, the previous table) is returned to the operating system rather
-// than kept by the Go runtime until the heap doubles — a daemon with a
-// 1,000,000-entry table otherwise stays at twice its resident size.
+// TestReloadReturnsMemory: after a load, if the heap is above
+// releaseAbove, its garbage (the YAML nodes, the previous table) is
+// returned to the operating system rather than kept by the Go runtime
+// until the heap doubles — a daemon with a 1,000,000-entry table otherwise
+// stays at twice its resident size. A smaller heap is kept for the next
+// load, which would otherwise fault it back in.
 func TestReloadReturnsMemory(t *testing.T) {
 	var b strings.Builder
 	b.WriteString("outbound:\n")
@@ -266,30 +268,97 @@ func TestReloadReturnsMemory(t *testing.T) {
 	}
 	path := filepath.Join(t.TempDir(), "t.yaml")
 	writeFile(t, path, b.String())
-	var logs syncBuffer
+	for _, tt := range []struct {
+		name         string
+		releaseAbove uint64
+		want         string
+	}{
+		{"small heap kept", 0, "kept for the next load"},
+		{"returned", 1, "returned to the OS"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs syncBuffer
+			e := New(nil, nil, nil, nil)
+			rl := &Reloader{Path: path, Engine: e, releaseAbove: tt.releaseAbove,
+				Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+			for range 2 { // the second reload also frees the first table
+				if err := rl.Reload(); err != nil {
+					t.Fatal(err)
+				}
+				rl.relWG.Wait()
+				if tt.releaseAbove == 0 {
+					continue
+				}
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				// Heap memory the process holds: in use, or free but not returned.
+				held := ms.HeapInuse + ms.HeapIdle - ms.HeapReleased
+				runtime.GC()
+				runtime.ReadMemStats(&ms)
+				live := ms.HeapAlloc
+				t.Logf("heap held %d MB, live %d MB", held>>20, live>>20)
+				if held > live+8<<20 {
+					t.Errorf("after the reload the process holds %d MB of heap for %d MB of live data", held>>20, live>>20)
+				}
+			}
+			if got := lookup(t, e, "s49999.example"); got != "OK encrypt protocols=>=TLSv1.2" {
+				t.Errorf("lookup after release = %q", got)
+			}
+			if n := strings.Count(logs.String(), tt.want); n != 2 {
+				t.Errorf("%d log lines %q, want 2:\n%s", n, tt.want, logs.String())
+			}
+		})
+	}
+}
+
+// TestReloaderWaitsForQuiet: a burst of changes (a checkout, a file
+// written in pieces) swaps in one table, the final one, and only after no
+// change has come for Debounce — although loading starts with the first
+// change, so that parsing overlaps the wait.
+func TestReloaderWaitsForQuiet(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "t.yaml")
+	writeFile(t, path, "outbound:\n  bank.example: encrypt\n")
 	e := New(nil, nil, nil, nil)
-	rl := &Reloader{Path: path, Engine: e, Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
-	for range 2 { // the second reload also frees the first table
-		if err := rl.Reload(); err != nil {
-			t.Fatal(err)
+	var applied atomic.Int32
+	rl := &Reloader{Path: dir, Engine: e, Debounce: 800 * time.Millisecond,
+		OnReload: func(err error) {
+			if err != nil {
+				t.Errorf("reload: %v", err)
+			}
+			applied.Add(1)
+		}}
+	if err := rl.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	applied.Store(0)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- rl.Run(ctx) }()
+	time.Sleep(100 * time.Millisecond) // let the watcher start
+
+	// Intermediate states, each a valid table, 50 ms apart.
+	for _, level := range []string{"dane", "may", "secure", "dane", "may", "verify"} {
+		replaceByRename(t, path, "outbound:\n  bank.example: "+level+"\n")
+		if got := lookup(t, e, "bank.example"); got != "OK encrypt" {
+			t.Fatalf("during the burst: %q, want the old table", got)
 		}
-		rl.relWG.Wait()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		// Heap memory the process holds: in use, or free but not returned.
-		held := ms.HeapInuse + ms.HeapIdle - ms.HeapReleased
-		runtime.GC()
-		runtime.ReadMemStats(&ms)
-		live := ms.HeapAlloc
-		t.Logf("heap held %d MB, live %d MB", held>>20, live>>20)
-		if held > live+8<<20 {
-			t.Errorf("after the reload the process holds %d MB of heap for %d MB of live data", held>>20, live>>20)
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Quiet since the last change, but not for Debounce yet.
+	for end := time.Now().Add(500 * time.Millisecond); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if got := lookup(t, e, "bank.example"); got != "OK encrypt" {
+			t.Fatalf("%q before the quiet period ended, want the old table", got)
 		}
 	}
-	if got := lookup(t, e, "s49999.example"); got != "OK encrypt protocols=>=TLSv1.2" {
-		t.Errorf("lookup after release = %q", got)
+	waitFor(t, e, "bank.example", "OK verify", 3*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	if n := applied.Load(); n != 1 {
+		t.Errorf("%d tables swapped in for one burst, want 1", n)
 	}
-	if n := strings.Count(logs.String(), "returned to the OS"); n != 2 {
-		t.Errorf("%d release log lines, want 2:\n%s", n, logs.String())
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
