@@ -140,12 +140,21 @@ func (idx *index) outbound(k string) outRef {
 // first use.
 func newIndex(t *Table) (*index, []PolicyUse, error) {
 	idx := &index{
-		out:          keyed{list: t.Outbound, keys: *newKeyIndex(len(t.Outbound))},
+		out:          keyed{list: t.Outbound},
 		outAns:       make([]uint32, len(t.Outbound)),
-		rcpt:         keyed{list: t.Recipients, keys: *newKeyIndex(len(t.Recipients))},
-		snd:          keyed{list: t.Senders, keys: *newKeyIndex(len(t.Senders))},
+		rcpt:         keyed{list: t.Recipients},
+		snd:          keyed{list: t.Senders},
 		learnEnforce: t.Defaults.Learn == LearnEnforce,
 		learnReport:  t.Defaults.Learn == LearnReport,
+	}
+	// The parser's key indexes, if the lists are still those it indexed
+	// (it found no duplicates in them); otherwise new ones, which find
+	// duplicates below.
+	var reused [len(sectionNames)]bool
+	for sec, k := range [...]*keyed{sectionOutbound: &idx.out, sectionRecipients: &idx.rcpt, sectionSenders: &idx.snd} {
+		if k.keys, reused[sec] = t.keys.reusable(uint8(sec), k.list); !reused[sec] {
+			k.keys = *newKeyIndex(len(k.list))
+		}
 	}
 	// Distinct policies: by pointer, which the parser shares between
 	// entries with the same policy text; the answers are shared by text
@@ -199,14 +208,18 @@ func newIndex(t *Table) (*index, []PolicyUse, error) {
 			uses[lastUse].Entries++
 		}
 		idx.outAns[i] = lastAns
+		if reused[sectionOutbound] {
+			continue
+		}
 		if first := idx.out.keys.insert(t.Outbound, i); first >= 0 {
 			return nil, nil, fmt.Errorf("store: %s: duplicate key %q (first at %s)", e.Source, e.Key, t.Outbound[first].Source)
 		}
 	}
 	for _, s := range []struct {
+		sec  uint8
 		name string
 		k    *keyed
-	}{{"recipients", &idx.rcpt}, {"senders", &idx.snd}} {
+	}{{sectionRecipients, "recipients", &idx.rcpt}, {sectionSenders, "senders", &idx.snd}} {
 		for i, e := range s.k.list {
 			if err := check(s.name, e); err != nil {
 				return nil, nil, err
@@ -214,10 +227,13 @@ func newIndex(t *Table) (*index, []PolicyUse, error) {
 			if transportData(e.Policy.Level) == "" {
 				return nil, nil, fmt.Errorf("store: %s entry %q (%s): level %s has no transport", s.name, e.Key, e.Source, e.Policy.Level)
 			}
+			use(e.Policy)
+			if reused[s.sec] {
+				continue
+			}
 			if first := s.k.keys.insert(s.k.list, i); first >= 0 {
 				return nil, nil, fmt.Errorf("store: %s: duplicate key %q (first at %s)", e.Source, e.Key, s.k.list[first].Source)
 			}
-			use(e.Policy)
 		}
 	}
 	names := make(map[string]bool, len(t.Inbound))

@@ -298,3 +298,56 @@ func TestStoreReadsConcurrently(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestBuildAfterTableChanged: Build reuses the key index the parser made
+// only for the very lists it indexed; a parsed Table changed afterwards
+// (an entry replaced, one appended) is indexed anew, duplicates included.
+func TestBuildAfterTableChanged(t *testing.T) {
+	parse := func() *Table {
+		tb, err := ParseFile("t.yaml", strings.NewReader(resolveTable))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tb
+	}
+	tb := parse()
+	if tb.keys == nil {
+		t.Fatal("parsed table without its key index")
+	}
+	s, err := Build(tb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := s.OutboundByKey("upper.example"); e == nil {
+		t.Error("unchanged table: upper.example not found")
+	}
+	if &s.idx.out.keys.slots[0] != &tb.keys.idx[sectionOutbound].slots[0] {
+		t.Error("unchanged table: the parser's key index was not reused")
+	}
+
+	tb = parse()
+	i := slices.IndexFunc(tb.Outbound, func(e *Entry) bool { return e.Key == "upper.example" })
+	tb.Outbound[i] = &Entry{Key: "replaced.example", Policy: plainPolicy(LevelSecure)}
+	s, err = Build(tb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := s.OutboundByKey("replaced.example"); e == nil {
+		t.Error("replaced entry not found")
+	}
+	if e, _ := s.OutboundByKey("upper.example"); e != nil {
+		t.Errorf("removed entry found: %+v", e)
+	}
+	if a, _ := s.Resolve(MapPolicy, "replaced.example", nil); a.Data != "secure" {
+		t.Errorf("replaced entry answers %+v", a)
+	}
+	if &s.idx.out.keys.slots[0] == &tb.keys.idx[sectionOutbound].slots[0] {
+		t.Error("changed table: the parser's key index was reused")
+	}
+
+	tb = parse()
+	tb.Recipients = append(tb.Recipients, &Entry{Key: "cfo@partner.example", Policy: plainPolicy(LevelVerify)})
+	if _, err := Build(tb); err == nil || !strings.Contains(err.Error(), "duplicate key") {
+		t.Errorf("appended duplicate: Build error %v", err)
+	}
+}
