@@ -53,8 +53,9 @@
 // The 144 bytes per entry now are the Entry itself (96), its key (16–24),
 // its pointer in the Table's list (8), its keyIndex slots (16 at half
 // load) and the position of its policy's answers (4). For 100,000
-// entries BenchmarkBuild went from 263 ms and 132 MB allocated to 20 ms
-// and 2 MB.
+// entries BenchmarkBuild went from 263 ms and 132 MB allocated to 9 ms
+// and 2 MB; Build of a table LoadTable parsed reuses the key indexes the
+// parser made to find duplicates (0.05 s for 1,000,000 entries).
 //
 // Most of what a load allocates is YAML nodes (go.yaml.in/yaml/v3 decodes
 // a document into a tree before it can be walked), and decoding them is
