@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -200,7 +201,7 @@ func (s *Server) trackConn(c *conn) bool {
 	c.slot.n++
 	s.mu.Unlock()
 	if victim != nil {
-		victim.close()
+		victim.kill()
 		s.limitLog.note(s.logger(), why, c.remote, victim.remote, s.MaxConns)
 	}
 	return true
@@ -294,7 +295,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	for c := range s.conns {
 		if st := c.state.Load(); st&phaseMask == phaseIdle && c.state.CompareAndSwap(st, phaseClosed) {
-			c.close()
+			c.kill()
 			s.untrackLocked(c)
 		}
 	}
@@ -311,7 +312,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.mu.Lock()
 		for c := range s.conns {
 			s.logger().Warn("policyd: shutdown deadline; closing busy connection", "remote", c.remote)
-			c.close()
+			c.kill()
 			s.untrackLocked(c)
 		}
 		s.mu.Unlock()
@@ -355,10 +356,15 @@ type conn struct {
 	rwc    net.Conn
 	remote string
 	log    *slog.Logger
+	raw    syscall.RawConn // TCP and Unix connections: raw mode (rawio.go); else nil
+	src    source          // what br reads from
 	br     *bufio.Reader
 	dec    *Decoder
 	req    Request // reused for every request (Handler's contract)
 	out    []byte  // replies not yet written
+	waited bool    // the current request was not complete when first looked at
+	// finCheck: raw mode waits with the finCheck deadline (rawio.go).
+	finCheck bool
 
 	// The read and write deadlines currently set on rwc, since monoBase
 	// (see armRead). Owned by the conn goroutine, and by the watchdog
@@ -410,7 +416,9 @@ func (s *Server) newConn(rwc net.Conn, slot *listenerSlot) *conn {
 	} else {
 		c.remote = "unix:" + rwc.LocalAddr().String()
 	}
-	c.br = bufio.NewReaderSize(rwc, 4096)
+	c.raw = rawConnOf(rwc)
+	c.src = source{nc: rwc, fd: -1}
+	c.br = bufio.NewReaderSize(&c.src, 4096)
 	c.dec = NewDecoder(c.br)
 	c.ctx, c.cancel = context.WithCancelCause(context.Background())
 	c.now = monoNow()
@@ -428,16 +436,27 @@ func (c *conn) close() {
 	})
 }
 
+// outcome is what a step of the request loop leaves to serve.
+type outcome int
+
+const (
+	goOn       outcome = iota // next request
+	done                      // the connection is finished
+	handedOver                // the watchdog has answered and ended the connection
+	waitInput                 // raw mode: wait for the socket to become readable
+	needRead                  // raw mode: go on reading the current request with blocking reads
+	needWrite                 // raw mode: write the replies with blocking writes
+)
+
 // serve runs the connection: wait (idle) for a request, read it, answer
-// it, repeat. Pipelined requests are answered in one write.
+// it, repeat. Pipelined requests are answered in one write. TCP and Unix
+// connections are served in raw mode (rawio.go) as far as it goes, others
+// with blocking reads and writes.
 func (c *conn) serve() {
-	handedOver := false
+	o := goOn
 	defer func() {
-		if handedOver {
-			return // the watchdog or MaxConns has closed the connection
-		}
 		c.watchdog.Stop()
-		if len(c.out) > 0 && c.state.Load()&phaseMask != phaseClosed {
+		if o != handedOver && len(c.out) > 0 && c.state.Load()&phaseMask != phaseClosed {
 			_ = c.flush()
 		}
 		c.close()
@@ -445,80 +464,136 @@ func (c *conn) serve() {
 	}()
 	c.log.Debug("policyd: connection opened", "remote", c.remote)
 	for {
-		if c.br.Buffered() == 0 {
-			// c.now is when the last reply was made, moments ago.
-			c.armRead(c.idleTimeout)
-			if _, err := c.br.Peek(1); err != nil {
-				c.logIdleEnd(err)
-				return
+		switch o {
+		case goOn:
+			if c.raw != nil {
+				o = c.serveRaw()
+			} else {
+				o = c.serveBlocking()
 			}
-			c.now = monoNow()
-		}
-		// since first, so that whoever sees the new phase sees its
-		// start time.
-		c.since.Store(int64(c.now))
-		if !c.state.CompareAndSwap(stateOf(c.seq, phaseIdle), stateOf(c.seq+1, phaseBusy)) {
-			return // closed by Shutdown or MaxConns meanwhile
-		}
-		c.seq++
-		for {
-			waited := false
-			if !c.requestBuffered() {
-				c.armRead(c.readTimeout)
-				waited = true
-			}
-			req := &c.req
-			err := c.dec.Decode(req)
-			if waited {
-				c.now = monoNow() // the Handler's time starts now
-			}
-			if err != nil {
-				var pe *ProtocolError
-				if errors.As(err, &pe) {
-					c.log.Warn("policyd: bad request; closing connection", "remote", c.remote, "err", err)
-				} else {
-					c.log.Warn("policyd: reading request failed; closing connection", "remote", c.remote, "err", err)
-				}
-				return
-			}
-			action, ok := c.handle(req)
-			if !ok {
-				handedOver = true
-				return
-			}
-			c.out, _ = AppendAction(c.out, action) // valid: checked by handle
-			if c.srv.inShutdown.Load() {
-				return
-			}
-			if !c.requestBuffered() {
-				break
-			}
-			// The next request is already here in full: answer it before
-			// writing, so that pipelined requests cost one write.
-		}
-		if err := c.flush(); err != nil {
-			c.log.Debug("policyd: write failed; closing connection", "remote", c.remote, "err", err)
-			return
-		}
-		c.since.Store(int64(c.now))
-		idle := stateOf(c.seq, phaseIdle)
-		c.state.Store(idle)
-		// Shutdown may have looked at this connection while it was busy.
-		if c.srv.inShutdown.Load() && c.state.CompareAndSwap(idle, phaseClosed) {
+		case needRead:
+			o = c.serveBlocking()
+		case needWrite:
+			o = c.flushReplies()
+		default:
 			return
 		}
 	}
 }
 
+// serveBlocking waits for a request unless one has begun (raw mode hands
+// over a request larger than its buffer), answers it and those pipelined
+// behind it, and writes the replies, with blocking reads and writes.
+func (c *conn) serveBlocking() outcome {
+	if c.state.Load()&phaseMask == phaseIdle {
+		if c.br.Buffered() == 0 {
+			// c.now is when the last reply was made, moments ago.
+			c.armRead(c.idleTimeout)
+			if _, err := c.br.Peek(1); err != nil {
+				c.logIdleEnd(err)
+				return done
+			}
+			c.now = monoNow()
+		}
+		if !c.begin() {
+			return done
+		}
+	}
+	for {
+		if !c.requestBuffered() {
+			c.armRead(c.readTimeout) // from the request's first byte
+			c.waited = true
+		}
+		if o := c.answer(); o != goOn {
+			return o
+		}
+		if !c.requestBuffered() {
+			break
+		}
+		// The next request is already here in full: answer it before
+		// writing, so that pipelined requests cost one write.
+	}
+	return c.flushReplies()
+}
+
+// begin starts the busy phase of a request whose first bytes arrived at
+// c.now. It reports false when Shutdown or MaxConns has closed the
+// connection meanwhile.
+func (c *conn) begin() bool {
+	// since first, so that whoever sees the new phase sees its start
+	// time.
+	c.since.Store(int64(c.now))
+	if !c.state.CompareAndSwap(stateOf(c.seq, phaseIdle), stateOf(c.seq+1, phaseBusy)) {
+		return false
+	}
+	c.seq++
+	return true
+}
+
+// answer decodes the next request, calls the Handler and queues the reply.
+// c.waited says whether the request had to be waited for, so that the
+// Handler's time starts when it is complete.
+func (c *conn) answer() outcome {
+	req := &c.req
+	err := c.dec.Decode(req)
+	if c.waited {
+		c.now = monoNow()
+		c.waited = false
+	}
+	if err != nil {
+		var pe *ProtocolError
+		if errors.As(err, &pe) {
+			c.log.Warn("policyd: bad request; closing connection", "remote", c.remote, "err", err)
+		} else {
+			c.log.Warn("policyd: reading request failed; closing connection", "remote", c.remote, "err", err)
+		}
+		return done
+	}
+	action, ok := c.handle(req)
+	if !ok {
+		return handedOver
+	}
+	c.out, _ = AppendAction(c.out, action) // valid: checked by handle
+	if c.srv.inShutdown.Load() {
+		return done // serve writes the replies
+	}
+	return goOn
+}
+
+// flushReplies writes the queued replies with a blocking write, then
+// makes the connection idle.
+func (c *conn) flushReplies() outcome {
+	if err := c.flush(); err != nil {
+		c.log.Debug("policyd: write failed; closing connection", "remote", c.remote, "err", err)
+		return done
+	}
+	return c.replied()
+}
+
+// replied makes the connection idle once its replies are written.
+func (c *conn) replied() outcome {
+	c.src.trustShort = true // see Raw mode in rawio.go
+	c.since.Store(int64(c.now))
+	idle := stateOf(c.seq, phaseIdle)
+	if !c.state.CompareAndSwap(stateOf(c.seq, phaseBusy), idle) {
+		return done // closed by Shutdown or MaxConns
+	}
+	// Shutdown may have looked at this connection while it was busy.
+	if c.srv.inShutdown.Load() && c.state.CompareAndSwap(idle, phaseClosed) {
+		return done
+	}
+	return goOn
+}
+
 func (c *conn) logIdleEnd(err error) {
 	var ne net.Error
 	switch {
+	case c.state.Load()&phaseMask == phaseClosed:
+		c.log.Debug("policyd: idle connection closed by server", "remote", c.remote)
 	case err == io.EOF:
 		c.log.Debug("policyd: connection closed by client", "remote", c.remote)
 	case errors.As(err, &ne) && ne.Timeout():
 		c.log.Debug("policyd: idle timeout; closing connection", "remote", c.remote, "idle", c.idleTimeout)
-	case c.state.Load()&phaseMask == phaseClosed:
-		c.log.Debug("policyd: idle connection closed by server", "remote", c.remote)
 	default:
 		c.log.Debug("policyd: connection lost", "remote", c.remote, "err", err)
 	}
@@ -756,6 +831,9 @@ func (c *conn) timeout(now time.Duration) {
 	if err := c.flush(); err != nil {
 		c.log.Debug("policyd: write failed", "remote", c.remote, "err", err)
 	}
-	c.close()
+	// The connection's goroutine closes the socket when the Handler
+	// returns, if ever: in raw mode it holds the read lock, which Close
+	// would wait for.
+	c.kill()
 	c.srv.untrackConn(c)
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -164,7 +165,7 @@ func TestServeFixtures(t *testing.T) {
 	}
 	got := make(chan *Request, 1)
 	ts := startServer(t, &Server{Handler: HandlerFunc(func(_ context.Context, r *Request) (Action, error) {
-		got <- r
+		got <- &Request{Attrs: maps.Clone(r.Attrs)} // r is the server's once Check returns
 		return "DUNNO", nil
 	})}, nil)
 	cl := dial(t, "tcp", ts.addr) // one connection for all, as Postfix does
@@ -758,4 +759,156 @@ func BenchmarkRoundTripParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// plainListener hands out its connections wrapped, so that the server
+// cannot see they are TCP and serves them with blocking reads and writes
+// instead of raw mode (rawio.go).
+type plainListener struct{ net.Listener }
+
+type plainConn struct{ net.Conn }
+
+func (l plainListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return plainConn{c}, nil
+}
+
+// slowListener lets 50 ms pass between accepting a connection and handing
+// it to the server, so that what the client sends at once (a request and
+// its half-close) is all there before the server first reads.
+type slowListener struct{ net.Listener }
+
+func (l slowListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	time.Sleep(50 * time.Millisecond)
+	return c, err
+}
+
+// listenModes returns a loopback listener for each way the server serves a
+// connection: raw mode (TCP as is) and blocking (TCP hidden). Both are
+// slow to accept (slowListener).
+func listenModes(t *testing.T) map[string]func() net.Listener {
+	return map[string]func() net.Listener{
+		"raw": func() net.Listener {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return slowListener{l}
+		},
+		"blocking": func() net.Listener {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return plainListener{slowListener{l}}
+		},
+	}
+}
+
+// The request loop, in raw mode and with blocking reads: sequential and
+// pipelined requests, a request larger than the read buffer between two
+// small ones, and a client half-closing after its request (as Exim does)
+// or after a later one (closed soon after the reply, not at IdleTimeout).
+func TestServeModes(t *testing.T) {
+	var big strings.Builder
+	big.WriteString("sender=big@x.example\n")
+	for i := range 200 {
+		fmt.Fprintf(&big, "attr%d=%s\n", i, strings.Repeat("v", 100)) // 21 KB, over the 4 KiB buffer
+	}
+	big.WriteString("\n")
+	type step struct {
+		send      string
+		closeSend bool     // half-close after sending
+		replies   []string // senders echoed, in order
+	}
+	tests := []struct {
+		name        string
+		steps       []step
+		closedAfter time.Duration // the server closes within this after the last reply; 0: stays open
+	}{
+		{"sequential", []step{{"sender=a\n\n", false, []string{"a"}}, {"sender=b\n\n", false, []string{"b"}}, {"sender=c\n\n", false, []string{"c"}}}, 0},
+		{"pipelined", []step{{"sender=a\n\nsender=b\n\nsender=c\n\n", false, []string{"a", "b", "c"}}, {"sender=d\n\n", false, []string{"d"}}}, 0},
+		{"larger than the buffer", []step{{"sender=a\n\n", false, []string{"a"}}, {big.String(), false, []string{"big@x.example"}}, {"sender=b\n\n", false, []string{"b"}}}, 0},
+		{"pipelined behind a large one", []step{{big.String() + "sender=a\n\n", false, []string{"big@x.example", "a"}}, {"sender=b\n\n", false, []string{"b"}}}, 0},
+		// Exim: closed at once, not after finCheck.
+		{"half-close after the first request", []step{{"sender=exim\n\n", true, []string{"exim"}}}, finCheck / 2},
+		{"half-close after a later request", []step{{"sender=a\n\n", false, []string{"a"}}, {"sender=b\n\n", false, []string{"b"}}, {"sender=c\n\n", true, []string{"c"}}}, finCheck + 2*time.Second},
+		{"half-close after pipelined requests", []step{{"sender=a\n\n", false, []string{"a"}}, {"sender=b\n\nsender=c\n\n", true, []string{"b", "c"}}}, finCheck + 2*time.Second},
+	}
+	for mode, listen := range listenModes(t) {
+		t.Run(mode, func(t *testing.T) {
+			ts := startServer(t, &Server{Handler: HandlerFunc(echoSender), IdleTimeout: time.Minute}, listen())
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					cl := dial(t, "tcp", ts.addr)
+					for _, st := range tt.steps {
+						cl.send(st.send)
+						if st.closeSend {
+							if err := cl.c.(*net.TCPConn).CloseWrite(); err != nil {
+								t.Fatal(err)
+							}
+						}
+						for _, want := range st.replies {
+							if got := cl.reply(); got != "450 4.7.10 sender "+want {
+								t.Fatalf("reply %q, want sender %s", got, want)
+							}
+						}
+					}
+					if tt.closedAfter == 0 {
+						return
+					}
+					_ = cl.c.SetReadDeadline(time.Now().Add(tt.closedAfter))
+					if rest, err := io.ReadAll(cl.br); err != nil || len(rest) > 0 {
+						t.Errorf("after the last reply: %q, %v; want the server to close", rest, err)
+					}
+				})
+			}
+		})
+	}
+}
+
+// A connection in raw mode whose Handler hangs is still ended by the
+// watchdog, by MaxConns and by Shutdown, though its goroutine holds the
+// socket's read lock (rawio.go: kill).
+func TestServeKillsHungRawConnection(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	entered := make(chan struct{}, 4)
+	hang := HandlerFunc(func(context.Context, *Request) (Action, error) {
+		entered <- struct{}{}
+		<-release
+		return "DUNNO", nil
+	})
+	ts := startServer(t, &Server{Handler: hang, RequestTimeout: 200 * time.Millisecond}, nil)
+	cl := dial(t, "tcp", ts.addr)
+	cl.send("sender=a\n\n")
+	<-entered
+	if got, err := cl.readReply(5 * time.Second); err != nil || got != DefaultDeferText {
+		t.Fatalf("hung Handler: %q, %v; want %q", got, err, DefaultDeferText)
+	}
+	cl.expectClosed()
+
+	// Shutdown with a deadline ends a connection whose Handler hangs, and
+	// returns.
+	ts2 := startServer(t, &Server{Handler: hang, RequestTimeout: time.Hour}, nil)
+	cl2 := dial(t, "tcp", ts2.addr)
+	cl2.send("sender=b\n\n")
+	<-entered
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- ts2.Shutdown(ctx) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Shutdown = %v, want DeadlineExceeded", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown blocked on a connection whose Handler hangs")
+	}
+	cl2.expectClosed()
 }
