@@ -1,6 +1,8 @@
 package store
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -40,8 +42,8 @@ func dumpTable(t *Table) string {
 // It returns the sequential result.
 func checkParallelLoad(t *testing.T, dir string) (*Table, error) {
 	t.Helper()
-	seq, seqErr := loadTable(dir, 1)
-	par, parErr := loadTable(dir, 4)
+	seq, seqErr := loadTable(context.Background(), dir, 1)
+	par, parErr := loadTable(context.Background(), dir, 4)
 	if fmt.Sprint(seqErr) != fmt.Sprint(parErr) {
 		t.Errorf("errors differ:\n one by one: %v\n   parallel: %v", seqErr, parErr)
 	}
@@ -188,7 +190,7 @@ func FuzzLoadTableParallel(f *testing.F) {
 				t.Fatal(err)
 			}
 		}
-		seq, seqErr := loadTable(tdir, 1)
+		seq, seqErr := loadTable(context.Background(), tdir, 1)
 		p := newParser()
 		p.addDir(tdir)
 		for i := range parts {
@@ -203,4 +205,28 @@ func FuzzLoadTableParallel(f *testing.F) {
 			t.Errorf("tables differ:\n one by one:\n%s\n   deferred:\n%s", a, b)
 		}
 	})
+}
+
+// TestLoadContextCancelled: a load whose context is done stops before the
+// next file and reports the context's error, not a table.
+func TestLoadContextCancelled(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"t/a.yaml": "outbound:\n  a.example: encrypt\n",
+		"t/b.yaml": "outbound:\n  b.example: encrypt\n",
+		"t/c.yaml": "outbound:\n  c.example: encrypt\n",
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, workers := range []int{1, 4} {
+		if tb, err := loadTable(ctx, filepath.Join(dir, "t"), workers); !errors.Is(err, context.Canceled) || tb != nil {
+			t.Errorf("workers=%d: loadTable = %v, %v; want context.Canceled", workers, tb, err)
+		}
+	}
+	if s, err := LoadContext(ctx, filepath.Join(dir, "t")); !errors.Is(err, context.Canceled) || s != nil {
+		t.Errorf("LoadContext = %v, %v; want context.Canceled", s, err)
+	}
+	if s, err := LoadContext(context.Background(), filepath.Join(dir, "t")); err != nil || len(s.Table().Outbound) != 3 {
+		t.Errorf("LoadContext(Background) = %v, %v", s, err)
+	}
 }

@@ -1,8 +1,10 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 
 	memdb "github.com/hashicorp/go-memdb"
@@ -157,7 +159,15 @@ func fileInfos(t *Table) map[string]*FileInfo {
 // Load loads the table at path (LoadTable) and builds a Store from it. The
 // error, if the table is invalid, is an ErrorList.
 func Load(path string) (*Store, error) {
-	t, err := LoadTable(path)
+	return LoadContext(context.Background(), path)
+}
+
+// LoadContext is Load, abandoned when ctx is done: it then returns ctx's
+// error once the files being parsed are (a file's YAML is decoded in one
+// piece, ≈ 0.2 s for 100,000 entries). A reload uses it to drop a load
+// that a newer change has made useless.
+func LoadContext(ctx context.Context, path string) (*Store, error) {
+	t, err := loadTable(ctx, path, runtime.GOMAXPROCS(0))
 	if err != nil {
 		return nil, err
 	}

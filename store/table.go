@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -161,11 +162,12 @@ func ParseFile(name string, r io.Reader) (*Table, error) {
 // time; the table, its errors and their order are those of parsing the
 // files one after the other.
 func LoadTable(path string) (*Table, error) {
-	return loadTable(path, runtime.GOMAXPROCS(0))
+	return loadTable(context.Background(), path, runtime.GOMAXPROCS(0))
 }
 
-// loadTable is LoadTable parsing up to workers files at a time.
-func loadTable(path string, workers int) (*Table, error) {
+// loadTable is LoadTable parsing up to workers files at a time. When ctx
+// is done it stops before the next file and returns ctx's error.
+func loadTable(ctx context.Context, path string, workers int) (*Table, error) {
 	p := newParser()
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -202,7 +204,10 @@ func loadTable(path string, workers int) (*Table, error) {
 	for i, n := range names {
 		paths[i] = filepath.Join(path, n)
 	}
-	p.loadFiles(paths, workers)
+	p.loadFiles(ctx, paths, workers)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	return p.finish()
 }
 
@@ -219,9 +224,15 @@ func loadTable(path string, workers int) (*Table, error) {
 // one file after the other in name order, while later files are still
 // being parsed. Errors, the table and its order are therefore exactly
 // those of loading the files one by one (TestLoadTableParallel).
-func (p *parser) loadFiles(paths []string, workers int) {
+//
+// When ctx is done, it returns before the next file (the workers finish
+// the files they are parsing and parse no more).
+func (p *parser) loadFiles(ctx context.Context, paths []string, workers int) {
 	if workers <= 1 || len(paths) <= 1 {
 		for _, name := range paths {
+			if ctx.Err() != nil {
+				return
+			}
 			p.loadYAML(name)
 		}
 		return
@@ -240,13 +251,19 @@ func (p *parser) loadFiles(paths []string, workers int) {
 			sem <- struct{}{}
 			go func() {
 				defer func() { <-sem }()
-				results[i].events = parseDeferred(name)
+				if ctx.Err() == nil {
+					results[i].events = parseDeferred(name)
+				}
 				close(results[i].done)
 			}()
 		}
 	}()
 	for i, name := range paths {
-		<-results[i].done
+		select {
+		case <-results[i].done:
+		case <-ctx.Done():
+			return
+		}
 		p.replay(name, results[i].events)
 		results[i].events = nil // garbage as soon as replayed
 	}
