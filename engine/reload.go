@@ -61,7 +61,7 @@ func (r *Reloader) logger() *slog.Logger {
 func (r *Reloader) Reload() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.applyLocked(r.loadLocked())
+	return r.applyLocked(r.loadLocked(context.Background()))
 }
 
 // loaded is the outcome of one load of the table.
@@ -72,18 +72,18 @@ type loaded struct {
 	took time.Duration
 }
 
-// load loads the table without swapping it in (see Run).
-func (r *Reloader) load() loaded {
+// load loads the table without swapping it in (see Run); ctx abandons it.
+func (r *Reloader) load(ctx context.Context) loaded {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.loadLocked()
+	return r.loadLocked(ctx)
 }
 
-func (r *Reloader) loadLocked() loaded {
+func (r *Reloader) loadLocked(ctx context.Context) loaded {
 	r.loadSeq++
 	l := loaded{seq: r.loadSeq}
 	start := time.Now()
-	l.s, l.err = store.Load(r.Path)
+	l.s, l.err = store.LoadContext(ctx, r.Path)
 	l.took = time.Since(start)
 	return l
 }
@@ -295,10 +295,10 @@ func (r *Reloader) Run(ctx context.Context) error {
 	// load time) after a rename instead of their sum. A load is swapped
 	// in only when no change has come for Debounce and none came after it
 	// started (it read the files as they are now); otherwise it is
-	// dropped, and the load that counts starts when the quiet period ends,
-	// as without this. One load at a time, at most one early load per
-	// burst: a long burst (a large file copied in) does not parse again
-	// and again.
+	// dropped — abandoned between files as soon as a change comes — and
+	// the load that counts starts when the quiet period ends, as without
+	// this. One load at a time, at most one early load per burst: a long
+	// burst (a large file copied in) does not parse again and again.
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	results := make(chan loaded, 1)
@@ -309,9 +309,13 @@ func (r *Reloader) Run(ctx context.Context) error {
 		quiet   bool    // no change for Debounce
 		early   bool    // this burst has had its early load
 	)
+	abandon := func() {} // cancels the running load
+	defer func() { abandon() }()
 	start := func() {
 		running, stale = true, false
-		go func() { results <- r.load() }()
+		lctx, cancel := context.WithCancel(ctx)
+		abandon = cancel
+		go func() { results <- r.load(lctx) }()
 	}
 	apply := func(l loaded) {
 		_ = r.apply(l) // errors are logged; the old table keeps serving
@@ -337,6 +341,7 @@ func (r *Reloader) Run(ctx context.Context) error {
 			switch {
 			case running:
 				stale = true
+				abandon()
 			case !early:
 				early = true
 				start()
@@ -348,6 +353,10 @@ func (r *Reloader) Run(ctx context.Context) error {
 			r.logger().Warn("watching policy table", "error", err)
 		case l := <-results:
 			running = false
+			abandon()
+			if ctx.Err() != nil {
+				return nil // shutting down: the load may have been abandoned
+			}
 			switch {
 			case stale && quiet:
 				start() // the changes ended while it ran: load them now
