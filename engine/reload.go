@@ -152,8 +152,8 @@ const releaseAbove = 256 << 20
 // 100,000-entry table (330 → 700 ms: ≈ 90 MB faulted in again). So memory
 // is returned only when the heap the process holds (in use or free, not
 // yet returned) is above releaseAbove (256 MB): after loading 1,000,000
-// entries it is ≈ 460 MB, after 100,000 ≈ 150 MB, which the next reload
-// reuses. One release runs at a time; a load that finishes meanwhile gets
+// entries it was ≈ 500 MB (≈ 220 MB after the release), after 100,000
+// 90–135 MB, which the next reload reuses. One release runs at a time; a load that finishes meanwhile gets
 // one more run.
 func (r *Reloader) release() {
 	r.relMu.Lock()
