@@ -216,7 +216,7 @@ func (s *Server) trackConn(c *conn) bool {
 	c.slot.n++
 	s.mu.Unlock()
 	if victim != nil {
-		victim.close()
+		victim.kill()
 		s.limitLog.note(s.logger(), why, c.remote, victim.remote, s.MaxConns)
 	}
 	return true
@@ -336,7 +336,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.forced.Store(true)
 		s.mu.Lock()
 		for c := range s.conns {
-			c.close()
+			c.kill()
 			if st := c.state.Load(); st&phaseMask == phaseHandler {
 				if rc := c.cur.Load(); rc != nil {
 					rc.cancel(context.Canceled)
@@ -379,15 +379,17 @@ func monoNow() time.Duration { return time.Since(monoBase) }
 // conn is one client connection. Its fields are used by its own goroutine
 // only, except state (shared with Shutdown and the watchdog), deadline and
 // curMap/curKey (read by the watchdog after it has seen phaseHandler), and
-// the writer, which the watchdog takes over when it wins the state.
+// out, which the watchdog takes over when it wins the state.
 type conn struct {
 	s      *Server
 	slot   *listenerSlot // the listener's connection count, under s.mu
 	nc     net.Conn
+	raw    syscall.RawConn // nc's, for raw mode (rawio.go); nil if nc has none
 	remote string
+	in     source // what r reads from
 	r      *bufio.Reader
-	w      *bufio.Writer
 	d      *Decoder
+	out    []byte // replies not written yet
 	log    *slog.Logger
 
 	readTimeout, idleTimeout, requestTimeout time.Duration
@@ -397,6 +399,7 @@ type conn struct {
 	// connection (see setIdleDeadline).
 	rdl, wdl time.Duration
 	rdlIdle  bool // rdl is an idle deadline
+	partial  bool // a request has begun to arrive; rdl is its ReadTimeout
 
 	// now is the conn goroutine's latest clock reading, since monoBase:
 	// when the current request arrived, then when its Handler returned.
@@ -414,30 +417,47 @@ type conn struct {
 	curMap   string
 	curKey   string
 	mapStr   string // previous map name, reused while it repeats
-	writeErr error  // first failed write of a reply; owned by whoever writes
+	linger   bool   // close with lingerClose: an error reply was sent
+
+	// answering is held by the watchdog from before it takes the
+	// connection over until it has answered, so that the conn goroutine,
+	// seeing it has been taken over, can wait for that before closing.
+	answering sync.Mutex
 
 	closeOnce sync.Once
 }
+
+// Buffer sizes. Postfix's requests and replies are a few dozen bytes.
+const (
+	readBufSize = 4096
+	// outFlushSize is how much of pipelined replies is kept before
+	// writing them out.
+	outFlushSize = 4096
+	// maxOutKeep is the largest output buffer kept once written: a
+	// reply of up to MaxReplySize grows it.
+	maxOutKeep = 64 << 10
+)
 
 func (s *Server) newConn(nc net.Conn, slot *listenerSlot) *conn {
 	remote := nc.RemoteAddr().String()
 	if remote == "" || remote == "@" {
 		remote = nc.RemoteAddr().Network()
 	}
-	r := bufio.NewReaderSize(nc, 4096)
 	c := &conn{
 		s:              s,
 		slot:           slot,
 		nc:             nc,
+		raw:            rawConnOf(nc),
 		remote:         remote,
-		r:              r,
-		w:              bufio.NewWriterSize(nc, 4096),
-		d:              NewDecoder(r, s.MaxRequestSize),
+		in:             source{nc: nc, fd: -1},
+		out:            make([]byte, 0, outFlushSize),
 		log:            s.logger(),
 		readTimeout:    orDefault(s.ReadTimeout, DefaultReadTimeout),
 		idleTimeout:    orDefault(s.IdleTimeout, DefaultIdleTimeout),
 		requestTimeout: orDefault(s.RequestTimeout, DefaultRequestTimeout),
 	}
+	c.r = bufio.NewReaderSize(&c.in, readBufSize)
+	c.d = NewDecoder(c.r, s.MaxRequestSize)
 	c.idleSlack = min(c.idleTimeout/8, time.Second)
 	c.now = monoNow()
 	c.since.Store(int64(c.now))
@@ -447,15 +467,17 @@ func (s *Server) newConn(nc net.Conn, slot *listenerSlot) *conn {
 	return c
 }
 
+// close closes the connection. Once it is served, only its own goroutine
+// closes it; others call kill.
 func (c *conn) close() {
 	c.closeOnce.Do(func() { c.nc.Close() })
 }
 
-// closeIfIdle closes c if it is waiting for a request.
+// closeIfIdle ends c if it is waiting for a request.
 func (c *conn) closeIfIdle() {
 	st := c.state.Load()
 	if st&phaseMask == phaseIdle && c.state.CompareAndSwap(st, st|phaseClosed) {
-		c.close()
+		c.kill()
 	}
 }
 
@@ -469,28 +491,39 @@ func (c *conn) lingerClose() {
 	c.close()
 }
 
-// writeReply buffers the encoded reply r. Encoding goes straight into the
-// writer's free space; only when that does not suffice will Write reach the
-// socket, and then the write deadline is renewed first: the one set at the
-// last flush may have passed long ago.
+// writeReply appends the encoded reply r to the output buffer.
 func (c *conn) writeReply(r Reply) {
-	b := AppendReply(c.w.AvailableBuffer(), r)
-	if len(b) > c.w.Available() {
-		c.renewWriteDeadline(monoNow())
-	}
-	// A reply larger than the buffer is written straight to the socket,
-	// leaving the buffer empty: keep the error, or a write that timed out
-	// would go unnoticed and the connection would read and answer on
-	// without anyone reading the replies.
-	if _, err := c.w.Write(b); err != nil && c.writeErr == nil {
-		c.writeErr = err
-	}
+	c.out = AppendReply(c.out, r)
 }
 
-// flush writes the buffered replies; now is a recent clock reading.
+// flush writes the output buffer, blocking up to the write deadline; now
+// is a recent clock reading.
 func (c *conn) flush(now time.Duration) error {
+	if len(c.out) == 0 {
+		return nil
+	}
 	c.renewWriteDeadline(now)
-	return c.w.Flush()
+	_, err := c.nc.Write(c.out)
+	c.resetOut()
+	return err
+}
+
+// resetOut empties the output buffer, dropping it if a large reply grew it.
+func (c *conn) resetOut() {
+	if cap(c.out) > maxOutKeep {
+		c.out = make([]byte, 0, outFlushSize)
+	}
+	c.out = c.out[:0]
+}
+
+// writeOut writes the output buffer: in raw mode without blocking (it
+// returns errWouldBlock if the socket does not take it all), else through
+// flush.
+func (c *conn) writeOut() error {
+	if c.in.fd >= 0 {
+		return c.writeRaw()
+	}
+	return c.flush(c.now)
 }
 
 // Deadlines are renewed lazily. Setting one costs a lock and a runtime
@@ -525,79 +558,186 @@ func (c *conn) setRequestDeadline(now time.Duration) {
 	_ = c.nc.SetReadDeadline(monoBase.Add(c.rdl))
 }
 
+// outcome is how conn.loop ended.
+type outcome int
+
+const (
+	done       outcome = iota // the connection is over
+	handedOver                // the watchdog or MaxConns has taken the connection over
+	next                      // (conn.request) the request is answered: go on
+	// Raw mode only (see rawio.go):
+	waitInput    // the socket has nothing more to read
+	writeBlocked // the socket did not take all replies at once
+	readBlocked  // a request is larger than the read buffer, or reading it failed
+)
+
 // serve reads requests and writes replies until the client closes the
 // connection, an error occurs, or the server shuts down.
-//
-// Replies are buffered and flushed only when no further request is already
-// buffered: pipelined requests get their replies in one write, while a
-// client that waits for each reply (Postfix) gets it at once.
 func (c *conn) serve() {
-	handedOver := false
+	takenOver := false
 	defer func() {
-		if !handedOver {
-			c.watchdog.Stop()
+		c.watchdog.Stop()
+		if takenOver || c.linger {
+			// The watchdog has answered (or MaxConns closed
+			// c): what is left is closing the socket.
+			c.lingerClose()
+		} else {
 			c.close()
-			c.s.untrack(c)
 		}
+		c.s.untrack(c)
 	}()
 	for {
-		if c.r.Buffered() == 0 {
-			if c.w.Buffered() > 0 {
-				if err := c.flush(c.now); err != nil {
-					c.log.Debug("socketmap: write failed", "remote", c.remote, "err", err)
-					return
-				}
+		var o outcome
+		if c.raw != nil {
+			o = c.serveRaw()
+		} else {
+			o = c.loop()
+		}
+		switch o {
+		case writeBlocked:
+			if err := c.flush(monoNow()); err != nil {
+				c.log.Debug("socketmap: write failed", "remote", c.remote, "err", err)
+				return
 			}
-			idle := stateOf(c.seq, phaseIdle)
-			c.since.Store(int64(c.now))
-			c.state.Store(idle)
 			if c.s.shutdown.Load() {
 				return
 			}
-			c.setIdleDeadline(c.now)
-			if _, err := c.r.Peek(1); err != nil {
-				c.readFailed(err, true)
-				return
-			}
-			// since first, so that whoever sees the new phase sees
-			// its start time.
-			c.now = monoNow()
-			c.since.Store(int64(c.now))
-			if !c.state.CompareAndSwap(idle, stateOf(c.seq+1, phaseActive)) {
-				return // closed by Shutdown or MaxConns
-			}
-			c.seq++
+		case readBlocked:
+			o = c.request()
 		}
-		if !c.d.Buffered() {
-			// The rest of the request is still on its way.
-			c.setRequestDeadline(c.now)
-		}
-		payload, err := c.d.Next()
-		if err != nil {
-			c.readFailed(err, false)
+		switch o {
+		case done:
 			return
-		}
-		if !c.handle(payload) {
-			// The watchdog owns the connection (it answers and
-			// closes it), or MaxConns closed it.
-			handedOver = true
-			return
-		}
-		if c.writeErr != nil {
-			c.log.Debug("socketmap: write failed", "remote", c.remote, "err", c.writeErr)
-			return
-		}
-		if c.s.shutdown.Load() {
-			if err := c.flush(c.now); err != nil {
-				c.log.Debug("socketmap: write failed", "remote", c.remote, "err", err)
-			}
+		case handedOver:
+			takenOver = true
 			return
 		}
 	}
 }
 
+// loop reads requests and answers them until the connection is over.
+// Replies are buffered and written only when no further request is already
+// buffered: pipelined requests get their replies in one write, while a
+// client that waits for each reply (Postfix) gets it at once.
+//
+// In raw mode (inside raw.Read, c.in.fd set) loop never blocks: it returns
+// waitInput when the socket has nothing more to read, and writeBlocked or
+// readBlocked for serve to do that part outside raw.Read.
+func (c *conn) loop() outcome {
+	raw := c.in.fd >= 0
+	for {
+		if c.r.Buffered() == 0 {
+			// No request has begun: write the replies, then wait
+			// for one.
+			if err := c.writeOut(); err == errWouldBlock {
+				return writeBlocked
+			} else if err != nil {
+				c.log.Debug("socketmap: write failed", "remote", c.remote, "err", err)
+				return done
+			}
+			if !c.waitIdle() {
+				return done
+			}
+			if raw && c.in.drained {
+				return waitInput
+			}
+			if _, err := c.r.Peek(1); err == errWouldBlock {
+				return waitInput
+			} else if err != nil {
+				c.readFailed(err, true)
+				return done
+			}
+			// since first, so that whoever sees the new phase sees
+			// its start time.
+			c.now = monoNow()
+			c.since.Store(int64(c.now))
+			if !c.state.CompareAndSwap(stateOf(c.seq, phaseIdle), stateOf(c.seq+1, phaseActive)) {
+				return done // closed by Shutdown or MaxConns
+			}
+			c.seq++
+		}
+		if !c.d.Buffered() {
+			// The rest of the request is still on its way.
+			if !c.partial {
+				c.setRequestDeadline(c.now)
+				c.partial = true
+			}
+			if raw {
+				_, err := c.r.Peek(c.r.Buffered() + 1)
+				switch {
+				case err == nil:
+					continue // more of it has arrived
+				case err == errWouldBlock:
+					return waitInput
+				case errors.Is(err, bufio.ErrBufferFull) || errors.Is(err, io.EOF):
+					// Larger than the buffer, or cut short:
+					// the Decoder reads the rest, or says
+					// what is wrong.
+					return readBlocked
+				}
+				c.readFailed(err, false)
+				return done
+			}
+		}
+		if o := c.request(); o != next {
+			return o
+		}
+	}
+}
+
+// waitIdle marks c idle, waiting for a request, unless the server is
+// shutting down (then it returns false), and arms the idle timeout.
+func (c *conn) waitIdle() bool {
+	// In raw mode loop comes back here after each wait for input.
+	if st := c.state.Load(); st&phaseMask == phaseActive {
+		c.since.Store(int64(c.now))
+		c.state.Store(stateOf(c.seq, phaseIdle))
+	}
+	if c.s.shutdown.Load() {
+		return false
+	}
+	c.setIdleDeadline(c.now)
+	return true
+}
+
+// request reads the request that has begun to arrive, answers it, and
+// returns next to go on, or how the connection ends.
+func (c *conn) request() outcome {
+	payload, err := c.d.Next()
+	if c.partial {
+		c.partial = false
+		// Its ReadTimeout is of no use any more, and would make a
+		// raw.Read started after it fail (see serveRaw).
+		c.setIdleDeadline(c.now)
+	}
+	if err != nil {
+		c.readFailed(err, false)
+		return done
+	}
+	if !c.handle(payload) {
+		// The watchdog has answered and serve is to close the
+		// connection, or MaxConns has closed it.
+		return handedOver
+	}
+	if c.s.shutdown.Load() || len(c.out) >= outFlushSize {
+		if err := c.writeOut(); err == errWouldBlock {
+			return writeBlocked
+		} else if err != nil {
+			c.log.Debug("socketmap: write failed", "remote", c.remote, "err", err)
+			return done
+		}
+		if c.s.shutdown.Load() {
+			return done
+		}
+	}
+	return next
+}
+
 // readFailed handles a read error; idle says no request had started.
 func (c *conn) readFailed(err error, idle bool) {
+	if c.state.Load()&phaseMask == phaseClosed {
+		return // closed by Shutdown or MaxConns
+	}
 	switch {
 	case errors.Is(err, io.EOF):
 		// The client closed between requests (Exim closes after one).
@@ -607,9 +747,7 @@ func (c *conn) readFailed(err error, idle bool) {
 		// A netstring stream cannot be resynchronised: answer and close.
 		c.log.Warn("socketmap: malformed request; closing connection", "remote", c.remote, "err", err)
 		c.writeReply(Reply{Status: StatusPerm, Data: "bad request"})
-		if err := c.flush(monoNow()); err == nil {
-			c.lingerClose()
-		}
+		c.linger = c.flush(monoNow()) == nil
 	case errors.Is(err, os.ErrDeadlineExceeded) && idle:
 		c.log.Debug("socketmap: closing idle connection", "remote", c.remote, "idle_timeout", c.idleTimeout)
 	case errors.Is(err, os.ErrDeadlineExceeded):
@@ -701,6 +839,11 @@ func (c *conn) lookup(mapName, key string) (Reply, bool) {
 	now := monoNow()
 	c.since.Store(int64(now))
 	if !c.state.CompareAndSwap(running, stateOf(c.seq, phaseActive)) {
+		// The watchdog has taken over: let it finish answering
+		// before serve closes the connection.
+		c.answering.Lock()
+		//lint:ignore SA2001 an empty critical section: waiting is the point
+		c.answering.Unlock()
 		return Reply{}, false
 	}
 	c.now = now // not before: the watchdog may own c now
@@ -762,10 +905,13 @@ func (c *conn) fire() {
 				c.watchdog.Reset(dl - now)
 				return
 			}
+			c.answering.Lock()
 			if c.state.CompareAndSwap(st, st&^phaseMask|phaseClosed) {
 				c.timeout()
+				c.answering.Unlock()
 				return
 			}
+			c.answering.Unlock()
 			continue // the Handler returned just in time: look again
 		}
 		// No Lookup is running: disarm. A Lookup starting meanwhile
@@ -780,16 +926,22 @@ func (c *conn) fire() {
 }
 
 // timeout answers TEMP for a Lookup that has overrun RequestTimeout and
-// closes the connection; fire calls it after taking the connection over.
+// ends the connection; fire calls it after taking the connection over.
+//
+// The client gets the replies and then EOF at once, but the socket is
+// closed only by the conn goroutine, once the Handler has returned: in raw
+// mode that goroutine holds the connection's read lock, which Close would
+// wait for. A Handler that never returns keeps its goroutine and a
+// half-closed socket.
 func (c *conn) timeout() {
 	// Winning the CAS pins the request: c.cur is its context.
 	c.cur.Load().cancel(context.DeadlineExceeded)
 	c.log.Warn("socketmap: lookup exceeded request timeout; answering TEMP and closing connection",
 		"remote", c.remote, "map", c.curMap, "key", c.curKey, "request_timeout", c.requestTimeout)
 	c.writeReply(Reply{Status: StatusTemp, Data: "timeout"})
-	if err := c.flush(monoNow()); err == nil {
-		c.lingerClose()
+	cw, ok := c.nc.(interface{ CloseWrite() error })
+	if c.flush(monoNow()) != nil || !ok || cw.CloseWrite() != nil {
+		c.kill()
 	}
-	c.close()
 	c.s.untrack(c)
 }
