@@ -1,10 +1,17 @@
 package socketmap
 
 import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -212,4 +219,92 @@ func TestServerRawShutdown(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Fatal("Shutdown did not return")
 	}
+}
+
+// echoHandler answers "OK <map>|<key>".
+var echoHandler = HandlerFunc(func(_ context.Context, mapName, key string) (Reply, error) {
+	return Reply{Status: StatusOK, Data: mapName + "|" + key}, nil
+})
+
+// wantStream is what the server must send for the request stream data
+// followed by EOF: the replies of echoHandler, a PERM reply for a request
+// without a map name, and a PERM reply, and no more, at a malformed or
+// truncated netstring.
+func wantStream(data []byte) []byte {
+	var out []byte
+	d := NewDecoder(bufio.NewReader(bytes.NewReader(data)), DefaultMaxRequestSize)
+	for {
+		p, err := d.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			return AppendReply(out, Reply{Status: StatusPerm, Data: "bad request"})
+		}
+		name, key, err := ParseRequest(p)
+		if err != nil {
+			out = AppendReply(out, Reply{Status: StatusPerm, Data: "bad request"})
+			continue
+		}
+		r, _ := echoHandler(context.Background(), name, key)
+		out = AppendReply(out, r)
+	}
+}
+
+// FuzzServerStream sends a request stream to a server in raw mode (TCP on
+// Linux) in pieces of the sizes cuts gives, then half-closes, and checks
+// that the server's answer is what the Decoder makes of the whole stream:
+// raw mode's reading of partial input must not change a byte.
+func FuzzServerStream(f *testing.F) {
+	for _, s := range []string{
+		"23:tls_policy bank.example,",
+		"3:m a,3:m b,5:m c d,",
+		"4:oops,3:m a,",
+		"23:tls_policy bank",
+		"023:tls_policy bank.example,",
+		"3:m a,x",
+		"10241:",
+		"0:,",
+	} {
+		f.Add([]byte(s), []byte{1, 2, 3})
+	}
+	f.Add(AppendNetstring(nil, "m "+strings.Repeat("k", 5000)), []byte{200, 7})
+	s := &Server{Handler: echoHandler, Logger: slog.New(slog.DiscardHandler)}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	go s.Serve(l)
+	f.Cleanup(func() { s.Shutdown(context.Background()) })
+	addr := l.Addr().String()
+
+	f.Fuzz(func(t *testing.T, data, cuts []byte) {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		go func() {
+			rest := data
+			for i := 0; len(rest) > 0; i++ {
+				n := len(rest)
+				if len(cuts) > 0 {
+					n = min(n, int(cuts[i%len(cuts)])+1)
+				}
+				if _, err := nc.Write(rest[:n]); err != nil {
+					return
+				}
+				rest = rest[n:]
+			}
+			nc.(*net.TCPConn).CloseWrite()
+		}()
+		nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		got, err := io.ReadAll(nc)
+		if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("reading replies: %v", err)
+		}
+		if want := wantStream(data); !bytes.Equal(got, want) {
+			t.Fatalf("replies\n%q\nwant\n%q", got, want)
+		}
+	})
 }
