@@ -203,12 +203,6 @@ func parseAddress(a string) address {
 	return ad
 }
 
-// splitAddr lowercases an address and returns it with its domain.
-func splitAddr(a string) (addr, domain string) {
-	ad := parseAddress(a)
-	return ad.addr, ad.domain
-}
-
 // collect appends the entries of the patterns that cover address a: the
 // null sender's when a is empty; else the address's, the address without
 // its +extension's, its domain's and every parent domain's.
