@@ -809,10 +809,10 @@ func (c *conn) handle(payload []byte) bool {
 // armWatchdog) fires when a Lookup may have overrun. Ownership of the
 // connection is decided by one compare-and-swap on c.state: if the Handler
 // returns first, the connection goes on; if the timer wins, it writes
-// "TEMP timeout" and closes the connection, and the stuck goroutine exits
-// whenever the Handler returns, touching nothing. The same timer ends the
-// Handler's context (see requestContext), so a request costs no runtime
-// timer of its own.
+// "TEMP timeout" and ends the connection (see timeout), and the stuck
+// goroutine, whenever the Handler returns, only closes the socket. The
+// same timer ends the Handler's context (see requestContext), so a request
+// costs no runtime timer of its own.
 func (c *conn) lookup(mapName, key string) (Reply, bool) {
 	deadline := c.now + c.requestTimeout
 	ctx := &requestContext{deadline: monoBase.Add(deadline)}
