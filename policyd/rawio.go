@@ -166,7 +166,7 @@ func (c *conn) serveRaw() outcome {
 	if err != nil {
 		// Waiting for input failed: the read deadline passed, or the
 		// connection was closed.
-		if c.state.Load()&phaseMask == phaseIdle && c.br.Buffered() == 0 {
+		if ph := c.state.Load() & phaseMask; c.br.Buffered() == 0 && (ph == phaseIdle || ph == phaseClosed) {
 			c.logIdleEnd(err)
 		} else {
 			c.log.Warn("policyd: reading request failed; closing connection", "remote", c.remote, "err", err)
@@ -188,10 +188,6 @@ func (c *conn) rawLoop() outcome {
 			}
 		}
 		for c.requestBuffered() {
-			if c.waited {
-				c.now = monoNow() // the Handler's time starts now
-				c.waited = false
-			}
 			if o := c.answer(); o != goOn {
 				return o
 			}
