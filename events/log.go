@@ -60,8 +60,9 @@ type Log struct {
 	mu      sync.RWMutex // held for reading by Append, for writing by Close
 	closed  bool
 
-	f       *os.File
+	f       *os.File // owned by the writer goroutine (run), as are size and torn
 	size    int64
+	torn    bool // the file's last line lacks its '\n' (a crash, a short write)
 	dropped atomic.Uint64
 	failed  atomic.Uint64
 }
@@ -103,7 +104,7 @@ func (l *Log) open() error {
 		f.Close()
 		return fmt.Errorf("event log: %w", err)
 	}
-	l.f, l.size = f, st.Size()
+	l.f, l.size, l.torn = f, st.Size(), false
 	if l.size > 0 {
 		last := make([]byte, 1)
 		if r, err := os.Open(l.path); err == nil {
@@ -111,9 +112,8 @@ func (l *Log) open() error {
 			r.Close()
 			if err == nil && last[0] != '\n' {
 				l.log.Warn("event log: the last line is torn (crash?); it will be skipped", "path", l.path)
-				if n, err := f.Write([]byte{'\n'}); err == nil {
-					l.size += int64(n)
-				}
+				l.torn = true
+				_ = l.endTornLine() // or before the next write
 			}
 		}
 	}
@@ -163,19 +163,49 @@ func (l *Log) Close() error {
 	return nil
 }
 
+// maxBatch bounds the bytes the writer gathers for one write(2): past it,
+// the events still queued go into the next write.
+const maxBatch = 256 << 10
+
+// run is the writer: it takes the first event queued, then every other
+// event already waiting (up to maxBatch bytes), and writes them all with
+// one write(2) (two or more only where a rotation falls inside the batch).
+// An idle daemon's event is written as soon as the writer wakes; a busy
+// daemon's events share writes: group commit, with no timer and no wait
+// for company.
 func (l *Log) run() {
 	defer close(l.done)
-	var line []byte
+	var (
+		buf  []byte
+		ends []int // the offset in buf just past each line's '\n'
+	)
+	add := func(e Event) {
+		b, err := appendJSON(buf, e)
+		if err != nil { // a time json.Marshal refuses too (year past 9999); never lose the writer to it
+			l.failed.Add(1)
+			return
+		}
+		buf, ends = b, append(ends, len(b))
+	}
 	failing := false
 	for e := range l.queue {
-		b, err := json.Marshal(e)
-		if err != nil { // cannot happen for Event; never lose the writer to it
-			l.failed.Add(1)
-			continue
+		buf, ends = buf[:0], ends[:0]
+		add(e)
+	gather:
+		for len(buf) < maxBatch {
+			select {
+			case e, ok := <-l.queue:
+				if !ok {
+					break gather
+				}
+				add(e)
+			default:
+				break gather
+			}
 		}
-		line = append(append(line[:0], b...), '\n')
-		if err := l.write(line); err != nil {
-			l.failed.Add(1)
+		lost, err := l.writeLines(buf, ends)
+		if err != nil {
+			l.failed.Add(uint64(lost))
 			if !failing { // log once per run of failures, not once per event
 				l.log.Error("event log: write failed; events stay in memory only", "path", l.path, "error", err)
 			}
@@ -189,20 +219,63 @@ func (l *Log) run() {
 	}
 }
 
-// write appends one line, rotating first if it would pass MaxSize. A line
-// is written with one write(2) on an O_APPEND file, so a crash tears at
-// most the last line.
-func (l *Log) write(line []byte) error {
-	if l.size > 0 && l.size+int64(len(line)) > l.opts.MaxSize {
-		if err := l.rotate(); err != nil {
-			return err
+// writeLines appends the lines of b (ends[i] is the offset just past line
+// i's '\n') to the file in as few write(2)s as rotation allows: the lines
+// that fit under MaxSize in one, then a rotation, then the next ones — the
+// files end up exactly as if every line had been written on its own (a
+// line never straddles two files; a line longer than MaxSize gets a file
+// to itself). On an O_APPEND file a crash can cut a write short, at worst
+// inside a line: what is on disk is always a prefix of the lines, so a
+// crash tears at most the last line.
+//
+// It returns how many lines were not written and the first error. A
+// failed rotation fails the rest of the batch (the next batch tries
+// again); a failed write, the lines it did not complete.
+func (l *Log) writeLines(b []byte, ends []int) (lost int, err error) {
+	start := 0
+	for i := 0; i < len(ends); {
+		if l.size > 0 && l.size+int64(ends[i]-start) > l.opts.MaxSize {
+			if err := l.rotate(); err != nil {
+				return len(ends) - i, err
+			}
 		}
+		j := i + 1 // lines i…j-1 go into this write: at least one, as many as fit
+		for j < len(ends) && l.size+int64(ends[j]-start) <= l.opts.MaxSize {
+			j++
+		}
+		chunk := b[start:ends[j-1]]
+		if l.torn {
+			if err := l.endTornLine(); err != nil {
+				return len(ends) - i, err
+			}
+		}
+		n, werr := l.f.Write(chunk)
+		l.size += int64(n)
+		if werr != nil {
+			if n > 0 && chunk[n-1] != '\n' {
+				l.torn = true // e.g. ENOSPC mid-line: the next write starts a line of its own
+			}
+			done := i
+			for done < j && ends[done] <= start+n {
+				done++
+			}
+			return len(ends) - done, fmt.Errorf("event log %s: %w", l.path, werr)
+		}
+		start, i = ends[j-1], j
 	}
-	n, err := l.f.Write(line)
+	return 0, nil
+}
+
+// endTornLine ends the file's last line, which a crash or a short write
+// left without its '\n', so that the next event starts a line of its own
+// (Tail skips the torn one).
+func (l *Log) endTornLine() error {
+	n, err := l.f.Write([]byte{'\n'})
 	l.size += int64(n)
 	if err != nil {
-		return fmt.Errorf("event log %s: %w", l.path, err)
+		return fmt.Errorf("event log %s: ending a torn line: %w", l.path, err)
 	}
+	l.torn = false
 	return nil
 }
 
