@@ -72,6 +72,7 @@ type result struct {
 	dur      time.Duration
 	daemon   bool    // the server was the daemon (not redis)
 	cpu      float64 // the server's CPU seconds during the step; -1 unknown
+	genCPU   float64 // loadgen's CPU seconds (user + system, its whole run); -1 unknown
 	rss      int64   // the server's VmRSS after the step; 0 unknown
 	profiled bool    // a CPU profile was taken during the step
 }
@@ -92,6 +93,16 @@ func (r *result) cpuPerOp() float64 {
 		return -1
 	}
 	return r.cpu * 1e6 / float64(r.int("ops"))
+}
+
+// genCPUPerOp is loadgen's CPU microseconds per answered request, or -1.
+// On a machine whose cores the server and loadgen share, the rate is
+// about cores / (server + loadgen CPU per request).
+func (r *result) genCPUPerOp() float64 {
+	if r.genCPU < 0 || r.int("ops") <= 0 {
+		return -1
+	}
+	return r.genCPU * 1e6 / float64(r.int("ops"))
 }
 
 // target is the verdict of one target of the summary (its name comes
@@ -696,7 +707,10 @@ func (b *bench) loadgen(ctx context.Context, s stepSpec, started func()) (*resul
 	if err != nil {
 		return nil, fmt.Errorf("loadgen %s: %w\n%s", s.name, err, stderr.Bytes())
 	}
-	r := &result{name: s.name, proto: s.proto, conns: s.conns, f: parseFields(stdout.String())}
+	r := &result{name: s.name, proto: s.proto, conns: s.conns, f: parseFields(stdout.String()), genCPU: -1}
+	if ps := cmd.ProcessState; ps != nil {
+		r.genCPU = (ps.UserTime() + ps.SystemTime()).Seconds()
+	}
 	if _, ok := r.f["ops_per_s"]; !ok {
 		return nil, fmt.Errorf("loadgen %s: unexpected output %q", s.name, stdout.String())
 	}
@@ -759,10 +773,10 @@ func parseFields(line string) map[string]string {
 	return f
 }
 
-const rowFormat = "%-22s %-30s %5s %8s %7s %7s %8s %6s %7s %9s %6s\n"
+const rowFormat = "%-22s %-30s %5s %8s %7s %7s %8s %6s %7s %9s %9s %6s\n"
 
 func (b *bench) printHeader() {
-	fmt.Fprintf(b.out, "\n"+rowFormat, "step", "what", "conns", "ops/s", "p50_us", "p99_us", "p999_us", "errors", "x redis", "cpu_us/op", "rss_MB")
+	fmt.Fprintf(b.out, "\n"+rowFormat, "step", "what", "conns", "ops/s", "p50_us", "p99_us", "p999_us", "errors", "x redis", "cpu_us/op", "gen_us/op", "rss_MB")
 }
 
 func (b *bench) printRow(r *result) {
@@ -770,9 +784,12 @@ func (b *bench) printRow(r *result) {
 	if r.ratio > 0 {
 		ratio = fmt.Sprintf("%.2fx", r.ratio)
 	}
-	cpu, rss := "-", "-"
+	cpu, gen, rss := "-", "-", "-"
 	if c := r.cpuPerOp(); c >= 0 {
 		cpu = fmt.Sprintf("%.1f", c)
+	}
+	if c := r.genCPUPerOp(); c >= 0 {
+		gen = fmt.Sprintf("%.1f", c)
 	}
 	if r.rss > 0 {
 		rss = fmt.Sprintf("%.0f", mb(r.rss))
@@ -781,7 +798,7 @@ func (b *bench) printRow(r *result) {
 	if r.profiled {
 		name += " *"
 	}
-	fmt.Fprintf(b.out, rowFormat, r.id, name, strconv.Itoa(r.conns), r.f["ops_per_s"], r.f["p50_us"], r.f["p99_us"], r.f["p999_us"], r.f["errors"], ratio, cpu, rss)
+	fmt.Fprintf(b.out, rowFormat, r.id, name, strconv.Itoa(r.conns), r.f["ops_per_s"], r.f["p50_us"], r.f["p99_us"], r.f["p999_us"], r.f["errors"], ratio, cpu, gen, rss)
 }
 
 // daemonSpec is a step against the benchmark daemon.
