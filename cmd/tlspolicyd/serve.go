@@ -23,6 +23,7 @@ import (
 	"github.com/tlspolicyd/tlspolicyd/events"
 	"github.com/tlspolicyd/tlspolicyd/internal/config"
 	"github.com/tlspolicyd/tlspolicyd/internal/listen"
+	"github.com/tlspolicyd/tlspolicyd/internal/logbuf"
 	"github.com/tlspolicyd/tlspolicyd/policyd"
 	"github.com/tlspolicyd/tlspolicyd/probe"
 	"github.com/tlspolicyd/tlspolicyd/socketmap"
@@ -108,7 +109,17 @@ Postfix main.cf:
 }
 
 func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte) (int, error) }) error {
-	log := newLogger(logw, cfg.Log.Format, cfg.Log.Level)
+	// Log lines are queued and written in batches by one goroutine
+	// (internal/logbuf): a blocked request's log line costs the request a
+	// copy, not a write(2), and a stuck log output drops lines (counted,
+	// reported) instead of stalling lookups. Closed last, after every
+	// other deferred shutdown step has logged.
+	var log *slog.Logger
+	out := logbuf.New(logw, logbuf.Options{OnDrop: func(lines uint64) {
+		log.Warn("log output too slow: log lines dropped (the events are kept in the event log and metrics)", "lines", lines)
+	}})
+	defer out.Close()
+	log = newLogger(out, cfg.Log.Format, cfg.Log.Level)
 	slog.SetDefault(log)
 	mode, err := cfg.FileMode()
 	if err != nil {

@@ -1,0 +1,151 @@
+// Package logbuf is the daemon's log output: an io.Writer that queues each
+// log record in memory and lets one writer goroutine write everything
+// queued since its last write with a single write(2) — group commit, as
+// the event log does (events.Log).
+//
+// Why: the daemon logs every inbound decision that blocks or would block
+// mail. Written straight to stderr, each such line was a system call on
+// the request's path (and, under systemd, a wake-up of journald); in the
+// tlspolicyd-bench policy step, where 40 % of requests are logged, the
+// log writes were about one write(2) in three. Here a line costs a copy
+// into a buffer; an idle daemon's line is still written at once (the
+// writer wakes for it), a busy daemon's lines share writes.
+//
+// The queue is bounded (Options.MaxPending): when the output cannot keep
+// up (a stuck journald, a full disk behind a redirect), further lines are
+// dropped and counted rather than making lookups and policy requests wait
+// for the log — a stalled request would be deferred mail. Options.OnDrop
+// is told the count once the output moves again. Every decision that is
+// logged is also an event (ring, event log, metrics), so a dropped line
+// loses no decision.
+package logbuf
+
+import (
+	"io"
+	"sync"
+)
+
+// DefaultMaxPending is the queue's bound when Options.MaxPending is 0:
+// about 2,500 log lines of a blocked inbound request.
+const DefaultMaxPending = 1 << 20
+
+// Options configure a Writer.
+type Options struct {
+	// MaxPending bounds the bytes queued and not yet written; 0 means
+	// DefaultMaxPending.
+	MaxPending int
+	// OnDrop, if set, is called from the writer goroutine after a write
+	// with the number of lines dropped since the last call (never 0). It
+	// may log: the Writer is not locked then.
+	OnDrop func(lines uint64)
+}
+
+// Writer queues whole records and writes them to the underlying writer
+// in batches. Each Write must be one whole record (log/slog's handlers
+// write each record with a single Write). Safe for concurrent use.
+type Writer struct {
+	out  io.Writer
+	opts Options
+
+	mu      sync.Mutex
+	buf     []byte // queued records, in the order written
+	spare   []byte // the buffer the writer goroutine last wrote, for reuse
+	dropped uint64 // records dropped since the last OnDrop
+	closed  bool
+
+	outMu sync.Mutex    // serialises writes to out
+	wake  chan struct{} // capacity 1: a batch is waiting
+	done  chan struct{} // closed when the writer goroutine has ended
+}
+
+// New returns a Writer writing to out, and starts its writer goroutine;
+// Close stops it.
+func New(out io.Writer, opts Options) *Writer {
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = DefaultMaxPending
+	}
+	w := &Writer{out: out, opts: opts, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go w.run()
+	return w
+}
+
+// Write queues p, one whole record, and returns len(p), nil: the record is
+// written (or dropped, when MaxPending bytes are already waiting) by the
+// writer goroutine. After Close it writes p itself, once everything
+// queued before has been written.
+func (w *Writer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		<-w.done // the last batch first
+		w.outMu.Lock()
+		defer w.outMu.Unlock()
+		return w.out.Write(p)
+	}
+	if len(w.buf) > 0 && len(w.buf)+len(p) > w.opts.MaxPending {
+		w.dropped++
+		w.mu.Unlock()
+		return len(p), nil
+	}
+	w.buf = append(w.buf, p...)
+	select {
+	case w.wake <- struct{}{}:
+	default: // the writer has been woken already and will take p too
+	}
+	w.mu.Unlock()
+	return len(p), nil
+}
+
+// run writes batches until Close, then writes what is left.
+func (w *Writer) run() {
+	defer close(w.done)
+	for {
+		_, open := <-w.wake
+		// After Close, OnDrop is not called: a line it logged would wait
+		// for this goroutine to end.
+		w.flush(open)
+		if !open {
+			return
+		}
+	}
+}
+
+// flush writes every queued record with one Write on the underlying
+// writer. A failed write is not retried: there is nowhere to report it
+// but the log itself.
+func (w *Writer) flush(report bool) {
+	w.mu.Lock()
+	b := w.buf
+	w.buf, w.spare = w.spare[:0], nil
+	dropped := w.dropped
+	w.dropped = 0
+	w.mu.Unlock()
+	if len(b) > 0 {
+		w.outMu.Lock()
+		_, _ = w.out.Write(b)
+		w.outMu.Unlock()
+	}
+	// Reused: a buffer never grows much past MaxPending, so two of them
+	// are all the memory the Writer keeps.
+	w.mu.Lock()
+	w.spare = b[:0]
+	w.mu.Unlock()
+	if dropped > 0 && report && w.opts.OnDrop != nil {
+		w.opts.OnDrop(dropped)
+	}
+}
+
+// Close writes what is queued and stops the writer goroutine (lines
+// dropped since the last OnDrop are then not reported); later
+// Writes go straight to the underlying writer. It does not close the
+// underlying writer. Close may be called more than once.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	if !w.closed {
+		w.closed = true
+		close(w.wake)
+	}
+	w.mu.Unlock()
+	<-w.done
+	return nil
+}
