@@ -821,7 +821,6 @@ func (c *conn) call(ctx context.Context, req *Request) (action Action, err error
 // closes the connection; fire calls it after taking the connection over
 // at time now.
 func (c *conn) timeout(now time.Duration) {
-	c.cancel(context.DeadlineExceeded)
 	req := c.cur
 	c.log.Warn("policyd: handler exceeded the request timeout; deferring and closing connection",
 		"remote", c.remote, "sender", req.Get("sender"), "recipient", req.Get("recipient"),
@@ -831,6 +830,12 @@ func (c *conn) timeout(now time.Duration) {
 	if err := c.flush(); err != nil {
 		c.log.Debug("policyd: write failed", "remote", c.remote, "err", err)
 	}
+	// Only now is the Handler's context cancelled: a Handler that honours
+	// it returns at once, and the connection's goroutine then closes the
+	// socket and reuses req, which must not happen before the reply is
+	// written and the request logged (an earlier cancel lost the reply:
+	// the client read EOF instead of DeferText).
+	c.cancel(context.DeadlineExceeded)
 	// The connection's goroutine closes the socket when the Handler
 	// returns, if ever: in raw mode it holds the read lock, which Close
 	// would wait for.

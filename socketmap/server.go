@@ -935,12 +935,17 @@ func (c *conn) fire() {
 // half-closed socket.
 func (c *conn) timeout() {
 	// Winning the CAS pins the request: c.cur is its context.
-	c.cur.Load().cancel(context.DeadlineExceeded)
+	rc := c.cur.Load()
 	c.log.Warn("socketmap: lookup exceeded request timeout; answering TEMP and closing connection",
 		"remote", c.remote, "map", c.curMap, "key", c.curKey, "request_timeout", c.requestTimeout)
 	c.writeReply(Reply{Status: StatusTemp, Data: "timeout"})
 	cw, ok := c.nc.(interface{ CloseWrite() error })
-	if c.flush(monoNow()) != nil || !ok || cw.CloseWrite() != nil {
+	flushed := c.flush(monoNow()) == nil && ok && cw.CloseWrite() == nil
+	// Only now is the Handler's context cancelled: a Handler that honours
+	// it returns at once and the connection's goroutine then closes the
+	// socket, which must not happen before TEMP is written.
+	rc.cancel(context.DeadlineExceeded)
+	if !flushed {
 		c.kill()
 	}
 	c.s.untrack(c)
