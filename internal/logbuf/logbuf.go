@@ -5,9 +5,12 @@
 //
 // Why: the daemon logs every inbound decision that blocks or would block
 // mail. Written straight to stderr, each such line was a system call on
-// the request's path (and, under systemd, a wake-up of journald); in the
-// tlspolicyd-bench policy step, where 40 % of requests are logged, the
-// log writes were about one write(2) in three. Here a line costs a copy
+// the request's path (and, under systemd, a wake-up of journald): with
+// the example table, where every request is logged, strace of the daemon
+// under load counted 2.5 write(2)s per request, the reply being one of
+// them. In the tlspolicyd-bench policy step (40 % of requests logged)
+// batching took the daemon's CPU from 26.2 to 23.6 µs a request. Here a
+// line costs a copy
 // into a buffer; an idle daemon's line is still written at once (the
 // writer wakes for it), a busy daemon's lines share writes.
 //
