@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/tlspolicyd/tlspolicyd/internal/logtext"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -102,5 +104,6 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	// The same lines as slog.NewTextHandler, cheaper (internal/logtext).
+	return slog.New(logtext.New(w, opts))
 }
