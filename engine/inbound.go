@@ -316,6 +316,30 @@ func normFingerprint(s string) string {
 	return strings.ToUpper(strings.ReplaceAll(strings.TrimSpace(s), ":", ""))
 }
 
+// registered reports whether the fingerprint fp, as Postfix sends it, is
+// one of the rule's. It normalises fp as normFingerprint does, into a
+// buffer on the stack: normFingerprint's two allocations for each of the
+// two fingerprints of a request were half of this check's time.
+func (r *compiledRule) registered(fp string) bool {
+	fp = strings.TrimSpace(fp)
+	var stack [160]byte // SHA-512 hex with colons is 191 bytes, without 128
+	b := stack[:0]
+	for i := 0; i < len(fp); i++ {
+		c := fp[i]
+		switch {
+		case c == ':':
+			continue
+		case 'a' <= c && c <= 'z':
+			c -= 'a' - 'A'
+		case c >= 0x80:
+			// Not hex: let normFingerprint handle Unicode case.
+			return r.fingerprints[normFingerprint(fp)]
+		}
+		b = append(b, c)
+	}
+	return r.fingerprints[string(b)]
+}
+
 // shortfall says how a request fails a rule's requirement: what the rule
 // needs, what the connection had, and what the sender's postmaster should do.
 type shortfall struct{ need, got, advice string }
@@ -373,7 +397,7 @@ func (r *compiledRule) unmet(req *inboundRequest) (shortfall, bool) {
 		if req.CertFP == "" && req.PubkeyFP == "" {
 			return shortfall{"a registered TLS client certificate", "no client certificate was presented", "present the client certificate registered with us"}, true
 		}
-		if !r.fingerprints[normFingerprint(req.CertFP)] && !r.fingerprints[normFingerprint(req.PubkeyFP)] {
+		if !r.registered(req.CertFP) && !r.registered(req.PubkeyFP) {
 			return shortfall{"a registered TLS client certificate", "the client certificate presented is not the one on record", "present the client certificate registered with us, or register the new one"}, true
 		}
 	default:

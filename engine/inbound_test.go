@@ -304,3 +304,16 @@ func buildStore(t testing.TB, yaml string) *store.Store {
 	}
 	return s
 }
+
+// TestRegisteredFingerprint checks that the allocation-free fingerprint
+// check agrees with normFingerprint on every form Postfix or a person
+// might write.
+func TestRegisteredFingerprint(t *testing.T) {
+	fps := []string{"AB:CD:EF:01", "0123456789abcdef", " ab:cd ", "ÄB:CD", strings.Repeat("ab:", 64) + "ff"}
+	r := compileRule(&store.InboundRule{Name: "r", Require: "fingerprint", Fingerprints: fps})
+	for _, in := range append(fps, "abcdef01", "AB:CD:EF:02", "", ":", "äb:cd", "ÄBCD", "\tABCDEF01\n", "ab:cd:ef:01:", strings.Repeat("AB", 64)+"FF", "ſ") {
+		if got, want := r.registered(in), r.fingerprints[normFingerprint(in)]; got != want {
+			t.Errorf("registered(%q) = %v, normFingerprint says %v", in, got, want)
+		}
+	}
+}
