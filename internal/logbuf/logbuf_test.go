@@ -204,3 +204,39 @@ func BenchmarkWrite(b *testing.B) {
 		})
 	}
 }
+
+// Records that follow a write within Linger wait for it to pass and share
+// one write; the first record after an idle spell is written at once.
+func TestWriterLingersUnderLoad(t *testing.T) {
+	rec := &recorder{}
+	const linger = 300 * time.Millisecond
+	w := New(rec, Options{Linger: linger})
+	defer w.Close()
+	start := time.Now()
+	_, _ = w.Write([]byte(line(0, 0)))
+	for {
+		if out, _ := rec.snapshot(); strings.Contains(out, line(0, 0)) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if d := time.Since(start); d >= linger {
+		t.Errorf("the first record took %v, want it written at once", d)
+	}
+	const more = 100
+	for i := 1; i <= more; i++ {
+		_, _ = w.Write([]byte(line(0, i)))
+	}
+	for {
+		if out, _ := rec.snapshot(); strings.Count(out, "\n") == more+1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if d := time.Since(start); d < linger {
+		t.Errorf("the burst was written %v after the first record, want at least Linger (%v)", d, linger)
+	}
+	if _, writes := rec.snapshot(); writes != 2 {
+		t.Errorf("%d records took %d writes, want 2 (the first, then the burst)", more+1, writes)
+	}
+}
