@@ -98,7 +98,7 @@ func BenchmarkCheck10000Rules(b *testing.B) {
 	// rule (from ever new sender domains), the others one rule of each
 	// kind, half of them unmet; every request a new message; in parallel.
 	// Each goroutine has its own requests, as each connection has its own
-	// map in the server.
+	// Request in the server.
 	reqs := make([][]*policyd.Request, runtime.GOMAXPROCS(0))
 	for i := range reqs {
 		reqs[i] = mixedRequests(b, uint64(i), 1024)
@@ -115,7 +115,7 @@ func BenchmarkCheck10000Rules(b *testing.B) {
 			for pb.Next() {
 				n := next.Add(1)
 				req := mine[n%uint64(len(mine))]
-				req.Attrs["instance"] = instances[n%uint64(len(instances))]
+				req.Set("instance", instances[n%uint64(len(instances))])
 				if _, err := e.Check(ctx, req); err != nil {
 					b.Error(err)
 					return

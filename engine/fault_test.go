@@ -360,8 +360,8 @@ func TestSenderDomainFlood(t *testing.T) {
 	ctx := context.Background()
 	req := fixture(t, plain)
 	for i := range 25000 {
-		req.Attrs["sender"] = fmt.Sprintf("x@d%d.example", i)
-		req.Attrs["instance"] = strconv.Itoa(i)
+		req.Set("sender", fmt.Sprintf("x@d%d.example", i))
+		req.Set("instance", strconv.Itoa(i))
 		if _, err := e.Check(ctx, req); err != nil {
 			t.Fatal(err)
 		}

@@ -23,16 +23,16 @@ func fixture(t testing.TB, name string, overrides ...string) *policyd.Request {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	req := &policyd.Request{Attrs: map[string]string{}}
+	req := &policyd.Request{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
-			req.Attrs[k] = v
+			req.Set(k, v)
 		}
 	}
 	for _, o := range overrides {
 		k, v, _ := strings.Cut(o, "=")
-		req.Attrs[k] = v
+		req.Set(k, v)
 	}
 	return req
 }

@@ -75,10 +75,11 @@ func NewDecoder(r *bufio.Reader) *Decoder {
 	return &Decoder{r: r, buf: make([]byte, 0, 1024), spans: make([]span, 0, 32)}
 }
 
-// maxReusedAttrs is the largest map Decode clears for reuse: a map that
-// held more attributes than Postfix sends (29 in 3.7, a few more in later
-// versions) is replaced, so that one huge request does not pin a large map
-// for the rest of its connection's life.
+// maxReusedAttrs is the most attributes a Request's storage may have room
+// for and still be reused by Decode: storage grown past it by a request
+// with more attributes than Postfix sends (29 in 3.7, a few more in later
+// versions) is dropped, so that one huge request does not pin it for the
+// rest of its connection's life.
 const maxReusedAttrs = 64
 
 // Decode reads the next request into req. It returns io.EOF, unwrapped,
@@ -86,19 +87,19 @@ const maxReusedAttrs = 64
 // malformed request (including a stream ending inside one), and read
 // errors wrapped otherwise.
 //
-// Decode reuses req.Attrs when it is not nil: the map is cleared and
-// refilled, which spares making a 29-entry map per request: 4 of the 5
-// allocations and 2.4 KB of the garbage of a Postfix request,
-// BenchmarkParseRequest 4.0 → 1.3 µs (in the tlspolicyd-bench profile
-// making the map was 6 µs of 42). A caller decoding into the same Request must be done
-// with the previous request's map first; one that wants a map to keep sets
-// req.Attrs to nil, or uses a new Request. After an error, req.Attrs may
-// hold the previous request or part of the bad one.
+// Decode empties and refills req, reusing its storage (the attribute
+// slice and its index) unless a previous request grew it past
+// maxReusedAttrs attributes: decoding a request then allocates only the
+// one string that holds all its names and values, and does no map work.
+// A caller decoding into the same Request must be done with the previous
+// request first; one that wants to keep a request uses a new Request each
+// time, or copies it (Map). After an error, req may hold the previous
+// request or part of the bad one.
 //
 // The names and values of one request share a single backing string (one
 // allocation per request); strings are immutable, so they stay valid after
-// the map is reused. A caller keeping one value for long can strings.Clone
-// it to let the rest go.
+// req is reused. A caller keeping one value for long can strings.Clone it
+// to let the rest go.
 func (d *Decoder) Decode(req *Request) error {
 	d.buf = d.buf[:0]
 	d.spans = d.spans[:0]
@@ -164,20 +165,27 @@ func (d *Decoder) Decode(req *Request) error {
 
 	// One string for the whole request; names and values are substrings.
 	text := string(d.buf)
-	attrs := req.Attrs
-	if attrs == nil || len(attrs) > maxReusedAttrs {
-		attrs = make(map[string]string, len(d.spans))
-		req.Attrs = attrs
-	} else {
-		clear(attrs)
+	req.reset(len(d.spans))
+	if len(d.spans) <= maxIndexedAttrs {
+		// req.add finds a repeated name in req's index.
+		for _, sp := range d.spans {
+			if name := text[sp.start:sp.eq]; !req.add(name, text[sp.eq+1:sp.end]) {
+				return &ProtocolError{Line: sp.line, Err: ErrDuplicateAttribute, Name: name}
+			}
+		}
+		return nil
 	}
+	// More attributes than the index holds, which Postfix never sends: a
+	// set finds repeated names (a linear scan per name would let a request
+	// of tens of thousands of short lines cost quadratic time).
+	seen := make(map[string]struct{}, len(d.spans))
 	for _, sp := range d.spans {
 		name := text[sp.start:sp.eq]
-		n := len(attrs)
-		attrs[name] = text[sp.eq+1 : sp.end]
-		if len(attrs) == n {
+		if _, dup := seen[name]; dup {
 			return &ProtocolError{Line: sp.line, Err: ErrDuplicateAttribute, Name: name}
 		}
+		seen[name] = struct{}{}
+		req.add(name, text[sp.eq+1:sp.end])
 	}
 	return nil
 }
@@ -220,28 +228,25 @@ func AppendAction(dst []byte, a Action) ([]byte, error) {
 // feed, or a request without attributes. A value ending in "\r" is sent
 // with a "\r\n" line end, of which Decode strips only the line end.
 func AppendRequest(dst []byte, req *Request) ([]byte, error) {
-	if len(req.Attrs) == 0 {
+	if req.Len() == 0 {
 		return dst, ErrEmptyRequest
 	}
-	names := make([]string, 0, len(req.Attrs))
-	for name, value := range req.Attrs {
+	for _, p := range req.pairs {
 		switch {
-		case name == "":
+		case p.name == "":
 			return dst, ErrEmptyName
-		case strings.ContainsAny(name, "=\n"):
-			return dst, fmt.Errorf("attribute name %.64q: holds '=' or a line feed", name)
-		case strings.Contains(value, "\n"):
-			return dst, fmt.Errorf("attribute %.64q: value holds a line feed", name)
+		case strings.ContainsAny(p.name, "=\n"):
+			return dst, fmt.Errorf("attribute name %.64q: holds '=' or a line feed", p.name)
+		case strings.Contains(p.value, "\n"):
+			return dst, fmt.Errorf("attribute %.64q: value holds a line feed", p.name)
 		}
-		names = append(names, name)
 	}
-	slices.Sort(names)
-	for _, name := range names {
-		value := req.Attrs[name]
-		dst = append(dst, name...)
+	pairs := slices.SortedFunc(slices.Values(req.pairs), func(a, b attr) int { return strings.Compare(a.name, b.name) })
+	for _, p := range pairs {
+		dst = append(dst, p.name...)
 		dst = append(dst, '=')
-		dst = append(dst, value...)
-		if strings.HasSuffix(value, "\r") {
+		dst = append(dst, p.value...)
+		if strings.HasSuffix(p.value, "\r") {
 			dst = append(dst, '\r')
 		}
 		dst = append(dst, '\n')

@@ -9,9 +9,10 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"reflect"
+	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 // fixture returns a recorded Postfix 3.7 request from testdata/.
@@ -32,7 +33,7 @@ func decodeAll(input string, bufSize int) ([]map[string]string, error) {
 		if err := d.Decode(&req); err != nil {
 			return out, err
 		}
-		out = append(out, req.Attrs)
+		out = append(out, req.Map())
 	}
 }
 
@@ -78,10 +79,12 @@ func TestDecodeValid(t *testing.T) {
 	}
 }
 
-// Decoding into the same Request reuses its map, and nothing of the
-// previous request survives in it: an attribute one request sent and the
-// next did not (a client certificate, say) must read as absent.
-func TestDecodeReusesMap(t *testing.T) {
+// Decoding into the same Request reuses its attribute slice, and nothing
+// of the previous request survives in it: an attribute one request sent
+// and the next did not (a client certificate, say) must read as absent.
+// A slice grown past maxReusedAttrs by a huge request is dropped, and the
+// strings of earlier requests stay valid.
+func TestDecodeReusesStorage(t *testing.T) {
 	var many strings.Builder
 	for i := range maxReusedAttrs + 1 {
 		fmt.Fprintf(&many, "a%d=x\n", i)
@@ -89,35 +92,49 @@ func TestDecodeReusesMap(t *testing.T) {
 	input := "request=smtpd_access_policy\nccert_fingerprint=AB:CD\nsender=a@b.example\n\n" +
 		"request=smtpd_access_policy\nsender=c@d.example\n\n" +
 		many.String() + "\n" +
-		"sender=e@f.example\n\n"
+		"sender=e@f.example\n\n" +
+		"sender=g@h.example\nrecipient=i@j.example\n\n"
 	d := NewDecoder(bufio.NewReader(strings.NewReader(input)))
 	var req Request
 	want := []struct {
 		attrs  map[string]string // nil: only the count is checked
 		n      int
-		reused bool // same map as for the previous request
+		reused bool // same slice as for the previous request
 	}{
 		{map[string]string{"request": "smtpd_access_policy", "ccert_fingerprint": "AB:CD", "sender": "a@b.example"}, 3, false},
 		{map[string]string{"request": "smtpd_access_policy", "sender": "c@d.example"}, 2, true},
-		{nil, maxReusedAttrs + 1, true},
-		// A map that held more than maxReusedAttrs is not kept.
+		{nil, maxReusedAttrs + 1, false}, // more than the slice has room for
+		// A slice with room for more than maxReusedAttrs is not kept.
 		{map[string]string{"sender": "e@f.example"}, 1, false},
+		{map[string]string{"sender": "g@h.example", "recipient": "i@j.example"}, 2, true},
 	}
-	var prev map[string]string
+	var prev *attr
+	var senders, wantSenders []string
 	for i, w := range want {
 		if err := d.Decode(&req); err != nil {
 			t.Fatalf("request %d: %v", i, err)
 		}
-		if len(req.Attrs) != w.n || (w.attrs != nil && !maps.Equal(req.Attrs, w.attrs)) {
-			t.Errorf("request %d = %q, want %d attributes %q", i, req.Attrs, w.n, w.attrs)
+		if req.Len() != w.n || (w.attrs != nil && !maps.Equal(req.Map(), w.attrs)) {
+			t.Errorf("request %d = %q, want %d attributes %q", i, req.Map(), w.n, w.attrs)
 		}
-		if reused := prev != nil && reflect.ValueOf(req.Attrs).UnsafePointer() == reflect.ValueOf(prev).UnsafePointer(); reused != w.reused {
-			t.Errorf("request %d: map reused = %v, want %v", i, reused, w.reused)
+		if _, ok := req.Lookup("ccert_fingerprint"); ok != (i == 0) {
+			t.Errorf("request %d: ccert_fingerprint present = %v", i, ok)
 		}
-		prev = req.Attrs
+		cur := unsafe.SliceData(req.pairs)
+		if reused := prev != nil && cur == prev; reused != w.reused {
+			t.Errorf("request %d: attribute slice reused = %v, want %v", i, reused, w.reused)
+		}
+		prev = cur
+		if w.attrs != nil {
+			senders = append(senders, req.Get("sender"))
+			wantSenders = append(wantSenders, w.attrs["sender"])
+		}
 	}
 	if err := d.Decode(&req); err != io.EOF {
 		t.Errorf("after the requests: %v, want io.EOF", err)
+	}
+	if !slices.Equal(senders, wantSenders) {
+		t.Errorf("earlier requests' senders now read %q, want %q", senders, wantSenders)
 	}
 }
 
@@ -275,12 +292,12 @@ func TestDecodeFixtures(t *testing.T) {
 		if err != io.EOF || len(got) != 1 {
 			t.Fatalf("%s: %d requests, err %v; want 1 request then io.EOF", tt.file, len(got), err)
 		}
-		req := &Request{Attrs: got[0]}
-		if len(req.Attrs) != 29 {
-			t.Errorf("%s: %d attributes, want 29", tt.file, len(req.Attrs))
+		req := NewRequest(got[0])
+		if req.Len() != 29 {
+			t.Errorf("%s: %d attributes, want 29", tt.file, req.Len())
 		}
 		for _, name := range order {
-			if _, ok := req.Attrs[name]; !ok {
+			if _, ok := req.Lookup(name); !ok {
 				t.Errorf("%s: attribute %s missing", tt.file, name)
 			}
 		}
@@ -345,7 +362,7 @@ func TestAppendRequest(t *testing.T) {
 		{map[string]string{"a": "x\ny=z"}, ""},
 	}
 	for _, tt := range tests {
-		got, err := AppendRequest(nil, &Request{Attrs: tt.attrs})
+		got, err := AppendRequest(nil, NewRequest(tt.attrs))
 		if tt.want == "" {
 			if err == nil {
 				t.Errorf("AppendRequest(%q) = %q, want an error", tt.attrs, got)
@@ -409,8 +426,8 @@ func FuzzPolicyRequest(f *testing.F) {
 				t.Fatalf("request %q does not end with an empty line", raw)
 			}
 			lines = lines[:len(lines)-1]
-			if len(lines) != len(req.Attrs) {
-				t.Fatalf("request %q: %d attribute lines, %d attributes (repeated name accepted?)", raw, len(lines), len(req.Attrs))
+			if len(lines) != req.Len() {
+				t.Fatalf("request %q: %d attribute lines, %d attributes (repeated name accepted?)", raw, len(lines), req.Len())
 			}
 			for _, l := range lines {
 				l = strings.TrimSuffix(l, "\r")
@@ -418,7 +435,7 @@ func FuzzPolicyRequest(f *testing.F) {
 				if !ok || name == "" || len(l) > MaxLineSize {
 					t.Fatalf("accepted bad line %q", l)
 				}
-				if v, ok := req.Attrs[name]; !ok || v != value {
+				if v, ok := req.Lookup(name); !ok || v != value {
 					t.Fatalf("line %q decoded as %q=%q", l, name, v)
 				}
 			}
@@ -431,8 +448,8 @@ func FuzzPolicyRequest(f *testing.F) {
 			if err := NewDecoder(bufio.NewReader(bytes.NewReader(enc))).Decode(&again); err != nil {
 				t.Fatalf("re-encoded %q: %v", enc, err)
 			}
-			if !maps.Equal(req.Attrs, again.Attrs) {
-				t.Fatalf("re-encoded request differs: %q != %q", again.Attrs, req.Attrs)
+			if !maps.Equal(req.Map(), again.Map()) {
+				t.Fatalf("re-encoded request differs: %q != %q", again.Map(), req.Map())
 			}
 		}
 	})
@@ -453,7 +470,173 @@ func BenchmarkParseRequest(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	if len(req.Attrs) != 29 {
-		b.Fatalf("%d attributes", len(req.Attrs))
+	if req.Len() != 29 {
+		b.Fatalf("%d attributes", req.Len())
+	}
+}
+
+// TestRequestAccessors checks Get, Lookup, Len, All, Map and Set on
+// requests built in every way, including names that share a hash slot
+// (attrHash reads only a name's length and first and last bytes), probing
+// that wraps around the index, and more attributes than the index holds.
+func TestRequestAccessors(t *testing.T) {
+	// Names of the form "c?d" all share one slot.
+	colliding := func(first, last byte, n int) []attr {
+		var as []attr
+		for i := range n {
+			as = append(as, attr{string([]byte{first, 'A' + byte(i), last}), fmt.Sprint("v", i)})
+		}
+		return as
+	}
+	// A first and last byte whose 3-byte names hash to the last slot, so
+	// that probing wraps around to slot 0.
+	var wrapFirst, wrapLast byte
+	for c := byte('a'); c <= 'z' && wrapFirst == 0; c++ {
+		for e := byte('a'); e <= 'z'; e++ {
+			if attrHash(string([]byte{c, 'x', e})) == attrIndexSlots-1 {
+				wrapFirst, wrapLast = c, e
+				break
+			}
+		}
+	}
+	if wrapFirst == 0 {
+		t.Fatal("no 3-byte name hashes to the last slot")
+	}
+	many := func(n int) []attr {
+		var as []attr
+		for i := range n {
+			as = append(as, attr{fmt.Sprintf("n%03d", i), fmt.Sprint(i)})
+		}
+		return as
+	}
+	toMap := func(as []attr) map[string]string {
+		m := map[string]string{}
+		for _, a := range as {
+			m[a.name] = a.value
+		}
+		return m
+	}
+	sorted := func(as []attr) []attr {
+		return slices.SortedFunc(slices.Values(as), func(a, b attr) int { return strings.Compare(a.name, b.name) })
+	}
+	decode := func(as []attr) *Request {
+		var b strings.Builder
+		for _, a := range as {
+			b.WriteString(a.name + "=" + a.value + "\n")
+		}
+		var r Request
+		if err := NewDecoder(bufio.NewReader(strings.NewReader(b.String() + "\n"))).Decode(&r); err != nil {
+			t.Fatal(err)
+		}
+		return &r
+	}
+	// set applies Set to r for each of as and returns r.
+	set := func(r *Request, as ...attr) *Request {
+		for _, a := range as {
+			r.Set(a.name, a.value)
+		}
+		return r
+	}
+	mixed := []attr{{"sender", "a@b.example"}, {"request", "smtpd_access_policy"}, {"stress", ""}, {"size", "0"}}
+	coll := colliding('s', 'r', 12) // 12 names in one slot
+	wrap := colliding(wrapFirst, wrapLast, 5)
+
+	tests := []struct {
+		name   string
+		req    *Request
+		want   []attr // in All's order
+		absent []string
+	}{
+		{"zero", &Request{}, nil, []string{"sender", ""}},
+		{"NewRequest, name order", NewRequest(toMap(mixed)), sorted(mixed), []string{"recipient", "senders", ""}},
+		{"NewRequest(nil)", NewRequest(nil), nil, []string{"a"}},
+		{"decoded, order received", decode(mixed), mixed, []string{"recipient", "s"}},
+		{"Set replaces in place, adds at the end",
+			set(decode(mixed), attr{"request", "x"}, attr{"recipient", "c@d.example"}, attr{"stress", "yes"}),
+			[]attr{{"sender", "a@b.example"}, {"request", "x"}, {"stress", "yes"}, {"size", "0"}, {"recipient", "c@d.example"}},
+			[]string{"recipients"}},
+		{"colliding names", decode(coll), coll, []string{"sZr", "sr", "s r"}},
+		{"colliding names, Set", set(decode(coll), attr{"sCr", "new"}, attr{"sZr", "z"}),
+			append(append(slices.Clone(coll[:2]), attr{"sCr", "new"}), append(slices.Clone(coll[3:]), attr{"sZr", "z"})...),
+			[]string{"sYr"}},
+		{"probing wraps around", decode(wrap), wrap, []string{string([]byte{wrapFirst, 'Z', wrapLast})}},
+		{"index full", decode(many(maxIndexedAttrs)), many(maxIndexedAttrs), []string{"n064", "n"}},
+		{"index full, Set one more and replace",
+			set(decode(many(maxIndexedAttrs)), attr{"n064", "64"}, attr{"n000", "zero"}, attr{"n063", "last"}),
+			append(append([]attr{{"n000", "zero"}}, many(maxIndexedAttrs + 1)[1:63]...), attr{"n063", "last"}, attr{"n064", "64"}),
+			[]string{"n065"}},
+		{"more than the index holds, decoded", decode(many(3 * maxIndexedAttrs)), many(3 * maxIndexedAttrs), []string{"n999", ""}},
+		{"more than the index holds, NewRequest", NewRequest(toMap(many(100))), many(100), []string{"n100"}},
+		{"more than the index holds, Set", set(NewRequest(toMap(many(100))), attr{"n050", "x"}, attr{"extra", "y"}),
+			append(append(append(many(100)[:50:50], attr{"n050", "x"}), many(100)[51:]...), attr{"extra", "y"}),
+			[]string{"n100"}},
+		{"empty name by Set", set(&Request{}, attr{"", "e"}, attr{"a", "1"}), []attr{{"", "e"}, {"a", "1"}}, []string{"b"}},
+	}
+	for _, tt := range tests {
+		r := tt.req
+		if r.Len() != len(tt.want) {
+			t.Errorf("%s: Len = %d, want %d", tt.name, r.Len(), len(tt.want))
+		}
+		var all []attr
+		for name, value := range r.All() {
+			all = append(all, attr{name, value})
+		}
+		if !slices.Equal(all, tt.want) {
+			t.Errorf("%s: All = %q, want %q", tt.name, all, tt.want)
+		}
+		if m := r.Map(); !maps.Equal(m, toMap(tt.want)) {
+			t.Errorf("%s: Map = %q, want %q", tt.name, m, toMap(tt.want))
+		} else if len(m) > 0 {
+			clear(m) // a copy: r keeps its attributes
+			if r.Len() != len(tt.want) {
+				t.Errorf("%s: clearing Map's result changed the request", tt.name)
+			}
+		}
+		for _, a := range tt.want {
+			if v, ok := r.Lookup(a.name); !ok || v != a.value {
+				t.Errorf("%s: Lookup(%q) = %q, %v; want %q, true", tt.name, a.name, v, ok, a.value)
+			}
+			if v := r.Get(a.name); v != a.value {
+				t.Errorf("%s: Get(%q) = %q, want %q", tt.name, a.name, v, a.value)
+			}
+		}
+		for _, name := range tt.absent {
+			if v, ok := r.Lookup(name); ok || v != "" {
+				t.Errorf("%s: Lookup(%q) = %q, %v; want absent", tt.name, name, v, ok)
+			}
+			if v := r.Get(name); v != "" {
+				t.Errorf("%s: Get(%q) = %q, want \"\"", tt.name, name, v)
+			}
+		}
+		// Stopping All early.
+		n := 0
+		for range r.All() {
+			n++
+			break
+		}
+		if want := min(len(tt.want), 1); n != want {
+			t.Errorf("%s: All yielded %d after break, want %d", tt.name, n, want)
+		}
+	}
+	if h := attrHash(coll[0].name); attrHash(coll[1].name) != h || attrHash("sZr") != h {
+		t.Error("colliding names do not share a slot")
+	}
+}
+
+// A name repeated in a request with more attributes than the index holds
+// is found as in a short one: the error names the later line.
+func TestDecodeDuplicateBeyondIndex(t *testing.T) {
+	for _, n := range []int{2, maxIndexedAttrs - 1, maxIndexedAttrs, maxIndexedAttrs + 1, 500} {
+		var b strings.Builder
+		for i := range n {
+			fmt.Fprintf(&b, "n%03d=%d\n", i, i)
+		}
+		b.WriteString("n001=again\nlater=x\nn000=again\n\n")
+		var r Request
+		err := NewDecoder(bufio.NewReader(strings.NewReader(b.String()))).Decode(&r)
+		var pe *ProtocolError
+		if !errors.As(err, &pe) || !errors.Is(err, ErrDuplicateAttribute) || pe.Line != n+1 || pe.Name != "n001" {
+			t.Errorf("%d attributes then a repeat: %v, want a repeated n001 at line %d", n, err, n+1)
+		}
 	}
 }

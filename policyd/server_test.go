@@ -9,7 +9,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -165,7 +164,7 @@ func TestServeFixtures(t *testing.T) {
 	}
 	got := make(chan *Request, 1)
 	ts := startServer(t, &Server{Handler: HandlerFunc(func(_ context.Context, r *Request) (Action, error) {
-		got <- &Request{Attrs: maps.Clone(r.Attrs)} // r is the server's once Check returns
+		got <- NewRequest(r.Map()) // r is the server's once Check returns
 		return "DUNNO", nil
 	})}, nil)
 	cl := dial(t, "tcp", ts.addr) // one connection for all, as Postfix does
@@ -175,11 +174,11 @@ func TestServeFixtures(t *testing.T) {
 			t.Errorf("%s: action %q, want DUNNO", tt.file, a)
 		}
 		r := <-got
-		if len(r.Attrs) != 29 {
-			t.Errorf("%s: %d attributes, want 29", tt.file, len(r.Attrs))
+		if r.Len() != 29 {
+			t.Errorf("%s: %d attributes, want 29", tt.file, r.Len())
 		}
 		for name, want := range tt.want {
-			if v, ok := r.Attrs[name]; !ok || v != want {
+			if v, ok := r.Lookup(name); !ok || v != want {
 				t.Errorf("%s: %s = %q (present %v), want %q", tt.file, name, v, ok, want)
 			}
 		}
@@ -217,8 +216,8 @@ func TestServeSeveralRequestsPerConnection(t *testing.T) {
 // before (a client certificate the previous message's client presented).
 func TestServeRequestSeesOnlyItsAttributes(t *testing.T) {
 	describe := HandlerFunc(func(_ context.Context, req *Request) (Action, error) {
-		fp, ok := req.Attrs["ccert_fingerprint"]
-		return Action(fmt.Sprintf("450 4.7.10 %d attributes, ccert_fingerprint %q %v", len(req.Attrs), fp, ok)), nil
+		fp, ok := req.Lookup("ccert_fingerprint")
+		return Action(fmt.Sprintf("450 4.7.10 %d attributes, ccert_fingerprint %q %v", req.Len(), fp, ok)), nil
 	})
 	ts := startServer(t, &Server{Handler: describe}, nil)
 	cl := dial(t, "tcp", ts.addr)

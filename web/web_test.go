@@ -58,11 +58,11 @@ type fixture struct {
 }
 
 func request(attrs ...string) *policyd.Request {
-	r := &policyd.Request{Attrs: map[string]string{"request": "smtpd_access_policy", "protocol_state": "RCPT",
-		"recipient": "bob@ourcorp.example", "client_address": "192.0.2.1", "client_name": "mx.bank.example"}}
+	r := policyd.NewRequest(map[string]string{"request": "smtpd_access_policy", "protocol_state": "RCPT",
+		"recipient": "bob@ourcorp.example", "client_address": "192.0.2.1", "client_name": "mx.bank.example"})
 	for _, a := range attrs {
 		k, v, _ := strings.Cut(a, "=")
-		r.Attrs[k] = v
+		r.Set(k, v)
 	}
 	return r
 }

@@ -107,7 +107,7 @@ func queryInbound(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("tlspolicyd query: policy table %s is invalid:\n%v", cfg.Table, err), 1)
 	}
-	d, err := engine.New(s, nil, nil, nil).Evaluate(&policyd.Request{Attrs: attrs})
+	d, err := engine.New(s, nil, nil, nil).Evaluate(policyd.NewRequest(attrs))
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("tlspolicyd query: %v", err), 1)
 	}

@@ -136,9 +136,9 @@ func TestReportAgainstDaemonAPI(t *testing.T) {
 	eng := engine.New(s, nil, events.NewRing(100), quiet)
 	ctx := context.Background()
 	for i, tls := range []string{"", "TLSv1.3", "TLSv1.3", "TLSv1.2"} {
-		req := &policyd.Request{Attrs: map[string]string{"request": "smtpd_access_policy", "sender": "alice@bank.example",
+		req := policyd.NewRequest(map[string]string{"request": "smtpd_access_policy", "sender": "alice@bank.example",
 			"recipient": "bob@ourcorp.example", "client_address": "192.0.2.1", "client_name": "mx.bank.example",
-			"encryption_protocol": tls, "instance": string(rune('a' + i))}}
+			"encryption_protocol": tls, "instance": string(rune('a' + i))})
 		if _, err := eng.Check(ctx, req); err != nil {
 			t.Fatal(err)
 		}
