@@ -67,6 +67,8 @@ type Decoder struct {
 	r     *bufio.Reader
 	buf   []byte // current request: attribute lines without their line ends
 	spans []span // attributes of the current request
+
+	slowOnly bool // tests: never take decodeBuffered's path
 }
 
 // NewDecoder returns a Decoder reading from r. Lines may be longer than
@@ -101,6 +103,9 @@ const maxReusedAttrs = 64
 // req is reused. A caller keeping one value for long can strings.Clone it
 // to let the rest go.
 func (d *Decoder) Decode(req *Request) error {
+	if !d.slowOnly && d.decodeBuffered(req) {
+		return nil
+	}
 	d.buf = d.buf[:0]
 	d.spans = d.spans[:0]
 	total := 0 // bytes of this request consumed so far, line ends included
@@ -188,6 +193,67 @@ func (d *Decoder) Decode(req *Request) error {
 		req.add(name, text[sp.eq+1:sp.end])
 	}
 	return nil
+}
+
+// decodeBuffered decodes the next request straight from the reader's
+// buffer when all of it is there, as it is when Postfix, which writes each
+// request at once, is the client and the server has checked (see
+// conn.requestBuffered): one pass over the bytes, no line copied, and the
+// request's one string made of the buffer. It reports false, consuming
+// nothing, for anything else: a request not yet complete, one with more
+// than maxIndexedAttrs attributes, and every malformed one. Decode then
+// reads it line by line and says what is wrong, so that both paths accept
+// the same requests and report the same errors (FuzzDecodePaths).
+//
+// Measured on the 2-core VM: BenchmarkParseRequest of Postfix's
+// 29-attribute request 1.15–1.3 µs line by line, 0.93–1.0 µs buffered;
+// BenchmarkServeLoop (the server's whole work per request but the system
+// calls) 2.1 → 1.5–1.7 µs.
+func (d *Decoder) decodeBuffered(req *Request) bool {
+	n := d.r.Buffered()
+	if n == 0 {
+		return false
+	}
+	b, _ := d.r.Peek(n)
+	d.spans = d.spans[:0]
+	for pos, line := 0, 1; ; line++ {
+		nl := bytes.IndexByte(b[pos:], '\n')
+		if nl < 0 {
+			return false // not all here yet
+		}
+		content := pos + nl
+		if content > pos && b[content-1] == '\r' {
+			content--
+		}
+		if content == pos {
+			// The empty line: the end of the request.
+			if len(d.spans) == 0 {
+				return false
+			}
+			end := pos + nl + 1
+			if end > MaxRequestSize {
+				return false
+			}
+			text := string(b[:end])
+			req.reset(len(d.spans))
+			for _, sp := range d.spans {
+				if !req.add(text[sp.start:sp.eq], text[sp.eq+1:sp.end]) {
+					return false // a repeated name
+				}
+			}
+			_, _ = d.r.Discard(end)
+			return true
+		}
+		if content-pos > MaxLineSize || len(d.spans) == maxIndexedAttrs {
+			return false
+		}
+		eq := bytes.IndexByte(b[pos:content], '=')
+		if eq <= 0 {
+			return false
+		}
+		d.spans = append(d.spans, span{start: pos, eq: pos + eq, end: content, line: line})
+		pos += nl + 1
+	}
 }
 
 // lastByte returns byte i of the line being assembled, which is split

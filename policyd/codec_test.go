@@ -457,22 +457,93 @@ func FuzzPolicyRequest(f *testing.F) {
 
 func BenchmarkParseRequest(b *testing.B) {
 	raw := fixture(b, "postfix37-rcpt-tls13.txt")
-	rd := bytes.NewReader(raw)
-	br := bufio.NewReader(rd)
-	d := NewDecoder(br)
-	var req Request
-	b.SetBytes(int64(len(raw)))
-	b.ReportAllocs()
-	for b.Loop() {
-		rd.Reset(raw)
-		br.Reset(rd)
-		if err := d.Decode(&req); err != nil {
-			b.Fatal(err)
+	// "buffered": the request is in the reader's buffer before Decode, as
+	// in the server, which decodes once conn.requestBuffered says it is
+	// whole (decodeBuffered's path); "lines": Decode reads it itself.
+	for _, buffered := range []bool{true, false} {
+		name := "lines"
+		if buffered {
+			name = "buffered"
 		}
+		b.Run(name, func(b *testing.B) {
+			rd := bytes.NewReader(raw)
+			br := bufio.NewReader(rd)
+			d := NewDecoder(br)
+			var req Request
+			b.SetBytes(int64(len(raw)))
+			b.ReportAllocs()
+			for b.Loop() {
+				rd.Reset(raw)
+				br.Reset(rd)
+				if buffered {
+					_, _ = br.Peek(len(raw))
+				}
+				if err := d.Decode(&req); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if req.Len() != 29 {
+				b.Fatalf("%d attributes", req.Len())
+			}
+		})
 	}
-	if req.Len() != 29 {
-		b.Fatalf("%d attributes", req.Len())
+}
+
+// FuzzDecodePaths decodes the same stream twice, with the whole stream in
+// the reader's buffer (so that Decode takes decodeBuffered's path where
+// it can) and line by line only, and requires the same requests and the
+// same errors from both.
+func FuzzDecodePaths(f *testing.F) {
+	for _, name := range []string{"postfix37-rcpt-plain.txt", "postfix37-rcpt-tls12-client-cert.txt"} {
+		b := fixture(f, name)
+		f.Add(append(append([]byte{}, b...), b...))
+		f.Add(bytes.ReplaceAll(b, []byte("\n"), []byte("\r\n")))
+		f.Add(b[:len(b)-1])
 	}
+	for _, s := range []string{
+		"a=1\n\n", "a=1\na=2\n\n", "noequals\n\n", "=v\n\n", "\n", "\r\n", "a=1\r\r\n\n", "a=1\n\r\n",
+		"a=1\nb=2\nc=3\n\nd\n\n", "a=1\n\n\n", "a=x\ry\n\n", "a=1\nb=", "a=1\r",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, input []byte) {
+		if len(input) > 3000 {
+			return // the fast reader's buffer must hold it all
+		}
+		srcA, srcB := bytes.NewReader(input), bytes.NewReader(input)
+		fast := NewDecoder(bufio.NewReaderSize(srcA, 4096))
+		_, _ = fast.r.Peek(len(input))
+		slow := NewDecoder(bufio.NewReaderSize(srcB, 4096))
+		slow.slowOnly = true
+		for i := 0; ; i++ {
+			var a, b Request
+			errA, errB := fast.Decode(&a), slow.Decode(&b)
+			if fmt.Sprint(errA) != fmt.Sprint(errB) {
+				t.Fatalf("request %d of %q: error %v buffered, %v line by line", i, input, errA, errB)
+			}
+			if errA != nil {
+				return
+			}
+			if !maps.Equal(a.Map(), b.Map()) {
+				t.Fatalf("request %d of %q: %q buffered, %q line by line", i, input, a.Map(), b.Map())
+			}
+			var orderA, orderB []string
+			for n := range a.All() {
+				orderA = append(orderA, n)
+			}
+			for n := range b.All() {
+				orderB = append(orderB, n)
+			}
+			if !slices.Equal(orderA, orderB) {
+				t.Fatalf("request %d of %q: order %q buffered, %q line by line", i, input, orderA, orderB)
+			}
+			usedA := len(input) - srcA.Len() - fast.r.Buffered()
+			usedB := len(input) - srcB.Len() - slow.r.Buffered()
+			if usedA != usedB {
+				t.Fatalf("request %d of %q: %d bytes consumed buffered, %d line by line", i, input, usedA, usedB)
+			}
+		}
+	})
 }
 
 // TestRequestAccessors checks Get, Lookup, Len, All, Map and Set on
