@@ -38,6 +38,16 @@ func appendField(b []byte, name, s string) []byte {
 
 const hex = "0123456789abcdef"
 
+// jsonPlain holds the ASCII bytes appendString copies as they are: one
+// table lookup a byte instead of six comparisons (the event log's
+// encoding had been 3.6 % of the daemon's CPU in the bench's policy step).
+var jsonPlain = func() (t [utf8.RuneSelf]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
+
 // appendString appends s as a JSON string the way encoding/json does with
 // HTML escaping (its default): '"', '\\' and control characters escaped
 // (\b \f \n \r \t by name), '<', '>', '&', U+2028 and U+2029 as \u
@@ -47,7 +57,7 @@ func appendString(b []byte, s string) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		if c := s[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+			if jsonPlain[c] {
 				i++
 				continue
 			}
