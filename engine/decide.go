@@ -51,7 +51,7 @@ func (ix *inboundIndex) decide(req *inboundRequest, matched []RuleResult) (actio
 	var headerReason string
 	var buf [8]int // matching rules; a request rarely has more
 	for _, i := range ix.matching(buf[:0], req) {
-		r := ix.rules[i]
+		r := &ix.rules[i]
 		sf, unmet := r.unmet(req)
 		res := RuleResult{Rule: r.InboundRule, Met: !unmet, cr: r}
 		if unmet {
@@ -62,11 +62,11 @@ func (ix *inboundIndex) decide(req *inboundRequest, matched []RuleResult) (actio
 			continue
 		}
 		switch {
-		case r.Testing:
-			if r.Header != "" && headerRule == nil {
+		case r.testing:
+			if r.hasHeader && headerRule == nil {
 				headerRule, headerReason = r, res.Reason
 			}
-		case r.Action == "reject":
+		case r.reject:
 			if rejectRule == nil {
 				rejectRule, rejectWhy = r, sf
 			}

@@ -169,7 +169,7 @@ func (e *Engine) Check(ctx context.Context, req *policyd.Request) (policyd.Actio
 		}
 		kind := events.InboundBlocked
 		action := decided
-		if m.Rule.Testing {
+		if m.cr.testing {
 			kind = events.InboundWouldBlock
 			action = m.cr.wouldAction
 		} else if m.Rule != rule {

@@ -17,7 +17,7 @@ import (
 // found it in every dimension it names (from, to, client). With 10,000
 // rules a request costs a handful of map lookups.
 type inboundIndex struct {
-	rules []*compiledRule
+	rules []compiledRule // by value: one cache miss less per matching rule
 	dims  []uint8 // by rule: the dimensions it names (dimFrom|dimTo|dimClient)
 
 	// Entries are rule<<dimBits | dimension, so that sorting a request's
@@ -50,6 +50,14 @@ type compiledRule struct {
 	*store.InboundRule
 	fingerprints map[string]bool // normalised: upper-case hex without colons
 
+	// The fields of InboundRule that deciding reads, copied here so that
+	// a request matching a rule reads one struct, not two and the
+	// Require string's bytes: with 10,000 rules each is a cache miss
+	// (unmet had been 3 % of the daemon's CPU in the bench's policy step).
+	require            requirement
+	testing, hasHeader bool
+	reject             bool // Action is "reject"
+
 	name          string // the rule name, sanitized for replies
 	source        string // Source.String()
 	wouldAction   string // "would defer" / "would reject", for testing events
@@ -63,6 +71,10 @@ func compileRule(r *store.InboundRule) *compiledRule {
 		name:         sanitize(r.Name),
 		source:       r.Source.String(),
 		wouldAction:  "would " + r.Action,
+		require:      requirementOf(r.Require),
+		testing:      r.Testing,
+		hasHeader:    r.Header != "",
+		reject:       r.Action == "reject",
 	}
 	for _, fp := range r.Fingerprints {
 		cr.fingerprints[normFingerprint(fp)] = true
@@ -77,6 +89,34 @@ func compileRule(r *store.InboundRule) *compiledRule {
 	return cr
 }
 
+// requirement is an inbound rule's Require as a number.
+type requirement uint8
+
+const (
+	reqUnknown requirement = iota
+	reqTLS
+	reqTLS12
+	reqTLS13
+	reqCert
+	reqFingerprint
+)
+
+func requirementOf(s string) requirement {
+	switch s {
+	case "tls":
+		return reqTLS
+	case "tls1.2":
+		return reqTLS12
+	case "tls1.3":
+		return reqTLS13
+	case "cert":
+		return reqCert
+	case "fingerprint":
+		return reqFingerprint
+	}
+	return reqUnknown
+}
+
 func newInboundIndex(rules []*store.InboundRule) *inboundIndex {
 	ix := &inboundIndex{
 		fromAddr: map[string][]int{}, fromDomain: map[string][]int{}, fromParent: map[string][]int{},
@@ -85,7 +125,7 @@ func newInboundIndex(rules []*store.InboundRule) *inboundIndex {
 	}
 	byBits := map[int]map[netip.Prefix][]int{}
 	for i, r := range rules {
-		ix.rules = append(ix.rules, compileRule(r))
+		ix.rules = append(ix.rules, *compileRule(r))
 		var dims uint8
 		for _, p := range r.From {
 			dims |= dimFrom
@@ -370,27 +410,27 @@ func got(protocol string) string {
 // unmet returns how req fails the rule's requirement, and false if it
 // meets it.
 func (r *compiledRule) unmet(req *inboundRequest) (shortfall, bool) {
-	switch r.Require {
-	case "tls":
+	switch r.require {
+	case reqTLS:
 		if req.Protocol == "" {
 			return shortfall{"TLS", notEncrypted, "enable STARTTLS"}, true
 		}
-	case "tls1.2":
+	case reqTLS12:
 		if tlsVersion(req.Protocol) < 12 {
 			return shortfall{"TLS 1.2 or newer", got(req.Protocol), "enable STARTTLS with TLS 1.2 or newer"}, true
 		}
-	case "tls1.3":
+	case reqTLS13:
 		if tlsVersion(req.Protocol) < 13 {
 			return shortfall{"TLS 1.3", got(req.Protocol), "enable STARTTLS with TLS 1.3"}, true
 		}
-	case "cert":
+	case reqCert:
 		if req.Protocol == "" {
 			return shortfall{"TLS with a client certificate", notEncrypted, "enable STARTTLS and configure a TLS client certificate"}, true
 		}
 		if req.CertFP == "" {
 			return shortfall{"a TLS client certificate", "no client certificate was presented", "configure a TLS client certificate"}, true
 		}
-	case "fingerprint":
+	case reqFingerprint:
 		if req.Protocol == "" {
 			return shortfall{"TLS with a registered client certificate", notEncrypted, "enable STARTTLS and present the client certificate registered with us"}, true
 		}
