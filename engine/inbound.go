@@ -18,7 +18,7 @@ import (
 // rules a request costs a handful of map lookups.
 type inboundIndex struct {
 	rules []compiledRule // by value: one cache miss less per matching rule
-	dims  []uint8 // by rule: the dimensions it names (dimFrom|dimTo|dimClient)
+	dims  []uint8        // by rule: the dimensions it names (dimFrom|dimTo|dimClient)
 
 	// Entries are rule<<dimBits | dimension, so that sorting a request's
 	// entries brings each rule's dimensions together, in table order.
