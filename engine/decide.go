@@ -55,7 +55,7 @@ func (ix *inboundIndex) decide(req *inboundRequest, matched []RuleResult) (actio
 		sf, unmet := r.unmet(req)
 		res := RuleResult{Rule: r.InboundRule, Met: !unmet, cr: r}
 		if unmet {
-			res.Reason = sf.need + " is required; " + sf.got
+			res.Reason = sf.reason
 		}
 		matched = append(matched, res)
 		if !unmet {

@@ -382,7 +382,46 @@ func (r *compiledRule) registered(fp string) bool {
 
 // shortfall says how a request fails a rule's requirement: what the rule
 // needs, what the connection had, and what the sender's postmaster should do.
-type shortfall struct{ need, got, advice string }
+// reason is what logs and events say: "<need> is required; <got>".
+type shortfall struct{ need, got, advice, reason string }
+
+func newShortfall(need, got, advice string) shortfall {
+	return shortfall{need, got, advice, need + " is required; " + got}
+}
+
+// The shortfalls of the requirements, built once rather than for every
+// blocked request; those of the version requirements for every protocol
+// Postfix sends (versionShortfall).
+var (
+	sfTLS              = newShortfall("TLS", notEncrypted, "enable STARTTLS")
+	sfTLS12            = versionShortfalls("TLS 1.2 or newer", "enable STARTTLS with TLS 1.2 or newer")
+	sfTLS13            = versionShortfalls("TLS 1.3", "enable STARTTLS with TLS 1.3")
+	sfCertPlain        = newShortfall("TLS with a client certificate", notEncrypted, "enable STARTTLS and configure a TLS client certificate")
+	sfCertNone         = newShortfall("a TLS client certificate", "no client certificate was presented", "configure a TLS client certificate")
+	sfFingerprintPlain = newShortfall("TLS with a registered client certificate", notEncrypted, "enable STARTTLS and present the client certificate registered with us")
+	sfFingerprintNone  = newShortfall("a registered TLS client certificate", "no client certificate was presented", "present the client certificate registered with us")
+	sfFingerprintOther = newShortfall("a registered TLS client certificate", "the client certificate presented is not the one on record", "present the client certificate registered with us, or register the new one")
+)
+
+// versionShortfalls builds a version requirement's shortfalls by the
+// protocol the connection used ("" for none).
+func versionShortfalls(need, advice string) map[string]shortfall {
+	m := map[string]shortfall{"": newShortfall(need, notEncrypted, advice)}
+	for p, text := range usedText {
+		m[p] = newShortfall(need, text, advice)
+	}
+	return m
+}
+
+// versionShortfall returns the shortfall of a version requirement for
+// protocol, from byProtocol when it is one Postfix sends.
+func versionShortfall(byProtocol map[string]shortfall, protocol string) shortfall {
+	if sf, ok := byProtocol[protocol]; ok {
+		return sf
+	}
+	base := byProtocol[""]
+	return newShortfall(base.need, got(protocol), base.advice)
+}
 
 const notEncrypted = "the connection was not encrypted"
 
@@ -413,37 +452,37 @@ func (r *compiledRule) unmet(req *inboundRequest) (shortfall, bool) {
 	switch r.require {
 	case reqTLS:
 		if req.Protocol == "" {
-			return shortfall{"TLS", notEncrypted, "enable STARTTLS"}, true
+			return sfTLS, true
 		}
 	case reqTLS12:
 		if tlsVersion(req.Protocol) < 12 {
-			return shortfall{"TLS 1.2 or newer", got(req.Protocol), "enable STARTTLS with TLS 1.2 or newer"}, true
+			return versionShortfall(sfTLS12, req.Protocol), true
 		}
 	case reqTLS13:
 		if tlsVersion(req.Protocol) < 13 {
-			return shortfall{"TLS 1.3", got(req.Protocol), "enable STARTTLS with TLS 1.3"}, true
+			return versionShortfall(sfTLS13, req.Protocol), true
 		}
 	case reqCert:
 		if req.Protocol == "" {
-			return shortfall{"TLS with a client certificate", notEncrypted, "enable STARTTLS and configure a TLS client certificate"}, true
+			return sfCertPlain, true
 		}
 		if req.CertFP == "" {
-			return shortfall{"a TLS client certificate", "no client certificate was presented", "configure a TLS client certificate"}, true
+			return sfCertNone, true
 		}
 	case reqFingerprint:
 		if req.Protocol == "" {
-			return shortfall{"TLS with a registered client certificate", notEncrypted, "enable STARTTLS and present the client certificate registered with us"}, true
+			return sfFingerprintPlain, true
 		}
 		if req.CertFP == "" && req.PubkeyFP == "" {
-			return shortfall{"a registered TLS client certificate", "no client certificate was presented", "present the client certificate registered with us"}, true
+			return sfFingerprintNone, true
 		}
 		if !r.registered(req.CertFP) && !r.registered(req.PubkeyFP) {
-			return shortfall{"a registered TLS client certificate", "the client certificate presented is not the one on record", "present the client certificate registered with us, or register the new one"}, true
+			return sfFingerprintOther, true
 		}
 	default:
 		// Unknown requirement: the table validator refuses these. Treat it
 		// as unmet rather than silently passing the mail (fail closed).
-		return shortfall{fmt.Sprintf("requirement %q", r.Require), "it cannot be checked", "contact us"}, true
+		return newShortfall(fmt.Sprintf("requirement %q", r.Require), "it cannot be checked", "contact us"), true
 	}
 	return shortfall{}, false
 }
