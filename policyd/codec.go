@@ -106,6 +106,29 @@ func (d *Decoder) Decode(req *Request) error {
 	if !d.slowOnly && d.decodeBuffered(req) {
 		return nil
 	}
+	err := d.decodeLines(req)
+	d.trim()
+	return err
+}
+
+// maxKeptBuf is the largest line buffer a Decoder keeps between requests.
+const maxKeptBuf = 4 << 10
+
+// trim drops the Decoder's buffers when a request larger than Postfix's
+// has grown them: a 64 KiB request of short lines needs 700 KB of line
+// positions, which a connection would otherwise hold for its whole life,
+// and a client could make every connection hold.
+func (d *Decoder) trim() {
+	if cap(d.spans) > maxReusedAttrs {
+		d.spans = nil
+	}
+	if cap(d.buf) > maxKeptBuf {
+		d.buf = nil
+	}
+}
+
+// decodeLines is Decode reading the request line by line.
+func (d *Decoder) decodeLines(req *Request) error {
 	d.buf = d.buf[:0]
 	d.spans = d.spans[:0]
 	total := 0 // bytes of this request consumed so far, line ends included

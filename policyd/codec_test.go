@@ -711,3 +711,30 @@ func TestDecodeDuplicateBeyondIndex(t *testing.T) {
 		}
 	}
 }
+
+// TestDecoderDropsGrownBuffers checks that a request far larger than
+// Postfix's does not leave its line buffer and line positions with the
+// connection's Decoder, while requests of Postfix's size keep reusing
+// theirs.
+func TestDecoderDropsGrownBuffers(t *testing.T) {
+	var big strings.Builder
+	for i := 0; big.Len() < MaxRequestSize-100; i++ {
+		fmt.Fprintf(&big, "a%d=\n", i)
+	}
+	big.WriteString("\n")
+	normal := fixture(t, "postfix37-rcpt-tls13.txt")
+	in := string(normal) + big.String() + string(normal)
+	d := NewDecoder(bufio.NewReaderSize(strings.NewReader(in), 16))
+	var req Request
+	for i, want := range []int{29, 0, 29} {
+		if err := d.Decode(&req); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if want > 0 && req.Len() != want {
+			t.Fatalf("request %d: %d attributes, want %d", i, req.Len(), want)
+		}
+		if cap(d.spans) > maxReusedAttrs || cap(d.buf) > maxKeptBuf {
+			t.Errorf("after request %d the decoder keeps room for %d line positions and %d bytes", i, cap(d.spans), cap(d.buf))
+		}
+	}
+}
