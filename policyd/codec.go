@@ -193,12 +193,23 @@ func (d *Decoder) decodeLines(req *Request) error {
 
 	// One string for the whole request; names and values are substrings.
 	text := string(d.buf)
+	if sp := d.fill(req, text); sp != nil {
+		return &ProtocolError{Line: sp.line, Err: ErrDuplicateAttribute, Name: text[sp.start:sp.eq]}
+	}
+	return nil
+}
+
+// fill empties req and adds to it the attributes d.spans locates in text.
+// It returns the span of the first name that repeats an earlier one, or
+// nil.
+func (d *Decoder) fill(req *Request, text string) *span {
 	req.reset(len(d.spans))
 	if len(d.spans) <= maxIndexedAttrs {
 		// req.add finds a repeated name in req's index.
-		for _, sp := range d.spans {
-			if name := text[sp.start:sp.eq]; !req.add(name, text[sp.eq+1:sp.end]) {
-				return &ProtocolError{Line: sp.line, Err: ErrDuplicateAttribute, Name: name}
+		for i := range d.spans {
+			sp := &d.spans[i]
+			if !req.add(text[sp.start:sp.eq], text[sp.eq+1:sp.end]) {
+				return sp
 			}
 		}
 		return nil
@@ -207,10 +218,11 @@ func (d *Decoder) decodeLines(req *Request) error {
 	// set finds repeated names (a linear scan per name would let a request
 	// of tens of thousands of short lines cost quadratic time).
 	seen := make(map[string]struct{}, len(d.spans))
-	for _, sp := range d.spans {
+	for i := range d.spans {
+		sp := &d.spans[i]
 		name := text[sp.start:sp.eq]
 		if _, dup := seen[name]; dup {
-			return &ProtocolError{Line: sp.line, Err: ErrDuplicateAttribute, Name: name}
+			return sp
 		}
 		seen[name] = struct{}{}
 		req.add(name, text[sp.eq+1:sp.end])
@@ -257,12 +269,8 @@ func (d *Decoder) decodeBuffered(req *Request) bool {
 			if end > MaxRequestSize {
 				return false
 			}
-			text := string(b[:end])
-			req.reset(len(d.spans))
-			for _, sp := range d.spans {
-				if !req.add(text[sp.start:sp.eq], text[sp.eq+1:sp.end]) {
-					return false // a repeated name
-				}
+			if d.fill(req, string(b[:end])) != nil {
+				return false // a repeated name
 			}
 			_, _ = d.r.Discard(end)
 			return true
