@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,18 +24,25 @@ func TestParseFlags(t *testing.T) {
 		check   func(t *testing.T, o options)
 	}{
 		{name: "every existing flag", args: []string{"-d", "2s", "-c", "1,8", "-entries", "1000", "-rules", "10", "-mem-entries", "0",
-			"-lookups", "10", "-steps", "load,mem", "-kinds=false", "-reload-d", "2s", "-redis", "x", "-seed", "3", "-work", "/tmp/w", "-keep",
+			"-lookups", "10", "-steps", "load,mem", "-kinds=false", "-rounds", "5", "-reload-d", "2s", "-redis", "x", "-seed", "3", "-work", "/tmp/w", "-keep",
 			"-cpuprofile", "c.prof", "-memprofile", "m.prof", "-heapprofile", "h.prof"},
 			check: func(t *testing.T, o options) {
 				if o.dur != 2*time.Second || len(o.conns) != 2 || o.entries != 1000 || o.memEntries != 0 || o.categories ||
-					!o.steps["load"] || o.steps["reload"] || o.cpuProfile != "c.prof" || o.profileStep != nil || !o.keep {
+					!o.steps["load"] || o.steps["reload"] || o.cpuProfile != "c.prof" || o.profileStep != nil || !o.keep || o.rounds != 5 {
+					t.Errorf("options %+v", o)
+				}
+			}},
+		{name: "defaults", args: nil,
+			check: func(t *testing.T, o options) {
+				if o.dur != 5*time.Second || o.entries != 100_000 || o.rules != 10_000 || o.memEntries != 1_000_000 || !o.categories ||
+					!slices.Equal(o.conns, []int{1, 8, 32}) || o.rounds != 3 {
 					t.Errorf("options %+v", o)
 				}
 			}},
 		{name: "quick", args: []string{"-quick"},
 			check: func(t *testing.T, o options) {
 				if o.dur != time.Second || o.entries != 10_000 || o.rules != 1_000 || o.memEntries != 100_000 || o.categories ||
-					len(o.conns) != 2 || o.conns[1] != 32 {
+					len(o.conns) != 2 || o.conns[1] != 32 || o.rounds != 1 {
 					t.Errorf("options %+v", o)
 				}
 			}},
@@ -68,6 +76,7 @@ func TestParseFlags(t *testing.T) {
 		{name: "in-process and daemon profiling together", args: []string{"-cpuprofile", "c.prof", "-profile", "/tmp/p"}, wantErr: true},
 		{name: "unknown step", args: []string{"-steps", "load,warp"}, wantErr: true},
 		{name: "bad connection count", args: []string{"-c", "1,x"}, wantErr: true},
+		{name: "no rounds", args: []string{"-rounds", "0"}, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -128,6 +137,25 @@ func TestSummary(t *testing.T) {
 		{name: "slower, later and wrong", setup: passReload,
 			results: append(full("999", "4001", "799"), res("socketmap-miss-32", "socketmap", 32, "ops=5 ops_per_s=5 p50_us=1 p99_us=1 errors=2 wrong=1")),
 			want:    []string{"FAIL  socketmap ≥ 1.0x", "FAIL  socketmap p99", "FAIL  policy delegation", "FAIL  zero errors and wrong answers"}},
+		{name: "median of three rounds, each against its own redis", setup: passReload, wantOK: true,
+			// Round 1 alone would fail all three; rounds 2 and 3 pass.
+			results: append(full("950", "4400", "700"),
+				res("redis-32/2", "redis", 32, "ops=500 ops_per_s=500 p50_us=500 p99_us=4000 errors=0 wrong=0"),
+				res("socketmap-32/2", "socketmap", 32, "ops=550 ops_per_s=550 p50_us=400 p99_us=3000 errors=0 wrong=0"),
+				res("policy-32/2", "policy", 32, "ops=450 ops_per_s=450 p50_us=400 p99_us=9000 errors=0 wrong=0"),
+				res("redis-32/3", "redis", 32, "ops=2000 ops_per_s=2000 p50_us=500 p99_us=2000 errors=0 wrong=0"),
+				res("socketmap-32/3", "socketmap", 32, "ops=2040 ops_per_s=2040 p50_us=400 p99_us=2000 errors=0 wrong=0"),
+				res("policy-32/3", "policy", 32, "ops=1700 ops_per_s=1700 p50_us=400 p99_us=9000 errors=0 wrong=0")),
+			want: []string{"PASS  socketmap ≥ 1.0x redis GET at 32 connections           1.02x (round 1: 950 vs 1000 ops/s, median of 3 rounds: 0.95x 1.10x 1.02x)",
+				"PASS  socketmap p99 ≤ redis GET p99 at 32 connections        1.00x redis's (round 1: 4400 µs vs 4000 µs, p50 400 vs 500 µs, median of 3 rounds: 1.10x 0.75x 1.00x)",
+				"PASS  policy delegation ≥ 0.8x redis GET at 32 connections   0.85x (round 1: 700 vs 1000 ops/s, median of 3 rounds: 0.70x 0.90x 0.85x)"}},
+		{name: "of two rounds the worse decides", setup: passReload,
+			results: append(full("1100", "3000", "900"),
+				res("redis-32/2", "redis", 32, "ops=1000 ops_per_s=1000 p50_us=500 p99_us=4000 errors=0 wrong=0"),
+				res("socketmap-32/2", "socketmap", 32, "ops=900 ops_per_s=900 p50_us=400 p99_us=5000 errors=0 wrong=0"),
+				res("policy-32/2", "policy", 32, "ops=700 ops_per_s=700 p50_us=400 p99_us=9000 errors=0 wrong=0")),
+			want: []string{"FAIL  socketmap ≥ 1.0x", "0.90x (round 1: 1100 vs 1000 ops/s, median of 2 rounds: 1.10x 0.90x)",
+				"FAIL  socketmap p99", "1.25x redis's", "FAIL  policy delegation ≥ 0.8x redis GET at 32 connections   0.70x"}},
 		{name: "no answers is no p99 pass", results: full("0", "-1", "800"), setup: passReload,
 			want: []string{"FAIL  socketmap p99"}},
 		{name: "reload errors do not count twice", setup: func(b *bench) {

@@ -36,6 +36,7 @@ type options struct {
 	reloadDur   time.Duration // the reload step's load
 	quick       bool
 	conns       []int
+	rounds      int // of redis, socketmap and policy at the target count
 	entries     int
 	rules       int
 	memEntries  int
@@ -89,8 +90,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.SetOutput(stderr)
 	fs.DurationVar(&o.dur, "d", 5*time.Second, "duration of each load step")
 	fs.DurationVar(&o.reloadDur, "reload-d", 15*time.Second, "longest load of the reload step: the table is replaced 1 s in, the load stops 1 s after the first new answer")
-	fs.BoolVar(&o.quick, "quick", false, "smoke run: 1 s steps, 1 and 32 connections, no per-kind rows, 10,000 entries, 1,000 rules, 100,000 entries for memory (flags given explicitly win)")
+	fs.BoolVar(&o.quick, "quick", false, "smoke run: 1 s steps, 1 and 32 connections, one round, no per-kind rows, 10,000 entries, 1,000 rules, 100,000 entries for memory (flags given explicitly win)")
 	conns := fs.String("c", "1,8,32", "connection counts, comma-separated")
+	fs.IntVar(&o.rounds, "rounds", 3, "rounds of redis, socketmap and policy delegation at the connection count the targets are judged at (32): the first in the run's order, the others after the last count, each round's ratios against its own redis step; the throughput and p99 targets take the median over the rounds")
 	fs.IntVar(&o.entries, "entries", 100_000, "outbound entries of the benchmark table")
 	fs.IntVar(&o.rules, "rules", 10_000, "inbound rules of the benchmark table")
 	fs.IntVar(&o.memEntries, "mem-entries", 1_000_000, "outbound entries of the memory and start-up table (0 skips that step)")
@@ -136,6 +138,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		if !set["kinds"] {
 			o.categories = false
 		}
+		if !set["rounds"] {
+			o.rounds = 1
+		}
 		if !set["entries"] {
 			o.entries = 10_000
 		}
@@ -179,8 +184,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			o.profileStep[id] = true
 		}
 	}
-	if o.entries < 100 || o.lookups < 1 || o.dur <= 0 || o.reloadDur < 1500*time.Millisecond {
-		fmt.Fprintln(stderr, "tlspolicyd-bench: need -entries ≥ 100, -lookups ≥ 1, -d > 0, -reload-d ≥ 1.5s")
+	if o.entries < 100 || o.lookups < 1 || o.dur <= 0 || o.reloadDur < 1500*time.Millisecond || o.rounds < 1 {
+		fmt.Fprintln(stderr, "tlspolicyd-bench: need -entries ≥ 100, -lookups ≥ 1, -d > 0, -reload-d ≥ 1.5s, -rounds ≥ 1")
 		return o, errors.New("usage")
 	}
 	return o, nil
