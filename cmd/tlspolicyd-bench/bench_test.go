@@ -24,18 +24,18 @@ func TestParseFlags(t *testing.T) {
 		check   func(t *testing.T, o options)
 	}{
 		{name: "every existing flag", args: []string{"-d", "2s", "-c", "1,8", "-entries", "1000", "-rules", "10", "-mem-entries", "0",
-			"-lookups", "10", "-steps", "load,mem", "-kinds=false", "-rounds", "5", "-reload-d", "2s", "-redis", "x", "-seed", "3", "-work", "/tmp/w", "-keep",
+			"-lookups", "10", "-steps", "load,mem", "-kinds=false", "-rounds", "5", "-unmet", "0", "-reload-d", "2s", "-redis", "x", "-seed", "3", "-work", "/tmp/w", "-keep",
 			"-cpuprofile", "c.prof", "-memprofile", "m.prof", "-heapprofile", "h.prof"},
 			check: func(t *testing.T, o options) {
 				if o.dur != 2*time.Second || len(o.conns) != 2 || o.entries != 1000 || o.memEntries != 0 || o.categories ||
-					!o.steps["load"] || o.steps["reload"] || o.cpuProfile != "c.prof" || o.profileStep != nil || !o.keep || o.rounds != 5 {
+					!o.steps["load"] || o.steps["reload"] || o.cpuProfile != "c.prof" || o.profileStep != nil || !o.keep || o.rounds != 5 || o.unmet != 0 {
 					t.Errorf("options %+v", o)
 				}
 			}},
 		{name: "defaults", args: nil,
 			check: func(t *testing.T, o options) {
 				if o.dur != 5*time.Second || o.entries != 100_000 || o.rules != 10_000 || o.memEntries != 1_000_000 || !o.categories ||
-					!slices.Equal(o.conns, []int{1, 8, 32}) || o.rounds != 3 {
+					!slices.Equal(o.conns, []int{1, 8, 32}) || o.rounds != 3 || o.unmet != 50 {
 					t.Errorf("options %+v", o)
 				}
 			}},
@@ -77,6 +77,7 @@ func TestParseFlags(t *testing.T) {
 		{name: "unknown step", args: []string{"-steps", "load,warp"}, wantErr: true},
 		{name: "bad connection count", args: []string{"-c", "1,x"}, wantErr: true},
 		{name: "no rounds", args: []string{"-rounds", "0"}, wantErr: true},
+		{name: "unmet over 100 per cent", args: []string{"-unmet", "101"}, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -170,6 +171,11 @@ func TestSummary(t *testing.T) {
 			want: []string{"FAIL  socketmap ≥ 1.0x redis GET at 1 connections", "[issue 7 sets it at 32 connections]"}},
 		{name: "smaller memory table", args: []string{"-mem-entries", "100000"}, results: full("1000", "4000", "800"), setup: passReload, wantOK: true,
 			want: []string{"PASS  VmRSS with 100,000 entries < 300 MB", "[issue 7 sets it at 1,000,000 entries]"}},
+		{name: "a ratio just under the line shows three decimals", results: full("998", "4000", "800"), setup: passReload,
+			want: []string{"FAIL  socketmap ≥ 1.0x redis GET at 32 connections           0.998x (round 1: 998 vs 1000 ops/s)",
+				"PASS  policy delegation ≥ 0.8x redis GET at 32 connections   0.80x"}},
+		{name: "another policy mix is named", args: []string{"-unmet", "0"}, results: full("1000", "4000", "800"), setup: passReload, wantOK: true,
+			want: []string{"PASS  policy delegation ≥ 0.8x redis GET at 32 connections   0.80x (round 1: 800 vs 1000 ops/s) [-unmet 0; the benchmark's mix is 50]"}},
 		{name: "memory step off", args: []string{"-mem-entries", "0"}, results: full("1000", "4000", "800"), wantOK: true,
 			want: []string{"SKIP  VmRSS with 1,000,000 entries", "-mem-entries 0"}},
 	}

@@ -63,9 +63,23 @@ func TestGeneratedTable(t *testing.T) {
 			}
 		}
 
-		eng := engine.New(s, nil, nil, nil)
+		if variant == 0 {
+			checkPolicyMix(t, s, spec)
+		}
+	}
+}
+
+// checkPolicyMix checks, for -unmet 0, 50 and 100, that every generated
+// policy request gets the answer the benchmark expects from the engine,
+// and that the share of blocked requests (deferred, rejected or given a
+// PREPEND) is the one -unmet promises: none, about 40 %, five in six.
+func checkPolicyMix(t *testing.T, s *store.Store, spec tableSpec) {
+	t.Helper()
+	eng := engine.New(s, nil, nil, nil)
+	for _, unmet := range []int{0, defaultUnmet, 100} {
+		const n = 1_200
 		kinds := map[string]int{}
-		for _, pc := range genPolicyCases(1, spec, 1_000) {
+		for _, pc := range genPolicyCases(1, spec, n, unmet) {
 			var req policyd.Request
 			if err := policyd.NewDecoder(bufio.NewReader(strings.NewReader(pc.req + "\n"))).Decode(&req); err != nil {
 				t.Fatalf("generated request does not decode: %v\n%s", err, pc.req)
@@ -79,12 +93,27 @@ func TestGeneratedTable(t *testing.T) {
 			switch {
 			case pc.want != "" && got != pc.want,
 				pc.want == "" && (!strings.HasPrefix(got, pc.prefix) || !strings.Contains(got, pc.contains)):
-				t.Errorf("request answered %q, benchmark expects %q / prefix %q containing %q\n%s", got, pc.want, pc.prefix, pc.contains, pc.req)
+				t.Errorf("-unmet %d: request answered %q, benchmark expects %q / prefix %q containing %q\n%s", unmet, got, pc.want, pc.prefix, pc.contains, pc.req)
 			}
 		}
-		for _, a := range []string{"DUNNO", "450", "550", "PREPEND"} {
-			if kinds[a] == 0 {
-				t.Errorf("no %s answers among the generated policy requests: %v", a, kinds)
+		blocked := n - kinds["DUNNO"]
+		switch unmet {
+		case 0:
+			if blocked != 0 {
+				t.Errorf("-unmet 0: %d of %d requests blocked, want none: %v", blocked, n, kinds)
+			}
+		case 100:
+			if blocked < n*5/6-60 || blocked > n*5/6+60 {
+				t.Errorf("-unmet 100: %d of %d requests blocked, want about five in six: %v", blocked, n, kinds)
+			}
+		default:
+			if blocked < n*35/100 || blocked > n*45/100 {
+				t.Errorf("-unmet %d: %d of %d requests blocked, want about 40 %%: %v", unmet, blocked, n, kinds)
+			}
+			for _, a := range []string{"DUNNO", "450", "550", "PREPEND"} {
+				if kinds[a] == 0 {
+					t.Errorf("no %s answers among the generated policy requests: %v", a, kinds)
+				}
 			}
 		}
 	}

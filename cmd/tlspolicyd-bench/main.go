@@ -37,6 +37,7 @@ type options struct {
 	quick       bool
 	conns       []int
 	rounds      int // of redis, socketmap and policy at the target count
+	unmet       int // per cent of rule-matching policy requests failing the rule
 	entries     int
 	rules       int
 	memEntries  int
@@ -96,6 +97,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.entries, "entries", 100_000, "outbound entries of the benchmark table")
 	fs.IntVar(&o.rules, "rules", 10_000, "inbound rules of the benchmark table")
 	fs.IntVar(&o.memEntries, "mem-entries", 1_000_000, "outbound entries of the memory and start-up table (0 skips that step)")
+	fs.IntVar(&o.unmet, "unmet", defaultUnmet, "per cent of the policy requests that match a rule (five in six) that fail its requirement and are deferred, rejected or get a PREPEND, each logged and an event; the default 50 blocks about 40 % of all requests")
 	fs.IntVar(&o.lookups, "lookups", 20_000, "distinct lookups (and policy requests) per load step, cycled")
 	fs.StringVar(&o.redisBin, "redis", "redis-server", "redis-server binary; the redis comparison is skipped if it is not found")
 	fs.StringVar(&o.work, "work", "", "working directory for binaries, tables and logs (default: a new temporary directory, removed afterwards)")
@@ -184,12 +186,16 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			o.profileStep[id] = true
 		}
 	}
-	if o.entries < 100 || o.lookups < 1 || o.dur <= 0 || o.reloadDur < 1500*time.Millisecond || o.rounds < 1 {
-		fmt.Fprintln(stderr, "tlspolicyd-bench: need -entries ≥ 100, -lookups ≥ 1, -d > 0, -reload-d ≥ 1.5s, -rounds ≥ 1")
+	if o.entries < 100 || o.lookups < 1 || o.dur <= 0 || o.reloadDur < 1500*time.Millisecond || o.rounds < 1 || o.unmet < 0 || o.unmet > 100 {
+		fmt.Fprintln(stderr, "tlspolicyd-bench: need -entries ≥ 100, -lookups ≥ 1, -d > 0, -reload-d ≥ 1.5s, -rounds ≥ 1, 0 ≤ -unmet ≤ 100")
 		return o, errors.New("usage")
 	}
 	return o, nil
 }
+
+// defaultUnmet is -unmet's default, the request mix the policy target is
+// measured with.
+const defaultUnmet = 50
 
 // targetConns is the connection count the throughput and p99 targets are
 // judged at: issue 7's 32 when it is measured, else the highest.
