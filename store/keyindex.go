@@ -93,6 +93,14 @@ func (x *keyIndex) reserve(n int) {
 	}
 }
 
+// trim shrinks a table reserved for more than twice the keys it holds
+// to the size newKeyIndex gives them.
+func (x *keyIndex) trim() {
+	if want := max(16, 2*x.n); len(x.slots) > 2*want {
+		x.resize(want)
+	}
+}
+
 // grow doubles the table.
 func (x *keyIndex) grow() { x.resize(max(16, 2*len(x.slots))) }
 

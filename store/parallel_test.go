@@ -230,3 +230,52 @@ func TestLoadContextCancelled(t *testing.T) {
 		t.Errorf("LoadContext(Background) = %v, %v", s, err)
 	}
 }
+
+// TestLoadTableIndexSize: loading files in parallel reserves the key
+// index for the files still to come (loadFiles, parser.reserve); the index
+// it hands to the Store holds every key and is at most twice the size the
+// keys need (newKeyIndex), also when a large file without entries follows
+// the first one and the reservation overshoots.
+func TestLoadTableIndexSize(t *testing.T) {
+	outbound := func(part, n int) string {
+		var b strings.Builder
+		b.WriteString("outbound:\n")
+		for i := range n {
+			fmt.Fprintf(&b, "  k%d-%d.example: encrypt\n", part, i)
+		}
+		return b.String()
+	}
+	for name, files := range map[string]map[string]string{
+		"equal files":   {"a.yaml": outbound(0, 2000), "b.yaml": outbound(1, 2000), "c.yaml": outbound(2, 2000), "d.yaml": outbound(3, 2000)},
+		"growing files": {"a.yaml": outbound(0, 100), "b.yaml": outbound(1, 1000), "c.yaml": outbound(2, 5000)},
+		"then a large file without entries": {"a.yaml": outbound(0, 3000),
+			"b.yaml": "# " + strings.Repeat("comment ", 100_000) + "\ninbound: []\n"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			want := 0
+			for f, text := range files {
+				if err := os.WriteFile(filepath.Join(dir, f), []byte(text), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				want += strings.Count(text, ": encrypt")
+			}
+			tb, err := loadTable(context.Background(), dir, 4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			x := &tb.keys.idx[sectionOutbound]
+			if len(tb.Outbound) != want || x.n != want {
+				t.Fatalf("%d entries, %d indexed; want %d", len(tb.Outbound), x.n, want)
+			}
+			if len(x.slots) < 2*want || len(x.slots) > 4*want {
+				t.Errorf("index of %d slots for %d keys, want %d to %d", len(x.slots), want, 2*want, 4*want)
+			}
+			for i, e := range tb.Outbound {
+				if got := x.find(tb.Outbound, e.Key); got != i {
+					t.Fatalf("find(%q) = %d, want %d", e.Key, got, i)
+				}
+			}
+		})
+	}
+}

