@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/tlspolicyd/tlspolicyd/internal/logtext"
 	"github.com/tlspolicyd/tlspolicyd/policyd"
 	"github.com/tlspolicyd/tlspolicyd/store"
 )
@@ -76,7 +77,9 @@ func BenchmarkCheck10000Rules(b *testing.B) {
 			}
 		}
 	}
-	e := New(buildStore(b, sb.String()), nil, nil, quietLogger())
+	// The daemon's text log handler (cmd/tlspolicyd newLogger), so that
+	// the blocked request's line costs here what it costs in serve.
+	e := New(buildStore(b, sb.String()), nil, nil, slog.New(logtext.New(io.Discard, nil)))
 	ctx := context.Background()
 	for _, bc := range []struct {
 		name string
