@@ -176,6 +176,8 @@ func TestSummary(t *testing.T) {
 				"PASS  policy delegation ≥ 0.8x redis GET at 32 connections   0.80x"}},
 		{name: "another policy mix is named", args: []string{"-unmet", "0"}, results: full("1000", "4000", "800"), setup: passReload, wantOK: true,
 			want: []string{"PASS  policy delegation ≥ 0.8x redis GET at 32 connections   0.80x (800 vs 1000 ops/s) [-unmet 0; the benchmark's mix is 50]"}},
+		{name: "another mix at another connection count names both", args: []string{"-c", "1", "-unmet", "0"}, results: full("1000", "4000", "800")[:3],
+			want: []string{"FAIL  policy delegation ≥ 0.8x redis GET at 1 connections", "[issue 7 sets it at 32 connections] [-unmet 0; the benchmark's mix is 50]"}},
 		{name: "memory step off", args: []string{"-mem-entries", "0"}, results: full("1000", "4000", "800"), wantOK: true,
 			want: []string{"SKIP  VmRSS with 1,000,000 entries", "-mem-entries 0"}},
 	}
