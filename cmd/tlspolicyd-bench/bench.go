@@ -30,12 +30,16 @@ type bench struct {
 	work, root     string
 	daemonBin      string
 	loadgenBin     string
+	floorBin       string
 	tableDir       string
 	cases          string // directory of loadgen -cases files
 	smAddr, pdAddr string
 	redisAddr      string // "" when redis is skipped
 	daemon         server
 	redis          *proc
+	floor          *proc  // bench/floor; nil without -floor or redis
+	floorSM        string // its socketmap address
+	floorPD        string // its policy delegation address
 	pprofAddr      string // the daemon's --pprof listener; "" = none
 	profileDir     string
 	profMu         sync.Mutex
@@ -152,6 +156,9 @@ func (b *bench) close() {
 	if b.redis != nil {
 		_ = b.redis.stop()
 	}
+	if b.floor != nil {
+		_ = b.floor.stop()
+	}
 	if b.o.keep || b.o.work != "" {
 		fmt.Fprintf(b.out, "\nworking directory kept: %s\n", b.work)
 		return
@@ -184,8 +191,15 @@ func (b *bench) run(ctx context.Context) error {
 			return err
 		}
 		if b.o.steps["load"] {
+			if err := b.startFloor(ctx); err != nil {
+				return err
+			}
 			if err := b.loadSteps(ctx); err != nil {
 				return err
+			}
+			if b.floor != nil {
+				_ = b.floor.stop()
+				b.floor = nil
 			}
 		}
 		if b.o.steps["reload"] {
@@ -242,14 +256,15 @@ func goTool() string {
 func (b *bench) build(ctx context.Context) error {
 	b.daemonBin = filepath.Join(b.work, "tlspolicyd")
 	b.loadgenBin = filepath.Join(b.work, "loadgen")
-	for _, x := range []struct{ out, pkg string }{{b.daemonBin, "./cmd/tlspolicyd"}, {b.loadgenBin, "./bench/loadgen"}} {
+	b.floorBin = filepath.Join(b.work, "floor")
+	for _, x := range []struct{ out, pkg string }{{b.daemonBin, "./cmd/tlspolicyd"}, {b.loadgenBin, "./bench/loadgen"}, {b.floorBin, "./bench/floor"}} {
 		cmd := exec.CommandContext(ctx, goTool(), "build", "-o", x.out, x.pkg)
 		cmd.Dir = b.root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("go build %s: %w\n%s", x.pkg, err, out)
 		}
 	}
-	b.logf("built %s and bench/loadgen", "cmd/tlspolicyd")
+	b.logf("built %s, bench/loadgen and bench/floor", "cmd/tlspolicyd")
 	return nil
 }
 
@@ -260,6 +275,16 @@ const (
 	casesPolicy = "policy.jsonl"
 	casesReload = "socketmap-reload.jsonl"
 	casesMem    = "socketmap-1m.jsonl"
+	// The floor steps' cases: the same requests as casesMixed and
+	// casesPolicy, with bench/floor's constant answers.
+	casesFloorSM = "socketmap-floor.jsonl"
+	casesFloorPD = "policy-floor.jsonl"
+)
+
+// bench/floor's answers, as loadgen checks them.
+const (
+	floorSMWant = "NOTFOUND "
+	floorPDWant = "action=DUNNO"
 )
 
 func casesKind(kind string) string { return "socketmap-" + kind + ".jsonl" }
@@ -275,13 +300,14 @@ func (b *bench) generate() error {
 		return err
 	}
 	mixed := genLookups(b.o.seed, spec, b.o.lookups, "")
-	var sm, rd, rl []lookupCase
+	var sm, rd, rl, fsm []lookupCase
 	for _, l := range mixed {
 		sm = append(sm, lookupCase{Key: l.key, Want: l.old})
 		rd = append(rd, lookupCase{Key: l.key, Want: l.redis})
 		rl = append(rl, lookupCase{Key: l.key, Want: l.old, Next: l.new})
+		fsm = append(fsm, lookupCase{Key: l.key, Want: floorSMWant})
 	}
-	files := map[string][]lookupCase{casesMixed: sm, casesRedis: rd, casesReload: rl}
+	files := map[string][]lookupCase{casesMixed: sm, casesRedis: rd, casesReload: rl, casesFloorSM: fsm}
 	for i, kind := range []string{kindExact, kindParent, kindMiss} {
 		var cs []lookupCase
 		for _, l := range genLookups(b.o.seed+uint64(i)+1, spec, b.o.lookups, kind) {
@@ -289,11 +315,12 @@ func (b *bench) generate() error {
 		}
 		files[casesKind(kind)] = cs
 	}
-	var pc []lookupCase
+	var pc, fpd []lookupCase
 	for i, p := range genPolicyCases(b.o.seed, spec, b.o.lookups, b.o.unmet) {
 		pc = append(pc, lookupCase{Key: strconv.Itoa(i), Req: p.req, Want: p.want, Prefix: p.prefix, Contains: p.contains})
+		fpd = append(fpd, lookupCase{Key: strconv.Itoa(i), Req: p.req, Want: floorPDWant})
 	}
-	files[casesPolicy] = pc
+	files[casesPolicy], files[casesFloorPD] = pc, fpd
 	for name, cs := range files {
 		if err := writeCases(filepath.Join(b.cases, name), cs); err != nil {
 			return err
@@ -434,6 +461,28 @@ func (b *bench) startRedis(ctx context.Context) error {
 	b.redisAddr = addr
 	b.logf("redis-server (pid %d) on %s loaded with %d keys in %s", p.pid(), addr, n, time.Since(t0).Round(time.Millisecond))
 	return nil
+}
+
+// startFloor starts bench/floor for the floor steps, unless -floor=false
+// or there is no redis-server to compare it with.
+func (b *bench) startFloor(ctx context.Context) error {
+	if !b.o.floor || b.redisAddr == "" {
+		return nil
+	}
+	sm, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	pd, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	p, err := startProc("floor", filepath.Join(b.work, "floor.log"), b.floorBin, "-socketmap", sm, "-policy", pd)
+	if err != nil {
+		return err
+	}
+	b.floor, b.floorSM, b.floorPD = p, sm, pd
+	return waitListen(ctx, p, 10*time.Second, sm, pd)
 }
 
 // redisLoad SETs every outbound key of spec to its policy, pipelined.
@@ -878,6 +927,20 @@ func (b *bench) round(ctx context.Context, c, n int) error {
 		return err
 	}
 	b.add(r, redis)
+	if b.floor == nil || c != targetConns(b.o.conns) {
+		return nil
+	}
+	for _, f := range []struct{ id, name, proto, addr, cases string }{
+		{"floor-socketmap", "bench/floor socketmap NOTFOUND", "socketmap", b.floorSM, casesFloorSM},
+		{"floor-policy", "bench/floor policy DUNNO", "policy", b.floorPD, casesFloorPD},
+	} {
+		r, err := b.step(ctx, stepSpec{id: roundID(fmt.Sprintf("%s-%d", f.id, c), n), name: f.name, proto: f.proto,
+			addr: f.addr, cases: f.cases, conns: c, d: b.o.dur, srvPID: b.floor.pid()})
+		if err != nil {
+			return err
+		}
+		b.add(r, redis)
+	}
 	return nil
 }
 
@@ -1138,7 +1201,8 @@ func (b *bench) judgeLoad() {
 		return
 	}
 	var smRates, smP99s, pdRates []float64
-	var first [3]*result // redis, socketmap and policy of the first round
+	var floorSM, floorPD, ofFloorSM, ofFloorPD []float64 // bench/floor over redis; the daemon over bench/floor
+	var first [3]*result                                 // redis, socketmap and policy of the first round
 	for n := 1; ; n++ {
 		redis, sm, pd := b.find(roundID(fmt.Sprintf("redis-%d", c), n)), b.find(roundID(fmt.Sprintf("socketmap-%d", c), n)), b.find(roundID(fmt.Sprintf("policy-%d", c), n))
 		if redis == nil || sm == nil || pd == nil {
@@ -1148,6 +1212,11 @@ func (b *bench) judgeLoad() {
 			first = [3]*result{redis, sm, pd}
 		}
 		smRates, pdRates = append(smRates, sm.ratio), append(pdRates, pd.ratio)
+		fsm, fpd := b.find(roundID(fmt.Sprintf("floor-socketmap-%d", c), n)), b.find(roundID(fmt.Sprintf("floor-policy-%d", c), n))
+		if fsm != nil && fpd != nil && fsm.rate() > 0 && fpd.rate() > 0 {
+			floorSM, floorPD = append(floorSM, fsm.ratio), append(floorPD, fpd.ratio)
+			ofFloorSM, ofFloorPD = append(ofFloorSM, sm.rate()/fsm.rate()), append(ofFloorPD, pd.rate()/fpd.rate())
+		}
 		// Same connection count, same keys, same load generator,
 		// consecutive steps: loadgen's p99 is over the requests of all
 		// connections together, for both servers alike. A step without
@@ -1183,6 +1252,29 @@ func (b *bench) judgeLoad() {
 		detail: fmt.Sprintf("%sx redis's (%s%s µs vs %s µs, p50 %s vs %s µs%s)", near(smP99, 1.0), first1, sm.f["p99_us"], redis.f["p99_us"], sm.f["p50_us"], redis.f["p50_us"], rounds("%.2fx", smP99s))}
 	b.targets["pd-rate"] = target{ok: pdRate >= 0.8,
 		detail: fmt.Sprintf("%sx (%s%s vs %s ops/s%s)", near(pdRate, 0.8), first1, pd.f["ops_per_s"], redis.f["ops_per_s"], rounds("%.2fx", pdRates))}
+	if len(floorSM) == len(smRates) {
+		b.notes = append(b.notes, floorNote(c, floorSM, floorPD, ofFloorSM, ofFloorPD))
+	}
+}
+
+// floorNote says what bench/floor reached against redis at c connections
+// (medians over the rounds, each round's value in brackets when there are
+// several) and what the daemon reached of bench/floor's rate.
+func floorNote(c int, floorSM, floorPD, ofFloorSM, ofFloorPD []float64) string {
+	f := func(v []float64) string {
+		s := fmt.Sprintf("%.2fx", median(v, true))
+		if len(v) > 1 {
+			parts := make([]string, len(v))
+			for i, x := range v {
+				parts[i] = fmt.Sprintf("%.2f", x)
+			}
+			s += " (" + strings.Join(parts, " ") + ")"
+		}
+		return s
+	}
+	return fmt.Sprintf("bench/floor, a Go server that does no work (a goroutine per connection on net.Conn, answering NOTFOUND and DUNNO "+
+		"after reading only each request's framing), reached socketmap %s and policy %s redis GET at %d connections: what the protocol and this "+
+		"load generator leave a server that answers without deciding; the daemon reached %s and %s of bench/floor's rate", f(floorSM), f(floorPD), c, f(ofFloorSM), f(ofFloorPD))
 }
 
 // near formats a ratio with two decimals, or three when two would round

@@ -24,18 +24,18 @@ func TestParseFlags(t *testing.T) {
 		check   func(t *testing.T, o options)
 	}{
 		{name: "every existing flag", args: []string{"-d", "2s", "-c", "1,8", "-entries", "1000", "-rules", "10", "-mem-entries", "0",
-			"-lookups", "10", "-steps", "load,mem", "-kinds=false", "-rounds", "5", "-unmet", "0", "-reload-d", "2s", "-redis", "x", "-seed", "3", "-work", "/tmp/w", "-keep",
+			"-lookups", "10", "-steps", "load,mem", "-kinds=false", "-floor=false", "-rounds", "5", "-unmet", "0", "-reload-d", "2s", "-redis", "x", "-seed", "3", "-work", "/tmp/w", "-keep",
 			"-cpuprofile", "c.prof", "-memprofile", "m.prof", "-heapprofile", "h.prof"},
 			check: func(t *testing.T, o options) {
 				if o.dur != 2*time.Second || len(o.conns) != 2 || o.entries != 1000 || o.memEntries != 0 || o.categories ||
-					!o.steps["load"] || o.steps["reload"] || o.cpuProfile != "c.prof" || o.profileStep != nil || !o.keep || o.rounds != 5 || o.unmet != 0 {
+					!o.steps["load"] || o.steps["reload"] || o.cpuProfile != "c.prof" || o.profileStep != nil || !o.keep || o.rounds != 5 || o.unmet != 0 || o.floor {
 					t.Errorf("options %+v", o)
 				}
 			}},
 		{name: "defaults", args: nil,
 			check: func(t *testing.T, o options) {
 				if o.dur != 5*time.Second || o.entries != 100_000 || o.rules != 10_000 || o.memEntries != 1_000_000 || !o.categories ||
-					!slices.Equal(o.conns, []int{1, 8, 32}) || o.rounds != 3 || o.unmet != 50 {
+					!slices.Equal(o.conns, []int{1, 8, 32}) || o.rounds != 3 || o.unmet != 50 || !o.floor {
 					t.Errorf("options %+v", o)
 				}
 			}},
@@ -129,6 +129,7 @@ func TestSummary(t *testing.T) {
 		setup   func(b *bench)
 		wantOK  bool
 		want    []string // lines (prefixes after trimming) that must be there
+		notWant []string // texts that must not be there
 	}{
 		{name: "all pass", results: full("1000", "4000", "800"), setup: passReload, wantOK: true,
 			want: []string{"PASS  socketmap ≥ 1.0x redis GET at 32 connections", "PASS  socketmap p99 ≤ redis GET p99 at 32 connections",
@@ -178,6 +179,31 @@ func TestSummary(t *testing.T) {
 			want: []string{"PASS  policy delegation ≥ 0.8x redis GET at 32 connections   0.80x (800 vs 1000 ops/s) [-unmet 0; the benchmark's mix is 50]"}},
 		{name: "another mix at another connection count names both", args: []string{"-c", "1", "-unmet", "0"}, results: full("1000", "4000", "800")[:3],
 			want: []string{"FAIL  policy delegation ≥ 0.8x redis GET at 1 connections", "[issue 7 sets it at 32 connections] [-unmet 0; the benchmark's mix is 50]"}},
+		{name: "bench/floor's ratios are noted, not judged", setup: passReload, wantOK: true,
+			results: append(full("1000", "4000", "800"),
+				res("floor-socketmap-32", "socketmap", 32, "ops=1250 ops_per_s=1250 p50_us=300 p99_us=3000 errors=0 wrong=0"),
+				res("floor-policy-32", "policy", 32, "ops=1000 ops_per_s=1000 p50_us=300 p99_us=3000 errors=0 wrong=0")),
+			want: []string{"PASS  socketmap ≥ 1.0x redis GET at 32 connections           1.00x (1000 vs 1000 ops/s)",
+				"reached socketmap 1.25x and policy 1.00x redis GET at 32 connections",
+				"the daemon reached 0.80x and 0.80x of bench/floor's rate"}},
+		{name: "bench/floor in every round: medians and each round's value", setup: passReload,
+			results: append(full("1000", "4000", "800"),
+				res("floor-socketmap-32", "socketmap", 32, "ops=1000 ops_per_s=1000 p50_us=300 p99_us=3000 errors=0 wrong=0"),
+				res("floor-policy-32", "policy", 32, "ops=1000 ops_per_s=1000 p50_us=300 p99_us=3000 errors=0 wrong=0"),
+				res("redis-32/2", "redis", 32, "ops=1000 ops_per_s=1000 p50_us=500 p99_us=4000 errors=0 wrong=0"),
+				res("socketmap-32/2", "socketmap", 32, "ops=900 ops_per_s=900 p50_us=400 p99_us=5000 errors=0 wrong=0"),
+				res("policy-32/2", "policy", 32, "ops=600 ops_per_s=600 p50_us=400 p99_us=9000 errors=0 wrong=0"),
+				res("floor-socketmap-32/2", "socketmap", 32, "ops=900 ops_per_s=900 p50_us=300 p99_us=3000 errors=0 wrong=0"),
+				res("floor-policy-32/2", "policy", 32, "ops=800 ops_per_s=800 p50_us=300 p99_us=3000 errors=0 wrong=0")),
+			want: []string{"reached socketmap 0.90x (1.00 0.90) and policy 0.80x (1.00 0.80)",
+				"the daemon reached 1.00x (1.00 1.00) and 0.75x (0.80 0.75) of bench/floor's rate"}},
+		{name: "bench/floor missing from a round is not noted", setup: passReload, wantOK: true,
+			results: append(full("1000", "4000", "800"),
+				res("floor-socketmap-32", "socketmap", 32, "ops=1250 ops_per_s=1250 p50_us=300 p99_us=3000 errors=0 wrong=0"),
+				res("redis-32/2", "redis", 32, "ops=1000 ops_per_s=1000 p50_us=500 p99_us=4000 errors=0 wrong=0"),
+				res("socketmap-32/2", "socketmap", 32, "ops=1000 ops_per_s=1000 p50_us=400 p99_us=3000 errors=0 wrong=0"),
+				res("policy-32/2", "policy", 32, "ops=800 ops_per_s=800 p50_us=400 p99_us=9000 errors=0 wrong=0")),
+			notWant: []string{"bench/floor"}},
 		{name: "memory step off", args: []string{"-mem-entries", "0"}, results: full("1000", "4000", "800"), wantOK: true,
 			want: []string{"SKIP  VmRSS with 1,000,000 entries", "-mem-entries 0"}},
 	}
@@ -215,6 +241,11 @@ func TestSummary(t *testing.T) {
 			for _, w := range tt.want {
 				if !strings.Contains(text, w) {
 					t.Errorf("summary lacks %q\n%s", w, text)
+				}
+			}
+			for _, w := range tt.notWant {
+				if strings.Contains(text, w) {
+					t.Errorf("summary has %q\n%s", w, text)
 				}
 			}
 		})

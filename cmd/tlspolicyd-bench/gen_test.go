@@ -2,9 +2,14 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tlspolicyd/tlspolicyd/engine"
 	"github.com/tlspolicyd/tlspolicyd/policyd"
@@ -169,5 +174,48 @@ func BenchmarkLoadGenerated(b *testing.B) {
 				eng.Swap(s)
 			}
 		})
+	}
+}
+
+// TestFloorCases checks that bench/floor's steps send the very requests of
+// the daemon's steps, each checked against bench/floor's constant answer.
+func TestFloorCases(t *testing.T) {
+	o, err := parseFlags([]string{"-entries", "1000", "-rules", "100", "-lookups", "200"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	b := &bench{o: o, out: io.Discard, tableDir: filepath.Join(dir, "table"), cases: filepath.Join(dir, "cases"), start: time.Now()}
+	if err := b.generate(); err != nil {
+		t.Fatal(err)
+	}
+	read := func(name string) []lookupCase {
+		data, err := os.ReadFile(filepath.Join(b.cases, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cs []lookupCase
+		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			var c lookupCase
+			if err := json.Unmarshal([]byte(line), &c); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			cs = append(cs, c)
+		}
+		return cs
+	}
+	for _, tc := range []struct{ daemon, floor, want string }{
+		{casesMixed, casesFloorSM, floorSMWant},
+		{casesPolicy, casesFloorPD, floorPDWant},
+	} {
+		d, f := read(tc.daemon), read(tc.floor)
+		if len(d) != 200 || len(f) != len(d) {
+			t.Fatalf("%s: %d cases, %s: %d; want 200 each", tc.daemon, len(d), tc.floor, len(f))
+		}
+		for i := range d {
+			if f[i].Key != d[i].Key || f[i].Req != d[i].Req || f[i].Want != tc.want || f[i].Prefix != "" || f[i].Contains != "" {
+				t.Fatalf("%s case %d = %+v, for %+v", tc.floor, i, f[i], d[i])
+			}
+		}
 	}
 }

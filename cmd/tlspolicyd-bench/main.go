@@ -46,6 +46,7 @@ type options struct {
 	work        string
 	keep        bool
 	categories  bool   // per-kind socketmap rows at the highest connection count
+	floor       bool   // the bench/floor reference steps in each round at the target count
 	cpuProfile  string // in-process mode
 	memProfile  string
 	heapProfile string
@@ -102,6 +103,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.redisBin, "redis", "redis-server", "redis-server binary; the redis comparison is skipped if it is not found")
 	fs.StringVar(&o.work, "work", "", "working directory for binaries, tables and logs (default: a new temporary directory, removed afterwards)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the working directory")
+	fs.BoolVar(&o.floor, "floor", true, "in each round at the target count, also drive bench/floor, a Go server that does no work (NOTFOUND and DUNNO after reading only each request's framing): what the protocol and the load generator leave a server that answers without deciding, against redis on this machine")
 	fs.BoolVar(&o.categories, "kinds", true, "also measure exact, parent-walk and miss lookups separately at the highest connection count")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "in-process mode: run the socketmap and policyd servers inside this process (no prober, no monitor) and write a CPU profile of the load steps to `FILE` (prefer -profile)")
 	fs.StringVar(&o.memProfile, "memprofile", "", "in-process mode: as -cpuprofile, writing an allocation profile of the load steps to `FILE`")
