@@ -891,21 +891,22 @@ func (b *bench) loadSteps(ctx context.Context) error {
 	return nil
 }
 
-// roundID is the step id of round n (from 1) of a load step: "policy-32"
-// for the first, "policy-32/2" for the second.
-func roundID(id string, n int) string {
+// roundID is the id of load step step (e.g. "policy") at c connections in
+// round n (from 1): "policy-32" for the first, "policy-32/2" for the second.
+func roundID(step string, c, n int) string {
 	if n == 1 {
-		return id
+		return fmt.Sprintf("%s-%d", step, c)
 	}
-	return fmt.Sprintf("%s/%d", id, n)
+	return fmt.Sprintf("%s-%d/%d", step, c, n)
 }
 
 // round runs round n of redis GET, socketmap and policy delegation at c
 // connections; the daemon's ratios are to this round's redis step.
 func (b *bench) round(ctx context.Context, c, n int) error {
+	id := func(step string) string { return roundID(step, c, n) }
 	var redis *result
 	if b.redisAddr != "" {
-		r, err := b.step(ctx, stepSpec{id: roundID(fmt.Sprintf("redis-%d", c), n), name: "redis GET (same keys)", proto: "redis",
+		r, err := b.step(ctx, stepSpec{id: id("redis"), name: "redis GET (same keys)", proto: "redis",
 			addr: b.redisAddr, cases: casesRedis, conns: c, d: b.o.dur, srvPID: b.redis.pid()})
 		if err != nil {
 			return err
@@ -913,7 +914,7 @@ func (b *bench) round(ctx context.Context, c, n int) error {
 		redis = r
 		b.add(r, nil)
 	}
-	r, err := b.step(ctx, b.daemonSpec(roundID(fmt.Sprintf("socketmap-%d", c), n), "socketmap tls_policy, mixed", "socketmap", b.smAddr, casesMixed, c, b.o.dur))
+	r, err := b.step(ctx, b.daemonSpec(id("socketmap"), "socketmap tls_policy, mixed", "socketmap", b.smAddr, casesMixed, c, b.o.dur))
 	if err != nil {
 		return err
 	}
@@ -922,7 +923,7 @@ func (b *bench) round(ctx context.Context, c, n int) error {
 	if b.o.rules == 10_000 {
 		name = "policy delegation (10k rules)"
 	}
-	r, err = b.step(ctx, b.daemonSpec(roundID(fmt.Sprintf("policy-%d", c), n), name, "policy", b.pdAddr, casesPolicy, c, b.o.dur))
+	r, err = b.step(ctx, b.daemonSpec(id("policy"), name, "policy", b.pdAddr, casesPolicy, c, b.o.dur))
 	if err != nil {
 		return err
 	}
@@ -934,7 +935,7 @@ func (b *bench) round(ctx context.Context, c, n int) error {
 		{"floor-socketmap", "bench/floor socketmap NOTFOUND", "socketmap", b.floorSM, casesFloorSM},
 		{"floor-policy", "bench/floor policy DUNNO", "policy", b.floorPD, casesFloorPD},
 	} {
-		r, err := b.step(ctx, stepSpec{id: roundID(fmt.Sprintf("%s-%d", f.id, c), n), name: f.name, proto: f.proto,
+		r, err := b.step(ctx, stepSpec{id: id(f.id), name: f.name, proto: f.proto,
 			addr: f.addr, cases: f.cases, conns: c, d: b.o.dur, srvPID: b.floor.pid()})
 		if err != nil {
 			return err
@@ -1204,7 +1205,8 @@ func (b *bench) judgeLoad() {
 	var floorSM, floorPD, ofFloorSM, ofFloorPD []float64 // bench/floor over redis; the daemon over bench/floor
 	var first [3]*result                                 // redis, socketmap and policy of the first round
 	for n := 1; ; n++ {
-		redis, sm, pd := b.find(roundID(fmt.Sprintf("redis-%d", c), n)), b.find(roundID(fmt.Sprintf("socketmap-%d", c), n)), b.find(roundID(fmt.Sprintf("policy-%d", c), n))
+		at := func(step string) *result { return b.find(roundID(step, c, n)) }
+		redis, sm, pd := at("redis"), at("socketmap"), at("policy")
 		if redis == nil || sm == nil || pd == nil {
 			break
 		}
@@ -1212,7 +1214,7 @@ func (b *bench) judgeLoad() {
 			first = [3]*result{redis, sm, pd}
 		}
 		smRates, pdRates = append(smRates, sm.ratio), append(pdRates, pd.ratio)
-		fsm, fpd := b.find(roundID(fmt.Sprintf("floor-socketmap-%d", c), n)), b.find(roundID(fmt.Sprintf("floor-policy-%d", c), n))
+		fsm, fpd := at("floor-socketmap"), at("floor-policy")
 		if fsm != nil && fpd != nil && fsm.rate() > 0 && fpd.rate() > 0 {
 			floorSM, floorPD = append(floorSM, fsm.ratio), append(floorPD, fpd.ratio)
 			ofFloorSM, ofFloorPD = append(ofFloorSM, sm.rate()/fsm.rate()), append(ofFloorPD, pd.rate()/fpd.rate())
@@ -1235,11 +1237,7 @@ func (b *bench) judgeLoad() {
 		if len(v) == 1 {
 			return ""
 		}
-		parts := make([]string, len(v))
-		for i, x := range v {
-			parts[i] = fmt.Sprintf(f, x)
-		}
-		return fmt.Sprintf(", median of %d rounds: %s", len(v), strings.Join(parts, " "))
+		return fmt.Sprintf(", median of %d rounds: %s", len(v), eachRound(f, v))
 	}
 	first1 := "" // what the figures in brackets are when there are rounds
 	if len(smRates) > 1 {
@@ -1264,17 +1262,22 @@ func floorNote(c int, floorSM, floorPD, ofFloorSM, ofFloorPD []float64) string {
 	f := func(v []float64) string {
 		s := fmt.Sprintf("%.2fx", median(v, true))
 		if len(v) > 1 {
-			parts := make([]string, len(v))
-			for i, x := range v {
-				parts[i] = fmt.Sprintf("%.2f", x)
-			}
-			s += " (" + strings.Join(parts, " ") + ")"
+			s += " (" + eachRound("%.2f", v) + ")"
 		}
 		return s
 	}
 	return fmt.Sprintf("bench/floor, a Go server that does no work (a goroutine per connection on net.Conn, answering NOTFOUND and DUNNO "+
 		"after reading only each request's framing), reached socketmap %s and policy %s redis GET at %d connections: what the protocol and this "+
 		"load generator leave a server that answers without deciding; the daemon reached %s and %s of bench/floor's rate", f(floorSM), f(floorPD), c, f(ofFloorSM), f(ofFloorPD))
+}
+
+// eachRound formats every round's value in v with format, space-separated.
+func eachRound(format string, v []float64) string {
+	parts := make([]string, len(v))
+	for i, x := range v {
+		parts[i] = fmt.Sprintf(format, x)
+	}
+	return strings.Join(parts, " ")
 }
 
 // near formats a ratio with two decimals, or three when two would round
