@@ -144,15 +144,21 @@ func (r *Request) find(name string) int {
 		}
 		return -1
 	}
-	for h := attrHash(name); ; h = (h + 1) & (attrIndexSlots - 1) {
-		j := int(r.index[h])
-		if j == 0 {
-			return -1
-		}
-		if r.pairs[j-1].name == name {
-			return j - 1
+	_, i := r.probe(name)
+	return i
+}
+
+// probe looks name up in r.index, which must cover r.pairs: it returns the
+// slot holding name and its position in r.pairs, or the empty slot where
+// name would go and -1.
+func (r *Request) probe(name string) (slot uint, pos int) {
+	h := attrHash(name)
+	for ; r.index[h] != 0; h = (h + 1) & (attrIndexSlots - 1) {
+		if j := int(r.index[h]) - 1; r.pairs[j].name == name {
+			return h, j
 		}
 	}
+	return h, -1
 }
 
 // add appends an attribute, indexing it while the index has room. It
@@ -161,11 +167,9 @@ func (r *Request) find(name string) int {
 func (r *Request) add(name, value string) bool {
 	n := len(r.pairs)
 	if n < maxIndexedAttrs {
-		h := attrHash(name)
-		for ; r.index[h] != 0; h = (h + 1) & (attrIndexSlots - 1) {
-			if r.pairs[r.index[h]-1].name == name {
-				return false
-			}
+		h, pos := r.probe(name)
+		if pos >= 0 {
+			return false
 		}
 		r.index[h] = uint16(n + 1)
 	}
