@@ -8,6 +8,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"github.com/tlspolicyd/tlspolicyd/internal/rawsys"
 )
 
 // Raw mode: how a TCP or Unix connection gets by with one read and one
@@ -28,6 +30,10 @@ import (
 // again. Data that arrives after that last read makes the poller report
 // the socket readable, and raw.Read calls the loop again; nothing is
 // missed.
+//
+// The loop's reads and writes are raw system calls (internal/rawsys),
+// which spare the runtime's scheduler work it would do for a call that
+// might block: the socket is non-blocking.
 //
 // Except the end of the stream: a read that returns less than asked for
 // has taken all the data, but a FIN that came with it is seen only by the
@@ -100,10 +106,7 @@ func (s *source) Read(p []byte) (int, error) {
 	if s.fd < 0 {
 		return s.nc.Read(p)
 	}
-	n, err := syscall.Read(s.fd, p)
-	for err == syscall.EINTR {
-		n, err = syscall.Read(s.fd, p)
-	}
+	n, err := rawsys.Read(s.fd, p)
 	switch {
 	case err == syscall.EAGAIN:
 		s.drained, s.unsure = true, false
@@ -125,10 +128,7 @@ func (s *source) Read(p []byte) (int, error) {
 // it all.
 func (c *conn) writeRaw() error {
 	for len(c.out) > 0 {
-		n, err := syscall.Write(c.src.fd, c.out)
-		for err == syscall.EINTR {
-			n, err = syscall.Write(c.src.fd, c.out)
-		}
+		n, err := rawsys.Write(c.src.fd, c.out)
 		switch {
 		case err == syscall.EAGAIN || err == nil && n <= 0:
 			return errWouldBlock

@@ -32,6 +32,10 @@ import (
 // Raw mode is therefore for TCP on Linux; elsewhere, and for Unix sockets,
 // the server reads and writes through the net.Conn.
 //
+// The loop's reads and writes are raw system calls (internal/rawsys),
+// which spare the runtime's scheduler work it would do for a call that
+// might block: the socket is non-blocking.
+//
 // What the loop cannot do without blocking it hands back to conn.serve,
 // outside raw.Read: writing replies the socket does not take at once, and
 // reading a request larger than the read buffer. And as the Handler runs

@@ -4,6 +4,8 @@ import (
 	"net"
 	"syscall"
 	"unsafe"
+
+	"github.com/tlspolicyd/tlspolicyd/internal/rawsys"
 )
 
 // tcpINQ is TCP_INQ, the socket option, and TCP_CM_INQ, the control
@@ -33,13 +35,7 @@ func rawConnOf(nc net.Conn) syscall.RawConn {
 // recv reads from s.fd without blocking. inq is what the socket still
 // holds after the read: bytes, or 1 for a FIN; -1 if unknown.
 func (s *source) recv(p []byte) (n, inq int, err error) {
-	oobn := 0
-	for {
-		n, oobn, _, _, err = syscall.Recvmsg(s.fd, p, s.oob[:], syscall.MSG_DONTWAIT)
-		if err != syscall.EINTR {
-			break
-		}
-	}
+	n, oobn, err := rawsys.Recvmsg(s.fd, p, s.oob[:], 0)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -54,14 +50,7 @@ func (s *source) recv(p []byte) (n, inq int, err error) {
 }
 
 // write writes p to fd without blocking.
-func write(fd int, p []byte) (int, error) {
-	for {
-		n, err := syscall.Write(fd, p)
-		if err != syscall.EINTR {
-			return n, err
-		}
-	}
-}
+func write(fd int, p []byte) (int, error) { return rawsys.Write(fd, p) }
 
 // shutdown shuts fd down both ways.
 func shutdown(fd uintptr) { _ = syscall.Shutdown(int(fd), syscall.SHUT_RDWR) }
