@@ -144,12 +144,21 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
 
+// monoBase anchors monoNow.
+var monoBase = time.Now()
+
+// monoNow reads the monotonic clock only, as the time since monoBase: a
+// request's duration takes two readings, where time.Now and time.Since
+// took three (time.Now reads the wall clock too), on a virtual machine
+// 50–100 ns each. BenchmarkSocketmap/Wrapped 154–157 → 128–136 ns.
+func monoNow() time.Duration { return time.Since(monoBase) }
+
 // Socketmap returns h instrumented: lookups by map and reply, latency.
 func (m *Metrics) Socketmap(h socketmap.Handler) socketmap.Handler {
 	return socketmap.HandlerFunc(func(ctx context.Context, mapName, key string) (socketmap.Reply, error) {
-		start := time.Now()
+		start := monoNow()
 		r, err := h.Lookup(ctx, mapName, key)
-		m.lookupDuration.Observe(time.Since(start).Seconds())
+		m.lookupDuration.Observe((monoNow() - start).Seconds())
 		st := r.Status
 		if err != nil || st < socketmap.StatusOK || st > socketmap.StatusPerm {
 			st = socketmap.StatusTemp // what the server answers
@@ -167,9 +176,9 @@ func (m *Metrics) Socketmap(h socketmap.Handler) socketmap.Handler {
 // version, latency.
 func (m *Metrics) Policyd(h policyd.Handler) policyd.Handler {
 	return policyd.HandlerFunc(func(ctx context.Context, req *policyd.Request) (policyd.Action, error) {
-		start := time.Now()
+		start := monoNow()
 		a, err := h.Check(ctx, req)
-		m.policyDuration.Observe(time.Since(start).Seconds())
+		m.policyDuration.Observe((monoNow() - start).Seconds())
 		d := decision(a, err)
 		v := req.Get("encryption_protocol")
 		if v == "" {
