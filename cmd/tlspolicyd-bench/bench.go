@@ -175,6 +175,9 @@ func (b *bench) inproc() bool { return b.o.cpuProfile != "" || b.o.memProfile !=
 func (b *bench) run(ctx context.Context) error {
 	fmt.Fprintf(b.out, "tlspolicyd-bench: %d outbound entries, %d inbound rules, %s per step, connections %v, GOMAXPROCS of this machine: %d CPUs\n",
 		b.o.entries, b.o.rules, b.o.dur, b.o.conns, numCPU())
+	if len(b.o.daemonEnv) > 0 {
+		fmt.Fprintf(b.out, "tlspolicyd-bench: the daemon runs with %s in its environment (-daemon-env)\n", strings.Join(b.o.daemonEnv, " "))
+	}
 	if err := b.build(ctx); err != nil {
 		return err
 	}
@@ -360,13 +363,18 @@ type proc struct {
 	err  error
 }
 
-func startProc(name, logFile, bin string, args ...string) (*proc, error) {
+// startProc starts bin with args, its output into logFile; env, if not
+// empty, is added to this process's environment for it.
+func startProc(name, logFile, bin string, env []string, args ...string) (*proc, error) {
 	lf, err := os.Create(logFile)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		lf.Close()
@@ -443,7 +451,7 @@ func (b *bench) startRedis(ctx context.Context) error {
 		return err
 	}
 	_, port, _ := net.SplitHostPort(addr)
-	p, err := startProc("redis-server", filepath.Join(b.work, "redis.log"), bin,
+	p, err := startProc("redis-server", filepath.Join(b.work, "redis.log"), bin, nil,
 		"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no")
 	if err != nil {
 		return err
@@ -477,7 +485,7 @@ func (b *bench) startFloor(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p, err := startProc("floor", filepath.Join(b.work, "floor.log"), b.floorBin, "-socketmap", sm, "-policy", pd)
+	p, err := startProc("floor", filepath.Join(b.work, "floor.log"), b.floorBin, nil, "-socketmap", sm, "-policy", pd)
 	if err != nil {
 		return err
 	}
@@ -608,7 +616,7 @@ func (b *bench) startServe(logFile string, args ...string) (*proc, error) {
 	pc.Close()
 	args = append([]string{"serve", "--http", "", "--resolver", closed, "--probe-port", "9",
 		"--probe-cache", filepath.Join(b.work, fmt.Sprintf("probes-%d.json", time.Now().UnixNano()))}, args...)
-	return startProc("tlspolicyd", logFile, b.daemonBin, args...)
+	return startProc("tlspolicyd", logFile, b.daemonBin, b.o.daemonEnv, args...)
 }
 
 // procCPU returns the CPU seconds (user + system) process pid has used.

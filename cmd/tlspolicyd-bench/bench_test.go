@@ -74,6 +74,15 @@ func TestParseFlags(t *testing.T) {
 		{name: "profile-step of a per-kind step with -kinds=false", args: []string{"-kinds=false", "-profile-step", "socketmap-miss-32"}, wantErr: true},
 		{name: "profile-step reload without the reload step", args: []string{"-steps", "load", "-profile-step", "reload"}, wantErr: true},
 		{name: "in-process and daemon profiling together", args: []string{"-cpuprofile", "c.prof", "-profile", "/tmp/p"}, wantErr: true},
+		{name: "daemon environment", args: []string{"-daemon-env", "GOMAXPROCS=1, GODEBUG=gctrace=1,x=a=b"},
+			check: func(t *testing.T, o options) {
+				if want := []string{"GOMAXPROCS=1", "GODEBUG=gctrace=1", "x=a=b"}; !slices.Equal(o.daemonEnv, want) {
+					t.Errorf("daemon env %q, want %q", o.daemonEnv, want)
+				}
+			}},
+		{name: "daemon environment without a value", args: []string{"-daemon-env", "GOMAXPROCS"}, wantErr: true},
+		{name: "daemon environment without a name", args: []string{"-daemon-env", "=1"}, wantErr: true},
+		{name: "daemon environment in process", args: []string{"-daemon-env", "GOGC=1", "-cpuprofile", "c.prof"}, wantErr: true},
 		{name: "unknown step", args: []string{"-steps", "load,warp"}, wantErr: true},
 		{name: "bad connection count", args: []string{"-c", "1,x"}, wantErr: true},
 		{name: "no rounds", args: []string{"-rounds", "0"}, wantErr: true},
@@ -344,7 +353,7 @@ func TestWaitQuiet(t *testing.T) {
 		{"busy", "while :; do :; done", false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := startProc(tt.name, filepath.Join(t.TempDir(), "log"), "/bin/sh", "-c", tt.script)
+			p, err := startProc(tt.name, filepath.Join(t.TempDir(), "log"), "/bin/sh", nil, "-c", tt.script)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -362,6 +371,32 @@ func TestWaitQuiet(t *testing.T) {
 			}
 			if st.rss <= 0 {
 				t.Errorf("VmRSS %d", st.rss)
+			}
+		})
+	}
+}
+
+// TestStartProcEnv checks that -daemon-env reaches the process it is for,
+// on top of the environment, and only that one.
+func TestStartProcEnv(t *testing.T) {
+	t.Setenv("BENCH_KEPT", "kept")
+	for _, tt := range []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"with env", []string{"BENCH_X=a=b"}, "a=b kept\n"},
+		{"without", nil, " kept\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			log := filepath.Join(t.TempDir(), "log")
+			p, err := startProc(tt.name, log, "/bin/sh", tt.env, "-c", `echo "$BENCH_X $BENCH_KEPT"`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			<-p.done
+			if got, err := os.ReadFile(log); err != nil || string(got) != tt.want {
+				t.Errorf("output %q, %v; want %q", got, err, tt.want)
 			}
 		})
 	}

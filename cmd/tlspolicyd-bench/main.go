@@ -55,6 +55,7 @@ type options struct {
 	profileStep map[string]bool // step ids (stepIDs) to take a CPU profile of
 	seed        uint64
 	steps       map[string]bool // load, reload, mem
+	daemonEnv   []string        // KEY=VALUE added to the daemon's environment only
 }
 
 func main() {
@@ -112,6 +113,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.profileDir, "profile", "", "start the daemon with --pprof on loopback and write into `DIR`: a CPU profile of each -profile-step step (cpu-STEP.pprof), the heap after the load steps (heap-load.pprof), and the heap and start-up allocations of the -mem-entries daemon (heap-mem.pprof, allocs-mem.pprof)")
 	profileStep := fs.String("profile-step", "", "steps to take a CPU profile of with -profile, comma-separated ids as in the step column: socketmap-N, policy-N, redis-N (the daemon idle), socketmap-exact-N, socketmap-parent-N, socketmap-miss-N, reload (default: socketmap and policy at the highest connection count); without -profile, profiles go to the working directory, which is kept")
 	seed := fs.Uint64("seed", 7, "seed of the generated lookups and requests")
+	daemonEnv := fs.String("daemon-env", "", "environment variables for the daemon alone (not redis, bench/floor or the load generator), comma-separated KEY=VALUE, e.g. GOMAXPROCS=1 or GOGC=400: for experiments; the run's first line names them")
 	steps := fs.String("steps", "load,reload,mem", "steps to run, comma-separated: load (throughput and latency), reload (table replaced under load), mem (memory and start-up)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -129,6 +131,16 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		default:
 			fmt.Fprintf(stderr, "tlspolicyd-bench: -steps: unknown step %q (want load, reload, mem)\n", st)
 			return o, errors.New("usage")
+		}
+	}
+	if *daemonEnv != "" {
+		for _, kv := range strings.Split(*daemonEnv, ",") {
+			kv = strings.TrimSpace(kv)
+			if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+				fmt.Fprintf(stderr, "tlspolicyd-bench: -daemon-env: %q is not KEY=VALUE\n", kv)
+				return o, errors.New("usage")
+			}
+			o.daemonEnv = append(o.daemonEnv, kv)
 		}
 	}
 	set := map[string]bool{}
@@ -169,6 +181,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			fmt.Fprintln(stderr, "tlspolicyd-bench: -cpuprofile/-memprofile run the servers in process; -profile and -profile-step profile the daemon: use one or the other")
 			return o, errors.New("usage")
 		}
+	}
+	if len(o.daemonEnv) > 0 && (o.cpuProfile != "" || o.memProfile != "") {
+		fmt.Fprintln(stderr, "tlspolicyd-bench: -daemon-env is for the daemon process; -cpuprofile/-memprofile run the servers in this one")
+		return o, errors.New("usage")
 	}
 	if *profileStep != "" && o.profileDir == "" {
 		o.keep = true // profileDir becomes WORK/profiles (newBench)
