@@ -69,6 +69,12 @@ func loadConfig(c *cli.Context) (config.Config, error) {
 	if c.IsSet("probe-port") {
 		cfg.Probe.Port = c.Int("probe-port")
 	}
+	if c.IsSet("event-log-max-mb") {
+		cfg.Log.EventsMaxMB = c.Int("event-log-max-mb")
+	}
+	if c.IsSet("event-log-keep") {
+		cfg.Log.EventsKeep = c.Int("event-log-keep")
+	}
 	return cfg, cfg.Validate()
 }
 
@@ -86,6 +92,8 @@ func serveCommand() *cli.Command {
 		&cli.StringFlag{Name: "log-format", Usage: "log format: text or json"},
 		&cli.StringFlag{Name: "log-level", Usage: "log level: debug, info, warn or error"},
 		&cli.StringFlag{Name: "event-log", Usage: "JSON-lines event log `FILE`; \"\" disables (default /var/lib/tlspolicyd/events.jsonl)"},
+		&cli.IntFlag{Name: "event-log-max-mb", Usage: "rotate the event log past `MIB` MiB (default 10)"},
+		&cli.IntFlag{Name: "event-log-keep", Usage: "rotated event log files kept, `N` (default 3): the disk holds at most (1 + N) × --event-log-max-mb MiB of events"},
 	)
 	return &cli.Command{
 		Name:  "serve",
@@ -130,7 +138,8 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	// append-only log whose tail is read back, so a restart loses nothing.
 	ring := events.NewRing(1000)
 	if cfg.Log.Events != "" {
-		evlog, err := events.OpenLog(cfg.Log.Events, events.LogOptions{Logger: log})
+		evlog, err := events.OpenLog(cfg.Log.Events, events.LogOptions{
+			MaxSize: int64(cfg.Log.EventsMaxMB) << 20, Keep: cfg.Log.EventsKeep, Logger: log})
 		if err != nil {
 			log.Warn("event log disabled: events are kept in memory only", "path", cfg.Log.Events, "error", err)
 		} else {

@@ -1,13 +1,18 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
+	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -144,6 +149,69 @@ func TestLocalAddr(t *testing.T) {
 	} {
 		if got := localAddr(tt.addr); got != tt.want {
 			t.Errorf("localAddr(%v) = %v, want %v", tt.addr, got, tt.want)
+		}
+	}
+}
+
+// TestServeEventLogRotation: --event-log-max-mb and --event-log-keep bound
+// the event history on disk. Blocked policy requests (the table's
+// bank-partners rule, no TLS) fill a 1 MiB log several times over; the log
+// rotates at 1 MiB and keeps two rotated files, the oldest dropped.
+func TestServeEventLogRotation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("sends 12,000 policy requests")
+	}
+	dir := t.TempDir()
+	evlog := filepath.Join(dir, "events.jsonl")
+	addrs := startServe(t, []string{"policyd"},
+		"--table", "testdata/table", "--socketmap", "", "--policyd", "127.0.0.1:0", "--http", "",
+		"--probe-cache", "", "--resolver", "127.0.0.1:1",
+		"--event-log", evlog, "--event-log-max-mb", "1", "--event-log-keep", "2")
+	conn, err := net.Dial("tcp", addrs["policyd"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	r := bufio.NewReader(conn)
+	// About 400 bytes an event: 12,000 events are over 4 MiB.
+	sender := strings.Repeat("x", 200) + "@bank.example"
+	for i := range 12_000 {
+		req := fmt.Sprintf("request=smtpd_access_policy\nprotocol_state=RCPT\ninstance=%d\nsender=%s\nrecipient=u@ourcorp.example\nclient_address=192.0.2.1\nclient_name=mx.bank.example\n\n", i, sender)
+		if _, err := io.WriteString(conn, req); err != nil {
+			t.Fatal(err)
+		}
+		line, err := r.ReadString('\n')
+		if err != nil || !strings.HasPrefix(line, "action=450 ") {
+			t.Fatalf("request %d: reply %q, %v; want a deferral", i, line, err)
+		}
+		if blank, err := r.ReadString('\n'); err != nil || blank != "\n" {
+			t.Fatalf("request %d: reply not ended by an empty line: %q, %v", i, blank, err)
+		}
+	}
+	// The event log writes within milliseconds; its rotations are in order.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(evlog + ".2"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s.2 not written within 10 s", evlog)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := os.Stat(evlog + ".3"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("%s.3: %v; want only two rotated files kept", evlog, err)
+	}
+	for _, name := range []string{evlog, evlog + ".1", evlog + ".2"} {
+		fi, err := os.Stat(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() > 1<<20 {
+			t.Errorf("%s: %d bytes, over the 1 MiB rotation size", name, fi.Size())
+		}
+		if name != evlog && fi.Size() < 1<<19 {
+			t.Errorf("%s: %d bytes; a rotated file should be near 1 MiB", name, fi.Size())
 		}
 	}
 }

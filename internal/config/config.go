@@ -67,6 +67,12 @@ type Log struct {
 	// Events is the append-only JSON-lines event log (rotated by size,
 	// read back at start so a restart loses no event); "" disables it.
 	Events string `yaml:"events"`
+	// EventsMaxMB is the size in MiB past which the event log is rotated
+	// (to events.jsonl.1, the older ones shifted), EventsKeep how many
+	// rotated files are kept: together what the disk holds of the event
+	// history, (1 + EventsKeep) × EventsMaxMB at most.
+	EventsMaxMB int `yaml:"events_max_mb"`
+	EventsKeep  int `yaml:"events_keep"`
 }
 
 // Config is the daemon configuration.
@@ -106,7 +112,8 @@ func Default() Config {
 			MonitorWorkers: 4,
 		},
 		Alerts: Alerts{SMTP: "127.0.0.1:25", Interval: time.Hour},
-		Log:    Log{Format: "text", Level: "info", Events: "/var/lib/tlspolicyd/events.jsonl"},
+		Log: Log{Format: "text", Level: "info", Events: "/var/lib/tlspolicyd/events.jsonl",
+			EventsMaxMB: 10, EventsKeep: 3},
 	}
 }
 
@@ -195,6 +202,13 @@ func (c Config) FileMode() (fs.FileMode, error) {
 	return fs.FileMode(m), nil
 }
 
+// Bounds of the event log's rotation settings: a file of up to 64 GiB,
+// and up to 1,000 rotated files (each rotation renames every one of them).
+const (
+	maxEventsMB   = 64 << 10
+	maxEventsKeep = 1000
+)
+
 // Validate reports the first value that cannot work, as a *KeyError.
 func (c Config) Validate() error {
 	if _, err := c.FileMode(); err != nil {
@@ -209,6 +223,12 @@ func (c Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return keyErrorf("log.level", "%q: want debug, info, warn or error", c.Log.Level)
+	}
+	if c.Log.EventsMaxMB < 1 || c.Log.EventsMaxMB > maxEventsMB {
+		return keyErrorf("log.events_max_mb", "%d: want 1-%d (MiB)", c.Log.EventsMaxMB, maxEventsMB)
+	}
+	if c.Log.EventsKeep < 1 || c.Log.EventsKeep > maxEventsKeep {
+		return keyErrorf("log.events_keep", "%d: want 1-%d", c.Log.EventsKeep, maxEventsKeep)
 	}
 	if c.MaxConnections < 1 {
 		return keyErrorf("max_connections", "%d: want at least 1", c.MaxConnections)

@@ -51,6 +51,13 @@ func TestLoad(t *testing.T) {
 		{"negative monitor_workers", write("k.yaml", "probe:\n\n  monitor_workers: -1\n"), false, nil, "k.yaml:3: probe.monitor_workers -1"},
 		{"bad port names file and line", write("l.yaml", "probe:\n  port: 0\n"), false, nil, "l.yaml:2: probe.port 0: want 1-65535"},
 		{"zero interval names file and line", write("m.yaml", "probe:\n  interval: 0s\n"), false, nil, "m.yaml:2: probe.interval 0s: want a positive duration"},
+		{"event log rotation defaults", "", false, func(c Config) bool { return c.Log.EventsMaxMB == 10 && c.Log.EventsKeep == 3 }, ""},
+		{"event log rotation", write("n.yaml", "log:\n  events_max_mb: 100\n  events_keep: 30\n"), false, func(c Config) bool {
+			return c.Log.EventsMaxMB == 100 && c.Log.EventsKeep == 30 && c.Log.Events == "/var/lib/tlspolicyd/events.jsonl"
+		}, ""},
+		{"events_max_mb 0 names file and line", write("o.yaml", "log:\n  events_max_mb: 0\n"), false, nil, "o.yaml:2: log.events_max_mb 0: want 1-65536 (MiB)"},
+		{"events_keep 0 names file and line", write("p.yaml", "log: {events_keep: 0}\n"), false, nil, "p.yaml:1: log.events_keep 0: want 1-1000"},
+		{"events_keep too many", write("q.yaml", "log: {events_keep: 1001}\n"), false, nil, "log.events_keep 1001"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -89,6 +96,8 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{func(c *Config) { c.Probe.MaxPerMinute = -1 }, "probe.max_per_minute", "probe.max_per_minute -1: want 0 (no cap) or more"},
 		{func(c *Config) { c.Probe.MonitorWorkers = 0 }, "probe.monitor_workers", "probe.monitor_workers 0: want at least 1"},
 		{func(c *Config) { c.MaxConnections = 0 }, "max_connections", "max_connections 0: want at least 1"},
+		{func(c *Config) { c.Log.EventsMaxMB = 1 << 20 }, "log.events_max_mb", "log.events_max_mb 1048576: want 1-65536 (MiB)"},
+		{func(c *Config) { c.Log.EventsKeep = -1 }, "log.events_keep", "log.events_keep -1: want 1-1000"},
 		{func(c *Config) { c.SocketMode = "rw" }, "socket_mode", `socket_mode "rw": want octal permission bits such as "0660"`},
 	} {
 		c := Default()
@@ -110,7 +119,8 @@ func TestExampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Listen.Pprof != "" || c.Probe.MaxPerMinute != 120 || c.Probe.MonitorWorkers != 4 || c.Listen.Socketmap != "127.0.0.1:10041" {
+	if c.Listen.Pprof != "" || c.Probe.MaxPerMinute != 120 || c.Probe.MonitorWorkers != 4 || c.Listen.Socketmap != "127.0.0.1:10041" ||
+		c.Log.EventsMaxMB != 10 || c.Log.EventsKeep != 3 {
 		t.Errorf("example config = %+v", c)
 	}
 }
