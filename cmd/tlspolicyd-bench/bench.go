@@ -1252,12 +1252,16 @@ func (b *bench) judgeLoad() {
 		first1 = "round 1: "
 	}
 	smRate, smP99, pdRate := median(smRates, true), median(smP99s, false), median(pdRates, true)
+	atLeast := func(min float64) func(float64) bool { return func(v float64) bool { return v >= min } }
 	b.targets["sm-rate"] = target{ok: smRate >= 1.0,
-		detail: fmt.Sprintf("%sx (%s%s vs %s ops/s%s)", near(smRate, 1.0), first1, sm.f["ops_per_s"], redis.f["ops_per_s"], rounds("%.2fx", smRates))}
+		detail: fmt.Sprintf("%sx (%s%s vs %s ops/s%s)%s", near(smRate, 1.0), first1, sm.f["ops_per_s"], redis.f["ops_per_s"], rounds("%.2fx", smRates),
+			split(smRates, atLeast(1.0)))}
 	b.targets["sm-p99"] = target{ok: smP99 <= 1.0,
-		detail: fmt.Sprintf("%sx redis's (%s%s µs vs %s µs, p50 %s vs %s µs%s)", near(smP99, 1.0), first1, sm.f["p99_us"], redis.f["p99_us"], sm.f["p50_us"], redis.f["p50_us"], rounds("%.2fx", smP99s))}
+		detail: fmt.Sprintf("%sx redis's (%s%s µs vs %s µs, p50 %s vs %s µs%s)%s", near(smP99, 1.0), first1, sm.f["p99_us"], redis.f["p99_us"], sm.f["p50_us"], redis.f["p50_us"], rounds("%.2fx", smP99s),
+			split(smP99s, func(v float64) bool { return v <= 1.0 }))}
 	b.targets["pd-rate"] = target{ok: pdRate >= 0.8,
-		detail: fmt.Sprintf("%sx (%s%s vs %s ops/s%s)", near(pdRate, 0.8), first1, pd.f["ops_per_s"], redis.f["ops_per_s"], rounds("%.2fx", pdRates))}
+		detail: fmt.Sprintf("%sx (%s%s vs %s ops/s%s)%s", near(pdRate, 0.8), first1, pd.f["ops_per_s"], redis.f["ops_per_s"], rounds("%.2fx", pdRates),
+			split(pdRates, atLeast(0.8)))}
 	if len(floorSM) == len(smRates) {
 		b.notes = append(b.notes, floorNote(c, floorSM, floorPD, ofFloorSM, ofFloorPD))
 	}
@@ -1277,6 +1281,23 @@ func floorNote(c int, floorSM, floorPD, ofFloorSM, ofFloorPD []float64) string {
 	return fmt.Sprintf("bench/floor, a Go server that does no work (a goroutine per connection on net.Conn, answering NOTFOUND and DUNNO "+
 		"after reading only each request's framing), reached socketmap %s and policy %s redis GET at %d connections: what the protocol and this "+
 		"load generator leave a server that answers without deciding; the daemon reached %s and %s of bench/floor's rate", f(floorSM), f(floorPD), c, f(ofFloorSM), f(ofFloorPD))
+}
+
+// split notes, when the rounds in v disagree on a target (some pass by
+// pass, some fail), how many passed: the median decides, but such a
+// verdict may flip from run to run. It returns "" when every round
+// agrees.
+func split(v []float64, pass func(float64) bool) string {
+	n := 0
+	for _, x := range v {
+		if pass(x) {
+			n++
+		}
+	}
+	if n == 0 || n == len(v) {
+		return ""
+	}
+	return fmt.Sprintf(" [rounds split: %d of %d pass]", n, len(v))
 }
 
 // eachRound formats every round's value in v with format, space-separated.
