@@ -181,10 +181,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			fmt.Fprintln(stderr, "tlspolicyd-bench: -cpuprofile/-memprofile run the servers in process; -profile and -profile-step profile the daemon: use one or the other")
 			return o, errors.New("usage")
 		}
-	}
-	if len(o.daemonEnv) > 0 && (o.cpuProfile != "" || o.memProfile != "") {
-		fmt.Fprintln(stderr, "tlspolicyd-bench: -daemon-env is for the daemon process; -cpuprofile/-memprofile run the servers in this one")
-		return o, errors.New("usage")
+		if len(o.daemonEnv) > 0 {
+			fmt.Fprintln(stderr, "tlspolicyd-bench: -daemon-env is for the daemon process; -cpuprofile/-memprofile run the servers in this one")
+			return o, errors.New("usage")
+		}
 	}
 	if *profileStep != "" && o.profileDir == "" {
 		o.keep = true // profileDir becomes WORK/profiles (newBench)
