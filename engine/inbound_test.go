@@ -317,3 +317,41 @@ func TestRegisteredFingerprint(t *testing.T) {
 		}
 	}
 }
+
+// A client prefix written IPv4-mapped (::ffff:a.b.c.d/len) covers the
+// IPv4 clients it names: Postfix's client_address is matched unmapped, so
+// the table stores the IPv4 prefix. Before, such a rule loaded and never
+// matched.
+func TestInboundMappedClientPrefix(t *testing.T) {
+	s := buildStore(t, `
+inbound:
+  - name: mapped
+    client: ["::ffff:198.51.100.0/120"]
+    require: tls
+  - name: mapped-all
+    from: [all.example]
+    client: ["::ffff:0.0.0.0/96"]
+    require: tls
+`)
+	if got := s.InboundRules()[0].Client; !slices.Equal(got, []string{"198.51.100.0/24"}) {
+		t.Errorf("stored client %q, want the IPv4 prefix", got)
+	}
+	ix := newInboundIndex(s.InboundRules())
+	for _, tc := range []struct{ sender, client, rule string }{
+		{"x@other.example", "198.51.100.5", "mapped"},
+		{"x@other.example", "::ffff:198.51.100.5", "mapped"},
+		{"x@other.example", "198.51.101.5", ""},
+		{"x@all.example", "203.0.113.9", "mapped-all"},
+		{"x@all.example", "2001:db8::1", ""},
+	} {
+		in := fromRequest(fixture(t, plain, "sender="+tc.sender, "client_address="+tc.client))
+		d := ix.evaluate(&in, nil)
+		got := ""
+		if d.Rule != nil {
+			got = d.Rule.Name
+		}
+		if got != tc.rule {
+			t.Errorf("sender %s, client %s: rule %q, want %q", tc.sender, tc.client, got, tc.rule)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"runtime/metrics"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -40,6 +42,10 @@ type Reloader struct {
 	mu         sync.Mutex // serialises loads and swaps
 	loadSeq    uint64     // loads started (under mu)
 	appliedSeq uint64     // the latest load swapped in or reported (under mu)
+	// failed is the latest applied load's error when it failed, else nil:
+	// the files and directories it read are watched too, so that creating
+	// an include it could not find reloads the table.
+	failed atomic.Pointer[store.LoadError]
 
 	relMu        sync.Mutex
 	relRunning   bool           // a release goroutine is running
@@ -102,7 +108,12 @@ func (r *Reloader) applyLocked(l loaded) error {
 	}
 	r.appliedSeq = l.seq
 	defer r.release()
+	r.failed.Store(nil)
 	if err := l.err; err != nil {
+		var le *store.LoadError
+		if errors.As(err, &le) {
+			r.failed.Store(le)
+		}
 		log := r.logger()
 		var list store.ErrorList
 		if errors.As(err, &list) {
@@ -217,20 +228,32 @@ type watchSet struct {
 	root  string          // the table directory, whose new *.yaml files count too
 }
 
+// currentWatchSet returns what to watch: the files and directories of the
+// table serving and, after a failed load, of that load too (an include
+// it did not find), and always the table's own location. For a table
+// directory that includes its parent directory: a deployment that
+// replaces the whole directory by rename (mv new table, a symlink
+// flipped) is seen there, where a watch on the directory itself follows
+// the old one away.
 func (r *Reloader) currentWatchSet() (watchSet, error) {
 	abs, err := filepath.Abs(r.Path)
 	if err != nil {
 		return watchSet{}, fmt.Errorf("table path: %w", err)
 	}
 	ws := watchSet{dirs: map[string]bool{}, files: map[string]bool{}}
-	if s := r.Engine.Store(); s != nil {
-		t := s.Table()
-		for _, d := range t.Dirs {
+	add := func(files, dirs []string) {
+		for _, d := range dirs {
 			ws.dirs[d] = true
 		}
-		for _, f := range t.Files {
+		for _, f := range files {
 			ws.files[f] = true
 		}
+	}
+	if s := r.Engine.Store(); s != nil {
+		add(s.Table().Files, s.Table().Dirs)
+	}
+	if f := r.failed.Load(); f != nil {
+		add(f.Files, f.Dirs)
 	}
 	// Always watch the table's own location, even before a first good load.
 	if strings.HasSuffix(abs, ".yaml") || strings.HasSuffix(abs, ".yml") {
@@ -238,13 +261,14 @@ func (r *Reloader) currentWatchSet() (watchSet, error) {
 		ws.files[abs] = true
 	} else {
 		ws.dirs[abs] = true
+		ws.dirs[filepath.Dir(abs)] = true
 		ws.root = abs
 	}
 	return ws, nil
 }
 
 func (ws watchSet) relevant(name string) bool {
-	if ws.files[name] {
+	if ws.files[name] || name == ws.root {
 		return true
 	}
 	if ws.root != "" && filepath.Dir(name) == ws.root {
@@ -275,6 +299,11 @@ func (r *Reloader) Run(ctx context.Context) error {
 		for d := range ws.dirs {
 			if !watched[d] {
 				if err := w.Add(d); err != nil {
+					if d == ws.root && errors.Is(err, fs.ErrNotExist) {
+						// Replaced by rename, the new one not there yet:
+						// watched when it comes (an event in its parent).
+						continue
+					}
 					r.logger().Warn("cannot watch directory; changes there need SIGHUP", "dir", d, "error", err)
 					continue
 				}
@@ -332,8 +361,16 @@ func (r *Reloader) Run(ctx context.Context) error {
 			if !ok {
 				return nil
 			}
-			if ev.Op == fsnotify.Chmod || !ws.relevant(filepath.Clean(ev.Name)) {
+			name := filepath.Clean(ev.Name)
+			if ev.Op == fsnotify.Chmod || !ws.relevant(name) {
 				continue
+			}
+			if name == ws.root {
+				// The table directory itself was replaced, removed or
+				// created: the watch (if any) is on the old one.
+				_ = w.Remove(name)
+				delete(watched, name)
+				sync()
 			}
 			r.logger().Debug("policy table change", "file", ev.Name, "op", ev.Op.String())
 			timer.Reset(debounce)

@@ -137,18 +137,121 @@ func TestReloaderWatchesIncludeDirectory(t *testing.T) {
 	}
 	writeFile(t, filepath.Join(incDir, "tls_policy"), "legacy.example encrypt\n")
 	writeFile(t, filepath.Join(tableDir, "t.yaml"), "include:\n  - postfix: ../postfix/tls_policy\n")
+	e := startReloader(t, tableDir)
+	waitFor(t, e, "legacy.example", "OK encrypt", time.Second)
+	replaceByRename(t, filepath.Join(incDir, "tls_policy"), "legacy.example verify\n")
+	waitFor(t, e, "legacy.example", "OK verify", 2*time.Second)
+}
+
+// startReloader loads dir and runs its watcher until the test ends.
+func startReloader(t *testing.T, dir string) *Engine {
+	t.Helper()
 	e := New(nil, nil, nil, nil)
-	rl := &Reloader{Path: tableDir, Engine: e, Debounce: 50 * time.Millisecond}
+	rl := &Reloader{Path: dir, Engine: e, Debounce: 50 * time.Millisecond}
 	if err := rl.Reload(); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go rl.Run(ctx)
-	time.Sleep(100 * time.Millisecond)
-	waitFor(t, e, "legacy.example", "OK encrypt", time.Second)
-	replaceByRename(t, filepath.Join(incDir, "tls_policy"), "legacy.example verify\n")
-	waitFor(t, e, "legacy.example", "OK verify", 2*time.Second)
+	done := make(chan error, 1)
+	go func() { done <- rl.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	time.Sleep(100 * time.Millisecond) // let the watcher start
+	return e
+}
+
+// An include added by an edit that fails because the included file does
+// not exist yet: creating the file must reload the table (its directory
+// is watched from the failed load on), without SIGHUP.
+func TestReloaderWatchesIncludeOfFailedLoad(t *testing.T) {
+	for _, tc := range []struct{ name, incDir, incPath string }{
+		{"include in the table directory", "", "tls_policy"},
+		{"include in a directory of its own", "postfix", "../postfix/tls_policy"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			tableDir := filepath.Join(dir, "table")
+			incDir := tableDir
+			if tc.incDir != "" {
+				incDir = filepath.Join(dir, tc.incDir)
+			}
+			for _, d := range []string{tableDir, incDir} {
+				if err := os.MkdirAll(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			path := filepath.Join(tableDir, "t.yaml")
+			writeFile(t, path, "outbound:\n  bank.example: encrypt\n")
+			e := startReloader(t, tableDir)
+			replaceByRename(t, path, "outbound:\n  bank.example: encrypt\ninclude:\n  - postfix: "+tc.incPath+"\n")
+			time.Sleep(300 * time.Millisecond) // the failed load is applied
+			if got := lookup(t, e, "partner.example"); got != "NOTFOUND" {
+				t.Fatalf("before the include exists: %q", got)
+			}
+			writeFile(t, filepath.Join(incDir, "tls_policy"), "partner.example verify\n")
+			waitFor(t, e, "partner.example", "OK verify", 2*time.Second)
+			waitFor(t, e, "bank.example", "OK encrypt", time.Second)
+		})
+	}
+}
+
+// A deployment that replaces the whole table directory by rename (mv a
+// new checkout over it, or flips a symlink) must be followed: the new
+// table loads, and later edits in the new directory reload it.
+func TestReloaderFollowsReplacedDirectory(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		replace func(t *testing.T, table, next string)
+	}{
+		{"directory renamed over", func(t *testing.T, table, next string) {
+			if err := os.Rename(table, table+".old"); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(next, table); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"symlink flipped", func(t *testing.T, table, next string) {
+			tmp := table + ".new-link"
+			if err := os.Symlink(next, tmp); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(tmp, table); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			first := filepath.Join(dir, "release-1")
+			next := filepath.Join(dir, "release-2")
+			table := filepath.Join(dir, "table")
+			for _, d := range []string{first, next} {
+				if err := os.Mkdir(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			writeFile(t, filepath.Join(first, "t.yaml"), "outbound:\n  bank.example: encrypt\n")
+			writeFile(t, filepath.Join(next, "t.yaml"), "outbound:\n  bank.example: verify\n")
+			if tc.name == "symlink flipped" {
+				if err := os.Symlink(first, table); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := os.Rename(first, table); err != nil {
+				t.Fatal(err)
+			}
+			e := startReloader(t, table)
+			waitFor(t, e, "bank.example", "OK encrypt", time.Second)
+			tc.replace(t, table, next)
+			waitFor(t, e, "bank.example", "OK verify", 2*time.Second)
+			replaceByRename(t, filepath.Join(table, "t.yaml"), "outbound:\n  bank.example: secure\n")
+			waitFor(t, e, "bank.example", "OK secure", 2*time.Second)
+		})
+	}
 }
 
 // TestReloadNeverMixesTables swaps between two complete tables while many

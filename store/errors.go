@@ -59,6 +59,24 @@ func (l ErrorList) sort() {
 	})
 }
 
+// LoadError is what a table that failed to load returns: every problem
+// found, and the files and directories the load read or tried to read
+// (an include that does not exist yet among them). A reloader watches
+// those, so that fixing the table — creating the missing include, say —
+// reloads it without SIGHUP. errors.As(err, &list) with an ErrorList list
+// gets the problems.
+type LoadError struct {
+	Errors ErrorList
+	// Files and Dirs are as Table.Files and Table.Dirs: absolute, sorted.
+	Files, Dirs []string
+}
+
+// Error returns all errors, one per line, as ErrorList.Error.
+func (e *LoadError) Error() string { return e.Errors.Error() }
+
+// Unwrap returns the ErrorList.
+func (e *LoadError) Unwrap() error { return e.Errors }
+
 // err returns l as an error, or nil when l is empty (a nil ErrorList
 // stored in an error interface would not compare equal to nil).
 func (l ErrorList) err() error {

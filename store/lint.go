@@ -11,7 +11,9 @@ import (
 //   - an entry whose review_by date has passed (the day after it, UTC);
 //   - a testing entry that would change nothing if enforced, because the
 //     answer without it is already at least as strict (learned policies
-//     are not considered: they change with every probe).
+//     are not considered: they change with every probe);
+//   - defaults.learn: enforce with a defaults.outbound other than none or
+//     may, where learning is skipped (see learnCanRaise).
 //
 // Warnings are sorted by file and line.
 func (t *Table) Lint(now time.Time) []*Error {
@@ -33,6 +35,9 @@ func (t *Table) Lint(now time.Time) []*Error {
 			}
 			warn(e.Source, "review_by %s has passed for %s entry %q%s", e.ReviewBy.Format(time.DateOnly), s.name, e.Key, note)
 		}
+	}
+	if d := t.Defaults; d.Learn == LearnEnforce && !learnCanRaise(d.Outbound) {
+		warn(d.OutboundSource, "defaults.learn: enforce has no effect with defaults.outbound %q: a learned policy applies only over a default of none or may, which it cannot weaken", d.Outbound.Text)
 	}
 	idx, _, err := newIndex(t)
 	if err != nil {

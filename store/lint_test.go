@@ -65,3 +65,27 @@ senders:
 		t.Errorf("Lint before any review_by = %v, want only the three testing warnings", w)
 	}
 }
+
+func TestLintLearnUnderStrongDefault(t *testing.T) {
+	for _, tc := range []struct {
+		defaults string
+		want     []string
+	}{
+		{"  outbound: verify\n  learn: enforce\n", []string{`t.yaml:2: defaults.learn: enforce has no effect with defaults.outbound "verify": a learned policy applies only over a default of none or may, which it cannot weaken`}},
+		{"  outbound: may\n  learn: enforce\n", nil},
+		{"  learn: enforce\n", nil},
+		{"  outbound: verify\n  learn: report\n", nil},
+	} {
+		tb, err := ParseFile("t.yaml", strings.NewReader("defaults:\n"+tc.defaults))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, w := range tb.Lint(time.Now()) {
+			got = append(got, w.Error())
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%q: Lint = %q, want %q", tc.defaults, got, tc.want)
+		}
+	}
+}

@@ -125,6 +125,17 @@ type index struct {
 	learnReport  bool
 }
 
+// learnCanRaise reports whether a learned "encrypt" is never weaker than
+// def, the table's defaults.outbound (nil: NOTFOUND): when def is none or
+// may. Any other default already asks for more in some respect (verify,
+// secure and fingerprint authenticate the server, dane-only requires
+// DANE, dane authenticates with TLSA records), so the learned step is
+// skipped and the default answers: the table's answer is never weakened
+// (Lint warns that learn: enforce then has no effect).
+func learnCanRaise(def *Policy) bool {
+	return def == nil || def.Level == LevelNone || def.Level == LevelMay
+}
+
 // outbound returns the outbound entry with key k (normalized) and its
 // answers, or a zero outRef.
 func (idx *index) outbound(k string) outRef {
@@ -144,7 +155,7 @@ func newIndex(t *Table) (*index, []PolicyUse, error) {
 		outAns:       make([]uint32, len(t.Outbound)),
 		rcpt:         keyed{list: t.Recipients},
 		snd:          keyed{list: t.Senders},
-		learnEnforce: t.Defaults.Learn == LearnEnforce,
+		learnEnforce: t.Defaults.Learn == LearnEnforce && learnCanRaise(t.Defaults.Outbound),
 		learnReport:  t.Defaults.Learn == LearnReport,
 	}
 	// The parser's key indexes, if the lists are still those it indexed

@@ -192,6 +192,42 @@ func TestResolve(t *testing.T) {
 	}
 }
 
+// A learned "encrypt" must never answer weaker than defaults.outbound:
+// it applies over none, may and no default, and is skipped for every
+// default that asks for more in some respect.
+func TestLearnNeverWeakensDefault(t *testing.T) {
+	learner := stubLearner{"learned.test": {"encrypt", "STARTTLS on all 2 MX hosts"}}
+	for _, tc := range []struct {
+		def       string // defaults.outbound; "" = none set
+		wantFound bool
+		want      string
+		step      Step
+	}{
+		{"", true, "encrypt", StepLearned},
+		{"none", true, "encrypt", StepLearned},
+		{"may", true, "encrypt", StepLearned},
+		{"may ciphers=medium", true, "encrypt", StepLearned},
+		{"encrypt protocols=>=TLSv1.2", true, "encrypt protocols=>=TLSv1.2", StepDefault},
+		{"dane", true, "dane", StepDefault},
+		{"dane-only", true, "dane-only", StepDefault},
+		{"verify", true, "verify", StepDefault},
+		{"secure match=nexthop", true, "secure match=nexthop", StepDefault},
+		{"fingerprint match=" + strings.Repeat("AB:", 31) + "AB", true, "fingerprint match=" + strings.Repeat("AB:", 31) + "AB", StepDefault},
+	} {
+		t.Run(tc.def, func(t *testing.T) {
+			table := "defaults:\n  learn: enforce\n"
+			if tc.def != "" {
+				table += "  outbound: " + tc.def + "\n"
+			}
+			s := mustStore(t, table+"outbound:\n  bank.example: secure\n")
+			a, err := s.Resolve(MapPolicy, "learned.test", learner)
+			if err != nil || a.Found != tc.wantFound || a.Data != tc.want || a.Step != tc.step {
+				t.Errorf("Resolve = %+v, %v; want found %v %q at step %s", a, err, tc.wantFound, tc.want, tc.step)
+			}
+		})
+	}
+}
+
 func TestStoreReads(t *testing.T) {
 	s := mustStore(t, resolveTable+"inbound:\n  - name: r1\n    from: [bank.example]\n    require: tls\n  - name: r2\n    to: [x@ourcorp.example]\n    require: cert\n    testing: true\n")
 	e, err := s.OutboundByKey("BANK.example.")

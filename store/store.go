@@ -157,7 +157,7 @@ func fileInfos(t *Table) map[string]*FileInfo {
 }
 
 // Load loads the table at path (LoadTable) and builds a Store from it. The
-// error, if the table is invalid, is an ErrorList.
+// error, if the table is invalid, is a *LoadError (see LoadTable).
 func Load(path string) (*Store, error) {
 	return LoadContext(context.Background(), path)
 }

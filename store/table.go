@@ -136,7 +136,8 @@ func (k *listKeys) reusable(sec uint8, list []*Entry) (keyIndex, bool) {
 
 // ParseFile parses one YAML table file read from r; name is used in
 // error messages and to resolve includes, which are read from disk
-// relative to name's directory. The error, if any, is an ErrorList.
+// relative to name's directory. The error, if any, is a *LoadError, whose
+// ErrorList holds every problem found.
 func ParseFile(name string, r io.Reader) (*Table, error) {
 	p := newParser()
 	p.addFile(name)
@@ -156,7 +157,7 @@ func ParseFile(name string, r io.Reader) (*Table, error) {
 // *.yml file of a directory (not its subdirectories; names starting with
 // "." are skipped, as editors' lock and backup files are), in name order.
 // Includes are resolved relative to the including file. The error, if any,
-// is an ErrorList holding every problem found.
+// is a *LoadError, whose ErrorList holds every problem found.
 //
 // The files of a directory are parsed in parallel, up to GOMAXPROCS at a
 // time; the table, its errors and their order are those of parsing the
@@ -528,8 +529,8 @@ func (p *parser) finish() (*Table, error) {
 		t.Dirs = append(t.Dirs, d)
 	}
 	slices.Sort(t.Dirs)
-	if err := p.errs.err(); err != nil {
-		return nil, err
+	if p.errs.err() != nil {
+		return nil, &LoadError{Errors: p.errs, Files: t.Files, Dirs: t.Dirs}
 	}
 	t.keys = &p.keys
 	return t, nil
@@ -539,21 +540,56 @@ var yamlLineRE = regexp.MustCompile(`(?s)^yaml: line (\d+): (.*)$`)
 
 var bracketKeyRE = regexp.MustCompile(`(?m)^[ \t]*\[[^\]\n]*\](:[^ \t\n]*)?:[ \t]`)
 
+// tabIndentRE matches a line indented with a tab.
+var tabIndentRE = regexp.MustCompile(`(?m)^ *\t`)
+
 // yamlError turns a go-yaml error into file:line: message. An unquoted
 // "[host]:port" key is the classic mistake in this table (YAML reads "[" as
 // the start of a list): the message then says how to write it.
+//
+// go-yaml gives the line where the construct it was reading began (a
+// mapping, often the section's first line), not the line at fault. For
+// the two mistakes it can be told from the text, an unquoted "[" key and
+// a tab in the indentation, the error names the first such line from
+// there on instead.
 func (p *parser) yamlError(file string, err error, data []byte) {
 	msg := err.Error()
 	hint := ""
+	var culprit *regexp.Regexp
 	if bracketKeyRE.Match(data) {
 		hint = ` (keys that start with "[" must be quoted: "[host]:port": policy)`
+		culprit = bracketKeyRE
 	}
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
+		if strings.Contains(m[2], "tab character") {
+			culprit = tabIndentRE
+		}
+		if culprit != nil {
+			line = lineOf(data, culprit, line)
+		}
 		p.errorf(Source{File: file, Line: line}, "YAML syntax: %s%s", m[2], hint)
 		return
 	}
 	p.errorf(Source{File: file}, "YAML syntax: %s%s", strings.TrimPrefix(msg, "yaml: "), hint)
+}
+
+// lineOf returns the 1-based number of the first line at or after line
+// that re matches, or line if none does.
+func lineOf(data []byte, re *regexp.Regexp, line int) int {
+	start := 0
+	for n := 1; n < line; n++ {
+		i := bytes.IndexByte(data[start:], '\n')
+		if i < 0 {
+			return line
+		}
+		start += i + 1
+	}
+	loc := re.FindIndex(data[start:])
+	if loc == nil {
+		return line
+	}
+	return line + bytes.Count(data[start:start+loc[0]], []byte{'\n'})
 }
 
 // decode runs the YAML decoder; a panic inside it (the table is rejected,
@@ -1163,6 +1199,12 @@ func normalizeSelector(field, s string) (string, error) {
 		}
 		if pfx != pfx.Masked() {
 			return "", fmt.Errorf("%q has host bits set (did you mean %s?)", s, pfx.Masked())
+		}
+		if a := pfx.Addr(); a.Is4In6() {
+			// Postfix's client_address is matched as IPv4 (an IPv4-mapped
+			// address is unmapped), so the prefix must be IPv4 too, or it
+			// would never match. Masked and mapped, it is /96 or longer.
+			return netip.PrefixFrom(a.Unmap(), pfx.Bits()-96).String(), nil
 		}
 		return pfx.String(), nil
 	}

@@ -197,10 +197,17 @@ func TestParseFileErrors(t *testing.T) {
 	}{
 		{"yaml syntax", "outbound:\n  a.example: encrypt\n\tb.example: x\n",
 			// go-yaml reports the line where the construct it was
-			// scanning started, here the line before the tab.
-			[]string{"t.yaml:2: YAML syntax: found a tab character that violates indentation"}},
+			// scanning started, here the line before the tab; the
+			// error names the tab's line.
+			[]string{"t.yaml:3: YAML syntax: found a tab character that violates indentation"}},
+		{"tab further down", "outbound:\n  a.example: encrypt\n  b.example: encrypt\n  c.example: encrypt\n\td.example: encrypt\n",
+			[]string{"t.yaml:5: YAML syntax: found a tab character that violates indentation"}},
 		{"unquoted bracket key", "outbound:\n  [smtp.example]:587: verify\n",
-			[]string{`t.yaml:1: YAML syntax: did not find expected key (keys that start with "[" must be quoted: "[host]:port": policy)`}},
+			[]string{`t.yaml:2: YAML syntax: did not find expected key (keys that start with "[" must be quoted: "[host]:port": policy)`}},
+		{"unquoted bracket key further down", "defaults:\n  outbound: may\noutbound:\n  a.example: encrypt\n  b.example: encrypt\n  [smtp.partner.example]:587: verify\n  c.example: encrypt\n",
+			[]string{`t.yaml:6: YAML syntax: did not find expected key (keys that start with "[" must be quoted: "[host]:port": policy)`}},
+		{"other syntax errors keep go-yaml's line", "outbound:\n  a.example: encrypt\n  b.example: \"unterminated\n  c.example: encrypt\n",
+			[]string{"t.yaml:3: YAML syntax: found unexpected end of stream"}},
 		{"not a mapping", "- outbound\n",
 			[]string{"t.yaml:1: the table: want a mapping of sections (defaults, outbound, recipients, senders, inbound, include)"}},
 		{"two documents", "outbound: {}\n---\nsenders: {}\n",
