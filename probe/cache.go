@@ -69,7 +69,7 @@ type CacheConfig struct {
 	TTL time.Duration
 	// LearnMaxAge is how long a learned "encrypt" is kept without a probe
 	// confirming it (default 720h): a probe finding STARTTLS missing does
-	// not undo it before then.
+	// not undo it before then. SetLearnMaxAge changes it later.
 	LearnMaxAge time.Duration
 	// Workers is how many probes Run keeps in flight (default 32; the
 	// Prober's own Concurrency bounds the connections).
@@ -113,6 +113,9 @@ var _ interface {
 type Cache struct {
 	cfg CacheConfig
 	log *slog.Logger
+	// learnMaxAge is cfg.LearnMaxAge as SetLearnMaxAge last set it: the
+	// table's learn_max_age, which a reload may change while lookups run.
+	learnMaxAge atomic.Int64
 
 	mu      sync.RWMutex
 	entries map[string]*entry      // by canonical target
@@ -192,8 +195,26 @@ func NewCache(cfg CacheConfig) *Cache {
 	if c.log == nil {
 		c.log = slog.Default()
 	}
+	c.learnMaxAge.Store(int64(cfg.LearnMaxAge))
 	return c
 }
+
+// SetLearnMaxAge sets how long a learned "encrypt" is kept without a probe
+// confirming it, as CacheConfig.LearnMaxAge does (d <= 0: the default). It
+// applies to every later lookup and probe result, also for domains learned
+// before, so a table reload that changes learn_max_age takes effect at once.
+// It is safe to call while the cache is in use.
+func (c *Cache) SetLearnMaxAge(d time.Duration) {
+	if d <= 0 {
+		d = DefaultLearnMaxAge
+	}
+	if old := time.Duration(c.learnMaxAge.Swap(int64(d))); old != d {
+		c.log.Info("probe cache: learn_max_age changed", "from", old, "to", d)
+	}
+}
+
+// LearnMaxAge returns the learn_max_age in use (see SetLearnMaxAge).
+func (c *Cache) LearnMaxAge() time.Duration { return time.Duration(c.learnMaxAge.Load()) }
 
 // Get returns the latest result for target, fresh or not (see
 // Result.Fresh), without waiting. A missing or stale result schedules a
@@ -266,7 +287,8 @@ func (c *Cache) Learned(domain string) (level string, why string, ok bool) {
 	if e == nil || !e.res.Fresh(now) {
 		c.Schedule(t.key)
 	}
-	if !hasRec || now.Sub(r.LastConfirmed) > c.cfg.LearnMaxAge {
+	maxAge := c.LearnMaxAge()
+	if !hasRec || now.Sub(r.LastConfirmed) > maxAge {
 		return "", "", false
 	}
 	why = fmt.Sprintf("learned: every reachable MX offered STARTTLS (first seen %s, last confirmed %s)",
@@ -274,7 +296,7 @@ func (c *Cache) Learned(domain string) (level string, why string, ok bool) {
 	if r.LastContradicted.After(r.LastConfirmed) {
 		why += fmt.Sprintf("; probe at %s found %s — kept until %s (STRIPTLS defence)",
 			r.LastContradicted.UTC().Format(time.RFC3339), r.ContradictedBy,
-			r.LastConfirmed.Add(c.cfg.LearnMaxAge).UTC().Format(time.RFC3339))
+			r.LastConfirmed.Add(maxAge).UTC().Format(time.RFC3339))
 	}
 	return LevelEncrypt, why, true
 }
@@ -332,9 +354,10 @@ func (c *Cache) Put(r *Result) {
 // learnLocked updates the learned state of r's domain; c.mu is held.
 func (c *Cache) learnLocked(r *Result, now time.Time) *Event {
 	rec := c.learned[r.Target]
+	maxAge := c.LearnMaxAge()
 	switch {
 	case r.Status == StatusOK && r.Levels[LevelEncrypt].OK && r.Reachable() > 0:
-		if rec == nil || r.Time.Sub(rec.LastConfirmed) > c.cfg.LearnMaxAge {
+		if rec == nil || r.Time.Sub(rec.LastConfirmed) > maxAge {
 			c.learned[r.Target] = &learnedRec{Domain: r.Target, FirstLearned: r.Time, LastConfirmed: r.Time}
 			if rec == nil && len(c.learned) > c.cfg.MaxEntries {
 				c.evictLearnedLocked(r.Target)
@@ -348,18 +371,18 @@ func (c *Cache) learnLocked(r *Result, now time.Time) *Event {
 			c.learned[r.Target] = &nr
 		}
 	case r.Status == StatusNoSTARTTLS && rec != nil:
-		if r.Time.Sub(rec.LastConfirmed) > c.cfg.LearnMaxAge {
+		if r.Time.Sub(rec.LastConfirmed) > maxAge {
 			delete(c.learned, r.Target)
 			return &Event{Time: now, Kind: EventUnlearned, Target: r.Target,
 				Reason: fmt.Sprintf("%s; STARTTLS last confirmed %s, more than learn_max_age %s ago: learned encrypt dropped",
-					r.Reason, rec.LastConfirmed.UTC().Format(time.RFC3339), c.cfg.LearnMaxAge)}
+					r.Reason, rec.LastConfirmed.UTC().Format(time.RFC3339), maxAge)}
 		}
 		nr := *rec
 		nr.LastContradicted, nr.ContradictedBy = r.Time, r.Reason
 		c.learned[r.Target] = &nr
 		return &Event{Time: now, Kind: EventDowngradeRefused, Target: r.Target,
 			Reason: fmt.Sprintf("%s; learned encrypt kept until %s (STARTTLS last confirmed %s): possible STRIPTLS attack or a changed MX",
-				r.Reason, rec.LastConfirmed.Add(c.cfg.LearnMaxAge).UTC().Format(time.RFC3339),
+				r.Reason, rec.LastConfirmed.Add(maxAge).UTC().Format(time.RFC3339),
 				rec.LastConfirmed.UTC().Format(time.RFC3339))}
 	}
 	return nil

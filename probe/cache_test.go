@@ -121,6 +121,77 @@ func TestLearnedSTRIPTLS(t *testing.T) {
 	}
 }
 
+// TestSetLearnMaxAge: a new learn_max_age (a table reload) decides the
+// un-learning of domains learned before it, and <= 0 restores the default.
+func TestSetLearnMaxAge(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	clk := newClock(t0)
+	var ev events
+	c := NewCache(CacheConfig{Now: clk.Now, OnEvent: ev.add, Logger: slog.New(slog.DiscardHandler)})
+	if got := c.LearnMaxAge(); got != DefaultLearnMaxAge {
+		t.Fatalf("LearnMaxAge = %v, want the default %v", got, DefaultLearnMaxAge)
+	}
+	c.Put(synthetic("lawfirm.example", t0, true))
+	clk.Add(10 * 24 * time.Hour)
+	if _, _, ok := c.Learned("lawfirm.example"); !ok {
+		t.Fatal("not learned 10 days after confirmation under the default 720h")
+	}
+
+	c.SetLearnMaxAge(48 * time.Hour)
+	if _, _, ok := c.Learned("lawfirm.example"); ok {
+		t.Fatal("still learned 10 days after confirmation with learn_max_age 48h")
+	}
+	c.SetLearnMaxAge(-time.Hour)
+	if got := c.LearnMaxAge(); got != DefaultLearnMaxAge {
+		t.Fatalf("SetLearnMaxAge(-1h): LearnMaxAge = %v, want the default %v", got, DefaultLearnMaxAge)
+	}
+	if _, _, ok := c.Learned("lawfirm.example"); !ok {
+		t.Fatal("the default learn_max_age restored does not keep the learned policy")
+	}
+
+	// A probe without STARTTLS: refused under the default, forgotten
+	// under a learn_max_age the confirmation is older than.
+	c.Put(synthetic("lawfirm.example", clk.Now(), false))
+	if k := ev.kinds(); k[len(k)-1] != EventDowngradeRefused {
+		t.Fatalf("events = %v, want a final learned-downgrade-refused", k)
+	}
+	c.SetLearnMaxAge(24 * time.Hour)
+	c.Put(synthetic("lawfirm.example", clk.Now(), false))
+	if e := ev.last(); e.Kind != EventUnlearned || !strings.Contains(e.Reason, "more than learn_max_age 24h0m0s ago") {
+		t.Fatalf("last event = %+v, want unlearned naming learn_max_age 24h0m0s", e)
+	}
+	if _, _, ok := c.Learned("lawfirm.example"); ok {
+		t.Fatal("learned after being unlearned")
+	}
+}
+
+// TestSetLearnMaxAgeConcurrent: SetLearnMaxAge runs beside lookups and
+// results (go test -race).
+func TestSetLearnMaxAgeConcurrent(t *testing.T) {
+	now := time.Now()
+	c := NewCache(CacheConfig{Logger: slog.New(slog.DiscardHandler)})
+	c.Put(synthetic("lawfirm.example", now, true))
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := range 200 {
+			c.SetLearnMaxAge(time.Duration(i+1) * time.Hour)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for range 200 {
+			c.Learned("lawfirm.example")
+			c.Put(synthetic("lawfirm.example", now, true))
+		}
+	}()
+	wg.Wait()
+	if got := c.LearnMaxAge(); got != 200*time.Hour {
+		t.Errorf("LearnMaxAge = %v, want the last one set, 200h", got)
+	}
+}
+
 func TestLearnedOnlyBareDomains(t *testing.T) {
 	now := time.Now()
 	c := NewCache(CacheConfig{Logger: slog.New(slog.DiscardHandler)})

@@ -151,16 +151,6 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	}
 	metrics := web.NewMetrics()
 	eng := engine.New(nil, nil, ring, log)
-	rl := &engine.Reloader{Path: cfg.Table, Engine: eng, Logger: log,
-		OnReload: func(err error) {
-			metrics.Reload(err)
-			if err != nil {
-				ring.Publish(events.Event{Kind: events.ReloadFailed, Reason: firstLine(err.Error()), Source: cfg.Table})
-			}
-		}}
-	if err := rl.Reload(); err != nil {
-		return cli.Exit(fmt.Sprintf("tlspolicyd: cannot start: policy table %s is invalid:\n%v", cfg.Table, err), 1)
-	}
 
 	// The prober, its persistent cache (learned policies, status page) and
 	// the monitor that re-probes enforced and testing entries.
@@ -172,11 +162,12 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 		}
 		return r, err
 	}
+	// The cache's learn_max_age is the table's: the reloader sets it on
+	// every table swapped in, the first one included.
 	cache := probe.NewCache(probe.CacheConfig{
-		Probe:       probeFn,
-		TTL:         cfg.Probe.TTL,
-		LearnMaxAge: eng.Store().Table().Defaults.LearnMaxAge,
-		Logger:      log.With("component", "probe-cache"),
+		Probe:  probeFn,
+		TTL:    cfg.Probe.TTL,
+		Logger: log.With("component", "probe-cache"),
 		OnEvent: func(e probe.Event) {
 			if e.Kind == probe.EventDowngradeRefused {
 				ring.Publish(events.Event{Kind: events.LearnedDowngrade, Domain: e.Target, Reason: e.Reason})
@@ -184,6 +175,20 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 			log.Info("probe cache event", "kind", e.Kind, "target", e.Target, "reason", e.Reason)
 		},
 	})
+	rl := &engine.Reloader{Path: cfg.Table, Engine: eng, Logger: log,
+		OnReload: func(err error) {
+			metrics.Reload(err)
+			if err != nil {
+				ring.Publish(events.Event{Kind: events.ReloadFailed, Reason: firstLine(err.Error()), Source: cfg.Table})
+				return
+			}
+			// Called after the swap, under the reloader's lock: Store is
+			// the table just loaded, and reloads apply in order.
+			cache.SetLearnMaxAge(eng.Store().Table().Defaults.LearnMaxAge)
+		}}
+	if err := rl.Reload(); err != nil {
+		return cli.Exit(fmt.Sprintf("tlspolicyd: cannot start: policy table %s is invalid:\n%v", cfg.Table, err), 1)
+	}
 	if cfg.Probe.Cache != "" {
 		cache.Load(cfg.Probe.Cache)
 	}

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tlspolicyd/tlspolicyd/socketmap"
 )
 
 // startServe runs `tlspolicyd serve args...` in this process until the
@@ -213,5 +215,65 @@ func TestServeEventLogRotation(t *testing.T) {
 		if name != evlog && fi.Size() < 1<<19 {
 			t.Errorf("%s: %d bytes; a rotated file should be near 1 MiB", name, fi.Size())
 		}
+	}
+}
+
+// TestServeReloadAppliesLearnMaxAge: a table reload that shortens
+// defaults.learn_max_age un-learns, at once, a domain confirmed longer ago.
+func TestServeReloadAppliesLearnMaxAge(t *testing.T) {
+	dir := t.TempDir()
+	table := filepath.Join(dir, "table.yaml")
+	writeTable := func(maxAge string) {
+		t.Helper()
+		tmp := table + ".tmp"
+		body := "defaults:\n  learn: enforce\n  learn_max_age: " + maxAge + "\noutbound:\n  other.example: verify\n"
+		if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, table); err != nil { // as an editor or git checkout does
+			t.Fatal(err)
+		}
+	}
+	writeTable("720h")
+	// tls.example: STARTTLS last confirmed 10 days ago.
+	confirmed := time.Now().Add(-10 * 24 * time.Hour).UTC().Format(time.RFC3339)
+	cachePath := filepath.Join(dir, "probes.json")
+	cacheFile := `{"version": 1, "learned": [{"domain": "tls.example", "first_learned": "` + confirmed + `", "last_confirmed": "` + confirmed + `"}]}`
+	if err := os.WriteFile(cachePath, []byte(cacheFile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addrs := startServe(t, []string{"socketmap"},
+		"--table", table, "--socketmap", "127.0.0.1:0", "--policyd", "", "--http", "",
+		"--probe-cache", cachePath, "--event-log", "", "--resolver", "127.0.0.1:1")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := socketmap.Dial(ctx, addrs["socketmap"], time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	lookup := func() socketmap.Reply {
+		t.Helper()
+		r, err := cl.Lookup(ctx, "tls_policy", "tls.example")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := lookup(); r.Status != socketmap.StatusOK || r.Data != "encrypt" {
+		t.Fatalf("learn_max_age 720h: tls.example = %v %q, want the learned encrypt", r.Status, r.Data)
+	}
+
+	writeTable("48h")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := lookup()
+		if r.Status == socketmap.StatusNotFound {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("learn_max_age 48h reloaded: tls.example = %v %q, want NOTFOUND (confirmed 10 days ago)", r.Status, r.Data)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
