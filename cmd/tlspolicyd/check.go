@@ -27,7 +27,7 @@ a warning. See examples/git-hooks/pre-commit.`,
 			&cli.BoolFlag{Name: "probe", Usage: "also probe every enforced and testing outbound entry and warn about each that would defer mail today"},
 		),
 		Action: func(c *cli.Context) error {
-			cfg, err := probeConfig(c)
+			cfg, err := loadConfig(c)
 			if err != nil {
 				return cli.Exit(err.Error(), 2)
 			}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/tlspolicyd/tlspolicyd/internal/config"
 	"github.com/tlspolicyd/tlspolicyd/probe"
 )
 
@@ -18,28 +17,10 @@ func probeFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "resolver", Usage: "DNS resolver `HOST:PORT` (default: probe.resolver of --config, else /etc/resolv.conf)"},
 		&cli.IntFlag{Name: "probe-port", Aliases: []string{"port"}, DefaultText: "25", Usage: "SMTP `PORT` to probe"},
-		&cli.DurationFlag{Name: "timeout", DefaultText: "30s", Usage: "bound on every step: DNS, connect, banner, each command, handshake"},
+		&cli.DurationFlag{Name: "probe-timeout", Aliases: []string{"timeout"}, DefaultText: "30s", Usage: "bound on every step: DNS, connect, banner, each command, handshake"},
 		&cli.StringFlag{Name: "helo", Usage: "EHLO `NAME` (default: this host's name)"},
 		&cli.BoolFlag{Name: "allow-private", Usage: "allow loopback and private addresses (testing only)"},
 	}
-}
-
-// probeConfig applies the probe-only flags on top of the configuration.
-func probeConfig(c *cli.Context) (config.Config, error) {
-	cfg, err := loadConfig(c)
-	if err != nil {
-		return cfg, err
-	}
-	if c.IsSet("timeout") {
-		cfg.Probe.Timeout = c.Duration("timeout")
-	}
-	if c.IsSet("helo") {
-		cfg.Probe.HELO = c.String("helo")
-	}
-	if c.IsSet("allow-private") {
-		cfg.Probe.AllowPrivate = c.Bool("allow-private")
-	}
-	return cfg, cfg.Validate()
 }
 
 func probeCommand() *cli.Command {
@@ -72,7 +53,7 @@ TARGET, 1 when not, 2 on usage errors.`,
 					return cli.Exit(fmt.Sprintf("tlspolicyd probe: %v", err), 2)
 				}
 			}
-			cfg, err := probeConfig(c)
+			cfg, err := loadConfig(c)
 			if err != nil {
 				return cli.Exit(err.Error(), 2)
 			}

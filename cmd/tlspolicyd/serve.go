@@ -35,11 +35,54 @@ const defaultConfigPath = "/etc/tlspolicyd/tlspolicyd.yaml"
 func configFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: defaultConfigPath, Usage: "daemon configuration `FILE` (YAML); optional when --table is given"},
-		&cli.StringFlag{Name: "table", Aliases: []string{"t"}, Usage: "policy table: a YAML `PATH` or a directory of *.yaml/*.yml (a git checkout)"},
+		&cli.StringFlag{Name: "table", Aliases: []string{"t"}, DefaultText: "/etc/tlspolicyd/table", Usage: "policy table: a YAML `PATH` or a directory of *.yaml/*.yml (a git checkout)"},
+	}
+}
+
+// keyFlag binds a configuration key to the flag that overrides it.
+type keyFlag struct {
+	key  string                   // dotted YAML path, e.g. "probe.timeout"
+	flag string                   // its flag, e.g. "probe-timeout"
+	dst  func(*config.Config) any // the field set: *string, *int, *bool or *time.Duration
+}
+
+// keyFlags lists every configuration key with its flag (DESIGN §3: every
+// key has one, and a flag wins). serve defines all of them; the other
+// commands define those they use, and loadConfig applies whichever is set.
+func keyFlags() []keyFlag {
+	return []keyFlag{
+		{"table", "table", func(c *config.Config) any { return &c.Table }},
+		{"listen.socketmap", "socketmap", func(c *config.Config) any { return &c.Listen.Socketmap }},
+		{"listen.policyd", "policyd", func(c *config.Config) any { return &c.Listen.Policyd }},
+		{"listen.http", "http", func(c *config.Config) any { return &c.Listen.HTTP }},
+		{"listen.pprof", "pprof", func(c *config.Config) any { return &c.Listen.Pprof }},
+		{"socket_mode", "socket-mode", func(c *config.Config) any { return &c.SocketMode }},
+		{"max_connections", "max-connections", func(c *config.Config) any { return &c.MaxConnections }},
+		{"probe.resolver", "resolver", func(c *config.Config) any { return &c.Probe.Resolver }},
+		{"probe.port", "probe-port", func(c *config.Config) any { return &c.Probe.Port }},
+		{"probe.timeout", "probe-timeout", func(c *config.Config) any { return &c.Probe.Timeout }},
+		{"probe.concurrency", "probe-concurrency", func(c *config.Config) any { return &c.Probe.Concurrency }},
+		{"probe.ttl", "probe-ttl", func(c *config.Config) any { return &c.Probe.TTL }},
+		{"probe.cache", "probe-cache", func(c *config.Config) any { return &c.Probe.Cache }},
+		{"probe.helo", "helo", func(c *config.Config) any { return &c.Probe.HELO }},
+		{"probe.allow_private", "allow-private", func(c *config.Config) any { return &c.Probe.AllowPrivate }},
+		{"probe.interval", "probe-interval", func(c *config.Config) any { return &c.Probe.Interval }},
+		{"probe.max_per_minute", "probe-max-per-minute", func(c *config.Config) any { return &c.Probe.MaxPerMinute }},
+		{"probe.monitor_workers", "probe-monitor-workers", func(c *config.Config) any { return &c.Probe.MonitorWorkers }},
+		{"alerts.mail_to", "alert-mail-to", func(c *config.Config) any { return &c.Alerts.MailTo }},
+		{"alerts.smtp", "alert-smtp", func(c *config.Config) any { return &c.Alerts.SMTP }},
+		{"alerts.webhook", "alert-webhook", func(c *config.Config) any { return &c.Alerts.Webhook }},
+		{"alerts.interval", "alert-interval", func(c *config.Config) any { return &c.Alerts.Interval }},
+		{"log.format", "log-format", func(c *config.Config) any { return &c.Log.Format }},
+		{"log.level", "log-level", func(c *config.Config) any { return &c.Log.Level }},
+		{"log.events", "event-log", func(c *config.Config) any { return &c.Log.Events }},
+		{"log.events_max_mb", "event-log-max-mb", func(c *config.Config) any { return &c.Log.EventsMaxMB }},
+		{"log.events_keep", "event-log-keep", func(c *config.Config) any { return &c.Log.EventsKeep }},
 	}
 }
 
 // loadConfig reads --config and applies every flag that was set on top.
+// A value that cannot work names its flag when a flag set it.
 func loadConfig(c *cli.Context) (config.Config, error) {
 	path := c.String("config")
 	missingOK := !c.IsSet("config")
@@ -47,53 +90,66 @@ func loadConfig(c *cli.Context) (config.Config, error) {
 	if err != nil {
 		return cfg, err
 	}
-	str := func(flag string, dst *string) {
-		if c.IsSet(flag) {
-			*dst = c.String(flag)
+	setBy := map[string]string{} // key → flag
+	for _, kf := range keyFlags() {
+		if !c.IsSet(kf.flag) {
+			continue
 		}
+		switch p := kf.dst(&cfg).(type) {
+		case *string:
+			*p = c.String(kf.flag)
+		case *int:
+			*p = c.Int(kf.flag)
+		case *bool:
+			*p = c.Bool(kf.flag)
+		case *time.Duration:
+			*p = c.Duration(kf.flag)
+		default:
+			return cfg, fmt.Errorf("--%s: %s is a %T, which no flag type sets", kf.flag, kf.key, p)
+		}
+		setBy[kf.key] = kf.flag
 	}
-	str("table", &cfg.Table)
-	str("socketmap", &cfg.Listen.Socketmap)
-	str("policyd", &cfg.Listen.Policyd)
-	str("http", &cfg.Listen.HTTP)
-	str("pprof", &cfg.Listen.Pprof)
-	str("socket-mode", &cfg.SocketMode)
-	str("resolver", &cfg.Probe.Resolver)
-	str("probe-cache", &cfg.Probe.Cache)
-	str("log-format", &cfg.Log.Format)
-	str("log-level", &cfg.Log.Level)
-	str("event-log", &cfg.Log.Events)
-	if c.IsSet("max-connections") {
-		cfg.MaxConnections = c.Int("max-connections")
+	if err := cfg.Validate(); err != nil {
+		var ke *config.KeyError
+		if errors.As(err, &ke) && setBy[ke.Key] != "" {
+			return cfg, fmt.Errorf("--%s: %w", setBy[ke.Key], err)
+		}
+		return cfg, err
 	}
-	if c.IsSet("probe-port") {
-		cfg.Probe.Port = c.Int("probe-port")
-	}
-	if c.IsSet("event-log-max-mb") {
-		cfg.Log.EventsMaxMB = c.Int("event-log-max-mb")
-	}
-	if c.IsSet("event-log-keep") {
-		cfg.Log.EventsKeep = c.Int("event-log-keep")
-	}
-	return cfg, cfg.Validate()
+	return cfg, nil
 }
 
 func serveCommand() *cli.Command {
+	// Defaults are DefaultText, not in Usage: urfave/cli prints an unset
+	// number's zero value as its default otherwise. TestServeFlagDefaults
+	// holds them to config.Default().
 	flags := append(configFlags(),
-		&cli.StringFlag{Name: "socketmap", Usage: "socketmap listener `ADDR` (host:port or unix:/path) for smtp_tls_policy_maps (default 127.0.0.1:10041)"},
-		&cli.StringFlag{Name: "policyd", Usage: "policy delegation listener `ADDR` for check_policy_service; \"\" disables (default 127.0.0.1:10042)"},
-		&cli.StringFlag{Name: "http", Usage: "HTTP listener `ADDR` for /healthz; \"\" disables (default 127.0.0.1:10043)"},
-		&cli.StringFlag{Name: "pprof", Usage: "serve Go profiles (net/http/pprof: /debug/pprof/profile, heap, allocs, goroutine) on `ADDR`, a listener of its own, never the --http one; off by default. Use loopback, e.g. 127.0.0.1:6060: profiles reveal the command line and goroutine stacks, and anyone who can connect can make the daemon spend CPU on profiling"},
-		&cli.IntFlag{Name: "max-connections", Usage: "connections per socketmap/policyd listener `N` (default 1000)"},
-		&cli.StringFlag{Name: "socket-mode", Usage: "permission bits for unix: sockets, octal `MODE` (default 0660)"},
-		&cli.StringFlag{Name: "resolver", Usage: "DNS resolver `HOST:PORT` for the prober (default: /etc/resolv.conf)"},
-		&cli.IntFlag{Name: "probe-port", Usage: "SMTP `PORT` the prober connects to (default 25)"},
-		&cli.StringFlag{Name: "probe-cache", Usage: "probe cache `FILE` (default /var/lib/tlspolicyd/probes.json)"},
-		&cli.StringFlag{Name: "log-format", Usage: "log format: text or json"},
-		&cli.StringFlag{Name: "log-level", Usage: "log level: debug, info, warn or error"},
-		&cli.StringFlag{Name: "event-log", Usage: "JSON-lines event log `FILE`; \"\" disables (default /var/lib/tlspolicyd/events.jsonl)"},
-		&cli.IntFlag{Name: "event-log-max-mb", Usage: "rotate the event log past `MIB` MiB (default 10)"},
-		&cli.IntFlag{Name: "event-log-keep", Usage: "rotated event log files kept, `N` (default 3): the disk holds at most (1 + N) × --event-log-max-mb MiB of events"},
+		&cli.StringFlag{Name: "socketmap", DefaultText: "127.0.0.1:10041", Usage: "socketmap listener `ADDR` (host:port or unix:/path) for smtp_tls_policy_maps"},
+		&cli.StringFlag{Name: "policyd", DefaultText: "127.0.0.1:10042", Usage: "policy delegation listener `ADDR` for check_policy_service; \"\" disables"},
+		&cli.StringFlag{Name: "http", DefaultText: "127.0.0.1:10043", Usage: "HTTP listener `ADDR` for /healthz, /metrics, the status page and the JSON API; \"\" disables"},
+		&cli.StringFlag{Name: "pprof", DefaultText: "off", Usage: "serve Go profiles (net/http/pprof: /debug/pprof/profile, heap, allocs, goroutine) on `ADDR`, a listener of its own, never the --http one. Use loopback, e.g. 127.0.0.1:6060: profiles reveal the command line and goroutine stacks, and anyone who can connect can make the daemon spend CPU on profiling"},
+		&cli.StringFlag{Name: "socket-mode", DefaultText: "0660", Usage: "permission bits for unix: sockets, octal `MODE`"},
+		&cli.IntFlag{Name: "max-connections", DefaultText: "1000", Usage: "connections per socketmap/policyd listener `N`"},
+		&cli.StringFlag{Name: "resolver", DefaultText: "/etc/resolv.conf", Usage: "DNS resolver `HOST:PORT` for the prober"},
+		&cli.IntFlag{Name: "probe-port", DefaultText: "25", Usage: "SMTP `PORT` the prober connects to"},
+		&cli.DurationFlag{Name: "probe-timeout", DefaultText: "30s", Usage: "bound on each probe step (DNS, connect, banner, each command, handshake), a `DURATION`"},
+		&cli.IntFlag{Name: "probe-concurrency", DefaultText: "32", Usage: "probe connections in flight at most, `N`"},
+		&cli.DurationFlag{Name: "probe-ttl", DefaultText: "24h", Usage: "how long a probe result is fresh, a `DURATION`"},
+		&cli.StringFlag{Name: "probe-cache", DefaultText: "/var/lib/tlspolicyd/probes.json", Usage: "probe cache `FILE`; \"\" keeps results in memory only"},
+		&cli.StringFlag{Name: "helo", DefaultText: "this host's name", Usage: "EHLO `NAME` the prober sends"},
+		&cli.BoolFlag{Name: "allow-private", DefaultText: "false", Usage: "probe loopback and private addresses (tests only)"},
+		&cli.DurationFlag{Name: "probe-interval", DefaultText: "1h", Usage: "re-probe every enforced and testing outbound entry each `DURATION` (jittered)"},
+		&cli.IntFlag{Name: "probe-max-per-minute", DefaultText: "120", Usage: "probes started per minute, by the monitor and for learned policies together, `N`; 0 = no cap"},
+		&cli.IntFlag{Name: "probe-monitor-workers", DefaultText: "4", Usage: "probes the monitor has in flight at most, `N`"},
+		&cli.StringFlag{Name: "alert-mail-to", DefaultText: "none", Usage: "postmaster `ADDRESS` alert digests are mailed to; \"\" disables mail"},
+		&cli.StringFlag{Name: "alert-smtp", DefaultText: "127.0.0.1:25", Usage: "SMTP relay `HOST:PORT` alert mail is sent through"},
+		&cli.StringFlag{Name: "alert-webhook", DefaultText: "none", Usage: "`URL` receiving alerts as JSON; \"\" disables"},
+		&cli.DurationFlag{Name: "alert-interval", DefaultText: "1h", Usage: "at most one alert per domain and kind per `DURATION`"},
+		&cli.StringFlag{Name: "log-format", DefaultText: "text", Usage: "log `FORMAT`: text or json"},
+		&cli.StringFlag{Name: "log-level", DefaultText: "info", Usage: "log `LEVEL`: debug, info, warn or error"},
+		&cli.StringFlag{Name: "event-log", DefaultText: "/var/lib/tlspolicyd/events.jsonl", Usage: "JSON-lines event log `FILE`; \"\" keeps events in memory only"},
+		&cli.IntFlag{Name: "event-log-max-mb", DefaultText: "10", Usage: "rotate the event log past `MIB` MiB"},
+		&cli.IntFlag{Name: "event-log-keep", DefaultText: "3", Usage: "rotated event log files kept, `N`: the disk holds at most (1 + N) × --event-log-max-mb MiB of events"},
 	)
 	return &cli.Command{
 		Name:  "serve",

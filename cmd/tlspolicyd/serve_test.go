@@ -13,11 +13,15 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/urfave/cli/v2"
+
+	"github.com/tlspolicyd/tlspolicyd/internal/config"
 	"github.com/tlspolicyd/tlspolicyd/socketmap"
 )
 
@@ -214,6 +218,219 @@ func TestServeEventLogRotation(t *testing.T) {
 		}
 		if name != evlog && fi.Size() < 1<<19 {
 			t.Errorf("%s: %d bytes; a rotated file should be near 1 MiB", name, fi.Size())
+		}
+	}
+}
+
+// yamlKeys returns the dotted YAML path of every leaf of t (config.Config).
+func yamlKeys(t reflect.Type, prefix string) []string {
+	var keys []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		key := prefix + strings.Split(f.Tag.Get("yaml"), ",")[0]
+		if f.Type.Kind() == reflect.Struct {
+			keys = append(keys, yamlKeys(f.Type, key+".")...)
+			continue
+		}
+		keys = append(keys, key)
+	}
+	return keys
+}
+
+// configField returns the field of cfg at the dotted YAML path key.
+func configField(t *testing.T, cfg *config.Config, key string) reflect.Value {
+	t.Helper()
+	v := reflect.ValueOf(cfg).Elem()
+next:
+	for _, part := range strings.Split(key, ".") {
+		for i := range v.NumField() {
+			if strings.Split(v.Type().Field(i).Tag.Get("yaml"), ",")[0] == part {
+				v = v.Field(i)
+				continue next
+			}
+		}
+		t.Fatalf("config.Config has no key %q", key)
+	}
+	return v
+}
+
+// loadServeConfig runs `tlspolicyd serve args...` as far as loadConfig.
+func loadServeConfig(t *testing.T, args ...string) (config.Config, error) {
+	t.Helper()
+	cmd := serveCommand()
+	var cfg config.Config
+	var loadErr error
+	cmd.Action = func(c *cli.Context) error {
+		cfg, loadErr = loadConfig(c)
+		return nil
+	}
+	app := &cli.App{Commands: []*cli.Command{cmd}, Writer: io.Discard, ErrWriter: io.Discard}
+	if err := app.Run(append([]string{"tlspolicyd", "serve"}, args...)); err != nil {
+		t.Fatalf("serve %v: %v", args, err)
+	}
+	return cfg, loadErr
+}
+
+// TestEveryConfigKeyHasAFlag (DESIGN §3): every key of config.Config has a
+// keyFlags entry, and its flag is one of serve's. A key added without a
+// flag fails here.
+func TestEveryConfigKeyHasAFlag(t *testing.T) {
+	flags := map[string]bool{}
+	for _, f := range serveCommand().Flags {
+		for _, n := range f.Names() {
+			flags[n] = true
+		}
+	}
+	bound := map[string]string{}
+	for _, kf := range keyFlags() {
+		if _, dup := bound[kf.key]; dup {
+			t.Errorf("key %s bound twice", kf.key)
+		}
+		bound[kf.key] = kf.flag
+		if !flags[kf.flag] {
+			t.Errorf("key %s: serve has no flag --%s", kf.key, kf.flag)
+		}
+	}
+	keys := yamlKeys(reflect.TypeOf(config.Config{}), "")
+	for _, k := range keys {
+		if bound[k] == "" {
+			t.Errorf("config key %s has no flag: add it to keyFlags and to serve's flags", k)
+		}
+	}
+	if len(bound) != len(keys) {
+		t.Errorf("keyFlags binds %d keys, config.Config has %d: %v", len(bound), len(keys), keys)
+	}
+}
+
+// TestServeFlagsOverrideConfig: each key set in the config file takes
+// effect, and its flag, set too, wins over the file.
+func TestServeFlagsOverrideConfig(t *testing.T) {
+	tests := []struct {
+		key, flag string
+		file      string // the key's YAML value in the config file
+		arg       string // the flag's value
+		want      any
+	}{
+		{"table", "table", "/file/table", "/flag/table", "/flag/table"},
+		{"listen.socketmap", "socketmap", "127.0.0.1:1", "unix:/run/s.sock", "unix:/run/s.sock"},
+		{"listen.policyd", "policyd", "127.0.0.1:2", "", ""},
+		{"listen.http", "http", "127.0.0.1:3", "[::1]:4", "[::1]:4"},
+		{"listen.pprof", "pprof", "127.0.0.1:5", "127.0.0.1:6060", "127.0.0.1:6060"},
+		{"socket_mode", "socket-mode", `"0640"`, "0600", "0600"},
+		{"max_connections", "max-connections", "10", "20", 20},
+		{"probe.resolver", "resolver", "127.0.0.1:53", "[::1]:5353", "[::1]:5353"},
+		{"probe.port", "probe-port", "2525", "2526", 2526},
+		{"probe.timeout", "probe-timeout", "5s", "7s", 7 * time.Second},
+		{"probe.concurrency", "probe-concurrency", "8", "16", 16},
+		{"probe.ttl", "probe-ttl", "1h", "2h", 2 * time.Hour},
+		{"probe.cache", "probe-cache", "/file/probes.json", "/flag/probes.json", "/flag/probes.json"},
+		{"probe.helo", "helo", "file.example", "flag.example", "flag.example"},
+		{"probe.allow_private", "allow-private", "true", "false", false},
+		{"probe.interval", "probe-interval", "10m", "20m", 20 * time.Minute},
+		{"probe.max_per_minute", "probe-max-per-minute", "60", "0", 0},
+		{"probe.monitor_workers", "probe-monitor-workers", "2", "8", 8},
+		{"alerts.mail_to", "alert-mail-to", "a@file.example", "postmaster@flag.example", "postmaster@flag.example"},
+		{"alerts.smtp", "alert-smtp", "127.0.0.1:2525", "[::1]:25", "[::1]:25"},
+		{"alerts.webhook", "alert-webhook", "https://file.example/hook", "https://flag.example/hook", "https://flag.example/hook"},
+		{"alerts.interval", "alert-interval", "2h", "30m", 30 * time.Minute},
+		{"log.format", "log-format", "json", "text", "text"},
+		{"log.level", "log-level", "debug", "warn", "warn"},
+		{"log.events", "event-log", "/file/events.jsonl", "", ""},
+		{"log.events_max_mb", "event-log-max-mb", "5", "20", 20},
+		{"log.events_keep", "event-log-keep", "2", "7", 7},
+	}
+	flagOf := map[string]string{}
+	for _, kf := range keyFlags() {
+		flagOf[kf.key] = kf.flag
+	}
+	covered := map[string]bool{}
+	dir := t.TempDir()
+	for _, tt := range tests {
+		covered[tt.key] = true
+		t.Run(tt.key, func(t *testing.T) {
+			if flagOf[tt.key] != tt.flag {
+				t.Fatalf("key %s: flag --%s, want --%s", tt.key, flagOf[tt.key], tt.flag)
+			}
+			yml := tt.key + ": " + tt.file + "\n"
+			if section, key, ok := strings.Cut(tt.key, "."); ok {
+				yml = section + ":\n  " + key + ": " + tt.file + "\n"
+			}
+			path := filepath.Join(dir, strings.ReplaceAll(tt.key, ".", "_")+".yaml")
+			if err := os.WriteFile(path, []byte(yml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			def := config.Default()
+			cfg, err := loadServeConfig(t, "--config", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := configField(t, &cfg, tt.key).Interface(); got == configField(t, &def, tt.key).Interface() {
+				t.Fatalf("file alone: %s = %v, the default: the file value %s did not take", tt.key, got, tt.file)
+			}
+			cfg, err = loadServeConfig(t, "--config", path, "--"+tt.flag+"="+tt.arg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := configField(t, &cfg, tt.key).Interface(); got != tt.want {
+				t.Errorf("--%s=%s over %s: %s = %v (%T), want %v (%T)", tt.flag, tt.arg, tt.file, tt.key, got, got, tt.want, tt.want)
+			}
+		})
+	}
+	for _, k := range yamlKeys(reflect.TypeOf(config.Config{}), "") {
+		if !covered[k] {
+			t.Errorf("key %s: no test case", k)
+		}
+	}
+}
+
+// TestServeFlagValidated: a value set by a flag is validated like one from
+// the file, and the error names the flag.
+func TestServeFlagValidated(t *testing.T) {
+	for _, tt := range []struct{ arg, want string }{
+		{"--probe-concurrency=0", "--probe-concurrency: probe.concurrency 0: want at least 1"},
+		{"--probe-timeout=0s", "--probe-timeout: probe.timeout 0s: want a positive duration"},
+		{"--probe-monitor-workers=-1", "--probe-monitor-workers: probe.monitor_workers -1: want at least 1"},
+		{"--alert-interval=-1h", "--alert-interval: alerts.interval -1h0m0s: want a positive duration"},
+		{"--log-level=loud", `--log-level: log.level "loud": want debug, info, warn or error`},
+	} {
+		_, err := loadServeConfig(t, "--table", "testdata/table", tt.arg)
+		if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
+			t.Errorf("%s: err = %v, want %q", tt.arg, err, tt.want)
+		}
+	}
+}
+
+// TestServeFlagDefaults: the default each serve flag's help shows is the
+// configuration's (config.Default); a zero default is explained by the
+// flag's own text ("none", "this host's name").
+func TestServeFlagDefaults(t *testing.T) {
+	byName := map[string]cli.Flag{}
+	for _, f := range serveCommand().Flags {
+		byName[f.Names()[0]] = f
+	}
+	def := config.Default()
+	for _, kf := range keyFlags() {
+		v := reflect.ValueOf(kf.dst(&def)).Elem()
+		if v.IsZero() {
+			continue
+		}
+		want := fmt.Sprint(v.Interface())
+		if d, ok := v.Interface().(time.Duration); ok { // 24h, not 24h0m0s
+			want = d.String()
+			if strings.HasSuffix(want, "m0s") {
+				want = strings.TrimSuffix(want, "0s")
+			}
+			if strings.HasSuffix(want, "h0m") {
+				want = strings.TrimSuffix(want, "0m")
+			}
+		}
+		f, ok := byName[kf.flag].(cli.DocGenerationFlag)
+		if !ok {
+			t.Errorf("--%s: no such serve flag", kf.flag)
+			continue
+		}
+		if got := f.GetDefaultText(); got != want {
+			t.Errorf("--%s: help shows default %q, want %q (config.Default's %s)", kf.flag, got, want, kf.key)
 		}
 	}
 }

@@ -242,7 +242,7 @@ func (c Config) Validate() error {
 	for _, d := range []struct {
 		key string
 		v   time.Duration
-	}{{"probe.timeout", c.Probe.Timeout}, {"probe.ttl", c.Probe.TTL}, {"probe.interval", c.Probe.Interval}} {
+	}{{"probe.timeout", c.Probe.Timeout}, {"probe.ttl", c.Probe.TTL}, {"probe.interval", c.Probe.Interval}, {"alerts.interval", c.Alerts.Interval}} {
 		if d.v <= 0 {
 			return keyErrorf(d.key, "%v: want a positive duration such as 30s or 24h", d.v)
 		}

@@ -99,6 +99,7 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{func(c *Config) { c.Log.EventsMaxMB = 1 << 20 }, "log.events_max_mb", "log.events_max_mb 1048576: want 1-65536 (MiB)"},
 		{func(c *Config) { c.Log.EventsKeep = -1 }, "log.events_keep", "log.events_keep -1: want 1-1000"},
 		{func(c *Config) { c.SocketMode = "rw" }, "socket_mode", `socket_mode "rw": want octal permission bits such as "0660"`},
+		{func(c *Config) { c.Alerts.Interval = 0 }, "alerts.interval", "alerts.interval 0s: want a positive duration such as 30s or 24h"},
 	} {
 		c := Default()
 		tt.set(&c)
