@@ -101,8 +101,12 @@ func TestSystemdSocketActivation(t *testing.T) {
 	if err != nil || !strings.HasPrefix(line, "action=450 4.7.10 ") {
 		t.Fatalf("policy reply = %q, %v", line, err)
 	}
-	if !strings.Contains(stderr.String(), "using socket from systemd") {
-		t.Errorf("daemon did not log the activated sockets")
+	// Log lines are written in batches (internal/logbuf): wait for it.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(stderr.String(), "using socket from systemd"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("daemon did not log the activated sockets within 5 s")
+			break
+		}
 	}
 
 	_ = cmd.Process.Signal(syscall.SIGTERM)
