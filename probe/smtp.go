@@ -164,12 +164,14 @@ func (s *session) run(ctx context.Context) error {
 	}
 
 	// TLS handshake. InsecureSkipVerify so a bad certificate is recorded,
-	// not fatal (we verify afterwards); TLS 1.0 allowed so old servers are
-	// measured; no SNI, as the Postfix SMTP client sends none outside DANE,
-	// so we see the certificate Postfix would see.
+	// not fatal (we verify afterwards); TLS 1.0 and the cipher suites of
+	// postfixCipherSuites allowed so that a server is measured as the
+	// Postfix SMTP client would see it; no SNI, as the Postfix SMTP client
+	// sends none outside DANE, so we see the certificate Postfix would see.
 	tcfg := &tls.Config{
 		InsecureSkipVerify: true, //nolint:gosec // verified in inspectTLS
 		MinVersion:         tls.VersionTLS10,
+		CipherSuites:       postfixCipherSuites,
 	}
 	tconn := tls.Client(conn, tcfg)
 	hctx, cancel := context.WithTimeout(ctx, s.p.cfg.Timeout)
@@ -198,6 +200,46 @@ func (s *session) run(ctx context.Context) error {
 	s.quit(ttp, conn)
 	return nil
 }
+
+// postfixCipherSuites are the TLS 1.0–1.2 cipher suites the prober offers:
+// those of Go's implementation that the Postfix SMTP client offers at its
+// mandatory levels (smtp_tls_mandatory_ciphers = medium, i.e.
+// "aNULL:-aNULL:HIGH:MEDIUM:+RC4:@STRENGTH") when linked with OpenSSL 3.
+// The verdict must say whether Postfix would deliver, so a server Postfix
+// can talk to must not fail here, and one it cannot talk to must not pass:
+//
+//   - every suite of tls.CipherSuites() (ECDHE with AES-GCM, AES-CBC,
+//     ChaCha20-Poly1305);
+//   - from tls.InsecureCipherSuites(), the RSA key exchange suites
+//     (AES128-SHA, AES256-SHA, AES128-SHA256, AES128-GCM-SHA256,
+//     AES256-GCM-SHA384) and ECDHE with AES-128-CBC-SHA256: all in
+//     OpenSSL's HIGH. Go leaves them out by default (RSA key exchange
+//     since Go 1.22), so without them a TLS 1.2 server offering only
+//     RSA key exchange would fail the handshake although Postfix
+//     negotiates AES128-GCM-SHA256 with it;
+//   - not RC4 nor 3DES: OpenSSL 3 (and 1.1.x) builds them only with
+//     enable-weak-ssl-ciphers, which distributions leave off (`openssl
+//     ciphers -v 'ALL:COMPLEMENTOFALL:@SECLEVEL=0'` lists neither), so the
+//     "+RC4" and MEDIUM of Postfix's list select nothing and a server
+//     offering only those fails with Postfix too.
+//
+// TLS 1.3 suites are not configurable in Go; all three are offered, as
+// OpenSSL does by default. Go orders the suites itself.
+var postfixCipherSuites = func() []uint16 {
+	var ids []uint16
+	for _, cs := range tls.CipherSuites() {
+		ids = append(ids, cs.ID)
+	}
+	return append(ids,
+		tls.TLS_RSA_WITH_AES_128_CBC_SHA,
+		tls.TLS_RSA_WITH_AES_256_CBC_SHA,
+		tls.TLS_RSA_WITH_AES_128_CBC_SHA256,
+		tls.TLS_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256,
+	)
+}()
 
 // textConn is one SMTP command/reply channel. The reader is ours, not
 // textproto.Conn's, so that we can see bytes buffered after a reply.
