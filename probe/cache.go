@@ -589,10 +589,28 @@ type cacheEntry struct {
 	Result   *Result   `json:"result"`
 }
 
+// loadedFile is the cache file as Load reads it: every result and learned
+// record is decoded on its own, so that one malformed record costs that
+// record only, not the learned policies beside it.
+type loadedFile struct {
+	Version int               `json:"version"`
+	Entries []json.RawMessage `json:"entries"`
+	Learned []json.RawMessage `json:"learned"`
+}
+
+// maxSkipLogs caps the lines Load logs for skipped records; the rest are
+// counted in its summary line.
+const maxSkipLogs = 20
+
 // Load reads the results persisted at path and makes path the file Save
-// writes. A missing file is an empty cache. A corrupt or unreadable file
-// is logged and ignored — the cache starts empty and works — and never
-// fails the caller: a probe cache is an optimisation, not configuration.
+// writes. A missing file is an empty cache. A file that is not JSON, is
+// not a cache file or has an unknown version is logged and ignored — the
+// cache starts empty and works — and never fails the caller: a probe
+// cache is an optimisation, not configuration. Within a readable file,
+// each result and learned record is decoded and checked on its own: a bad
+// one is skipped and logged with its key, the others are kept (and so
+// written back by the next Save), for the learned records are the
+// STRIPTLS defence and must not all go because of one bad line.
 func (c *Cache) Load(path string) {
 	c.mu.Lock()
 	c.path = path
@@ -606,7 +624,7 @@ func (c *Cache) Load(path string) {
 		c.log.Error("probe cache unreadable, starting empty", "path", path, "error", err)
 		return
 	}
-	var f cacheFile
+	var f loadedFile
 	if err := json.Unmarshal(data, &f); err != nil {
 		c.log.Warn("probe cache corrupt, ignored", "path", path, "error", err)
 		return
@@ -616,28 +634,48 @@ func (c *Cache) Load(path string) {
 		return
 	}
 	skipped := 0
-	c.mu.Lock()
-	for _, fe := range f.Entries {
-		r := fe.Result
-		if r == nil || r.Time.IsZero() {
-			skipped++
+	skip := func(what string, i int, key string, why error) {
+		skipped++
+		if skipped <= maxSkipLogs {
+			c.log.Warn("probe cache: invalid record skipped", "path", path, "record", fmt.Sprintf("%s[%d]", what, i),
+				"key", key, "error", why)
+		}
+	}
+	entries := make([]*entry, 0, len(f.Entries))
+	for i, raw := range f.Entries {
+		var fe cacheEntry
+		if err := json.Unmarshal(raw, &fe); err != nil {
+			skip("entries", i, recordKey(raw, "result", "target"), err)
 			continue
 		}
-		if key, err := Canonical(r.Target); err != nil || key != r.Target {
-			skipped++
+		r := fe.Result
+		if err := validResult(r); err != nil {
+			skip("entries", i, recordKey(raw, "result", "target"), err)
 			continue
 		}
 		e := &entry{res: r}
 		e.lastUsed.Store(fe.LastUsed.UnixNano())
-		c.entries[r.Target] = e
+		entries = append(entries, e)
 	}
-	for i := range f.Learned {
-		rec := f.Learned[i]
-		if key, err := Canonical(rec.Domain); err != nil || key != rec.Domain || rec.LastConfirmed.IsZero() {
-			skipped++
+	learned := make([]*learnedRec, 0, len(f.Learned))
+	for i, raw := range f.Learned {
+		rec := new(learnedRec)
+		if err := json.Unmarshal(raw, rec); err != nil {
+			skip("learned", i, recordKey(raw, "domain"), err)
 			continue
 		}
-		c.learned[rec.Domain] = &rec
+		if err := validLearned(rec); err != nil {
+			skip("learned", i, rec.Domain, err)
+			continue
+		}
+		learned = append(learned, rec)
+	}
+	c.mu.Lock()
+	for _, e := range entries {
+		c.entries[e.res.Target] = e
+	}
+	for _, rec := range learned {
+		c.learned[rec.Domain] = rec
 	}
 	// A file written under a higher MaxEntries.
 	for len(c.entries) > c.cfg.MaxEntries {
@@ -652,6 +690,54 @@ func (c *Cache) Load(path string) {
 		c.log.Warn("probe cache: invalid records skipped", "path", path, "skipped", skipped)
 	}
 	c.log.Info("probe cache loaded", "path", path, "results", n, "learned", l)
+}
+
+// validResult checks a result read from the cache file.
+func validResult(r *Result) error {
+	if r == nil {
+		return errors.New("no result")
+	}
+	if r.Time.IsZero() {
+		return errors.New("no time")
+	}
+	if key, err := Canonical(r.Target); err != nil {
+		return err
+	} else if key != r.Target {
+		return fmt.Errorf("target %q is not canonical (%q)", r.Target, key)
+	}
+	return nil
+}
+
+// validLearned checks a learned record read from the cache file.
+func validLearned(rec *learnedRec) error {
+	if key, err := Canonical(rec.Domain); err != nil {
+		return err
+	} else if key != rec.Domain {
+		return fmt.Errorf("domain %q is not canonical (%q)", rec.Domain, key)
+	}
+	if rec.LastConfirmed.IsZero() {
+		return errors.New("no last_confirmed time")
+	}
+	return nil
+}
+
+// recordKey digs the string at path (object keys) out of a record that
+// did not decode, for the log line; "" if it cannot. It is as lenient as
+// it can be: only the objects on the way and the string itself must be
+// well-formed.
+func recordKey(raw json.RawMessage, path ...string) string {
+	for _, k := range path {
+		var m map[string]json.RawMessage
+		if json.Unmarshal(raw, &m) != nil {
+			return ""
+		}
+		raw = m[k]
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return ""
+	}
+	return printable(s, false)
 }
 
 // Save writes every result and learned record to the cache file

@@ -434,3 +434,82 @@ func TestCacheWithProberSTRIPTLS(t *testing.T) {
 		t.Errorf("events = %v", k)
 	}
 }
+
+// TestCacheLoadSkipsBadRecords: one malformed record (a type error in one
+// result, a bad learned record, …) costs that record only: the learned
+// records beside it survive Load and the next Save, and the skipped one is
+// logged with its key.
+func TestCacheLoadSkipsBadRecords(t *testing.T) {
+	now := time.Now().UTC().Truncate(time.Second)
+	good, err := json.Marshal(cacheEntry{LastUsed: now, Result: synthetic("ok.example", now, true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stamp := `"` + now.Format(time.RFC3339) + `"`
+	learned := `{"domain":"lawfirm.example","first_learned":` + stamp + `,"last_confirmed":` + stamp + `}`
+	tests := []struct {
+		name    string
+		entry   string // a bad entry, or ""
+		learned string // a bad learned record, or ""
+		logKey  string // the key the skip line names
+	}{
+		{name: "type error in a result",
+			entry:  `{"last_used":` + stamp + `,"result":{"target":"bad.example","time":` + stamp + `,"duration_ns":"oops"}}`,
+			logKey: "bad.example"},
+		{name: "type error in a nested address",
+			entry:  `{"result":{"target":"nested.example","time":` + stamp + `,"mx":[{"host":"mx","addrs":[{"port":"25"}]}]}}`,
+			logKey: "nested.example"},
+		{name: "entry not an object", entry: `"oops"`},
+		{name: "result not an object", entry: `{"result":[1,2]}`},
+		{name: "result without time", entry: `{"result":{"target":"notime.example"}}`, logKey: "notime.example"},
+		{name: "type error in a learned record",
+			learned: `{"domain":"other.example","first_learned":` + stamp + `,"last_confirmed":5}`,
+			logKey:  "other.example"},
+		{name: "learned record not an object", learned: `17`},
+		{name: "learned record with a bad domain",
+			learned: `{"domain":"x..y","last_confirmed":` + stamp + `}`, logKey: "x..y"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			entries := []string{string(good)}
+			if tc.entry != "" {
+				entries = []string{tc.entry, string(good)}
+			}
+			learnedRecs := []string{learned}
+			if tc.learned != "" {
+				learnedRecs = []string{tc.learned, learned}
+			}
+			path := filepath.Join(t.TempDir(), "probes.json")
+			file := `{"version":1,"saved":` + stamp + `,"entries":[` + strings.Join(entries, ",") +
+				`],"learned":[` + strings.Join(learnedRecs, ",") + `]}`
+			if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var logs bytes.Buffer
+			c := NewCache(CacheConfig{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			c.Load(path)
+			if _, _, ok := c.Learned("lawfirm.example"); !ok {
+				t.Fatalf("learned record lost to a bad record beside it; log:\n%s", logs.String())
+			}
+			if r, ok := c.Get("ok.example"); !ok || r.Status != StatusOK || c.Len() != 1 {
+				t.Errorf("good result not kept alone: %v %+v, %d results", ok, r, c.Len())
+			}
+			if !strings.Contains(logs.String(), "invalid record skipped") ||
+				!strings.Contains(logs.String(), "key="+tc.logKey) || !strings.Contains(logs.String(), "skipped=1") {
+				t.Errorf("skip not logged with key %q:\n%s", tc.logKey, logs.String())
+			}
+			// The next Save writes the learned record back.
+			if err := c.Save(); err != nil {
+				t.Fatal(err)
+			}
+			d := NewCache(CacheConfig{Logger: slog.New(slog.DiscardHandler)})
+			d.Load(path)
+			if _, _, ok := d.Learned("lawfirm.example"); !ok {
+				t.Error("learned record missing from the file the next Save wrote")
+			}
+			if d.Len() != 1 {
+				t.Errorf("%d results after Save and Load, want 1", d.Len())
+			}
+		})
+	}
+}
