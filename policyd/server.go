@@ -80,6 +80,21 @@ type Server struct {
 	// closed). Default DefaultDeferText. It must be a valid action
 	// (ValidAction) and should be a 4xx deferral.
 	DeferText string
+	// Observe, if set, is called once for every reply the server sends:
+	// with the request, the action sent, whether that action is DeferText
+	// sent because the Handler could not give one (an error, a panic, an
+	// invalid action, or an overrun of RequestTimeout, which the watchdog
+	// answers), and the time from the request's arrival to its reply. It
+	// is what Postfix got, which a wrapper around the Handler cannot see.
+	// A malformed request gets no reply and is not observed.
+	//
+	// req is valid only during the call. Observe runs on every request's
+	// path, on the connection's goroutine or, for a timeout, on the
+	// watchdog's while the Handler may still be reading req: it must be
+	// quick, safe for concurrent use, and must not modify req. The
+	// duration costs no clock reading of its own: it is the difference
+	// of the two the server takes anyway (see monoNow).
+	Observe func(req *Request, action Action, failed bool, d time.Duration)
 
 	limitLog limitLog
 
@@ -377,6 +392,8 @@ type conn struct {
 
 	readTimeout, idleTimeout, requestTimeout time.Duration
 	deferAction                              Action
+	// observe is Server.Observe, or nil.
+	observe func(req *Request, action Action, failed bool, d time.Duration)
 
 	state atomic.Uint64
 	seq   uint64       // phase changes; owned by the conn goroutine
@@ -404,6 +421,7 @@ func (s *Server) newConn(rwc net.Conn, slot *listenerSlot) *conn {
 		slot:           slot,
 		rwc:            rwc,
 		log:            s.logger(),
+		observe:        s.Observe,
 		readTimeout:    orDefault(s.ReadTimeout, DefaultReadTimeout),
 		idleTimeout:    orDefault(s.IdleTimeout, DefaultIdleTimeout),
 		requestTimeout: orDefault(s.RequestTimeout, DefaultRequestTimeout),
@@ -709,7 +727,8 @@ func (c *conn) handle(req *Request) (Action, bool) {
 		// closed the connection has untracked it.
 		return "", false
 	}
-	deadline := c.now + c.requestTimeout
+	start := c.now
+	deadline := start + c.requestTimeout
 	rctx := &requestContext{Context: c.ctx, deadline: monoBase.Add(deadline)}
 	c.cur = req
 	c.calls++
@@ -730,6 +749,7 @@ func (c *conn) handle(req *Request) (Action, bool) {
 	c.now = monoNow()
 	c.since.Store(int64(c.now))
 	c.state.CompareAndSwap(inHandler, stateOf(c.seq, phaseBusy))
+	failed := true
 	switch {
 	case errors.Is(err, errHandlerPanic):
 		action = c.deferAction // logged by call
@@ -745,10 +765,14 @@ func (c *conn) handle(req *Request) (Action, bool) {
 			"invalid_action", string(action))
 		action = c.deferAction
 	default:
+		failed = false
 		if c.log.Enabled(context.Background(), slog.LevelDebug) {
 			c.log.Debug("policyd: request", "remote", c.remote,
 				"sender", req.Get("sender"), "recipient", req.Get("recipient"), "action", action)
 		}
+	}
+	if c.observe != nil {
+		c.observe(req, action, failed, c.now-start)
 	}
 	return action, true
 }
@@ -830,6 +854,12 @@ func (c *conn) timeout(now time.Duration) {
 	c.log.Warn("policyd: handler exceeded the request timeout; deferring and closing connection",
 		"remote", c.remote, "sender", req.Get("sender"), "recipient", req.Get("recipient"),
 		"action", c.deferAction, "timeout", c.requestTimeout)
+	if c.observe != nil {
+		// c.now is still when the request arrived: the conn goroutine
+		// sets it again only once it has won c.running back, which it
+		// no longer can.
+		c.observe(req, c.deferAction, true, now-c.now)
+	}
 	c.now = now
 	c.out, _ = AppendAction(c.out, c.deferAction)
 	if err := c.flush(); err != nil {

@@ -208,12 +208,30 @@ func (l *oneConnListener) Addr() net.Addr { return memAddr{} }
 // and flushing the reply) on an in-memory connection that answers each
 // read with one request, as a client waiting for each reply does: no
 // system calls, so what remains is what the server adds to them.
-func BenchmarkServeLoop(b *testing.B) {
+func BenchmarkServeLoop(b *testing.B) { serveLoop(b, nil) }
+
+// BenchmarkServeLoopObserve is BenchmarkServeLoop with an Observe hook
+// (Server.Observe): the difference is what reporting a reply costs.
+func BenchmarkServeLoopObserve(b *testing.B) {
+	var n int
+	serveLoop(b, func(_ string, st Status, _ time.Duration) {
+		if st == StatusOK {
+			n++
+		}
+	})
+	if n != b.N {
+		b.Fatalf("observed %d OK replies, want %d", n, b.N)
+	}
+}
+
+// serveLoop runs BenchmarkServeLoop with the Observe hook given.
+func serveLoop(b *testing.B, observe func(string, Status, time.Duration)) {
 	b.ReportAllocs()
 	conn := &memConn{req: AppendNetstring(nil, "tls_policy mail.bank.example"), n: b.N, closed: make(chan struct{})}
 	l := &oneConnListener{c: conn, closed: make(chan struct{})}
 	s := &Server{
 		Handler: HandlerFunc(func(context.Context, string, string) (Reply, error) { return benchReply, nil }),
+		Observe: observe,
 		Logger:  slog.New(slog.DiscardHandler),
 	}
 	b.ResetTimer()

@@ -90,6 +90,22 @@ type Server struct {
 	// new one at MaxConns (default DefaultSlowRequest). ReadTimeout still
 	// bounds every request when the server is not full.
 	SlowRequest time.Duration
+	// Observe, if set, is called once for every reply the server sends:
+	// with the request's map name ("" for a request too malformed to
+	// have one), the status sent (after the fail-closed rewrites: TEMP
+	// for a Handler error or panic, for an overrun of RequestTimeout,
+	// which the watchdog answers "TEMP timeout", and for an OK reply
+	// that cannot be sent; PERM for a bad request), and the time from
+	// the request's arrival to its reply (0 for a bad request). It is
+	// what Postfix got, which a wrapper around the Handler cannot see.
+	//
+	// It runs on every request's path, on the connection's goroutine or,
+	// for a timeout, on the watchdog's: it must be quick and safe for
+	// concurrent use. The duration costs no clock reading of its own: it
+	// is the difference of the two the server takes anyway (see
+	// monoNow), so it also counts the parsing of the request and, for a
+	// request that arrives in pieces, the wait for its rest.
+	Observe func(mapName string, status Status, d time.Duration)
 
 	shutdown atomic.Bool
 
@@ -391,6 +407,8 @@ type conn struct {
 	d      *Decoder
 	out    []byte // replies not written yet
 	log    *slog.Logger
+	// observe is Server.Observe, or nil.
+	observe func(mapName string, status Status, d time.Duration)
 
 	readTimeout, idleTimeout, requestTimeout time.Duration
 	idleSlack                                time.Duration
@@ -452,6 +470,7 @@ func (s *Server) newConn(nc net.Conn, slot *listenerSlot) *conn {
 		in:             source{nc: nc, fd: -1},
 		out:            make([]byte, 0, outFlushSize),
 		log:            s.logger(),
+		observe:        s.Observe,
 		readTimeout:    orDefault(s.ReadTimeout, DefaultReadTimeout),
 		idleTimeout:    orDefault(s.IdleTimeout, DefaultIdleTimeout),
 		requestTimeout: orDefault(s.RequestTimeout, DefaultRequestTimeout),
@@ -747,6 +766,7 @@ func (c *conn) readFailed(err error, idle bool) {
 		// A netstring stream cannot be resynchronised: answer and close.
 		c.log.Warn("socketmap: malformed request; closing connection", "remote", c.remote, "err", err)
 		c.writeReply(Reply{Status: StatusPerm, Data: "bad request"})
+		c.observeReply("", StatusPerm, 0)
 		c.linger = c.flush(monoNow()) == nil
 	case errors.Is(err, os.ErrDeadlineExceeded) && idle:
 		c.log.Debug("socketmap: closing idle connection", "remote", c.remote, "idle_timeout", c.idleTimeout)
@@ -775,12 +795,14 @@ func (c *conn) handle(payload []byte) bool {
 		// The framing is intact, so the connection can go on.
 		c.log.Warn("socketmap: bad request", "remote", c.remote, "err", err)
 		c.writeReply(Reply{Status: StatusPerm, Data: "bad request"})
+		c.observeReply("", StatusPerm, 0)
 		return true
 	}
 	mapName, keyStr := c.mapName(name), string(key)
+	start := c.now
 	reply, ok := c.lookup(mapName, keyStr)
 	if !ok {
-		return false
+		return false // answered by the watchdog, if at all
 	}
 	if n := normalize(reply); n.Status != reply.Status {
 		c.log.Warn("socketmap: handler reply cannot be sent as is; answering TEMP",
@@ -788,12 +810,21 @@ func (c *conn) handle(payload []byte) bool {
 		reply = n
 	}
 	c.writeReply(reply)
+	// lookup has set c.now to when the Handler returned.
+	c.observeReply(mapName, reply.Status, c.now-start)
 	if c.log.Enabled(context.Background(), slog.LevelDebug) {
 		c.log.LogAttrs(context.Background(), slog.LevelDebug, "socketmap: lookup",
 			slog.String("remote", c.remote), slog.String("map", mapName),
 			slog.String("key", keyStr), slog.String("status", reply.Status.String()))
 	}
 	return true
+}
+
+// observeReply reports a reply to Server.Observe, if set.
+func (c *conn) observeReply(mapName string, st Status, d time.Duration) {
+	if c.observe != nil {
+		c.observe(mapName, st, d)
+	}
 }
 
 // lookup calls the Handler under RequestTimeout. It returns false if the
@@ -907,7 +938,7 @@ func (c *conn) fire() {
 			}
 			c.answering.Lock()
 			if c.state.CompareAndSwap(st, st&^phaseMask|phaseClosed) {
-				c.timeout()
+				c.timeout(now)
 				c.answering.Unlock()
 				return
 			}
@@ -926,21 +957,25 @@ func (c *conn) fire() {
 }
 
 // timeout answers TEMP for a Lookup that has overrun RequestTimeout and
-// ends the connection; fire calls it after taking the connection over.
+// ends the connection; fire calls it after taking the connection over at
+// time now.
 //
 // The client gets the replies and then EOF at once, but the socket is
 // closed only by the conn goroutine, once the Handler has returned: in raw
 // mode that goroutine holds the connection's read lock, which Close would
 // wait for. A Handler that never returns keeps its goroutine and a
 // half-closed socket.
-func (c *conn) timeout() {
-	// Winning the CAS pins the request: c.cur is its context.
+func (c *conn) timeout(now time.Duration) {
+	// Winning the CAS pins the request: c.cur is its context, and c.now
+	// is when it arrived (the conn goroutine sets c.now again only once
+	// it owns c).
 	rc := c.cur.Load()
 	c.log.Warn("socketmap: lookup exceeded request timeout; answering TEMP and closing connection",
 		"remote", c.remote, "map", c.curMap, "key", c.curKey, "request_timeout", c.requestTimeout)
 	c.writeReply(Reply{Status: StatusTemp, Data: "timeout"})
+	c.observeReply(c.curMap, StatusTemp, now-c.now)
 	cw, ok := c.nc.(interface{ CloseWrite() error })
-	flushed := c.flush(monoNow()) == nil && ok && cw.CloseWrite() == nil
+	flushed := c.flush(now) == nil && ok && cw.CloseWrite() == nil
 	// Only now is the Handler's context cancelled: a Handler that honours
 	// it returns at once and the connection's goroutine then closes the
 	// socket, which must not happen before TEMP is written.
