@@ -351,12 +351,16 @@ func (c *Cache) Put(r *Result) {
 	}
 }
 
-// learnLocked updates the learned state of r's domain; c.mu is held.
+// learnLocked updates the learned state of r's domain; c.mu is held. A
+// result with part of the addresses unknown (see addrsKnown) neither
+// teaches nor confirms a learned policy: an address not seen may lack
+// STARTTLS, and "encrypt" would then defer mail to it. It still counts
+// against a learned policy when an address it saw lacks STARTTLS.
 func (c *Cache) learnLocked(r *Result, now time.Time) *Event {
 	rec := c.learned[r.Target]
 	maxAge := c.LearnMaxAge()
 	switch {
-	case r.Status == StatusOK && r.Levels[LevelEncrypt].OK && r.Reachable() > 0:
+	case r.Status == StatusOK && r.Levels[LevelEncrypt].OK && r.Reachable() > 0 && addrsKnown(r):
 		if rec == nil || r.Time.Sub(rec.LastConfirmed) > maxAge {
 			c.learned[r.Target] = &learnedRec{Domain: r.Target, FirstLearned: r.Time, LastConfirmed: r.Time}
 			if rec == nil && len(c.learned) > c.cfg.MaxEntries {

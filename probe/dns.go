@@ -152,7 +152,12 @@ func (r *resolver) lookupMX(ctx context.Context, domain string, max int) ([]mxHo
 // lookupAddrs returns every A and AAAA address of host (A first). It fails
 // only when there is no address: with errDNSTemp if a lookup failed
 // temporarily, errNXDomain if the name does not exist, errNoAddress else.
-func (r *resolver) lookupAddrs(ctx context.Context, host string) ([]netip.Addr, error) {
+// When one family's lookup fails and the other's gives addresses, those
+// addresses are returned, as the Postfix SMTP client uses them too, and
+// partial says which lookup failed: the picture is incomplete (an address
+// of the failed family may behave otherwise), which the result must show
+// and which must not be learned from.
+func (r *resolver) lookupAddrs(ctx context.Context, host string) (addrs []netip.Addr, partial, err error) {
 	type res struct {
 		rrs []dns.RR
 		err error
@@ -164,7 +169,6 @@ func (r *resolver) lookupAddrs(ctx context.Context, host string) ([]netip.Addr, 
 	}()
 	a, errA := r.query(ctx, host, dns.TypeA)
 	aaaa := <-ch
-	var addrs []netip.Addr
 	seen := map[netip.Addr]bool{}
 	add := func(ip net.IP) {
 		if ad, ok := netip.AddrFromSlice(ip); ok {
@@ -186,19 +190,25 @@ func (r *resolver) lookupAddrs(ctx context.Context, host string) ([]netip.Addr, 
 		}
 	}
 	if len(addrs) > 0 {
-		return addrs, nil
+		switch {
+		case errA != nil:
+			partial = fmt.Errorf("lookup of A records failed, only IPv6 addresses probed: %w", errA)
+		case aaaa.err != nil:
+			partial = fmt.Errorf("lookup of AAAA records failed, only IPv4 addresses probed: %w", aaaa.err)
+		}
+		return addrs, partial, nil
 	}
 	switch {
 	case errors.Is(errA, errDNSTemp):
-		return nil, errA
+		return nil, nil, errA
 	case errors.Is(aaaa.err, errDNSTemp):
-		return nil, aaaa.err
+		return nil, nil, aaaa.err
 	case errA != nil:
-		return nil, errA
+		return nil, nil, errA
 	case aaaa.err != nil:
-		return nil, aaaa.err
+		return nil, nil, aaaa.err
 	}
-	return nil, fmt.Errorf("%s: %w", host, errNoAddress)
+	return nil, nil, fmt.Errorf("%s: %w", host, errNoAddress)
 }
 
 var errNoAddress = errors.New("no A or AAAA record")

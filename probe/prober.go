@@ -247,7 +247,45 @@ func (p *Prober) probe(ctx context.Context, t target) *Result {
 	}
 	wg.Wait()
 	r.judge()
+	noteIncomplete(r)
 	return r
+}
+
+// noteIncomplete adds to r.Reason the MX hosts whose address lookup failed
+// in part (addresses of one family found, the other's lookup failed): the
+// verdict covers only the addresses found, and says so.
+func noteIncomplete(r *Result) {
+	var notes []string
+	for _, mx := range r.MX {
+		if len(mx.Addrs) > 0 && mx.ErrorClass != "" {
+			notes = append(notes, mx.Host+": "+mx.Error)
+		}
+	}
+	if len(notes) == 0 {
+		return
+	}
+	if r.Reason != "" {
+		r.Reason += "; "
+	}
+	r.Reason += "address lookup incomplete: " + joinReasons(notes)
+}
+
+// addrsKnown reports whether r's MX lookup and every MX host's address
+// lookups completed, so that r shows every address a delivery could use:
+// no MX host's lookup failed temporarily (SERVFAIL, timeout), not even
+// for one address family. A learned policy is derived only from such a
+// result. A host that does not exist or has no address is known too: the
+// Postfix SMTP client skips it as well.
+func addrsKnown(r *Result) bool {
+	if r.ErrorClass == ClassDNSTemp {
+		return false
+	}
+	for _, mx := range r.MX {
+		if mx.ErrorClass == ClassDNSTemp {
+			return false
+		}
+	}
+	return true
 }
 
 // resolve finds the MX hosts and their addresses. A failure of the target
@@ -296,7 +334,12 @@ func (p *Prober) resolve(ctx context.Context, t target, r *Result) []MXResult {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			a, err := p.res.lookupAddrs(ctx, h.host)
+			a, partial, err := p.res.lookupAddrs(ctx, h.host)
+			// A partial failure keeps the addresses found and is recorded
+			// like a failure: the MX has addresses and an error.
+			if err == nil {
+				err = partial
+			}
 			if err != nil {
 				mxs[i].Error = err.Error()
 				switch {
@@ -317,7 +360,10 @@ func (p *Prober) resolve(ctx context.Context, t target, r *Result) []MXResult {
 	for i := range mxs {
 		for k, a := range addrs[i] {
 			if budget == 0 {
-				mxs[i].Error = fmt.Sprintf("%d address(es) not probed: limit of %d per target", len(addrs[i])-k, p.cfg.MaxAddrs)
+				if mxs[i].Error != "" {
+					mxs[i].Error += "; "
+				}
+				mxs[i].Error += fmt.Sprintf("%d address(es) not probed: limit of %d per target", len(addrs[i])-k, p.cfg.MaxAddrs)
 				break
 			}
 			budget--
