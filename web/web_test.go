@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -265,7 +266,7 @@ func TestDecisionClasses(t *testing.T) {
 		{"PREPEND X-TLS-Policy: would defer", "prepend"},
 		{"OK", "other"}, {"", "other"},
 	} {
-		if got := decision(policyd.Action(tc.action), nil); got != tc.want {
+		if got := decision(policyd.Action(tc.action)); got != tc.want {
 			t.Errorf("decision(%q) = %s, want %s", tc.action, got, tc.want)
 		}
 	}
@@ -484,4 +485,95 @@ func TestStatusPage(t *testing.T) {
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("POST /api/table = %d", resp.StatusCode)
 	}
+}
+
+// scrape returns the exposition text of m.
+func scrape(m *Metrics) string {
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	return rec.Body.String()
+}
+
+// TestMetricsServerReplies wires the metrics to real servers as serve does
+// (Observe) and checks that what the servers answer themselves is counted:
+// a lookup that overruns RequestTimeout, answered "TEMP timeout" by the
+// watchdog, and a panic, answered TEMP; a policy request that overruns it,
+// answered with a deferral, as decision "error".
+func TestMetricsServerReplies(t *testing.T) {
+	const timeout = 100 * time.Millisecond
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	m := NewMetrics()
+	ctx := context.Background()
+
+	sm := &socketmap.Server{Handler: socketmap.HandlerFunc(func(_ context.Context, _, key string) (socketmap.Reply, error) {
+		switch key {
+		case "hang.example":
+			<-release
+		case "boom.example":
+			panic("handler bug")
+		}
+		return socketmap.Reply{Status: socketmap.StatusOK, Data: "encrypt"}, nil
+	}), Observe: m.SocketmapReply, RequestTimeout: timeout, Logger: quiet()}
+	smAddr := serveLoopback(t, sm.Serve, sm.Shutdown)
+	for _, tc := range []struct{ key, want string }{{"bank.example", "OK"}, {"boom.example", "TEMP"}, {"hang.example", "TEMP"}} {
+		c, err := socketmap.Dial(ctx, smAddr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := c.Lookup(ctx, "tls_policy", tc.key)
+		c.Close()
+		if err != nil || r.Status.String() != tc.want {
+			t.Fatalf("%s: %v %v, want %s", tc.key, r, err, tc.want)
+		}
+	}
+
+	pd := &policyd.Server{Handler: policyd.HandlerFunc(func(context.Context, *policyd.Request) (policyd.Action, error) {
+		<-release
+		return "DUNNO", nil
+	}), Observe: m.PolicydReply, RequestTimeout: timeout, Logger: quiet()}
+	pdAddr := serveLoopback(t, pd.Serve, pd.Shutdown)
+	nc, err := net.DialTimeout("tcp", pdAddr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(nc, "request=smtpd_access_policy\nencryption_protocol=TLSv1.3\n\n"); err != nil {
+		t.Fatal(err)
+	}
+	if reply, err := io.ReadAll(nc); err != nil || string(reply) != "action="+policyd.DefaultDeferText+"\n\n" {
+		t.Fatalf("policy reply %q, %v; want the deferral", reply, err)
+	}
+
+	body := scrape(m)
+	for _, want := range []string{
+		`tlspolicyd_socketmap_lookups_total{map="tls_policy",result="OK"} 1`,
+		`tlspolicyd_socketmap_lookups_total{map="tls_policy",result="TEMP"} 2`,
+		`tlspolicyd_socketmap_lookup_duration_seconds_count 3`,
+		`tlspolicyd_socketmap_lookup_duration_seconds_bucket{le="0.05"} 2`, // the timeout took 0.1 s
+		`tlspolicyd_policy_requests_total{decision="error",tls="TLSv1.3"} 1`,
+		`tlspolicyd_policy_request_duration_seconds_count 1`,
+		`tlspolicyd_policy_request_duration_seconds_bucket{le="0.05"} 0`,
+	} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+// serveLoopback runs serve on a loopback listener until the test ends.
+func serveLoopback(t *testing.T, serve func(net.Listener) error, shutdown func(context.Context) error) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = serve(l) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = shutdown(ctx)
+	})
+	return l.Addr().String()
 }

@@ -286,14 +286,14 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	if l, err := open("socketmap", cfg.Listen.Socketmap); err != nil {
 		return cli.Exit("tlspolicyd: "+err.Error(), 1)
 	} else if l != nil {
-		srv := &socketmap.Server{Handler: metrics.Socketmap(eng), Logger: log.With("server", "socketmap"), MaxConns: cfg.MaxConnections}
+		srv := &socketmap.Server{Handler: eng, Observe: metrics.SocketmapReply, Logger: log.With("server", "socketmap"), MaxConns: cfg.MaxConnections}
 		servers = append(servers, server{"socketmap", func() error { return srv.Serve(l) }, srv.Shutdown})
 		log.Info("listening", "server", "socketmap", "addr", l.Addr().String())
 	}
 	if l, err := open("policyd", cfg.Listen.Policyd); err != nil {
 		return cli.Exit("tlspolicyd: "+err.Error(), 1)
 	} else if l != nil {
-		srv := &policyd.Server{Handler: metrics.Policyd(eng), Logger: log.With("server", "policyd"), MaxConns: cfg.MaxConnections}
+		srv := &policyd.Server{Handler: eng, Observe: metrics.PolicydReply, Logger: log.With("server", "policyd"), MaxConns: cfg.MaxConnections}
 		servers = append(servers, server{"policyd", func() error { return srv.Serve(l) }, srv.Shutdown})
 		log.Info("listening", "server", "policyd", "addr", l.Addr().String())
 	}
