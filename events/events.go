@@ -1,8 +1,9 @@
 // Package events records the decisions a postmaster must hear about: mail
 // blocked (or, in testing mode, that would be blocked) by inbound
 // enforcement, outbound targets failing their probe, learned-policy
-// downgrade attempts, certificates of enforced destinations about to
-// expire, failed reloads. Events go to a bounded in-memory ring (for the
+// downgrade attempts, learned policies dropped early from a full probe
+// cache, certificates of enforced destinations about to expire, failed
+// reloads. Events go to a bounded in-memory ring (for the
 // status page and reports), to any number of subscribers (metrics, alerts)
 // and, through a Log, to an append-only JSON-lines file rotated by size, so
 // that a restart loses nothing: at start the tail of the file is loaded
@@ -23,6 +24,7 @@ const (
 	InboundWouldBlock   Kind = "inbound_would_block"   // a testing inbound rule would have
 	OutboundProbeFailed Kind = "outbound_probe_failed" // an enforced or testing destination fails its probe
 	LearnedDowngrade    Kind = "learned_downgrade"     // a learned STARTTLS destination stopped offering it
+	LearnedEvicted      Kind = "learned_evicted"       // a learned encrypt was dropped before learn_max_age: the probe cache was full
 	CertExpiring        Kind = "cert_expiring"         // an enforced verify/secure destination's certificate expires soon
 	ReloadFailed        Kind = "reload_failed"         // a table edit was rejected; the old table keeps serving
 )

@@ -43,6 +43,12 @@ const (
 	// EventUnlearned: a probe found no working STARTTLS after LearnMaxAge
 	// had passed since the last confirmation; the domain is forgotten.
 	EventUnlearned = "unlearned"
+	// EventLearnedEvicted: the learned records reached MaxEntries and the
+	// one confirmed least recently was dropped although LearnMaxAge had
+	// not passed: a learned "encrypt" undone early, which a flood of newly
+	// learned domains can cause. Alert on it. (A lapsed record dropped
+	// this way is no event: it no longer answered.)
+	EventLearnedEvicted = "learned-evicted"
 )
 
 // Event is something the cache noticed that operators should hear about.
@@ -90,7 +96,10 @@ type CacheConfig struct {
 	// up domains (bounces to forged senders) picks them, so without a cap
 	// memory and the cache file would grow with an attacker's domain
 	// list. At the cap a new result replaces the one used least recently,
-	// and a new learned record the one confirmed least recently.
+	// and a new learned record the one confirmed least recently. The two
+	// caps are separate: dropping a result never drops a learned record.
+	// Dropping a learned record still in force (confirmed within
+	// LearnMaxAge) is an EventLearnedEvicted.
 	MaxEntries int
 	// OnEvent, if set, receives events. It is called from the cache's
 	// goroutines, outside its locks, and should not block for long.
@@ -321,7 +330,7 @@ func (c *Cache) Put(r *Result) {
 	cp.Expires = cp.Time.Add(ttl)
 	now := c.cfg.Now()
 
-	var ev *Event
+	var evs []Event
 	c.mu.Lock()
 	old := c.entries[cp.Target]
 	e := &entry{res: &cp}
@@ -335,18 +344,23 @@ func (c *Cache) Put(r *Result) {
 		c.evictResultLocked(cp.Target)
 	}
 	if t, err := parseTarget(cp.Target, DefaultPort); err == nil && t.useMX && t.key == t.host {
-		ev = c.learnLocked(&cp, now)
+		evs = c.learnLocked(&cp, now)
 	}
 	c.mu.Unlock()
 	c.dirty.Store(true)
-	if ev != nil {
+	c.emit(evs)
+}
+
+// emit logs evs and hands them to OnEvent; c.mu must not be held.
+func (c *Cache) emit(evs []Event) {
+	for _, ev := range evs {
 		lvl := slog.LevelInfo
-		if ev.Kind == EventDowngradeRefused {
+		if ev.Kind == EventDowngradeRefused || ev.Kind == EventLearnedEvicted {
 			lvl = slog.LevelWarn
 		}
 		c.log.Log(context.Background(), lvl, "probe cache event", "kind", ev.Kind, "target", ev.Target, "reason", ev.Reason)
 		if c.cfg.OnEvent != nil {
-			c.cfg.OnEvent(*ev)
+			c.cfg.OnEvent(ev)
 		}
 	}
 }
@@ -356,18 +370,21 @@ func (c *Cache) Put(r *Result) {
 // teaches nor confirms a learned policy: an address not seen may lack
 // STARTTLS, and "encrypt" would then defer mail to it. It still counts
 // against a learned policy when an address it saw lacks STARTTLS.
-func (c *Cache) learnLocked(r *Result, now time.Time) *Event {
+func (c *Cache) learnLocked(r *Result, now time.Time) []Event {
 	rec := c.learned[r.Target]
 	maxAge := c.LearnMaxAge()
 	switch {
 	case r.Status == StatusOK && r.Levels[LevelEncrypt].OK && r.Reachable() > 0 && addrsKnown(r):
 		if rec == nil || r.Time.Sub(rec.LastConfirmed) > maxAge {
 			c.learned[r.Target] = &learnedRec{Domain: r.Target, FirstLearned: r.Time, LastConfirmed: r.Time}
+			evs := []Event{{Time: now, Kind: EventLearned, Target: r.Target,
+				Reason: "every reachable MX offers STARTTLS: learned policy encrypt"}}
 			if rec == nil && len(c.learned) > c.cfg.MaxEntries {
-				c.evictLearnedLocked(r.Target)
+				if ev := c.evictLearnedLocked(r.Target, now); ev != nil {
+					evs = append(evs, *ev)
+				}
 			}
-			return &Event{Time: now, Kind: EventLearned, Target: r.Target,
-				Reason: "every reachable MX offers STARTTLS: learned policy encrypt"}
+			return evs
 		}
 		if r.Time.After(rec.LastConfirmed) {
 			nr := *rec // records are replaced, never changed in place
@@ -377,17 +394,17 @@ func (c *Cache) learnLocked(r *Result, now time.Time) *Event {
 	case r.Status == StatusNoSTARTTLS && rec != nil:
 		if r.Time.Sub(rec.LastConfirmed) > maxAge {
 			delete(c.learned, r.Target)
-			return &Event{Time: now, Kind: EventUnlearned, Target: r.Target,
+			return []Event{{Time: now, Kind: EventUnlearned, Target: r.Target,
 				Reason: fmt.Sprintf("%s; STARTTLS last confirmed %s, more than learn_max_age %s ago: learned encrypt dropped",
-					r.Reason, rec.LastConfirmed.UTC().Format(time.RFC3339), maxAge)}
+					r.Reason, rec.LastConfirmed.UTC().Format(time.RFC3339), maxAge)}}
 		}
 		nr := *rec
 		nr.LastContradicted, nr.ContradictedBy = r.Time, r.Reason
 		c.learned[r.Target] = &nr
-		return &Event{Time: now, Kind: EventDowngradeRefused, Target: r.Target,
+		return []Event{{Time: now, Kind: EventDowngradeRefused, Target: r.Target,
 			Reason: fmt.Sprintf("%s; learned encrypt kept until %s (STARTTLS last confirmed %s): possible STRIPTLS attack or a changed MX",
 				r.Reason, rec.LastConfirmed.Add(maxAge).UTC().Format(time.RFC3339),
-				rec.LastConfirmed.UTC().Format(time.RFC3339))}
+				rec.LastConfirmed.UTC().Format(time.RFC3339))}}
 	}
 	return nil
 }
@@ -413,19 +430,35 @@ func (c *Cache) evictResultLocked(keep string) {
 }
 
 // evictLearnedLocked drops the learned record confirmed least recently,
-// except keep's; c.mu is held.
-func (c *Cache) evictLearnedLocked(keep string) {
+// except keep's; c.mu is held. Records that have lapsed (not confirmed
+// within learn_max_age, so no longer answered by Learned) go first, for
+// they are the least recently confirmed; dropping one still in force
+// undoes a learned "encrypt" before learn_max_age, against the STRIPTLS
+// defence, so it is returned as an EventLearnedEvicted for the caller to
+// emit once c.mu is released.
+func (c *Cache) evictLearnedLocked(keep string, now time.Time) *Event {
 	var victim *learnedRec
 	for k, rec := range c.learned {
 		if k != keep && (victim == nil || rec.LastConfirmed.Before(victim.LastConfirmed)) {
 			victim = rec
 		}
 	}
-	if victim != nil {
-		delete(c.learned, victim.Domain)
-		c.log.Warn("probe cache full: least recently confirmed learned policy dropped",
-			"domain", victim.Domain, "last_confirmed", victim.LastConfirmed, "max_entries", c.cfg.MaxEntries)
+	if victim == nil {
+		return nil
 	}
+	delete(c.learned, victim.Domain)
+	maxAge := c.LearnMaxAge()
+	until := victim.LastConfirmed.Add(maxAge)
+	if !now.Before(until) {
+		c.log.Debug("probe cache full: lapsed learned policy dropped",
+			"domain", victim.Domain, "last_confirmed", victim.LastConfirmed, "max_entries", c.cfg.MaxEntries)
+		return nil
+	}
+	return &Event{Time: now, Kind: EventLearnedEvicted, Target: victim.Domain,
+		Reason: fmt.Sprintf("probe cache full (%d learned policies): learned encrypt, the least recently confirmed, dropped before learn_max_age %s "+
+			"(STARTTLS last confirmed %s, it would have lasted until %s); a flood of newly learned domains can cause this. "+
+			"Add an explicit outbound entry for the domain if encryption to it must stay required",
+			c.cfg.MaxEntries, maxAge, victim.LastConfirmed.UTC().Format(time.RFC3339), until.UTC().Format(time.RFC3339))}
 }
 
 // Schedule queues target for a probe by Run, unless it is already queued
@@ -661,6 +694,7 @@ func (c *Cache) Load(path string) {
 		e.lastUsed.Store(fe.LastUsed.UnixNano())
 		entries = append(entries, e)
 	}
+	now := c.cfg.Now()
 	learned := make([]*learnedRec, 0, len(f.Learned))
 	for i, raw := range f.Learned {
 		rec := new(learnedRec)
@@ -685,8 +719,11 @@ func (c *Cache) Load(path string) {
 	for len(c.entries) > c.cfg.MaxEntries {
 		c.evictResultLocked("")
 	}
+	var evs []Event
 	for len(c.learned) > c.cfg.MaxEntries {
-		c.evictLearnedLocked("")
+		if ev := c.evictLearnedLocked("", now); ev != nil {
+			evs = append(evs, *ev)
+		}
 	}
 	n, l := len(c.entries), len(c.learned)
 	c.mu.Unlock()
@@ -694,6 +731,7 @@ func (c *Cache) Load(path string) {
 		c.log.Warn("probe cache: invalid records skipped", "path", path, "skipped", skipped)
 	}
 	c.log.Info("probe cache loaded", "path", path, "results", n, "learned", l)
+	c.emit(evs)
 }
 
 // validResult checks a result read from the cache file.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -511,5 +512,139 @@ func TestCacheLoadSkipsBadRecords(t *testing.T) {
 				t.Errorf("%d results after Save and Load, want 1", d.Len())
 			}
 		})
+	}
+}
+
+// TestLearnedEviction: at MaxEntries learned records, a newly learned
+// domain makes room by dropping the record confirmed least recently. A
+// lapsed record goes first and silently; one still in force (within
+// learn_max_age) is dropped with an EventLearnedEvicted, for a flood of
+// newly learned domains must not undo a learned encrypt unnoticed.
+// Results have a cap of their own: dropping them never drops a learned
+// record.
+func TestLearnedEviction(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		// run fills a cache of MaxEntries 3 and returns the domain whose
+		// learned record must be gone ("" for none).
+		run     func(c *Cache, clk *clock) (gone string)
+		evicted string // target of the EventLearnedEvicted, "" for none
+	}{
+		{
+			name: "flood evicts a record in force, with an event",
+			run: func(c *Cache, clk *clock) string {
+				for _, d := range []string{"bank.example", "b.example", "c.example", "flood1.example"} {
+					c.Put(synthetic(d, clk.Now(), true))
+					clk.Add(time.Hour)
+				}
+				return "bank.example"
+			},
+			evicted: "bank.example",
+		},
+		{
+			name: "a lapsed record goes first, silently",
+			run: func(c *Cache, clk *clock) string {
+				c.Put(synthetic("old.example", clk.Now(), true))
+				clk.Add(DefaultLearnMaxAge + time.Hour)
+				for _, d := range []string{"bank.example", "c.example", "flood1.example"} {
+					c.Put(synthetic(d, clk.Now(), true))
+					clk.Add(time.Hour)
+				}
+				return "old.example"
+			},
+		},
+		{
+			name: "results evicted, learned records kept",
+			run: func(c *Cache, clk *clock) string {
+				c.Put(synthetic("bank.example", clk.Now(), true))
+				for i := range 10 {
+					clk.Add(time.Minute)
+					c.Put(synthetic(fmt.Sprintf("plain%d.example", i), clk.Now(), false))
+				}
+				if _, ok := c.Get("bank.example"); ok {
+					t.Error("least recently used result bank.example kept")
+				}
+				if c.Len() != 3 {
+					t.Errorf("%d results, want 3", c.Len())
+				}
+				return ""
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := newClock(t0)
+			var ev events
+			c := NewCache(CacheConfig{MaxEntries: 3, Now: clk.Now, OnEvent: ev.add, Logger: slog.New(slog.DiscardHandler)})
+			gone := tc.run(c, clk)
+			if gone != "" {
+				if _, _, ok := c.Learned(gone); ok {
+					t.Errorf("%s still learned", gone)
+				}
+			}
+			if n := len(c.learned); n > 3 {
+				t.Errorf("%d learned records, cap 3", n)
+			}
+			if _, _, ok := c.Learned("bank.example"); ok != (gone != "bank.example") {
+				t.Errorf("bank.example learned = %v", ok)
+			}
+			var got []Event
+			for _, e := range ev.all {
+				if e.Kind == EventLearnedEvicted {
+					got = append(got, e)
+				}
+			}
+			if tc.evicted == "" {
+				if len(got) != 0 {
+					t.Errorf("eviction events %+v, want none", got)
+				}
+				return
+			}
+			if len(got) != 1 || got[0].Target != tc.evicted {
+				t.Fatalf("eviction events %+v, want one for %s", got, tc.evicted)
+			}
+			for _, s := range []string{"probe cache full (3 learned policies)", "before learn_max_age 720h0m0s",
+				"STARTTLS last confirmed " + t0.Format(time.RFC3339), "until " + t0.Add(DefaultLearnMaxAge).Format(time.RFC3339),
+				"explicit outbound entry"} {
+				if !strings.Contains(got[0].Reason, s) {
+					t.Errorf("reason %q lacks %q", got[0].Reason, s)
+				}
+			}
+			// The event that made room comes after the one that learned.
+			if k := ev.kinds(); k[len(k)-2] != EventLearned || k[len(k)-1] != EventLearnedEvicted {
+				t.Errorf("events = %v, want learned then %s last", k, EventLearnedEvicted)
+			}
+		})
+	}
+}
+
+// TestLoadEvictsLearnedWithEvent: a cache file with more learned records
+// than MaxEntries (written under a higher cap) loses the least recently
+// confirmed ones, and those still in force are events.
+func TestLoadEvictsLearnedWithEvent(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	clk := newClock(t0)
+	path := filepath.Join(t.TempDir(), "probes.json")
+	big := NewCache(CacheConfig{Path: path, Now: clk.Now, Logger: slog.New(slog.DiscardHandler)})
+	big.Put(synthetic("lapsed.example", clk.Now(), true))
+	clk.Add(DefaultLearnMaxAge + time.Hour)
+	for _, d := range []string{"a.example", "b.example", "c.example"} {
+		big.Put(synthetic(d, clk.Now(), true))
+		clk.Add(time.Hour)
+	}
+	if err := big.Save(); err != nil {
+		t.Fatal(err)
+	}
+	var ev events
+	small := NewCache(CacheConfig{MaxEntries: 2, Now: clk.Now, OnEvent: ev.add, Logger: slog.New(slog.DiscardHandler)})
+	small.Load(path)
+	if k := ev.kinds(); len(k) != 1 || k[0] != EventLearnedEvicted || ev.last().Target != "a.example" {
+		t.Fatalf("events %+v, want one %s for a.example (lapsed.example silently)", ev.all, EventLearnedEvicted)
+	}
+	for d, want := range map[string]bool{"lapsed.example": false, "a.example": false, "b.example": true, "c.example": true} {
+		if _, _, ok := small.Learned(d); ok != want {
+			t.Errorf("%s learned = %v, want %v", d, ok, want)
+		}
 	}
 }

@@ -225,8 +225,8 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 		TTL:    cfg.Probe.TTL,
 		Logger: log.With("component", "probe-cache"),
 		OnEvent: func(e probe.Event) {
-			if e.Kind == probe.EventDowngradeRefused {
-				ring.Publish(events.Event{Kind: events.LearnedDowngrade, Domain: e.Target, Reason: e.Reason})
+			if ev, ok := probeRingEvent(e); ok {
+				ring.Publish(ev)
 			}
 			log.Info("probe cache event", "kind", e.Kind, "target", e.Target, "reason", e.Reason)
 		},
@@ -436,6 +436,24 @@ func newProber(cfg config.Config, log *slog.Logger) *probe.Prober {
 		TTL:          cfg.Probe.TTL,
 		Logger:       log.With("component", "probe"),
 	})
+}
+
+// probeRingEvent maps a probe cache event to the event published to the
+// ring (and so to metrics, alerts and the event log): a learned encrypt
+// kept against a probe without STARTTLS, or dropped early from a full
+// probe cache. ok is false for the kinds that are only logged (learned,
+// unlearned).
+func probeRingEvent(e probe.Event) (ev events.Event, ok bool) {
+	var kind events.Kind
+	switch e.Kind {
+	case probe.EventDowngradeRefused:
+		kind = events.LearnedDowngrade
+	case probe.EventLearnedEvicted:
+		kind = events.LearnedEvicted
+	default:
+		return events.Event{}, false
+	}
+	return events.Event{Kind: kind, Domain: e.Target, Reason: e.Reason}, true
 }
 
 // firstLine returns s up to its first newline.
