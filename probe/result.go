@@ -2,6 +2,7 @@ package probe
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -127,7 +128,9 @@ type AddrResult struct {
 type TLSInfo struct {
 	Version string     `json:"version"` // Postfix/OpenSSL name: TLSv1, TLSv1.1, TLSv1.2, TLSv1.3
 	Cipher  string     `json:"cipher"`
-	Chain   []CertInfo `json:"chain"` // as presented, leaf first
+	Chain   []CertInfo `json:"chain"` // as presented, leaf first; at most 10
+	// MoreChain counts the certificates presented after the 10 recorded.
+	MoreChain int `json:"more_chain,omitempty"`
 	// Trusted: the chain verifies against the configured roots at probe
 	// time (expiry included); TrustError says why not.
 	Trusted    bool   `json:"trusted"`
@@ -145,17 +148,33 @@ type Check struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-// CertInfo describes one certificate of the presented chain.
+// CertInfo describes one certificate of the presented chain. What is kept
+// is capped (a certificate can list thousands of names): Subject and
+// Issuer at 1024 bytes, DNSNames and IPAddresses at 100 each. DNS names
+// matching the MX host, the next-hop or a subdomain of it are kept first,
+// so that the default verify and secure checks can be judged from the
+// record; names longer than a DNS name can be are dropped (counted in
+// MoreDNSNames).
 type CertInfo struct {
-	Subject     string    `json:"subject"`
-	Issuer      string    `json:"issuer"`
+	Subject string `json:"subject"`
+	Issuer  string `json:"issuer"`
+	// CommonName is the subject's CN, the name Postfix checks when the
+	// certificate has no DNS names.
+	CommonName  string    `json:"common_name,omitempty"`
 	DNSNames    []string  `json:"dns_names,omitempty"`
 	IPAddresses []string  `json:"ip_addresses,omitempty"`
 	NotBefore   time.Time `json:"not_before"`
 	NotAfter    time.Time `json:"not_after"`
+	// MoreDNSNames and MoreIPAddresses count the names and addresses of
+	// the certificate that were not kept.
+	MoreDNSNames    int `json:"more_dns_names,omitempty"`
+	MoreIPAddresses int `json:"more_ip_addresses,omitempty"`
 	// SHA256 is the certificate fingerprint as Postfix's
-	// "fingerprint" level writes it (upper-case hex, colon-separated).
-	SHA256 string `json:"sha256"`
+	// "fingerprint" level writes it (upper-case hex, colon-separated), and
+	// PubkeySHA256 that of its SubjectPublicKeyInfo (Postfix matches
+	// either; "" in results recorded before it was added).
+	SHA256       string `json:"sha256"`
+	PubkeySHA256 string `json:"pubkey_sha256,omitempty"`
 }
 
 // Fresh reports whether r has not expired at now.
@@ -174,8 +193,11 @@ func (r *Result) Reachable() int {
 	return n
 }
 
-// namaddr formats a host and address the way Postfix logs them:
+// Where names a of MX host host the way Postfix logs it:
 // "mx1.example[192.0.2.1]", with ":port" unless it is 25.
+func (a *AddrResult) Where(host string) string { return namaddr(host, a.Addr, a.Port) }
+
+// namaddr formats a host and address the way Postfix logs them.
 func namaddr(host, addr string, port int) string {
 	s := host + "[" + addr + "]"
 	if port != 25 {
@@ -285,6 +307,10 @@ func (r *Result) judge() {
 	}
 }
 
+// JoinReasons joins failure reasons with "; ", listing at most 3 and
+// counting the rest ("; and 5 more"), as a Result's reasons are written.
+func JoinReasons(rs []string) string { return joinReasons(rs) }
+
 func joinReasons(rs []string) string {
 	if len(rs) <= maxReasons {
 		return strings.Join(rs, "; ")
@@ -305,4 +331,130 @@ func tlsVersionName(v uint16) string {
 		return "TLSv1.3"
 	}
 	return fmt.Sprintf("0x%04x", v)
+}
+
+// versionNames are Postfix's names of the TLS versions, by minor version
+// number: tls_version_table and protocol_table (src/tls/tls_misc.c).
+var versionNames = [...]string{"TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"}
+
+// TLSVersion returns the version number of a TLS version named as Postfix
+// and OpenSSL name it ("TLSv1.2": 0x0303), as TLSInfo.Version records it.
+func TLSVersion(name string) (uint16, bool) {
+	for i, n := range versionNames {
+		if n == name {
+			return 0x0301 + uint16(i), true
+		}
+	}
+	return 0, false
+}
+
+// ProtocolRange returns the lowest and highest TLS versions the Postfix SMTP
+// client offers under a policy's protocols= value, among TLSv1 to TLSv1.3
+// (0 and 0 when it enables none of them). spec is as tls_proto_mask_lims
+// (Postfix 3.6 and later) reads it: tokens separated by ':' (or commas and
+// spaces in main.cf), each ">=VERSION" or "<=VERSION" (a name, "None" or a
+// hex number), "!NAME" to exclude a protocol or "NAME" to include it; when
+// any protocol is included, every protocol not included is excluded.
+// Names are matched case-insensitively, as the table loader accepts them.
+//
+// OpenSSL then offers the lowest contiguous run of the versions left
+// ("!TLSv1.1" leaves TLSv1 alone, since TLS 1.2 cannot be offered without
+// TLS 1.1 when TLSv1 is on): hi is the top of that run. SSLv2 and SSLv3 are
+// left out: OpenSSL 1.1 and later disable or lack them, so they count as a
+// gap below TLSv1.
+func ProtocolRange(spec string) (lo, hi uint16, err error) {
+	var floor, ceiling uint64
+	var include, exclude [len(versionNames)]bool
+	anyInclude := false
+	for _, tok := range strings.FieldsFunc(spec, func(r rune) bool { return strings.ContainsRune(":, \t\r\n", r) }) {
+		switch {
+		case strings.HasPrefix(tok, ">="), strings.HasPrefix(tok, "<="):
+			v, err := parseTLSBound(tok[2:])
+			if err != nil {
+				return 0, 0, fmt.Errorf("protocols=%s: %v", spec, err)
+			}
+			if tok[0] == '>' {
+				floor = v
+			} else {
+				ceiling = v
+			}
+		default:
+			name, not := strings.CutPrefix(tok, "!")
+			i := slices.IndexFunc(versionNames[:], func(n string) bool { return strings.EqualFold(n, name) })
+			if i < 0 && !strings.EqualFold(name, "SSLv2") && !strings.EqualFold(name, "SSLv3") {
+				return 0, 0, fmt.Errorf("protocols=%s: unknown protocol %q", spec, name)
+			}
+			if not {
+				if i >= 0 {
+					exclude[i] = true
+				}
+			} else {
+				anyInclude = true
+				if i >= 0 {
+					include[i] = true
+				}
+			}
+		}
+	}
+	for i := range versionNames {
+		v := uint16(0x0301 + i)
+		on := !exclude[i] && (!anyInclude || include[i]) &&
+			(floor == 0 || uint64(v) >= floor) && (ceiling == 0 || uint64(v) <= ceiling)
+		switch {
+		case on && lo == 0:
+			lo, hi = v, v
+		case on && hi == v-1:
+			hi = v
+		case lo != 0:
+			return lo, hi, nil
+		}
+	}
+	return lo, hi, nil
+}
+
+// parseTLSBound reads the version of a ">=" or "<=" token as Postfix's
+// parse_tls_version does: a name from tls_version_table, else a hex number.
+func parseTLSBound(s string) (uint64, error) {
+	switch {
+	case strings.EqualFold(s, "None"):
+		return 0, nil
+	case strings.EqualFold(s, "SSLv3"):
+		return 0x0300, nil
+	}
+	for i, n := range versionNames {
+		if strings.EqualFold(n, s) {
+			return uint64(0x0301 + i), nil
+		}
+	}
+	v, err := strconv.ParseUint(strings.TrimPrefix(strings.TrimPrefix(s, "0x"), "0X"), 16, 31)
+	if err != nil {
+		return 0, fmt.Errorf("unknown TLS version %q", s)
+	}
+	return v, nil
+}
+
+// CheckProtocols says whether the Postfix SMTP client, offering the
+// versions lo to hi (see ProtocolRange), completes a handshake with the
+// server of t. The prober offers TLSv1 to TLSv1.3, so t.Version is the
+// server's highest version: a server whose highest version is below lo
+// fails for certain. known is false when the server's highest version is
+// above hi (it probably negotiates down to a version Postfix offers, but
+// the prober cannot tell whether it does) or unknown.
+//
+// Not known either: whether the server accepts a cipher Postfix offers
+// (ciphers=, exclude=), and whether OpenSSL's own configuration (e.g. a
+// system-wide MinProtocol = TLSv1.2) raises the floor.
+func (t *TLSInfo) CheckProtocols(lo, hi uint16) (c Check, known bool) {
+	if lo == 0 {
+		return Check{Reason: "protocols= leaves no TLS version to offer"}, true
+	}
+	v, ok := TLSVersion(t.Version)
+	switch {
+	case !ok || v > hi:
+		return Check{}, false
+	case v < lo:
+		return Check{Reason: fmt.Sprintf("the server's highest TLS version %s is below %s, the lowest protocols= allows",
+			t.Version, tlsVersionName(lo))}, true
+	}
+	return Check{OK: true}, true
 }
