@@ -738,7 +738,10 @@ func (m *Monitor) checkOne(ctx context.Context, e *store.Entry, kick bool) ([]Fi
 	}
 	fs := Judge(e, r, now)
 	for _, f := range fs {
-		ev := events.Event{Kind: f.Kind, Domain: strings.Trim(e.Key, "[]"), Rule: e.Key, Source: e.Source.String(),
+		// The domain is the next-hop without brackets or port (the host
+		// of a [host]:port entry), as alerts, the report and
+		// /api/events?domain= expect.
+		ev := events.Event{Kind: f.Kind, Domain: r.NextHop, Rule: e.Key, Source: e.Source.String(),
 			Action: string(f.Kind), Reason: f.Reason}
 		if e.Testing {
 			ev.Action = "testing"

@@ -44,6 +44,7 @@ outbound:
   plainbank.example: encrypt
   expiring.example: verify
   opportunistic.example: may
+  "[127.0.0.12]:`+strconv.Itoa(farm.Port)+`": encrypt
 `)
 	ev := events.NewRing(100)
 	e := New(s, nil, ev, nil)
@@ -81,8 +82,22 @@ outbound:
 		t.Errorf("cache has no good result for good.example: %+v", r)
 	}
 	totals := ev.Totals()
-	if totals[events.OutboundProbeFailed] != 2 || totals[events.CertExpiring] != 1 {
+	if totals[events.OutboundProbeFailed] != 3 || totals[events.CertExpiring] != 1 {
 		t.Errorf("event totals = %v", totals)
+	}
+	// An event's domain is the destination's name or address, without
+	// brackets or port: alerts, the report and /api/events?domain= use it.
+	domains := map[string]string{}
+	for _, e := range ev.Recent(100) {
+		domains[e.Rule] = e.Domain
+	}
+	for key, want := range map[string]string{
+		"plainbank.example":                       "plainbank.example",
+		"[127.0.0.12]:" + strconv.Itoa(farm.Port): "127.0.0.12",
+	} {
+		if got := domains[key]; got != want {
+			t.Errorf("event of %s: domain %q, want %q", key, got, want)
+		}
 	}
 }
 
