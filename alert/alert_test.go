@@ -421,6 +421,8 @@ func TestTexts(t *testing.T) {
 		{events.Event{Kind: events.OutboundProbeFailed, Domain: "plainbank.example", Action: string(events.OutboundProbeFailed)},
 			"Mail to plainbank.example is deferred", "unable to deliver messages to the following domain", "Contact the email administrator for plainbank.example"},
 		{events.Event{Kind: events.LearnedDowngrade, Domain: "shop.example"}, "shop.example stopped offering STARTTLS", "downgrade attack", "add an explicit entry"},
+		{events.Event{Kind: events.LearnedEvicted, Domain: "shop.example"}, "Learned encryption to shop.example dropped early",
+			"dropped this one, the least recently confirmed, before learn_max_age", "add an explicit outbound entry for it"},
 		{expiring, "expires soon", "verify or secure", "renew the certificate"},
 		{events.Event{Kind: events.ReloadFailed, Reason: "table/a.yaml:3: unknown level \"encrpyt\""}, "Policy table change rejected", "previous table keeps serving", "tlspolicyd check"},
 	} {

@@ -53,6 +53,10 @@ func describe(al *Alert) {
 		al.Title = fmt.Sprintf("%s stopped offering STARTTLS: possible downgrade attack", dom)
 		al.Explanation = "The mail servers of the following domain offered STARTTLS before, so encryption to them was learned and is required; a new probe found STARTTLS missing or failing. This is either a change at the domain or an attacker removing STARTTLS on the way (a downgrade attack). Encryption stays required, so mail to the domain may be deferred."
 		al.RecommendedAction = fmt.Sprintf("Contact the email administrator for %s and ask whether their mail servers changed. If they dropped TLS on purpose and you accept that, add an explicit entry for the domain to the policy table; otherwise keep the learned policy and investigate the network path.", dom)
+	case events.LearnedEvicted:
+		al.Title = fmt.Sprintf("Learned encryption to %s dropped early: probe cache full", dom)
+		al.Explanation = "The mail servers of the following domain offered STARTTLS before, so encryption to them was learned and is required; the probe cache reached its limit of learned policies and dropped this one, the least recently confirmed, before learn_max_age. Until a probe learns it again, encryption to the domain is no longer required: an attacker who strips STARTTLS on the way (a downgrade attack) would get the mail in clear text, unnoticed. A flood of newly learned domains can cause this."
+		al.RecommendedAction = fmt.Sprintf("If encryption to %s must stay required, add an explicit outbound entry for it to the policy table (e.g. encrypt). If this happens for many domains, look for what floods the cache with newly learned domains.", dom)
 	case events.CertExpiring:
 		al.Title = fmt.Sprintf("Certificate of a %s mail server expires soon", dom)
 		al.Explanation = "A mail server of the following domain, for which our policy requires a verified certificate (verify or secure), presents a certificate that expires soon. Once it has expired, mail to the domain will be deferred."
@@ -78,7 +82,7 @@ func policyLine(al *Alert) string {
 		if al.Action == "testing" {
 			s += " (testing)"
 		}
-	case events.LearnedDowngrade:
+	case events.LearnedDowngrade, events.LearnedEvicted:
 		s = "learned encrypt (defaults.learn: enforce)"
 		if al.Rule != "" {
 			s = fmt.Sprintf("learned policy for %q", clean(al.Rule))
