@@ -61,8 +61,8 @@ func startInproc(ctx context.Context, table, smAddr, pdAddr, logFile string) (*i
 	metrics := web.NewMetrics()
 	maxConns := config.Default().MaxConnections
 	s := &inprocServer{
-		sm:   &socketmap.Server{Handler: metrics.Socketmap(eng), Logger: log.With("server", "socketmap"), MaxConns: maxConns},
-		pd:   &policyd.Server{Handler: metrics.Policyd(eng), Logger: log.With("server", "policyd"), MaxConns: maxConns},
+		sm:   &socketmap.Server{Handler: eng, Observe: metrics.SocketmapReply, Logger: log.With("server", "socketmap"), MaxConns: maxConns},
+		pd:   &policyd.Server{Handler: eng, Observe: metrics.PolicydReply, Logger: log.With("server", "policyd"), MaxConns: maxConns},
 		logf: lf,
 	}
 	wctx, cancel := context.WithCancel(ctx)
