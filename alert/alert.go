@@ -12,8 +12,9 @@
 // blocking (dropping and counting it when the queue is full), events are
 // gathered for a short while into one digest, there is at most one alert
 // per domain and kind per Interval (further events are counted and
-// summarised in a reminder once the interval is over), and a failing relay
-// or webhook is retried with exponential back-off in the background.
+// summarised in a reminder once the interval is over, or at shutdown), and
+// a failing relay or webhook is retried with exponential back-off in the
+// background.
 package alert
 
 import (
@@ -22,6 +23,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +45,11 @@ const (
 // maxKeys bounds the rate-limit state: inbound events name sender domains,
 // which come from the internet. Past it, new domains share one key per kind.
 const maxKeys = 10000
+
+// shutdownTimeout bounds the last delivery attempt at shutdown (or
+// Config.Timeout if shorter): a dead relay or webhook must not hold up the
+// daemon's exit.
+const shutdownTimeout = 5 * time.Second
 
 // maxPending bounds the alerts a failing sink keeps for its next attempt.
 const maxPending = 1000
@@ -203,8 +210,12 @@ type limit struct {
 }
 
 // Run gathers events into digests and delivers them until ctx ends; then
-// it makes one last, short attempt to deliver what is pending and returns.
-// It returns nil.
+// it makes one last attempt, bounded by shutdownTimeout, to deliver what
+// is pending: the digest being gathered, the events still queued and a
+// reminder of every event the rate limit held back. It returns nil.
+//
+// Cancel ctx only once nothing publishes events any more (the servers have
+// drained): an event notified later is queued to a channel nobody reads.
 func (a *Alerter) Run(ctx context.Context) error {
 	a.running.Lock()
 	defer a.running.Unlock()
@@ -257,44 +268,72 @@ func (a *Alerter) Run(ctx context.Context) error {
 		byKey[key] = al
 	}
 
+	handle := func(e events.Event) {
+		now := time.Now()
+		if e.Time.IsZero() {
+			e.Time = now
+		}
+		key := string(e.Kind) + "\x00" + e.Domain
+		l := limits[key]
+		if l == nil && len(limits) >= maxKeys {
+			key = string(e.Kind) + "\x00*"
+			e.Domain = "(many domains)"
+			l = limits[key]
+		}
+		if al := byKey[key]; al != nil { // still gathering: fold it in
+			al.Repeats++
+			a.suppressed.Add(1)
+			return
+		}
+		if l != nil && now.Sub(l.opened) < a.cfg.Interval {
+			if l.suppressed == 0 {
+				l.first = e.Time
+			}
+			l.suppressed++
+			l.last = e
+			a.suppressed.Add(1)
+			return
+		}
+		al := &Alert{Event: e, Repeats: 1, FirstSeen: e.Time}
+		if l != nil && l.suppressed > 0 { // the interval is over: count what it held back
+			al.Repeats += l.suppressed
+			al.FirstSeen = l.first
+		}
+		limits[key] = &limit{opened: now}
+		add(al, key)
+	}
+
 	for {
 		select {
 		case <-ctx.Done():
+			// Shutting down: what is queued and what the rate limit held
+			// back would be lost with this process, so it all goes into
+			// the last digest, reminders before their interval is over.
+			// The sinks' last attempt is bounded (shutdownTimeout).
+			for drained := false; !drained; {
+				select {
+				case e := <-a.in:
+					handle(e)
+				default:
+					drained = true
+				}
+			}
+			var held []*limit
+			for _, l := range limits {
+				if l.suppressed > 0 {
+					held = append(held, l)
+				}
+			}
+			slices.SortFunc(held, func(x, y *limit) int { return x.first.Compare(y.first) })
+			for _, l := range held {
+				al := &Alert{Event: l.last, Repeats: l.suppressed, FirstSeen: l.first}
+				describe(al)
+				batch = append(batch, al)
+			}
 			flush()
 			return nil
 		case e := <-a.in:
-			now := time.Now()
-			if e.Time.IsZero() {
-				e.Time = now
-			}
-			key := string(e.Kind) + "\x00" + e.Domain
-			l := limits[key]
-			if l == nil && len(limits) >= maxKeys {
-				key = string(e.Kind) + "\x00*"
-				e.Domain = "(many domains)"
-				l = limits[key]
-			}
-			if al := byKey[key]; al != nil { // still gathering: fold it in
-				al.Repeats++
-				a.suppressed.Add(1)
-				continue
-			}
-			if l != nil && now.Sub(l.opened) < a.cfg.Interval {
-				if l.suppressed == 0 {
-					l.first = e.Time
-				}
-				l.suppressed++
-				l.last = e
-				a.suppressed.Add(1)
-				continue
-			}
-			al := &Alert{Event: e, Repeats: 1, FirstSeen: e.Time}
-			if l != nil && l.suppressed > 0 { // the interval is over: count what it held back
-				al.Repeats += l.suppressed
-				al.FirstSeen = l.first
-			}
-			limits[key] = &limit{opened: now}
-			add(al, key)
+			handle(e)
 		case <-gather.C:
 			flush()
 		case <-tick.C:
@@ -379,7 +418,7 @@ func (a *Alerter) runSink(ctx context.Context, quit <-chan struct{}, s *sink) {
 			// One last short attempt, so a shutdown right after an event
 			// does not swallow its alert.
 			if p := s.take(); len(p) > 0 {
-				fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(a.cfg.Timeout, 5*time.Second))
+				fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(a.cfg.Timeout, shutdownTimeout))
 				if err := s.send(fctx, p); err != nil {
 					a.failed.Add(1)
 					a.log.Error("alert not delivered at shutdown", "sink", s.name, "alerts", len(p), "error", err)

@@ -294,24 +294,46 @@ func TestMailRetried(t *testing.T) {
 	}
 }
 
-// A relay that accepts the connection and never answers delays nothing:
-// Notify returns at once, drops and counts what does not fit the queue.
-func TestNotifyNeverBlocks(t *testing.T) {
+// tarpit returns the address of a loopback relay that accepts connections
+// and never sends a banner, and a func that closes it and them (called
+// when the test ends, if not before).
+func tarpit(t *testing.T) (addr string, stop func()) {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	var mu sync.Mutex
+	var conns []net.Conn
 	go func() {
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
-			defer c.Close() // tarpit: never a banner
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
 		}
 	}()
-	a := start(t, Config{MailTo: "postmaster@ourcorp.example", SMTP: l.Addr().String(), Delay: time.Millisecond,
+	stop = func() {
+		l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	t.Cleanup(stop)
+	return l.Addr().String(), stop
+}
+
+// A relay that accepts the connection and never answers delays nothing:
+// Notify returns at once, drops and counts what does not fit the queue.
+func TestNotifyNeverBlocks(t *testing.T) {
+	relay, stop := tarpit(t)
+	defer stop() // before the alerter's shutdown, whose last attempt would wait for it
+	a := start(t, Config{MailTo: "postmaster@ourcorp.example", SMTP: relay, Delay: time.Millisecond,
 		Queue: 16, Timeout: time.Hour})
 	done := make(chan struct{})
 	go func() {
@@ -448,5 +470,154 @@ func TestTexts(t *testing.T) {
 	}
 	if _, err := mail.ReadMessage(strings.NewReader(string(msg))); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// hookStub is a loopback webhook receiver that keeps every payload.
+type hookStub struct {
+	url     string
+	mu      sync.Mutex
+	got     []Payload
+	arrived chan struct{}
+}
+
+func newHookStub(t *testing.T) *hookStub {
+	t.Helper()
+	h := &hookStub{arrived: make(chan struct{}, 100)}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var p Payload
+		if err := json.NewDecoder(r.Body).Decode(&p); err != nil {
+			t.Errorf("webhook body: %v", err)
+		}
+		h.mu.Lock()
+		h.got = append(h.got, p)
+		h.mu.Unlock()
+		h.arrived <- struct{}{}
+	}))
+	t.Cleanup(srv.Close)
+	h.url = srv.URL
+	return h
+}
+
+func (h *hookStub) payloads() []Payload {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]Payload(nil), h.got...)
+}
+
+// waitFor polls cond for up to 10 seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Shutdown loses nothing the rate limit held back: one event alerted, five
+// more of the same domain and kind within the interval, then the context
+// ends: a reminder counting the five goes out before Run returns, through
+// the webhook and through the relay alike.
+func TestShutdownSendsHeldBackReminders(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		setup  func(t *testing.T, cfg *Config) (deliveries func() int, last func() string)
+		remind string // what the last delivery must contain
+	}{
+		{"webhook", func(t *testing.T, cfg *Config) (func() int, func() string) {
+			h := newHookStub(t)
+			cfg.Webhook = h.url
+			return func() int { return len(h.payloads()) }, func() string {
+				p := h.payloads()
+				b, _ := json.Marshal(p[len(p)-1])
+				return string(b)
+			}
+		}, `"repeats":5`},
+		{"mail", func(t *testing.T, cfg *Config) (func() int, func() string) {
+			r := newRelay(t, 0)
+			cfg.MailTo, cfg.SMTP = "postmaster@ourcorp.example", r.addr
+			return r.count, func() string {
+				r.mu.Lock()
+				m := r.msgs[len(r.msgs)-1]
+				r.mu.Unlock()
+				_, _, body := decode(t, m)
+				return strings.Join(strings.Fields(body), " ")
+			}
+		}, "Occurrences: 5 since"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Config{Delay: 10 * time.Millisecond, Interval: time.Hour, Logger: quiet(), Hostname: "mx1.ourcorp.example"}
+			deliveries, last := tc.setup(t, &cfg)
+			a := New(cfg)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error)
+			go func() { done <- a.Run(ctx) }()
+
+			a.Notify(blocked)
+			waitFor(t, "the first alert", func() bool { return a.Stats().Sent == 1 })
+			for range 5 {
+				a.Notify(blocked)
+			}
+			waitFor(t, "the repeats to be counted", func() bool { return a.Stats().Suppressed == 5 })
+			if n := deliveries(); n != 1 {
+				t.Fatalf("%d deliveries within the interval, want 1", n)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if n := deliveries(); n != 2 {
+				t.Fatalf("%d deliveries after shutdown, want 2 (the alert, then the reminder)", n)
+			}
+			if got := last(); !strings.Contains(got, tc.remind) || !strings.Contains(got, "bank.example") {
+				t.Errorf("reminder lacks %q:\n%s", tc.remind, got)
+			}
+			if s := a.Stats(); s != (Stats{Suppressed: 5, Sent: 2}) {
+				t.Errorf("stats %+v, want 5 suppressed, 2 sent", s)
+			}
+		})
+	}
+}
+
+// Events still queued when Run's context ends (published while the
+// servers drained) go into the last digest.
+func TestShutdownDeliversQueuedEvents(t *testing.T) {
+	h := newHookStub(t)
+	a := New(Config{Webhook: h.url, Delay: time.Hour, Logger: quiet()})
+	other := expiring
+	a.Notify(blocked)
+	a.Notify(other)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // Run starts with its context already over: only the queue is left
+	if err := a.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p := h.payloads()
+	if len(p) != 1 || len(p[0].Alerts) != 2 {
+		t.Fatalf("payloads %+v, want one digest of 2 alerts", p)
+	}
+}
+
+// A relay that never answers cannot hold up shutdown: the last attempt is
+// bounded, counted as failed and logged.
+func TestShutdownBoundedByDeadRelay(t *testing.T) {
+	relay, _ := tarpit(t)
+	a := New(Config{MailTo: "postmaster@ourcorp.example", SMTP: relay, Delay: time.Hour,
+		Timeout: 200 * time.Millisecond, Logger: quiet()})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- a.Run(ctx) }()
+	a.Notify(blocked)
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run still delivering 5 s after shutdown, behind a relay that never answers")
+	}
+	if s := a.Stats(); s.Failed != 1 || s.Sent != 0 {
+		t.Errorf("stats %+v, want 1 failed", s)
 	}
 }

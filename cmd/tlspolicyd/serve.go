@@ -342,10 +342,15 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	go func() { _ = mon.Run(watchCtx) }()
 	al := alert.New(alert.Config{MailTo: cfg.Alerts.MailTo, SMTP: cfg.Alerts.SMTP, Webhook: cfg.Alerts.Webhook,
 		Interval: cfg.Alerts.Interval, Logger: log.With("component", "alert")})
+	// The alerter outlives the servers: requests still in flight at
+	// shutdown publish events too, so it stops (and flushes what is
+	// pending) only once they have drained.
+	alertCtx, stopAlerts := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopAlerts()
 	alertsDone := make(chan struct{})
 	if al.Enabled() {
 		ring.Subscribe(al.Notify)
-		go func() { defer close(alertsDone); _ = al.Run(watchCtx) }()
+		go func() { defer close(alertsDone); _ = al.Run(alertCtx) }()
 	} else {
 		close(alertsDone)
 	}
@@ -382,6 +387,7 @@ loop:
 		}
 	}
 	wg.Wait()
+	stopAlerts()
 	<-alertsDone // its last delivery attempt is bounded by its own timeout
 	if cfg.Probe.Cache != "" {
 		if err := cache.Save(); err != nil {
