@@ -116,6 +116,9 @@ type Alerter struct {
 	sinks []*sink
 
 	dropped    atomic.Uint64
+	queueDrops atomic.Uint64 // the part of dropped Notify refused
+	dropsShown atomic.Uint64 // queueDrops when last logged
+	dropsAt    atomic.Int64  // when queue drops were last logged, Unix ns
 	suppressed atomic.Uint64
 	sent       atomic.Uint64
 	failed     atomic.Uint64
@@ -185,6 +188,23 @@ func (a *Alerter) Notify(e events.Event) {
 	case a.in <- e:
 	default:
 		a.dropped.Add(1)
+		n := a.queueDrops.Add(1)
+		now := time.Now().UnixNano()
+		if last := a.dropsAt.Load(); now-last >= int64(dropLogEvery) && a.dropsAt.CompareAndSwap(last, now) {
+			a.logDrops(n)
+		}
+	}
+}
+
+// dropLogEvery is the least time between two log lines about events
+// Notify dropped: a flood drops thousands a second, each counted (Stats).
+const dropLogEvery = time.Minute
+
+// logDrops logs the events Notify dropped since the last report, n in all.
+func (a *Alerter) logDrops(n uint64) {
+	if prev := a.dropsShown.Swap(n); n > prev {
+		a.log.Warn("alert queue full: events dropped, not alerted (the event log, status page and metrics have them)",
+			"dropped", n-prev, "dropped_total", n)
 	}
 }
 
@@ -237,6 +257,7 @@ func (a *Alerter) Run(ctx context.Context) error {
 	}
 	defer wg.Wait()
 	defer close(quit)
+	defer func() { a.logDrops(a.queueDrops.Load()) }() // what the last minute dropped
 
 	limits := map[string]*limit{}
 	var batch []*Alert

@@ -333,8 +333,9 @@ func tarpit(t *testing.T) (addr string, stop func()) {
 func TestNotifyNeverBlocks(t *testing.T) {
 	relay, stop := tarpit(t)
 	defer stop() // before the alerter's shutdown, whose last attempt would wait for it
+	var out syncBuffer
 	a := start(t, Config{MailTo: "postmaster@ourcorp.example", SMTP: relay, Delay: time.Millisecond,
-		Queue: 16, Timeout: time.Hour})
+		Queue: 16, Timeout: time.Hour, Logger: slog.New(slog.NewTextHandler(&out, nil))})
 	done := make(chan struct{})
 	go func() {
 		for i := range 100000 {
@@ -352,6 +353,28 @@ func TestNotifyNeverBlocks(t *testing.T) {
 	if a.Stats().Dropped == 0 {
 		t.Error("nothing dropped: 100000 events cannot all have fit a 16-event queue… or did Notify block?")
 	}
+	// Logged, but once a minute, not once an event.
+	if n := strings.Count(out.String(), "alert queue full"); n != 1 {
+		t.Errorf("drops logged %d times, want once:\n%s", n, out.String())
+	}
+}
+
+// syncBuffer is a log output written by the alerter's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 func TestWebhookRetriesAndGivesUp(t *testing.T) {

@@ -229,7 +229,8 @@ func TestLogBoundedWhenWriterIsStuck(t *testing.T) {
 		read <- r
 	}()
 	const queue, total = 64, 5000
-	l, err := OpenLog(path, LogOptions{Queue: queue})
+	var out lockedBuffer
+	l, err := OpenLog(path, LogOptions{Queue: queue, Logger: slog.New(slog.NewTextHandler(&out, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,6 +266,18 @@ func TestLogBoundedWhenWriterIsStuck(t *testing.T) {
 	}
 	if uint64(len(r.lines))+l.Dropped() != total {
 		t.Fatalf("%d written + %d dropped != %d appended", len(r.lines), l.Dropped(), total)
+	}
+	// The drops are logged, but not thousands of times: the first at once,
+	// the rest of the minute summed up by Close.
+	var drops []string
+	for line := range strings.Lines(out.String()) {
+		if strings.Contains(line, "events dropped") {
+			drops = append(drops, line)
+		}
+	}
+	if len(drops) != 2 || !strings.Contains(drops[0], " dropped=1 ") ||
+		!strings.Contains(drops[1], fmt.Sprintf(" dropped=%d dropped_total=%d", l.Dropped()-1, l.Dropped())) {
+		t.Errorf("drops logged as:\n%s", strings.Join(drops, ""))
 	}
 	prev := -1
 	for _, line := range r.lines {

@@ -39,9 +39,19 @@ type LogOptions struct {
 	// beyond that Append drops and counts them rather than block the
 	// request that published them.
 	Queue int
-	// Logger receives write errors and skipped lines (default slog.Default()).
+	// Logger receives write errors, skipped lines and, at most once per
+	// dropLogEvery, events dropped (default slog.Default()).
 	Logger *slog.Logger
+
+	// openFile opens the log's files (default os.OpenFile); tests inject
+	// failures with it.
+	openFile func(name string, flag int, perm fs.FileMode) (*os.File, error)
 }
+
+// dropLogEvery is the least time between two log lines about events
+// dropped because the queue was full: a failing disk drops thousands a
+// second, and each is counted (Dropped) anyway.
+const dropLogEvery = time.Minute
 
 // Log is an append-only JSON-lines event file, one Event per line, rotated
 // by size (PATH → PATH.1 → … → PATH.Keep, the oldest removed). Append hands
@@ -61,11 +71,18 @@ type Log struct {
 	mu      sync.RWMutex // held for reading by Append, for writing by Close
 	closed  bool
 
-	f       *os.File // owned by the writer goroutine (run), as are size and torn
-	size    int64
-	torn    bool // the file's last line lacks its '\n' (a crash, a short write)
-	dropped atomic.Uint64
-	failed  atomic.Uint64
+	f    *os.File // owned by the writer goroutine (run), as are size, torn and reopen
+	size int64
+	torn bool // the file's last line lacks its '\n' (a crash, a short write)
+	// reopen: a rotation moved the file away but opening it anew failed;
+	// the next write opens it first, without rotating (again) what was
+	// rotated already.
+	reopen bool
+
+	dropped      atomic.Uint64
+	dropReported atomic.Uint64 // Dropped when last logged
+	dropLogged   atomic.Int64  // when drops were last logged, Unix ns
+	failed       atomic.Uint64
 }
 
 // OpenLog opens (creating it and its directory if needed) the event log at
@@ -96,7 +113,11 @@ func OpenLog(path string, opts LogOptions) (*Log, error) {
 
 // open opens l.path for appending and ends a torn last line.
 func (l *Log) open() error {
-	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	openFile := l.opts.openFile
+	if openFile == nil {
+		openFile = os.OpenFile
+	}
+	f, err := openFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 	if err != nil {
 		return fmt.Errorf("event log: %w", err)
 	}
@@ -137,7 +158,28 @@ func (l *Log) Append(e Event) {
 	select {
 	case l.queue <- e:
 	default:
-		l.dropped.Add(1)
+		l.drop()
+	}
+}
+
+// drop counts an event the full queue refused and logs the drops at most
+// once per dropLogEvery: the first at once, those that follow within the
+// interval summed into the next line (or Close's).
+func (l *Log) drop() {
+	n := l.dropped.Add(1)
+	now := time.Now().UnixNano()
+	last := l.dropLogged.Load()
+	if now-last < int64(dropLogEvery) || !l.dropLogged.CompareAndSwap(last, now) {
+		return
+	}
+	l.logDrops(n)
+}
+
+// logDrops logs the drops counted since the last report, n in all.
+func (l *Log) logDrops(n uint64) {
+	if prev := l.dropReported.Swap(n); n > prev {
+		l.log.Warn("event log: queue full (disk slow or failing): events dropped: not in the event log (the ring, metrics and alerts have them)",
+			"path", l.path, "dropped", n-prev, "dropped_total", n)
 	}
 }
 
@@ -154,8 +196,10 @@ func (l *Log) Close() error {
 	l.closing.Do(func() {
 		l.mu.Lock()
 		l.closed = true
+		n := l.dropped.Load() // the queue's drops; those after Close are not news
 		close(l.queue)
 		l.mu.Unlock()
+		l.logDrops(n)
 	})
 	<-l.done
 	if err := l.f.Close(); err != nil && !errors.Is(err, fs.ErrClosed) {
@@ -244,6 +288,11 @@ func (l *Log) run() {
 // again); a failed write, the lines it did not complete.
 func (l *Log) writeLines(b []byte, ends []int) (lost int, err error) {
 	start := 0
+	if l.reopen {
+		if err := l.reopenCurrent(); err != nil {
+			return len(ends), err
+		}
+	}
 	for i := 0; i < len(ends); {
 		if l.size > 0 && l.size+int64(ends[i]-start) > l.opts.MaxSize {
 			if err := l.rotate(); err != nil {
@@ -293,7 +342,11 @@ func (l *Log) endTornLine() error {
 func (l *Log) rotated(i int) string { return l.path + "." + strconv.Itoa(i) }
 
 // rotate shifts PATH.i to PATH.i+1 (dropping PATH.Keep), PATH to PATH.1,
-// and reopens PATH empty.
+// and reopens PATH empty. When the renames worked but the reopen failed
+// (EMFILE, a full disk's inode table…), the rotation is done: the next
+// write retries the open only (reopenCurrent), instead of rotating again
+// — which would shift the rotated files once per batch and, after Keep
+// batches, delete them all.
 func (l *Log) rotate() error {
 	if err := l.f.Close(); err != nil {
 		l.log.Warn("event log: close before rotation", "path", l.path, "error", err)
@@ -310,12 +363,22 @@ func (l *Log) rotate() error {
 		l.log.Warn("event log: rotation", "error", err)
 	}
 	if err := l.open(); err != nil {
-		// Keep a handle that fails every write until the next rotation
-		// attempt rather than a nil file.
-		l.f, _ = os.Open(os.DevNull)
-		l.size = l.opts.MaxSize
+		// Keep a closed handle (Close expects one) rather than a nil
+		// file; nothing writes to it: reopen comes first.
+		l.reopen = true
 		return err
 	}
+	return nil
+}
+
+// reopenCurrent opens PATH again after a rotation failed to. The writer
+// (run) logs the error once per run of failures.
+func (l *Log) reopenCurrent() error {
+	if err := l.open(); err != nil {
+		return err
+	}
+	l.reopen = false
+	l.log.Info("event log: reopened after a failed rotation", "path", l.path)
 	return nil
 }
 

@@ -2,10 +2,16 @@ package events
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -194,5 +200,117 @@ func TestReadTailMissingFile(t *testing.T) {
 	got, err := ReadTail(filepath.Join(t.TempDir(), "none"), 3, 10, nil)
 	if err != nil || len(got) != 0 {
 		t.Fatalf("ReadTail of a missing log = %v, %v; want empty, nil", got, err)
+	}
+}
+
+// lockedBuffer is a log output tests read while a writer may log.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// A rotation whose renames work but whose reopen fails (EMFILE) is not
+// repeated on every later batch: the rotated files stay as they are, each
+// batch only retries the open (its events are lost and counted), the
+// failure is logged once, and once the open works the log goes on in a
+// new PATH.
+func TestLogFailedReopenKeepsRotatedFiles(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		failing int // batches written while the open fails, the rotating one included
+	}{
+		{"one failing batch", 1},
+		{"as many as Keep", 2},
+		{"more than Keep", 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "events.jsonl")
+			var fail atomic.Bool
+			var out lockedBuffer
+			l, err := OpenLog(path, LogOptions{
+				MaxSize: int64(len(mustLine(t, ev(10)))) * 2, // two lines a file
+				Keep:    2,
+				Logger:  slog.New(slog.NewTextHandler(&out, nil)),
+				openFile: func(name string, flag int, perm fs.FileMode) (*os.File, error) {
+					if fail.Load() {
+						return nil, &fs.PathError{Op: "open", Path: name, Err: syscall.EMFILE}
+					}
+					return os.OpenFile(name, flag, perm)
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			// write appends one event and waits for the writer to be done
+			// with it: written, or counted as failed.
+			write := func(i int) {
+				t.Helper()
+				failed := l.WriteErrors()
+				l.Append(ev(i))
+				deadline := time.Now().Add(10 * time.Second)
+				for {
+					got, _ := ReadTail(path, 2, 100, slog.New(slog.DiscardHandler))
+					if l.WriteErrors() > failed || len(got) > 0 && got[len(got)-1].Reason == fmt.Sprint(i) {
+						return
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("event %d neither written nor failed", i)
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}
+			for i := 10; i < 16; i++ { // PATH.2 10,11; PATH.1 12,13; PATH 14,15
+				write(i)
+			}
+			fail.Store(true)
+			for i := 20; i < 20+tc.failing; i++ { // the first rotates: PATH.2 12,13; PATH.1 14,15
+				write(i)
+			}
+			if n := l.WriteErrors(); n != uint64(tc.failing) {
+				t.Errorf("WriteErrors = %d, want %d", n, tc.failing)
+			}
+			fail.Store(false)
+			write(30) // PATH 30
+			write(31) // PATH 30,31
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			var files []string
+			for _, b := range readFiles(t, path, 4) {
+				var evs []string
+				for line := range bytes.Lines(b) {
+					var e Event
+					if err := json.Unmarshal(line, &e); err != nil {
+						t.Fatal(err)
+					}
+					evs = append(evs, e.Reason)
+				}
+				files = append(files, strings.Join(evs, ","))
+			}
+			if got, want := strings.Join(files, " | "), "12,13 | 14,15 | 30,31"; got != want {
+				t.Errorf("files (oldest first) %q, want %q", got, want)
+			}
+			logged := out.String()
+			if n := strings.Count(logged, "write failed"); n != 1 {
+				t.Errorf("the failure logged %d times, want once:\n%s", n, logged)
+			}
+			if !strings.Contains(logged, "too many open files") || !strings.Contains(logged, "reopened after a failed rotation") {
+				t.Errorf("log lacks the error or the recovery:\n%s", logged)
+			}
+		})
 	}
 }
