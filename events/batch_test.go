@@ -293,7 +293,7 @@ func TestLogBoundedWhenWriterIsStuck(t *testing.T) {
 	}
 }
 
-func mustLine(t *testing.T, e Event) []byte {
+func mustLine(t testing.TB, e Event) []byte {
 	t.Helper()
 	b, err := appendJSON(nil, e)
 	if err != nil {

@@ -1,7 +1,10 @@
 package events
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -96,4 +99,70 @@ func appendString(b []byte, s string) []byte {
 		start = i
 	}
 	return append(append(b, s[start:]...), '"')
+}
+
+// decodeLine decodes one line of the event log, giving what json.Unmarshal
+// gives (ok is false for a line that is not a valid event: no kind, no
+// time, not JSON). A line as appendJSON writes it, with nothing escaped
+// (most are), is cut up by hand, every string a part of one copy of the
+// line: with json.Unmarshal a scan of a full event log (Ring.Scan) took
+// 5 µs and 13 allocations an event. Any other line goes to json.Unmarshal.
+func decodeLine(line []byte) (e Event, ok bool) {
+	if e, ok := cutLine(line); ok {
+		return e, true
+	}
+	if err := json.Unmarshal(line, &e); err != nil || e.Kind == "" || e.Time.IsZero() {
+		return Event{}, false
+	}
+	return e, true
+}
+
+// cutLine is decodeLine's fast path: ok is false unless line is exactly
+// the fields of appendJSON, in its order, none escaped.
+func cutLine(line []byte) (e Event, ok bool) {
+	for _, c := range line {
+		if c < 0x20 || c == '\\' {
+			return Event{}, false
+		}
+	}
+	rest, ok := bytes.CutPrefix(line, []byte(`{"time":"`))
+	if !ok || !utf8.Valid(line) {
+		return Event{}, false
+	}
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 || e.Time.UnmarshalText(rest[:end]) != nil || e.Time.IsZero() {
+		return Event{}, false
+	}
+	s := string(rest[end+1:]) // the one copy
+	for _, f := range [...]struct {
+		name     string
+		dst      *string
+		required bool
+	}{
+		{`,"kind":"`, (*string)(&e.Kind), true},
+		{`,"domain":"`, &e.Domain, false},
+		{`,"rule":"`, &e.Rule, false},
+		{`,"source":"`, &e.Source, false},
+		{`,"action":"`, &e.Action, false},
+		{`,"reason":"`, &e.Reason, true},
+		{`,"client":"`, &e.Client, false},
+		{`,"sender":"`, &e.Sender, false},
+	} {
+		v, found := strings.CutPrefix(s, f.name)
+		if !found {
+			if f.required {
+				return Event{}, false
+			}
+			continue
+		}
+		end := strings.IndexByte(v, '"')
+		if end < 0 {
+			return Event{}, false
+		}
+		*f.dst, s = v[:end], v[end+1:]
+	}
+	if s != "}" || e.Kind == "" {
+		return Event{}, false
+	}
+	return e, true
 }

@@ -81,3 +81,70 @@ func FuzzAppendJSON(f *testing.F) {
 		}
 	})
 }
+
+// unmarshalLine is what decodeLine must give: json.Unmarshal's event, ok
+// when it has a kind and a time.
+func unmarshalLine(line []byte) (Event, bool) {
+	var e Event
+	if err := json.Unmarshal(line, &e); err != nil || e.Kind == "" || e.Time.IsZero() {
+		return Event{}, false
+	}
+	return e, true
+}
+
+// sameEvent compares events as the log gives them back (times by Equal).
+func sameEvent(a, b Event) bool {
+	ta, tb := a.Time, b.Time
+	a.Time, b.Time = time.Time{}, time.Time{}
+	return a == b && ta.Equal(tb) && ta.Format(time.RFC3339Nano) == tb.Format(time.RFC3339Nano)
+}
+
+// decodeLine reads back what appendJSON wrote, by its fast path where
+// nothing is escaped, and gives json.Unmarshal's answer for anything else.
+func TestDecodeLine(t *testing.T) {
+	plain := benchEvent(7)
+	for _, tc := range []struct {
+		name string
+		line string
+		fast bool // cut up by hand
+		ok   bool
+	}{
+		{"typical inbound event", string(mustLine(t, plain)[:len(mustLine(t, plain))-1]), true, true},
+		{"omitempty fields empty, reason kept", `{"time":"2026-05-01T00:00:00Z","kind":"reload_failed","reason":""}`, true, true},
+		{"local zone", `{"time":"2026-01-02T03:04:05.5+01:00","kind":"cert_expiring","domain":"a.example","reason":"x"}`, true, true},
+		{"escaped", `{"time":"2026-05-01T00:00:00Z","kind":"inbound_blocked","reason":"\u003cx\u003e \"q\""}`, false, true},
+		{"fields in another order", `{"kind":"inbound_blocked","time":"2026-05-01T00:00:00Z","reason":"x"}`, false, true},
+		{"an unknown field", `{"time":"2026-05-01T00:00:00Z","kind":"inbound_blocked","reason":"x","new":1}`, false, true},
+		{"spaces", `{"time": "2026-05-01T00:00:00Z", "kind": "inbound_blocked", "reason": "x"}`, false, true},
+		{"no reason", `{"time":"2026-05-01T00:00:00Z","kind":"inbound_blocked"}`, false, true},
+		{"no kind", `{"time":"2026-05-01T00:00:00Z","reason":"x"}`, false, false},
+		{"no time", `{"kind":"inbound_blocked","reason":"x"}`, false, false},
+		{"a bad time", `{"time":"2026-05-01 00:00:00","kind":"inbound_blocked","reason":"x"}`, false, false},
+		{"torn", `{"time":"2026-05-01T00:00:00Z","kind":"inbound_blo`, false, false},
+		{"trailing garbage", `{"time":"2026-05-01T00:00:00Z","kind":"inbound_blocked","reason":"x"}}`, false, false},
+		{"raw invalid UTF-8", "{\"time\":\"2026-05-01T00:00:00Z\",\"kind\":\"inbound_blocked\",\"reason\":\"\xff\"}", false, true},
+		{"raw control character", "{\"time\":\"2026-05-01T00:00:00Z\",\"kind\":\"inbound_blocked\",\"reason\":\"\t\"}", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, fast := cutLine([]byte(tc.line))
+			got, ok := decodeLine([]byte(tc.line))
+			want, wok := unmarshalLine([]byte(tc.line))
+			if fast != tc.fast || ok != tc.ok || ok != wok || !sameEvent(got, want) {
+				t.Errorf("fast %v, ok %v: %+v\njson.Unmarshal (ok %v): %+v", fast, ok, got, wok, want)
+			}
+		})
+	}
+}
+
+func FuzzDecodeLine(f *testing.F) {
+	f.Add([]byte(`{"time":"2026-05-01T00:00:00Z","kind":"inbound_blocked","domain":"bank.example","reason":"x","sender":"a@b"}`))
+	f.Add([]byte(`{"time":"2026-05-01T00:00:00.123+02:00","kind":"k","rule":"","reason":"x"}`))
+	f.Add([]byte(`{"time":"0001-01-01T00:00:00Z","kind":"k","reason":"x"}`))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		got, ok := decodeLine(line)
+		want, wok := unmarshalLine(line)
+		if ok != wok || !sameEvent(got, want) {
+			t.Fatalf("decodeLine(%q) = %+v, %v\njson.Unmarshal: %+v, %v", line, got, ok, want, wok)
+		}
+	})
+}

@@ -51,6 +51,7 @@ type Ring struct {
 	full  bool
 	total map[Kind]uint64
 	subs  []func(Event)
+	log   *Log // the event log attached (Log.Attach), if any: see Scan
 }
 
 // NewRing returns a ring keeping the last size events.
@@ -111,6 +112,7 @@ func (r *Ring) Restore(evs []Event) {
 
 // Since returns the events kept in the ring whose Time is not before t,
 // newest first. (Every event is checked: the clock may have been set back.)
+// It knows only the ring's latest Cap events: Scan counts a whole period.
 func (r *Ring) Since(t time.Time) []Event {
 	all := r.Recent(0)
 	out := all[:0]

@@ -70,6 +70,9 @@ type Log struct {
 	closing sync.Once
 	mu      sync.RWMutex // held for reading by Append, for writing by Close
 	closed  bool
+	// rotating is held by rotate while it renames the files and by scan
+	// while it opens them, so a reader sees every file once.
+	rotating sync.Mutex
 
 	f    *os.File // owned by the writer goroutine (run), as are size, torn and reopen
 	size int64
@@ -348,6 +351,8 @@ func (l *Log) rotated(i int) string { return l.path + "." + strconv.Itoa(i) }
 // — which would shift the rotated files once per batch and, after Keep
 // batches, delete them all.
 func (l *Log) rotate() error {
+	l.rotating.Lock()
+	defer l.rotating.Unlock()
 	if err := l.f.Close(); err != nil {
 		l.log.Warn("event log: close before rotation", "path", l.path, "error", err)
 	}
@@ -446,18 +451,34 @@ func eachLineBackwards(name string, f func(line []byte) bool) error {
 	if err != nil {
 		return err
 	}
+	return linesBackwards(file, st.Size(), false, f)
+}
+
+// linesBackwards is eachLineBackwards for the first size bytes of an open
+// file. With partialTail, what follows the last '\n' is not a line but
+// one being written (the file is the log's current one): it is left out.
+// A line passed to f is only valid during the call.
+func linesBackwards(file *os.File, size int64, partialTail bool, f func(line []byte) bool) error {
 	const block = 64 << 10
-	pos := st.Size()
+	pos := size
 	var carry []byte // the start of the file's unread part up to its first '\n' seen so far
-	skipping := false
+	skipping := partialTail
+	var spare []byte // two buffers taking turns: carry is in the one not read into
 	for pos > 0 {
 		step := min(int64(block), pos)
 		pos -= step
-		buf := make([]byte, step, int(step)+len(carry))
+		if cap(spare) < int(step)+len(carry) {
+			spare = make([]byte, 0, max(2*block, int(step)+len(carry)))
+		}
+		buf := spare[:step]
 		if _, err := file.ReadAt(buf, pos); err != nil && !errors.Is(err, io.EOF) {
-			return fmt.Errorf("event log %s: %w", name, err)
+			return fmt.Errorf("event log %s: %w", file.Name(), err)
 		}
 		buf = append(buf, carry...)
+		spare = carry[:0:cap(carry)] // the buffer read into the last time, free once carry is copied
+		if carry == nil {
+			spare = nil
+		}
 		for {
 			i := bytes.LastIndexByte(buf, '\n')
 			if i < 0 {
@@ -494,6 +515,9 @@ func (l *Log) Attach(r *Ring) error {
 	evs, err := l.Tail(r.Cap())
 	r.Restore(evs)
 	r.Subscribe(l.Append)
+	r.mu.Lock()
+	r.log = l // Scan reads the period's events from the files
+	r.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("event log: reading back: %w", err)
 	}

@@ -230,10 +230,82 @@ func ParseSince(v string, now time.Time) (time.Time, error) {
 	return now.Add(-d), nil
 }
 
+// EventCoverage says where the events of a period were counted from and
+// what of the period may be missing (fields that /api/events and
+// /api/report gained: clients that ignore them read what they read
+// before).
+type EventCoverage struct {
+	// EventsSource is "log" when the events were read from the event
+	// log's files (log.events), "ring" when from the in-memory ring
+	// alone, which keeps the latest EventsRingCap events only: the event
+	// log is disabled, or could not be opened.
+	EventsSource  string `json:"events_source"`
+	EventsRingCap int    `json:"events_ring_cap,omitempty"`
+	// EventsRotatedBefore is set when the period starts before the oldest
+	// event still known: the events before it were rotated away
+	// (log.events_keep, log.events_max_mb).
+	EventsRotatedBefore *time.Time `json:"events_rotated_before,omitempty"`
+	// EventsError says that reading the event log failed: the counts
+	// lack what could not be read.
+	EventsError string `json:"events_error,omitempty"`
+}
+
+// scanEvents calls f with every event from since on (events.Ring.Scan:
+// from the event log when there is one) and says where they came from.
+func (s *server) scanEvents(since time.Time, f func(events.Event)) EventCoverage {
+	cov, err := s.Engine.Events().Scan(since, f)
+	c := EventCoverage{EventsSource: "log"}
+	if !cov.FromLog {
+		c.EventsSource, c.EventsRingCap = "ring", cov.RingCap
+	}
+	if !cov.RotatedBefore.IsZero() {
+		c.EventsRotatedBefore = &cov.RotatedBefore
+	}
+	if err != nil {
+		c.EventsError = err.Error()
+		s.Logger.Warn("event log: reading the period's events back", "error", err)
+	}
+	return c
+}
+
+// latest keeps the n newest events it is offered, newest first (the
+// order of equal times kept).
+type latest struct {
+	n   int
+	evs []events.Event
+}
+
+// add offers e and returns how many events the list gained: 1, or 0 when
+// e was too old or took the place of an older one.
+func (l *latest) add(e events.Event) int {
+	gained := 1
+	if len(l.evs) >= l.n {
+		if l.n == 0 || !e.Time.After(l.evs[len(l.evs)-1].Time) {
+			return 0
+		}
+		l.evs, gained = l.evs[:len(l.evs)-1], 0
+	}
+	i := len(l.evs) // events mostly come newest first: this is mostly the end
+	for i > 0 && e.Time.After(l.evs[i-1].Time) {
+		i--
+	}
+	l.evs = slices.Insert(l.evs, i, e)
+	return gained
+}
+
+// maxListedEvents bounds the events /api/events and /api/report list;
+// they count every event of the period.
+const maxListedEvents = 1000
+
 // EventsView is the answer of /api/events.
 type EventsView struct {
-	Since  time.Time      `json:"since"`
-	Events []events.Event `json:"events"` // newest first
+	Since time.Time `json:"since"`
+	// Events are the newest of the period's events that match the
+	// filters, newest first: at most limit, at most 1000.
+	Events []events.Event `json:"events"`
+	// Total counts every event of the period that matches the filters.
+	Total int `json:"total"`
+	EventCoverage
 }
 
 func (s *server) filteredEvents(q url.Values) (EventsView, error) {
@@ -241,24 +313,27 @@ func (s *server) filteredEvents(q url.Values) (EventsView, error) {
 	if err != nil {
 		return EventsView{}, err
 	}
-	limit := 0
+	limit := maxListedEvents
 	if l := q.Get("limit"); l != "" {
-		if limit, err = strconv.Atoi(l); err != nil || limit < 0 {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 0 {
 			return EventsView{}, fmt.Errorf("limit %q: want a number", l)
+		}
+		if n > 0 {
+			limit = min(n, limit)
 		}
 	}
 	kind, domain := events.Kind(q.Get("kind")), strings.ToLower(q.Get("domain"))
-	evs := s.Engine.Events().Since(since)
-	out := evs[:0]
-	for _, e := range evs {
+	list := latest{n: limit, evs: []events.Event{}}
+	v := EventsView{Since: since}
+	v.EventCoverage = s.scanEvents(since, func(e events.Event) {
 		if (kind == "" || e.Kind == kind) && (domain == "" || e.Domain == domain) {
-			out = append(out, e)
+			v.Total++
+			list.add(e)
 		}
-	}
-	if limit > 0 && len(out) > limit {
-		out = out[:limit]
-	}
-	return EventsView{Since: since, Events: out}, nil
+	})
+	v.Events = list.evs
+	return v, nil
 }
 
 func (s *server) apiEvents(w http.ResponseWriter, r *http.Request) {
@@ -305,9 +380,11 @@ type Report struct {
 	// inbound counters are not windowed.
 	InboundSince time.Time `json:"inbound_since"`
 	TableLoaded  bool      `json:"table_loaded"`
-	// EventTotals counts the period's events by kind.
+	// EventTotals counts the period's events by kind (what the event log
+	// still holds of it: see EventCoverage).
 	EventTotals map[events.Kind]int `json:"event_totals"`
 	Domains     []ReportDomain      `json:"domains"`
+	EventCoverage
 }
 
 // ReportDomain is everything known about one partner domain.
@@ -315,8 +392,8 @@ type ReportDomain struct {
 	Domain   string         `json:"domain"`
 	Inbound  *InboundCounts `json:"inbound,omitempty"`
 	Outbound []ReportEntry  `json:"outbound,omitempty"`
-	// Counts are the period's events by kind; Events the newest of them
-	// (at most 20), newest first.
+	// Counts are the period's events by kind; Events the newest of them,
+	// newest first: at most 20 a domain and 1000 in the whole report.
 	Counts map[string]int `json:"event_counts,omitempty"`
 	Events []events.Event `json:"events,omitempty"`
 }
@@ -336,6 +413,17 @@ type ReportEntry struct {
 
 // maxDomainEvents bounds the events listed per domain in a report.
 const maxDomainEvents = 20
+
+// oldestListed returns the time of the oldest event in lists.
+func oldestListed(lists map[*ReportDomain]*latest) time.Time {
+	var t time.Time
+	for _, l := range lists {
+		if n := len(l.evs); n > 0 && (t.IsZero() || l.evs[n-1].Time.Before(t)) {
+			t = l.evs[n-1].Time
+		}
+	}
+	return t
+}
 
 // ReportDomainOf returns the domain a table key or event concerns:
 // "[smtp.partner.example]:587" → smtp.partner.example, ".bank.example" →
@@ -384,16 +472,42 @@ func (s *server) report(since time.Time) Report {
 			rd.Outbound = append(rd.Outbound, ReportEntry{Section: sec.name, EntryView: e})
 		}
 	}
-	for _, e := range s.Engine.Events().Since(since) { // newest first
+	// Every event is counted; the newest are listed, at most
+	// maxDomainEvents a domain and maxListedEvents in all. The events come
+	// roughly newest first: once maxListedEvents are listed, only an event
+	// newer than the oldest of them can still be (those of the ring not
+	// in the files come last), and the whole is cut down at the end.
+	lists := map[*ReportDomain]*latest{}
+	listed := 0
+	var floor time.Time
+	rep.EventCoverage = s.scanEvents(since, func(e events.Event) {
 		rep.EventTotals[e.Kind]++
 		rd := get(e.Domain)
 		if rd.Counts == nil {
 			rd.Counts = map[string]int{}
 		}
 		rd.Counts[string(e.Kind)]++
-		if len(rd.Events) < maxDomainEvents {
-			rd.Events = append(rd.Events, e)
+		if listed >= maxListedEvents && !e.Time.After(floor) {
+			return
 		}
+		l := lists[rd]
+		if l == nil {
+			l = &latest{n: maxDomainEvents}
+			lists[rd] = l
+		}
+		listed += l.add(e)
+		if listed >= maxListedEvents && floor.IsZero() {
+			floor = oldestListed(lists)
+		}
+	})
+	var all []events.Event
+	for _, l := range lists {
+		all = append(all, l.evs...)
+	}
+	slices.SortStableFunc(all, func(a, b events.Event) int { return b.Time.Compare(a.Time) })
+	for _, e := range all[:min(len(all), maxListedEvents)] {
+		rd := get(e.Domain)
+		rd.Events = append(rd.Events, e)
 	}
 	rep.Domains = make([]ReportDomain, 0, len(doms))
 	for _, rd := range doms {

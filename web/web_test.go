@@ -340,25 +340,33 @@ func TestAPIEvents(t *testing.T) {
 	f := newFixture(t, true)
 	f.traffic(t)
 	for _, tc := range []struct {
-		query string
-		code  int
-		kinds string
+		query         string
+		code          int
+		kinds         string
+		listed, total int // events listed, and matching in all
 	}{
-		{"", 200, "outbound_probe_failed"}, // default: 24h; the reload failure is 30h old, the inbound ones "now" (real clock: future)
-		{"?since=48h", 200, "outbound_probe_failed reload_failed"},
-		{"?since=2d&kind=reload_failed", 200, "reload_failed"},
-		{"?since=48h&domain=partner.example", 200, "outbound_probe_failed"},
-		{"?since=48h&limit=1", 200, "outbound_probe_failed"},
-		{"?since=2026-04-30T00:00:00Z&kind=outbound_probe_failed", 200, "outbound_probe_failed"},
-		{"?since=yesterday", 400, ""},
-		{"?since=-5h", 400, ""},
-		{"?limit=x", 400, ""},
+		{"", 200, "outbound_probe_failed", 3, 3}, // default: 24h; the reload failure is 30h old, the inbound ones "now" (real clock: future)
+		{"?since=48h", 200, "outbound_probe_failed reload_failed", 4, 4},
+		{"?since=2d&kind=reload_failed", 200, "reload_failed", 1, 1},
+		{"?since=48h&domain=partner.example", 200, "outbound_probe_failed", 1, 1},
+		{"?since=48h&domain=partner.example&limit=1", 200, "outbound_probe_failed", 1, 1},
+		{"?since=48h&limit=1", 200, "", 1, 4}, // the newest: an inbound one, on the real clock
+		{"?since=2026-04-30T00:00:00Z&kind=outbound_probe_failed", 200, "outbound_probe_failed", 1, 1},
+		{"?since=yesterday", 400, "", 0, 0},
+		{"?since=-5h", 400, "", 0, 0},
+		{"?limit=x", 400, "", 0, 0},
 	} {
 		var v EventsView
 		code := getJSON(t, f.srv.URL+"/api/events"+tc.query, &v)
 		if code != tc.code {
 			t.Errorf("%s: %d, want %d", tc.query, code, tc.code)
 			continue
+		}
+		if len(v.Events) != tc.listed || v.Total != tc.total {
+			t.Errorf("%s: %d events listed of %d, want %d of %d", tc.query, len(v.Events), v.Total, tc.listed, tc.total)
+		}
+		if code == 200 && (v.EventsSource != "ring" || v.EventsRingCap != 100) {
+			t.Errorf("%s: coverage %+v, want the ring of 100 (no event log)", tc.query, v.EventCoverage)
 		}
 		var kinds []string
 		for _, e := range v.Events {

@@ -30,8 +30,11 @@ func reportCommand() *cli.Command {
 		Description: `Asks a running daemon's HTTP API (/api/report) and prints, per domain:
 the messages received with and without TLS and by TLS version (counted since
 the daemon started), the outbound table entries with the verdict of their
-last probe, and the enforcement events of the period (--since), followed by
-the events themselves. --json prints the API's JSON unchanged.
+last probe, and the enforcement events of the period (--since), counted from
+the daemon's event log, followed by the latest of the events themselves. It
+says when the period starts before the oldest event the log still holds, or
+when the daemon has no event log and keeps its latest events in memory only.
+--json prints the API's JSON unchanged.
 
 --server is the daemon's listen.http address: a URL, host:port, or
 unix:/path for a unix socket.`,
@@ -132,6 +135,7 @@ func printReport(out io.Writer, rep *web.Report, since string) error {
 	fmt.Fprintf(&w, "TLS report of %s, %s\n", host, rep.Generated.UTC().Format(reportTime))
 	fmt.Fprintf(&w, "Events since %s (%s); inbound mail counted since %s (daemon start).\n",
 		rep.Since.UTC().Format(reportTime), since, rep.InboundSince.UTC().Format(reportTime))
+	coverageNotes(&w, rep)
 	if !rep.TableLoaded {
 		fmt.Fprintln(&w, "WARNING: the daemon has no valid policy table: every request fails closed.")
 	}
@@ -175,7 +179,11 @@ func printReport(out io.Writer, rep *web.Report, since string) error {
 		fmt.Fprintln(&w, ": none.")
 		return nil
 	}
-	fmt.Fprintln(&w, ", newest first, at most 20 per domain:")
+	if n := total(rep.EventTotals); len(all) < n {
+		fmt.Fprintf(&w, ", newest first: showing the latest %d of %d (at most 20 per domain, 1000 in all):\n", len(all), n)
+	} else {
+		fmt.Fprintln(&w, ", newest first:")
+	}
 	tw = tabwriter.NewWriter(&w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIME\tEVENT\tDOMAIN\tRULE / ENTRY\tSOURCE\tREASON")
 	for _, e := range all {
@@ -254,11 +262,33 @@ func eventCounts(m map[string]int) string {
 	return strings.Join(parts, " ")
 }
 
-func totals(m map[events.Kind]int) string {
+// coverageNotes says what of the period the event counts may lack: the
+// events before what the event log still holds, all but the ring's latest
+// when there is no event log, what could not be read. (A daemon older
+// than these fields says nothing about it.)
+func coverageNotes(w io.Writer, rep *web.Report) {
+	if rep.EventsSource == "ring" {
+		fmt.Fprintf(w, "Events counted in memory (no event log, log.events): the latest %d events only.\n", rep.EventsRingCap)
+	}
+	if t := rep.EventsRotatedBefore; t != nil {
+		fmt.Fprintf(w, "Events before %s were rotated away (log.events_keep, log.events_max_mb): not counted.\n", t.UTC().Format(reportTime))
+	}
+	if rep.EventsError != "" {
+		fmt.Fprintf(w, "WARNING: the event log could not be read (%s): the counts lack what it holds.\n", oneLine(rep.EventsError))
+	}
+}
+
+// total adds up the events of every kind.
+func total(m map[events.Kind]int) int {
 	n := 0
 	for _, v := range m {
 		n += v
 	}
+	return n
+}
+
+func totals(m map[events.Kind]int) string {
+	n := total(m)
 	if n == 0 {
 		return "0"
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -32,9 +33,11 @@ func cannedReport() web.Report {
 		Reason: "TLS 1.2 or newer is required; the connection was not encrypted", Sender: "alice@bank.example"}
 	failed := events.Event{Time: t0.Add(-10 * time.Minute), Kind: events.OutboundProbeFailed, Domain: "lawfirm.example", Rule: "lawfirm.example",
 		Source: "table/partners.yaml:9", Action: "testing", Reason: "enforcing encrypt for lawfirm.example would defer mail: mx.lawfirm.example[192.0.2.7]: no STARTTLS"}
+	rotated := t0.Add(-20 * time.Hour)
 	return web.Report{
 		Host: "mx1.ourcorp.example", Generated: t0, Since: t0.Add(-24 * time.Hour), InboundSince: t0.Add(-72 * time.Hour), TableLoaded: true,
-		EventTotals: map[events.Kind]int{events.InboundBlocked: 3, events.OutboundProbeFailed: 1},
+		EventTotals:   map[events.Kind]int{events.InboundBlocked: 3, events.OutboundProbeFailed: 1},
+		EventCoverage: web.EventCoverage{EventsSource: "log", EventsRotatedBefore: &rotated},
 		Domains: []web.ReportDomain{
 			{Domain: "bank.example",
 				Inbound: &web.InboundCounts{WithTLS: 120, WithoutTLS: 3, Versions: map[string]uint64{"TLSv1.3": 100, "TLSv1.2": 20}},
@@ -97,6 +100,48 @@ func TestReportCommand(t *testing.T) {
 	}
 }
 
+// The report says what of the period its event counts may lack.
+func TestReportCoverageNotes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cov  web.EventCoverage
+		want []string // lines, in order
+		not  []string
+	}{
+		{"the event log holds the period", web.EventCoverage{EventsSource: "log"}, nil,
+			[]string{"rotated away", "in memory", "could not be read"}},
+		{"no event log", web.EventCoverage{EventsSource: "ring", EventsRingCap: 1000},
+			[]string{"Events counted in memory (no event log, log.events): the latest 1000 events only."}, []string{"rotated away"}},
+		{"rotated away", web.EventCoverage{EventsSource: "log", EventsRotatedBefore: ptrTime(time.Date(2026, 4, 30, 20, 0, 0, 0, time.UTC))},
+			[]string{"Events before 2026-04-30 20:00 UTC were rotated away (log.events_keep, log.events_max_mb): not counted."}, []string{"in memory"}},
+		{"unreadable", web.EventCoverage{EventsSource: "log", EventsError: "event log /var/lib/tlspolicyd/events.jsonl.2: input/output error\n"},
+			[]string{"WARNING: the event log could not be read (event log /var/lib/tlspolicyd/events.jsonl.2: input/output error ): the counts lack what it holds."}, nil},
+		{"a daemon that does not say", web.EventCoverage{}, nil, []string{"rotated away", "in memory", "could not be read"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep := cannedReport()
+			rep.EventCoverage = tc.cov
+			var b strings.Builder
+			if err := printReport(&b, &rep, "24h"); err != nil {
+				t.Fatal(err)
+			}
+			out := b.String()
+			for _, w := range tc.want {
+				if !strings.Contains(out, "\n"+w+"\n") {
+					t.Errorf("lacks the line %q:\n%s", w, out)
+				}
+			}
+			for _, n := range tc.not {
+				if strings.Contains(out, n) {
+					t.Errorf("says %q:\n%s", n, out)
+				}
+			}
+		})
+	}
+}
+
+func ptrTime(t time.Time) *time.Time { return &t }
+
 func TestReportErrors(t *testing.T) {
 	down := httptest.NewServer(http.NotFoundHandler())
 	downURL := down.URL
@@ -146,20 +191,7 @@ func TestReportAgainstDaemonAPI(t *testing.T) {
 	now := time.Now()
 	probes := probeList{{Target: "lawfirm.example", Status: probe.StatusNoSTARTTLS, Time: now, Expires: now.Add(time.Hour),
 		Levels: map[string]probe.LevelVerdict{"may": {OK: true}, "encrypt": {OK: false}}}}
-
-	sock := filepath.Join(t.TempDir(), "http.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: web.New(web.Options{Engine: eng, Probes: probes, Logger: quiet, Hostname: "mx1.test"})}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
-
-	out, errOut, code := runCLI(t, "report", "--server", "unix:"+sock)
-	if code != 0 {
-		t.Fatalf("exit %d: %s", code, errOut)
-	}
+	out := reportOf(t, eng, probes)
 	lines := strings.Split(out, "\n")
 	find := func(prefix string) string {
 		for _, l := range lines {
@@ -176,8 +208,80 @@ func TestReportAgainstDaemonAPI(t *testing.T) {
 	if got := find("lawfirm.example "); !strings.Contains(got, "encrypt [testing] encrypt FAILS: no-starttls") {
 		t.Errorf("lawfirm.example row: %q", got)
 	}
-	if !strings.Contains(out, "TLS report of mx1.test") || !strings.Contains(out, "Events (1: inbound_blocked:1), newest first") {
+	if !strings.Contains(out, "TLS report of mx1.test") || !strings.Contains(out, "Events (1: inbound_blocked:1), newest first:") ||
+		!strings.Contains(out, "Events counted in memory (no event log, log.events): the latest 100 events only.") {
 		t.Errorf("report:\n%s", out)
+	}
+}
+
+// reportOf runs `tlspolicyd report` against the real /api/report of
+// package web serving eng, over a unix socket as listen.http: unix:/path
+// allows, and returns its output.
+func reportOf(t *testing.T, eng *engine.Engine, probes probeList) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "http.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv := &http.Server{Handler: web.New(web.Options{Engine: eng, Probes: probes, Logger: quiet, Hostname: "mx1.test"})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	out, errOut, code := runCLI(t, "report", "--server", "unix:"+sock)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	return out
+}
+
+// With the event log on, the report counts the period's events from its
+// files: a would-block event of pilot.example, then 250 blocked messages
+// from bank.example through a ring of 100, all count; the list says it
+// shows some of them.
+func TestReportCountsBeyondTheRing(t *testing.T) {
+	s, err := store.Load("testdata/table")
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	evlog, err := events.OpenLog(filepath.Join(t.TempDir(), "events.jsonl"), events.LogOptions{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer evlog.Close()
+	ring := events.NewRing(100)
+	if err := evlog.Attach(ring); err != nil {
+		t.Fatal(err)
+	}
+	eng := engine.New(s, nil, ring, quiet)
+	for i := range 251 {
+		sender := "alice@bank.example"
+		if i == 0 {
+			sender = "p@pilot.example"
+		}
+		req := policyd.NewRequest(map[string]string{"request": "smtpd_access_policy", "sender": sender,
+			"recipient": "bob@ourcorp.example", "client_address": "192.0.2.1", "client_name": "mx.bank.example",
+			"instance": fmt.Sprint(i)})
+		if _, err := eng.Check(context.Background(), req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := evlog.Close(); err != nil { // every event written: none is in the queue only
+		t.Fatal(err)
+	}
+	out := reportOf(t, eng, nil)
+	for _, want := range []string{
+		"Events (251: inbound_blocked:250 inbound_would_block:1), newest first: showing the latest 21 of 251",
+		"inbound_blocked:250\n",
+		"inbound_would_block:1\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "in memory") || strings.Contains(out, "rotated away") {
+		t.Errorf("report doubts its counts:\n%s", out)
 	}
 }
 
