@@ -65,11 +65,12 @@ type Writer struct {
 	out  io.Writer
 	opts Options
 
-	mu      sync.Mutex
-	buf     []byte // queued records, in the order written
-	spare   []byte // the buffer the writer goroutine last wrote, for reuse
-	dropped uint64 // records dropped since the last OnDrop
-	closed  bool
+	mu       sync.Mutex
+	buf      []byte // queued records, in the order written
+	spare    []byte // the buffer the writer goroutine last wrote, for reuse
+	dropped  uint64 // records dropped since the last OnDrop
+	closed   bool
+	finished bool // the writer goroutine has written its last batch
 
 	outMu sync.Mutex    // serialises writes to out
 	wake  chan struct{} // capacity 1: a batch is waiting
@@ -92,16 +93,26 @@ func New(out io.Writer, opts Options) *Writer {
 
 // Write queues p, one whole record, and returns len(p), nil: the record is
 // written (or dropped, when MaxPending bytes are already waiting) by the
-// writer goroutine. After Close it writes p itself, once everything
-// queued before has been written.
+// writer goroutine. A record written after Close joins the writer
+// goroutine's last batch while it has not finished (it is never dropped),
+// and once it has, Write writes it itself.
+//
+// Write never waits for the writer goroutine: OnDrop runs on it and may
+// log, so a Write that waited for it to end would wait for itself (serve
+// hung at shutdown when Close came while a flush was about to report
+// drops).
 func (w *Writer) Write(p []byte) (int, error) {
 	w.mu.Lock()
-	if w.closed {
+	if w.finished {
 		w.mu.Unlock()
-		<-w.done // the last batch first
 		w.outMu.Lock()
 		defer w.outMu.Unlock()
 		return w.out.Write(p)
+	}
+	if w.closed {
+		w.buf = append(w.buf, p...) // run writes it before it finishes
+		w.mu.Unlock()
+		return len(p), nil
 	}
 	if len(w.buf) > 0 && len(w.buf)+len(p) > w.opts.MaxPending {
 		w.dropped++
@@ -117,7 +128,8 @@ func (w *Writer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// run writes batches until Close, then writes what is left.
+// run writes batches until Close, then writes what is left, including
+// records written meanwhile, and marks the Writer finished.
 func (w *Writer) run() {
 	defer close(w.done)
 	var last time.Time // of the last write
@@ -126,13 +138,23 @@ func (w *Writer) run() {
 		if d := w.opts.Linger - time.Since(last); open && d > 0 {
 			time.Sleep(d) // let more records join this batch
 		}
-		// After Close, OnDrop is not called: a line it logged would wait
-		// for this goroutine to end.
+		// After Close, OnDrop is not called: its line would come after
+		// the last batch.
 		w.flush(open)
 		last = time.Now()
 		if !open {
+			break
+		}
+	}
+	for {
+		w.mu.Lock()
+		if len(w.buf) == 0 {
+			w.finished = true
+			w.mu.Unlock()
 			return
 		}
+		w.mu.Unlock()
+		w.flush(false)
 	}
 }
 
@@ -162,8 +184,8 @@ func (w *Writer) flush(report bool) {
 }
 
 // Close writes what is queued and stops the writer goroutine (lines
-// dropped since the last OnDrop are then not reported); later
-// Writes go straight to the underlying writer. It does not close the
+// dropped since the last OnDrop are then not reported); later Writes are
+// written after it, unbounded (see Write). It does not close the
 // underlying writer. Close may be called more than once.
 func (w *Writer) Close() error {
 	w.mu.Lock()

@@ -186,6 +186,41 @@ func TestWriterAfterClose(t *testing.T) {
 	}
 }
 
+// OnDrop may log through the Writer itself (serve does). When Close comes
+// while the writer goroutine is about to report drops, that record must
+// be written and neither Close nor the Write may hang: they did, about
+// one shutdown in six under load, when Write after Close waited for the
+// writer goroutine, which was waiting in OnDrop for the Write.
+func TestWriterOnDropLogsDuringClose(t *testing.T) {
+	for i := 0; i < 50; i++ {
+		rec := &recorder{gate: make(chan struct{}), inside: make(chan struct{}, 1)}
+		var w *Writer
+		w = New(rec, Options{MaxPending: 64, OnDrop: func(n uint64) {
+			_, _ = w.Write([]byte(fmt.Sprintf("dropped %d\n", n)))
+		}})
+		_, _ = w.Write([]byte(line(0, 0)))
+		<-rec.inside // the writer goroutine is writing, the output stuck
+		for j := 1; j < 10; j++ {
+			_, _ = w.Write([]byte(line(0, j))) // beyond MaxPending: some dropped
+		}
+		closed := make(chan struct{})
+		go func() { _ = w.Close(); close(closed) }()
+		if i%2 == 0 {
+			time.Sleep(time.Millisecond) // Close first, or not: both orders
+		}
+		close(rec.gate)
+		select {
+		case <-closed:
+		case <-time.After(5 * time.Second):
+			t.Fatal("Close hung: OnDrop's Write waited for the writer goroutine")
+		}
+		out, _ := rec.snapshot()
+		if !strings.HasPrefix(out, line(0, 0)) {
+			t.Fatalf("output %q does not start with the first record", out)
+		}
+	}
+}
+
 // BenchmarkWrite is the cost of one log record to the caller, with 1 and
 // 8 goroutines logging, the output discarded.
 func BenchmarkWrite(b *testing.B) {
