@@ -31,9 +31,9 @@ type Finding struct {
 	Reason string // the event text ("" when OK and nothing expires)
 }
 
-// checkLevel is the probe level whose verdict Judge starts from, or ""
+// CheckLevel is the probe level whose verdict Judge starts from, or ""
 // when the prober cannot tell whether enforcing p delivers.
-func checkLevel(p *store.Policy) string {
+func CheckLevel(p *store.Policy) string {
 	switch p.Level {
 	case store.LevelVerify:
 		return probe.LevelVerify
@@ -58,7 +58,7 @@ func checkLevel(p *store.Policy) string {
 // enforces TLS or is being tested, for a key the prober can reach (not a
 // .parent wildcard).
 func Probeable(e *store.Entry) bool {
-	return checkLevel(e.Policy) != "" && !strings.HasPrefix(e.Key, ".")
+	return CheckLevel(e.Policy) != "" && !strings.HasPrefix(e.Key, ".")
 }
 
 // Judge turns a probe result for entry e into findings: whether enforcing
@@ -76,7 +76,7 @@ func Probeable(e *store.Entry) bool {
 // SNI, so a server choosing its certificate by SNI may show Postfix
 // another one).
 func Judge(e *store.Entry, r *probe.Result, now time.Time) []Finding {
-	level := checkLevel(e.Policy)
+	level := CheckLevel(e.Policy)
 	if level == "" || r == nil || r.Status == probe.StatusTemporary || r.Status == probe.StatusNoMail || r.Status == probe.StatusUnreachable {
 		return nil
 	}
@@ -754,10 +754,10 @@ func (m *Monitor) checkOne(ctx context.Context, e *store.Entry, kick bool) ([]Fi
 	case len(fs) > 0:
 	case r.Status == probe.StatusTemporary || r.Status == probe.StatusUnreachable:
 		m.Logger.Info("outbound probe inconclusive; retried at the next check", "entry", e.Key,
-			"level", checkLevel(e.Policy), "testing", e.Testing, "status", r.Status, "reason", r.Reason)
+			"level", CheckLevel(e.Policy), "testing", e.Testing, "status", r.Status, "reason", r.Reason)
 	case !m.Logger.Enabled(ctx, slog.LevelDebug): // skip building the record's arguments
 	default:
-		m.Logger.Debug("outbound probe ok", "entry", e.Key, "level", checkLevel(e.Policy), "testing", e.Testing, "status", r.Status)
+		m.Logger.Debug("outbound probe ok", "entry", e.Key, "level", CheckLevel(e.Policy), "testing", e.Testing, "status", r.Status)
 	}
 	return fs, r, nil
 }

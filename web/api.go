@@ -111,20 +111,6 @@ type Defaults struct {
 	InboundAction string `json:"inbound_action"`
 }
 
-// checkLevel is the probe level whose verdict says whether level can be
-// met: what the prober can see of it.
-func checkLevel(l store.Level) string {
-	switch l {
-	case store.LevelVerify:
-		return probe.LevelVerify
-	case store.LevelSecure:
-		return probe.LevelSecure
-	case store.LevelEncrypt, store.LevelDane, store.LevelDaneOnly, store.LevelFingerprint:
-		return probe.LevelEncrypt
-	}
-	return ""
-}
-
 // probeIndex returns the latest probe results by canonical target.
 func (s *server) probeIndex() map[string]*probe.Result {
 	m := map[string]*probe.Result{}
@@ -139,13 +125,16 @@ func (s *server) probeIndex() map[string]*probe.Result {
 	return m
 }
 
-func entryViews(es []*store.Entry, probes map[string]*probe.Result) []EntryView {
+// entryViews describes entries with the verdict of their last probe, as
+// the monitor judges it (engine.Judge: the level and the policy's
+// attributes — protocols=, match=, a fingerprint).
+func entryViews(es []*store.Entry, probes map[string]*probe.Result, now time.Time) []EntryView {
 	out := make([]EntryView, 0, len(es))
 	for _, e := range es {
 		v := EntryView{Key: e.Key, Testing: e.Testing, Note: e.Note, Source: e.Source.String()}
 		if e.Policy != nil {
 			v.Policy, v.Level = e.Policy.Text, e.Policy.Level.String()
-			v.Check = checkLevel(e.Policy.Level)
+			v.Check = engine.CheckLevel(e.Policy)
 		}
 		if !e.ReviewBy.IsZero() {
 			v.ReviewBy = e.ReviewBy.Format(time.DateOnly)
@@ -156,6 +145,11 @@ func entryViews(es []*store.Entry, probes map[string]*probe.Result) []EntryView 
 					v.Probe = probeView(r)
 					if v.Check != "" && r.Status != probe.StatusTemporary {
 						ok := r.Levels[v.Check].OK
+						for _, f := range engine.Judge(e, r, now) {
+							if f.Kind == events.OutboundProbeFailed {
+								ok = false
+							}
+						}
 						v.CheckOK = &ok
 					}
 				}
@@ -189,9 +183,9 @@ func (s *server) tableView() TableView {
 	}
 	return TableView{
 		Loaded: true, Files: t.Files, Defaults: d,
-		Outbound:   entryViews(t.Outbound, probes),
-		Recipients: entryViews(t.Recipients, nil),
-		Senders:    entryViews(t.Senders, nil),
+		Outbound:   entryViews(t.Outbound, probes, s.Now()),
+		Recipients: entryViews(t.Recipients, nil, time.Time{}),
+		Senders:    entryViews(t.Senders, nil, time.Time{}),
 		Inbound:    ruleViews(t.Inbound),
 	}
 }

@@ -29,9 +29,9 @@ func (f fakeProbes) All() []*probe.Result { return f }
 
 func probesAt(now time.Time) fakeProbes {
 	cert := now.Add(8 * 24 * time.Hour).Truncate(24 * time.Hour)
-	tlsAddr := func(v string) []probe.MXResult {
+	tlsAddr := func(v string, names ...string) []probe.MXResult {
 		return []probe.MXResult{{Host: "mx.example", Addrs: []probe.AddrResult{{Addr: "192.0.2.1", Reached: true, STARTTLS: true,
-			TLS: &probe.TLSInfo{Version: v, Chain: []probe.CertInfo{{NotAfter: cert}}}}}}}
+			TLS: &probe.TLSInfo{Version: v, Trusted: len(names) > 0, Chain: []probe.CertInfo{{NotAfter: cert, DNSNames: names}}}}}}}
 	}
 	lv := func(may, enc, ver, sec bool) map[string]probe.LevelVerdict {
 		return map[string]probe.LevelVerdict{"may": {OK: may}, "encrypt": {OK: enc}, "verify": {OK: ver}, "secure": {OK: sec}}
@@ -39,8 +39,8 @@ func probesAt(now time.Time) fakeProbes {
 	return fakeProbes{
 		{Target: "partner.example", Status: probe.StatusNoSTARTTLS, Reason: "mx.partner.example[192.0.2.9]: no STARTTLS in EHLO reply",
 			Time: now.Add(-3 * time.Hour), Expires: now.Add(21 * time.Hour), Levels: lv(true, false, false, false)},
-		{Target: "bank.example", Status: probe.StatusOK, Time: now.Add(-time.Hour), Expires: now.Add(23 * time.Hour),
-			Levels: lv(true, true, true, true), MX: tlsAddr("TLSv1.3")},
+		{Target: "bank.example", NextHop: "bank.example", Status: probe.StatusOK, Time: now.Add(-time.Hour), Expires: now.Add(23 * time.Hour),
+			Levels: lv(true, true, true, true), MX: tlsAddr("TLSv1.3", "mx.example", "bank.example")},
 		{Target: "lawfirm.example", Status: probe.StatusOK, Time: now.Add(-2 * time.Hour), Expires: now.Add(22 * time.Hour),
 			Levels: lv(true, true, false, false), MX: tlsAddr("TLSv1.2")},
 	}
@@ -584,4 +584,31 @@ func serveLoopback(t *testing.T, serve func(net.Listener) error, shutdown func(c
 		_ = shutdown(ctx)
 	})
 	return l.Addr().String()
+}
+
+// The status page's verdict is the monitor's (engine.Judge): a probe whose
+// level passes still fails an entry whose attributes it does not meet, and
+// dane, which the prober cannot judge, gets no verdict.
+func TestEntryViewsJudgeAttributes(t *testing.T) {
+	tb, err := store.ParseFile("t.yaml", strings.NewReader(`outbound:
+  old.example: encrypt protocols=>=TLSv1.3
+  new.example: encrypt protocols=>=TLSv1.2
+  dane.example: dane
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(target string) *probe.Result {
+		return &probe.Result{Target: target, NextHop: target, Status: probe.StatusOK,
+			Levels: map[string]probe.LevelVerdict{"may": {OK: true}, "encrypt": {OK: true}, "verify": {}, "secure": {}},
+			MX: []probe.MXResult{{Host: "mx." + target, Addrs: []probe.AddrResult{{Addr: "192.0.2.1", Reached: true, STARTTLS: true,
+				TLS: &probe.TLSInfo{Version: "TLSv1.2"}}}}}}
+	}
+	probes := map[string]*probe.Result{"old.example": at("old.example"), "new.example": at("new.example"), "dane.example": at("dane.example")}
+	for _, v := range entryViews(tb.Outbound, probes, now) {
+		want := map[string]*bool{"old.example": ptr(false), "new.example": ptr(true), "dane.example": nil}[v.Key]
+		if fmt.Sprint(deref(v.CheckOK)) != fmt.Sprint(deref(want)) || (v.CheckOK == nil) != (want == nil) {
+			t.Errorf("%s: check %q ok %v, want %v", v.Key, v.Check, deref(v.CheckOK), deref(want))
+		}
+	}
 }
