@@ -136,6 +136,13 @@ func NewMetrics() *Metrics {
 	return m
 }
 
+// CounterFunc registers a counter whose value f returns when scraped: a
+// count kept elsewhere (the event log's drops, the alerter's deliveries).
+func (m *Metrics) CounterFunc(name, help string, f func() uint64) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+		func() float64 { return float64(f()) }))
+}
+
 // Registry returns the registry the metrics live in, to register more.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 

@@ -193,6 +193,7 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	// Events: a bounded ring (status page, report, metrics) persisted to an
 	// append-only log whose tail is read back, so a restart loses nothing.
 	ring := events.NewRing(1000)
+	metrics := web.NewMetrics()
 	if cfg.Log.Events != "" {
 		evlog, err := events.OpenLog(cfg.Log.Events, events.LogOptions{
 			MaxSize: int64(cfg.Log.EventsMaxMB) << 20, Keep: cfg.Log.EventsKeep, Logger: log})
@@ -203,9 +204,13 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 				log.Warn("event log: earlier events not restored", "path", cfg.Log.Events, "error", err)
 			}
 			defer evlog.Close()
+			metrics.CounterFunc("tlspolicyd_event_log_dropped_total",
+				"Events the event log dropped because its queue was full (the output too slow); they are still in the ring, metrics and alerts.",
+				evlog.Dropped)
+			metrics.CounterFunc("tlspolicyd_event_log_write_errors_total",
+				"Failed writes (or reopens after rotation) of the event log.", evlog.WriteErrors)
 		}
 	}
-	metrics := web.NewMetrics()
 	eng := engine.New(nil, nil, ring, log)
 
 	// The prober, its persistent cache (learned policies, status page) and
@@ -349,6 +354,17 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	defer stopAlerts()
 	alertsDone := make(chan struct{})
 	if al.Enabled() {
+		for _, c := range []struct {
+			name, help string
+			f          func(alert.Stats) uint64
+		}{
+			{"tlspolicyd_alerts_sent_total", "Alert deliveries that succeeded (one per digest and sink).", func(s alert.Stats) uint64 { return s.Sent }},
+			{"tlspolicyd_alerts_failed_total", "Alert delivery attempts that failed (each is retried).", func(s alert.Stats) uint64 { return s.Failed }},
+			{"tlspolicyd_alerts_suppressed_total", "Events folded into an earlier alert by the alerts.interval rate limit (sent later as a reminder).", func(s alert.Stats) uint64 { return s.Suppressed }},
+			{"tlspolicyd_alerts_dropped_total", "Events the alerter could not queue (never alerted; still in the ring, event log and metrics).", func(s alert.Stats) uint64 { return s.Dropped }},
+		} {
+			metrics.CounterFunc(c.name, c.help, func() uint64 { return c.f(al.Stats()) })
+		}
 		ring.Subscribe(al.Notify)
 		go func() { defer close(alertsDone); _ = al.Run(alertCtx) }()
 	} else {

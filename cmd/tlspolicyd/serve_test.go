@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -492,5 +493,39 @@ func TestServeReloadAppliesLearnMaxAge(t *testing.T) {
 			t.Fatalf("learn_max_age 48h reloaded: tls.example = %v %q, want NOTFOUND (confirmed 10 days ago)", r.Status, r.Data)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The event log's and the alerter's counters are exported (at 0 here:
+// nothing dropped, the first alert waits for alert's one-minute gathering).
+func TestServeMetricsOfEventLogAndAlerts(t *testing.T) {
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(hook.Close) // after serve's cleanup: its shutdown delivers the alert
+	dir := t.TempDir()
+	addrs := startServe(t, []string{"policyd", "http"},
+		"--table", "testdata/table", "--socketmap", "", "--policyd", "127.0.0.1:0", "--http", "127.0.0.1:0",
+		"--probe-cache", "", "--resolver", "127.0.0.1:1", "--event-log", filepath.Join(dir, "events.jsonl"),
+		"--alert-webhook", hook.URL)
+	conn, err := net.Dial("tcp", addrs["policyd"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	req := "request=smtpd_access_policy\nprotocol_state=RCPT\nsender=a@bank.example\nrecipient=u@ourcorp.example\nclient_address=192.0.2.1\nclient_name=mx.bank.example\n\n"
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := bufio.NewReader(conn).ReadString('\n'); err != nil || !strings.HasPrefix(line, "action=450 ") {
+		t.Fatalf("reply %q, %v; want a deferral", line, err)
+	}
+	_, body := get(t, "http://"+addrs["http"]+"/metrics")
+	for _, w := range []string{"tlspolicyd_alerts_sent_total 0", "tlspolicyd_alerts_failed_total 0", "tlspolicyd_alerts_dropped_total 0",
+		"tlspolicyd_alerts_suppressed_total 0", "tlspolicyd_event_log_dropped_total 0", "tlspolicyd_event_log_write_errors_total 0",
+		"# TYPE tlspolicyd_alerts_sent_total counter", "# TYPE tlspolicyd_event_log_dropped_total counter"} {
+		if !strings.Contains(string(body), "\n"+w+"\n") {
+			t.Errorf("/metrics lacks %q", w)
+		}
 	}
 }
