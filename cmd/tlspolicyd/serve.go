@@ -260,6 +260,20 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// SIGHUP and the table watcher are set up before the listeners open:
+	// a SIGHUP sent once the daemon answers (a deployment script's) must
+	// reload, not kill it (the default action), and an edit made then
+	// must be seen.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	watchCtx, cancelWatch := context.WithCancel(ctx)
+	defer cancelWatch()
+	go func() {
+		if err := rl.Run(watchCtx); err != nil {
+			log.Error("table watcher stopped; reload with SIGHUP", "error", err)
+		}
+	}()
 
 	type server struct {
 		name     string
@@ -341,8 +355,6 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 			}
 		}()
 	}
-	watchCtx, cancelWatch := context.WithCancel(ctx)
-	defer cancelWatch()
 	go func() { _ = cache.Run(watchCtx) }()
 	go func() { _ = mon.Run(watchCtx) }()
 	al := alert.New(alert.Config{MailTo: cfg.Alerts.MailTo, SMTP: cfg.Alerts.SMTP, Webhook: cfg.Alerts.Webhook,
@@ -370,15 +382,6 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	} else {
 		close(alertsDone)
 	}
-	go func() {
-		if err := rl.Run(watchCtx); err != nil {
-			log.Error("table watcher stopped; reload with SIGHUP", "error", err)
-		}
-	}()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-
 	var runErr error
 loop:
 	for {
