@@ -268,8 +268,15 @@ type Monitor struct {
 	// OnPass, if set, is called after every pass of Run and CheckAll with
 	// its counts (metrics, tests).
 	OnPass func(PassStats)
-	Logger *slog.Logger
-	Now    func() time.Time
+	// OnInconclusive, if set, is called (from the workers, concurrently)
+	// for every entry whose probe said nothing about its TLS: the probe
+	// failed or was not started (rate limit), or the destination was
+	// unreachable, failed temporarily or accepts no mail (null MX). Judge
+	// yields no finding then; `check --probe` reports these, so that a
+	// CI gate does not pass an entry it could not probe.
+	OnInconclusive func(e *store.Entry, why string)
+	Logger         *slog.Logger
+	Now            func() time.Time
 
 	firstDelay time.Duration // before Run's first pass (default 5s; tests shorten it)
 
@@ -722,6 +729,9 @@ func (m *Monitor) checkOne(ctx context.Context, e *store.Entry, kick bool) ([]Fi
 	}
 	if err != nil {
 		m.unclaim(e.Key, now, prev)
+		if m.OnInconclusive != nil && ctx.Err() == nil {
+			m.OnInconclusive(e, err.Error())
+		}
 		switch {
 		case ctx.Err() != nil:
 		case errors.Is(err, probe.ErrRateLimited):
@@ -749,6 +759,9 @@ func (m *Monitor) checkOne(ctx context.Context, e *store.Entry, kick bool) ([]Fi
 		m.Engine.Events().Publish(ev)
 		m.Logger.Warn("outbound TLS policy", "event", string(f.Kind), "entry", e.Key, "source", ev.Source,
 			"testing", e.Testing, "reason", f.Reason)
+	}
+	if m.OnInconclusive != nil && (r.Status == probe.StatusTemporary || r.Status == probe.StatusUnreachable || r.Status == probe.StatusNoMail) {
+		m.OnInconclusive(e, r.Status+": "+r.Reason)
 	}
 	switch {
 	case len(fs) > 0:

@@ -114,14 +114,18 @@ func (r *Reloader) applyLocked(l loaded) error {
 		if errors.As(err, &le) {
 			r.failed.Store(le)
 		}
+		msg := "policy table rejected, old table keeps serving"
+		if r.Engine.Store() == nil {
+			msg = "policy table rejected, no table loaded: requests fail closed"
+		}
 		log := r.logger()
 		var list store.ErrorList
 		if errors.As(err, &list) {
 			for _, e := range list {
-				log.Error("policy table rejected, old table keeps serving", "error", e.Error(), "file", e.File, "line", e.Line)
+				log.Error(msg, "error", e.Error(), "file", e.File, "line", e.Line)
 			}
 		} else {
-			log.Error("policy table rejected, old table keeps serving", "error", err)
+			log.Error(msg, "error", err)
 		}
 		if r.OnReload != nil {
 			r.OnReload(err)

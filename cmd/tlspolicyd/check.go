@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -27,6 +29,11 @@ a warning. See examples/git-hooks/pre-commit.`,
 			&cli.BoolFlag{Name: "probe", Usage: "also probe every enforced and testing outbound entry and warn about each that would defer mail today"},
 		),
 		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				// Not a table path: a typed `check newtable/` must not lint
+				// the configured table and report it ok.
+				return cli.Exit("tlspolicyd check: unexpected arguments: "+strings.Join(c.Args().Slice(), " ")+" (the table is --table PATH)", 2)
+			}
 			cfg, err := loadConfig(c)
 			if err != nil {
 				return cli.Exit(err.Error(), 2)
@@ -52,7 +59,17 @@ a warning. See examples/git-hooks/pre-commit.`,
 				// monitor does, and warn where mail would be deferred.
 				p := newProber(cfg, newLogger(c.App.ErrWriter, "text", "error"))
 				quiet := newLogger(io.Discard, "text", "error")
-				mon := &engine.Monitor{Engine: engine.New(s, nil, nil, quiet), Probe: p.Probe, Logger: quiet}
+				var mu sync.Mutex
+				mon := &engine.Monitor{Engine: engine.New(s, nil, nil, quiet), Probe: p.Probe, Logger: quiet,
+					// An entry the probe could not judge is a warning too:
+					// a CI gate must not pass a misspelt domain or a dead
+					// resolver as "nothing would defer".
+					OnInconclusive: func(e *store.Entry, why string) {
+						mu.Lock()
+						defer mu.Unlock()
+						warnings = append(warnings, &store.Error{Source: e.Source,
+							Msg: fmt.Sprintf("could not check %s (%s): %s", e.Key, e.Policy.Text, why)})
+					}}
 				for _, f := range mon.CheckAll(c.Context) {
 					warnings = append(warnings, &store.Error{Source: f.Entry.Source, Msg: f.Reason})
 				}

@@ -60,6 +60,11 @@ func TestCLI(t *testing.T) {
 		{"check ok with review_by warning", []string{"check", "--table", "testdata/table"}, 0, "check-ok.txt", "partners.yaml:9: warning: review_by 2020-01-31 has passed"},
 		{"check errors", []string{"check", "--table", "testdata/bad"}, 1, "", "broken.yaml:3: error: "},
 		{"check missing", []string{"check", "--table", "testdata/nonexistent"}, 1, "", "nonexistent"},
+		{"check with a stray argument", []string{"check", "--table", "testdata/table", "testdata/bad"}, 2, "", "unexpected arguments: testdata/bad"},
+		{"serve with a stray argument", []string{"serve", "--table", "testdata/table", "testdata/bad"}, 2, "", "unexpected arguments: testdata/bad"},
+		{"inbound with --server", []string{"query", "--inbound", "--server", "127.0.0.1:1", "--table", "testdata/table", "--sender", "a@bank.example"}, 2, "", "give one"},
+		{"inbound with --server only", []string{"query", "--inbound", "--server", "127.0.0.1:1", "--sender", "a@bank.example"}, 2, "", "--server (a socketmap address) does not apply"},
+		{"query --server and --table", []string{"query", "--server", "127.0.0.1:1", "--table", "testdata/table", "bank.example"}, 2, "", "give one"},
 		{"version", []string{"version"}, 0, "", ""},
 		{"help", []string{"--help"}, 0, "", ""},
 	}

@@ -92,6 +92,7 @@ func TestCheckProbeWarnsAboutDeferrals(t *testing.T) {
     testing: true
   mixed.example: encrypt
   .parent.example: encrypt
+  goood.example: verify
 `
 	if err := os.WriteFile(filepath.Join(dir, "t.yaml"), []byte(table), 0o644); err != nil {
 		t.Fatal(err)
@@ -103,6 +104,9 @@ func TestCheckProbeWarnsAboutDeferrals(t *testing.T) {
 	for _, want := range []string{
 		"t.yaml:3: warning: enforcing encrypt for plain.example would defer mail: mx.plain.example[127.0.0.32]",
 		"t.yaml:6: warning: mail to mixed.example is deferred: policy encrypt cannot be met",
+		// A destination the probe cannot judge (here: no such domain)
+		// is a warning too, not a silent pass.
+		"t.yaml:8: warning: could not check goood.example (verify): unreachable: ",
 	} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, errOut)
@@ -111,7 +115,7 @@ func TestCheckProbeWarnsAboutDeferrals(t *testing.T) {
 	if strings.Contains(errOut, "tls.example") {
 		t.Errorf("tls.example works and must not be warned about:\n%s", errOut)
 	}
-	if !strings.Contains(out, "2 warning(s)") {
+	if !strings.Contains(out, "3 warning(s)") {
 		t.Errorf("summary: %s", out)
 	}
 }

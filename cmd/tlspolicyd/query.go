@@ -73,7 +73,15 @@ type testingResult struct {
 }
 
 func queryAction(c *cli.Context) error {
+	if c.String("server") != "" && c.IsSet("table") {
+		return cli.Exit("tlspolicyd query: --server and --table: give one (ask the running daemon, or read a table)", 2)
+	}
 	if c.Bool("inbound") {
+		if c.String("server") != "" {
+			// --server is a socketmap address; answering from the local
+			// table instead would tell the operator about the wrong table.
+			return cli.Exit("tlspolicyd query: --inbound evaluates the table (--table/--config) locally; --server (a socketmap address) does not apply to it", 2)
+		}
 		return queryInbound(c)
 	}
 	keys := c.Args().Slice()

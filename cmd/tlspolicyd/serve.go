@@ -163,6 +163,9 @@ Postfix main.cf:
   smtp_tls_policy_maps = socketmap:inet:127.0.0.1:10041:tls_policy`,
 		Flags: flags,
 		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return cli.Exit("tlspolicyd serve: unexpected arguments: "+strings.Join(c.Args().Slice(), " ")+" (the table is --table PATH)", 2)
+			}
 			cfg, err := loadConfig(c)
 			if err != nil {
 				return cli.Exit(err.Error(), 2)
