@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"crypto/tls"
 	"strings"
 	"testing"
 	"time"
@@ -9,13 +10,15 @@ import (
 	"github.com/tlspolicyd/tlspolicyd/tests/internal/harness"
 )
 
-// outboundTable enforces TLS for bank.example and its subdomains, and for
-// one address at partner.example.
+// outboundTable enforces TLS for bank.example and its subdomains, for
+// one address at partner.example, and for all mail from one local sender.
 const outboundTable = `outbound:
   bank.example: encrypt
   .bank.example: encrypt
 recipients:
   cfo@partner.example: encrypt
+senders:
+  compliance@origin.example: encrypt
 `
 
 // newOutbound starts the daemon on table, a fake MX without STARTTLS on
@@ -34,6 +37,20 @@ func newOutbound(t *testing.T, table string, hosts ...string) (*harness.Daemon, 
 	return d, path, mx, pf
 }
 
+// untrustedMX starts a fake MX on host offering STARTTLS with a
+// certificate for name issued by ca, a CA Postfix's smtp client does not
+// trust (the instances set no smtp_tls_CAfile or smtp_tls_CApath).
+func untrustedMX(t *testing.T, ca *harness.TestCA, host, name string, opts ...harness.FakeMXOption) *harness.FakeMX {
+	t.Helper()
+	cf := ca.Issue(t, name)
+	cert, err := tls.LoadX509KeyPair(cf.Cert, cf.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts = append(opts, harness.WithTLS(&tls.Config{Certificates: []tls.Certificate{cert}}))
+	return harness.NewFakeMX(t, host, opts...)
+}
+
 // send submits a message and fails t if that fails.
 func send(ctx context.Context, t *testing.T, pf *harness.Postfix, from string, rcpts ...string) string {
 	t.Helper()
@@ -50,21 +67,34 @@ func notOffered(host string) string {
 	return "TLS is required, but was not offered by host " + host + "[127.0.0.2]"
 }
 
-// TestOutboundEnforcement sends mail through a real Postfix whose TLS
-// policy comes from the daemon, to a fake MX that does not offer STARTTLS:
-// what the table enforces stays deferred and never reaches the MX, the
-// rest is delivered.
+// TestOutboundEnforcement sends mail through a real Postfix configured
+// with examples/postfix (main.cf and master.cf) whose TLS policy comes
+// from the daemon, to a fake MX that does not offer STARTTLS: what the
+// table enforces stays deferred and never reaches the MX, the rest is
+// delivered. Mail from the sender of the senders: section leaves through
+// the example's tlspolicyd-encrypt transport (tls_sender_transport): to an
+// unlisted domain it is deferred by that MX, and delivered over TLS to a
+// second MX that offers STARTTLS.
 func TestOutboundEnforcement(t *testing.T) {
 	harness.RequirePostfix(t)
 	_, _, mx, pf := newOutbound(t, outboundTable, "bank.example", "sub.bank.example", "open.example", "partner.example")
+	// The instance connects to one port (smtp_tcp_port): the MX with
+	// STARTTLS listens on the same one on 127.0.0.3. Encrypt does not
+	// verify, so a certificate from a CA Postfix does not trust will do.
+	tlsMX := untrustedMX(t, harness.NewTestCA(t, "tlspolicyd outbound CA"), "127.0.0.3", "tls.example", harness.OnPort(mx.Port))
+	if err := pf.AddHost("tls.example", tlsMX.Host); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	const from = "sender@origin.example"
+	const from, enforcedFrom = "sender@origin.example", "compliance@origin.example"
 	bank := send(ctx, t, pf, from, "alice@bank.example")
 	sub := send(ctx, t, pf, from, "bob@sub.bank.example")
 	open := send(ctx, t, pf, from, "carol@open.example")
 	split := send(ctx, t, pf, from, "cfo@partner.example", "other@partner.example")
+	senderPlain := send(ctx, t, pf, enforcedFrom, "dan@open.example")
+	senderTLS := send(ctx, t, pf, enforcedFrom, "erin@tls.example")
 
 	deferrals := []struct {
 		name, qid, rcpt, host string
@@ -72,6 +102,7 @@ func TestOutboundEnforcement(t *testing.T) {
 		{"enforced domain", bank, "alice@bank.example", "bank.example"},
 		{"subdomain via .parent entry", sub, "bob@sub.bank.example", "sub.bank.example"},
 		{"enforced recipient", split, "cfo@partner.example", "partner.example"},
+		{"enforced sender to an unlisted domain", senderPlain, "dan@open.example", "open.example"},
 	}
 	for _, tc := range deferrals {
 		t.Run(tc.name, func(t *testing.T) {
@@ -98,6 +129,16 @@ func TestOutboundEnforcement(t *testing.T) {
 		}
 		if got[0].From != from {
 			t.Errorf("MAIL FROM %q, want %s", got[0].From, from)
+		}
+	})
+
+	t.Run("enforced sender delivered over STARTTLS", func(t *testing.T) {
+		if err := pf.WaitGone(ctx, senderTLS, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		got := tlsMX.ReceivedFor("erin@tls.example")
+		if len(got) != 1 || !got[0].TLS || got[0].From != enforcedFrom {
+			t.Fatalf("MX with STARTTLS received %+v for erin@tls.example, want one message from %s over TLS", got, enforcedFrom)
 		}
 	})
 

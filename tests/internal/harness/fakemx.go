@@ -31,24 +31,51 @@ type FakeMX struct {
 
 	srv *smtp.Server
 	mu  sync.Mutex
-	// sessions counts SMTP connections; msgs holds the accepted messages.
-	sessions int
-	msgs     []Message
+	// sessions counts SMTP sessions, handshakes completed TLS handshakes,
+	// mails the MAIL commands and msgs the accepted messages.
+	sessions   int
+	handshakes int
+	mails      []Mail
+	msgs       []Message
+}
+
+// Mail is one MAIL command a FakeMX received, accepted or not followed by
+// a message.
+type Mail struct {
+	From string
+	// TLS reports whether it came after STARTTLS.
+	TLS bool
+}
+
+type fakeMXOptions struct {
+	tls  *tls.Config
+	port int
 }
 
 // FakeMXOption configures NewFakeMX.
-type FakeMXOption func(*smtp.Server)
+type FakeMXOption func(*fakeMXOptions)
 
 // WithTLS makes the fake MX offer STARTTLS with cfg.
 func WithTLS(cfg *tls.Config) FakeMXOption {
-	return func(s *smtp.Server) { s.TLSConfig = cfg }
+	return func(o *fakeMXOptions) { o.tls = cfg }
+}
+
+// OnPort makes the fake MX listen on port instead of a free one: a Postfix
+// instance connects to one port (smtp_tcp_port), so fake MX hosts of one
+// instance share a port on different loopback addresses.
+func OnPort(port int) FakeMXOption {
+	return func(o *fakeMXOptions) { o.port = port }
 }
 
 // NewFakeMX starts a fake MX on host:0 (host is a loopback address such as
 // 127.0.0.2). It is shut down by t.Cleanup.
 func NewFakeMX(t testing.TB, host string, opts ...FakeMXOption) *FakeMX {
 	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	var o fakeMXOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, itoa(o.port)))
 	if err != nil {
 		t.Fatalf("fake MX: listen on %s: %v", host, err)
 	}
@@ -63,8 +90,22 @@ func NewFakeMX(t testing.TB, host string, opts ...FakeMXOption) *FakeMX {
 	s.ReadTimeout = 30 * time.Second
 	s.WriteTimeout = 30 * time.Second
 	s.MaxMessageBytes = 1 << 20
-	for _, o := range opts {
-		o(s)
+	if o.tls != nil {
+		// Count completed handshakes: a client that rejects the
+		// certificate after the handshake (Postfix under verify) sends
+		// QUIT, never MAIL.
+		cfg := o.tls.Clone()
+		next := cfg.VerifyConnection
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			mx.mu.Lock()
+			mx.handshakes++
+			mx.mu.Unlock()
+			if next != nil {
+				return next(cs)
+			}
+			return nil
+		}
+		s.TLSConfig = cfg
 	}
 	mx.srv = s
 	done := make(chan struct{})
@@ -102,6 +143,20 @@ func (mx *FakeMX) Sessions() int {
 	return mx.sessions
 }
 
+// TLSHandshakes returns how many STARTTLS handshakes completed.
+func (mx *FakeMX) TLSHandshakes() int {
+	mx.mu.Lock()
+	defer mx.mu.Unlock()
+	return mx.handshakes
+}
+
+// Mails returns the MAIL commands received so far, in order.
+func (mx *FakeMX) Mails() []Mail {
+	mx.mu.Lock()
+	defer mx.mu.Unlock()
+	return append([]Mail(nil), mx.mails...)
+}
+
 // ReceivedFor returns the messages that had rcpt among their recipients.
 func (mx *FakeMX) ReceivedFor(rcpt string) []Message {
 	var out []Message
@@ -128,6 +183,10 @@ func (s *mxSession) Logout() error { return nil }
 
 func (s *mxSession) Mail(from string, _ *smtp.MailOptions) error {
 	s.from = from
+	_, isTLS := s.conn.TLSConnectionState()
+	s.mx.mu.Lock()
+	defer s.mx.mu.Unlock()
+	s.mx.mails = append(s.mx.mails, Mail{From: from, TLS: isTLS})
 	return nil
 }
 

@@ -21,13 +21,12 @@ import (
 
 // PostfixConfig describes a throwaway Postfix instance.
 type PostfixConfig struct {
-	// Socketmap is the host:port of the socketmap server (tlspolicyd or a
-	// stub). When set, the instance uses it the way examples/postfix does:
-	//   smtp_tls_policy_maps = socketmap:inet:ADDR:tls_policy
-	//   transport_maps       = socketmap:inet:ADDR:tls_transport
-	// and master.cf defines the smtp transports tlspolicyd-encrypt,
-	// tlspolicyd-verify and tlspolicyd-secure whose smtp_tls_policy_maps
-	// is the map tls_policy_<level>.
+	// Socketmap is the host:port of the socketmap server (tlspolicyd, a
+	// stub, or a closed port). When set, the instance runs the files users
+	// copy: examples/postfix/main.cf is appended to main.cf and
+	// examples/postfix/master.cf to master.cf, verbatim except that the
+	// daemon address they name (ExampleSocketmap) becomes Socketmap (see
+	// ExampleConfig). Main may not set a parameter the example sets.
 	Socketmap string
 	// MXPort is smtp_tcp_port: the port the smtp client connects to when
 	// the next hop names none (the fake MX's port).
@@ -82,9 +81,51 @@ var baseMaster = []string{
 	"postlog    unix-dgram n  -       n       -       1       postlogd",
 }
 
-// TransportLevels are the levels for which a Postfix instance with a
-// Socketmap defines a tlspolicyd-<level> transport.
+// TransportLevels are the levels for which examples/postfix/master.cf
+// defines a tlspolicyd-<level> transport.
 var TransportLevels = []string{"encrypt", "verify", "secure"}
+
+// ExampleSocketmap is the daemon address examples/postfix names in its
+// socketmap: tables. It is the only thing the harness changes in those
+// files: everything the instance needs besides (ports, paths, DNS off,
+// the fake MX's port) is a parameter of the harness's own part of
+// main.cf, which the example's transports inherit.
+const ExampleSocketmap = "127.0.0.1:10041"
+
+// ExampleConfig returns examples/postfix/NAME (main.cf or master.cf) with
+// every "socketmap:inet:ExampleSocketmap:" replaced by
+// "socketmap:inet:ADDR:", and the names of the main.cf parameters it sets.
+// It fails when the file names no such table or still names the example
+// port afterwards, so a change to the examples cannot leave the tests
+// running something else than what users copy.
+func ExampleConfig(name, addr string) (text string, params []string, err error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", nil, err
+	}
+	path := filepath.Join(root, "examples", "postfix", name)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", nil, fmt.Errorf("example config: %w", err)
+	}
+	from, to := "socketmap:inet:"+ExampleSocketmap+":", "socketmap:inet:"+addr+":"
+	if !strings.Contains(string(b), from) {
+		return "", nil, fmt.Errorf("%s names no %s table: the harness cannot point it at the test daemon", path, from)
+	}
+	text = strings.ReplaceAll(string(b), from, to)
+	if _, port, _ := strings.Cut(ExampleSocketmap, ":"); strings.Contains(text, ":"+port) {
+		return "", nil, fmt.Errorf("%s names port %s outside a %s table", path, port, from)
+	}
+	for line := range strings.Lines(text) {
+		if line == "" || line[0] == '#' || line[0] == ' ' || line[0] == '\t' {
+			continue
+		}
+		if k, _, ok := strings.Cut(line, "="); ok {
+			params = append(params, strings.TrimSpace(k))
+		}
+	}
+	return text, params, nil
+}
 
 // NewPostfix writes the instance's files and starts it. t.Cleanup stops
 // it, waits for its master process to exit and removes the directory;
@@ -164,25 +205,40 @@ func (p *Postfix) write(cfg PostfixConfig) error {
 	if cfg.MXPort != 0 {
 		main["smtp_tcp_port"] = strconv.Itoa(cfg.MXPort)
 	}
-	master := slices.Clone(baseMaster)
-	if cfg.Socketmap != "" {
-		main["smtp_tls_policy_maps"] = SocketmapSpec(cfg.Socketmap, "tls_policy")
-		main["transport_maps"] = SocketmapSpec(cfg.Socketmap, "tls_transport")
-		for _, lvl := range TransportLevels {
-			master = append(master, fmt.Sprintf("tlspolicyd-%s unix - - y - - smtp -o smtp_tls_policy_maps=%s",
-				lvl, SocketmapSpec(cfg.Socketmap, "tls_policy_"+lvl)))
-		}
-	}
 	maps.Copy(main, cfg.Main)
-	master = append(master, cfg.Master...)
+	master := strings.Join(slices.Concat(baseMaster, cfg.Master), "\n") + "\n"
+	var exampleMain string
+	if cfg.Socketmap != "" {
+		// The example files follow the harness's part, as they follow
+		// the rest of a real main.cf and master.cf. Postfix warns about a
+		// parameter set twice, so the harness's own copy of one the
+		// example sets is dropped; a test overriding one is an error.
+		text, params, err := ExampleConfig("main.cf", cfg.Socketmap)
+		if err != nil {
+			return err
+		}
+		for _, k := range params {
+			if _, ok := cfg.Main[k]; ok {
+				return fmt.Errorf("PostfixConfig.Main sets %s, which examples/postfix/main.cf sets: the tests run the example's setting", k)
+			}
+			delete(main, k)
+		}
+		exampleMain = "\n# examples/postfix/main.cf, socketmap:inet:" + ExampleSocketmap + ": -> socketmap:inet:" + cfg.Socketmap + ":\n" + text
+		text, _, err = ExampleConfig("master.cf", cfg.Socketmap)
+		if err != nil {
+			return err
+		}
+		master += "\n# examples/postfix/master.cf, socketmap:inet:" + ExampleSocketmap + ": -> socketmap:inet:" + cfg.Socketmap + ":\n" + text
+	}
 
 	var b strings.Builder
 	for _, k := range slices.Sorted(maps.Keys(main)) {
 		fmt.Fprintf(&b, "%s = %s\n", k, main[k])
 	}
+	b.WriteString(exampleMain)
 	files := map[string]string{
 		filepath.Join(p.ConfigDir, "main.cf"):   b.String(),
-		filepath.Join(p.ConfigDir, "master.cf"): strings.Join(master, "\n") + "\n",
+		filepath.Join(p.ConfigDir, "master.cf"): master,
 		// The chrooted smtp client resolves names inside the queue
 		// directory: files only, so nothing leaves loopback.
 		filepath.Join(p.QueueDir, "etc", "nsswitch.conf"): "hosts: files\n",
