@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -32,11 +33,14 @@ func TestProbeRealPostfix(t *testing.T) {
 	tlsAddr := "127.0.0.1:" + itoa(port)
 	plainAddr := "127.0.0.2:" + itoa(port)
 	main := harness.InboundMain("127.0.0.1:1", server) // RCPT never comes: the prober stops at QUIT
+	// Each listener logs under its own name, so its sessions can be told
+	// apart in the maillog.
+	const tlsLog, plainLog = "postfix/probe-tls/smtpd[", "postfix/probe-plain/smtpd["
 	pf := harness.NewPostfix(t, harness.PostfixConfig{
 		Main: main,
 		Master: []string{
-			harness.SmtpdListener(tlsAddr, nil),
-			harness.SmtpdListener(plainAddr, map[string]string{"smtpd_tls_security_level": "none"}),
+			harness.SmtpdListener(tlsAddr, map[string]string{"syslog_name": "postfix/probe-tls"}),
+			harness.SmtpdListener(plainAddr, map[string]string{"smtpd_tls_security_level": "none", "syslog_name": "postfix/probe-plain"}),
 		},
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -89,8 +93,53 @@ func TestProbeRealPostfix(t *testing.T) {
 		t.Errorf("reason should name the MX: %q", r.Levels[probe.LevelEncrypt].Reason)
 	}
 
-	// The prober never sent MAIL or RCPT: Postfix logged no sender.
-	if log := pf.Log(); strings.Contains(log, "from=<") {
-		t.Errorf("the prober must never send MAIL; maillog:\n%s", log)
+	// The prober never sent MAIL or RCPT. Postfix logs no from=<…> for a
+	// MAIL without a complete transaction, but smtpd's "disconnect from"
+	// line counts every command of the session ("ehlo=2 starttls=1 quit=1
+	// commands=4"; with MAIL also "mail=1"). postlogd writes
+	// asynchronously: wait until every session each listener logged a
+	// "connect from" for has its "disconnect from" line, and one of them
+	// sent EHLO (the prober's; WaitListening's bare connections sent no
+	// command).
+	ends := map[string][]string{}
+	if !harness.WaitFor(ctx, 10*time.Second, func() bool {
+		for _, tag := range []string{tlsLog, plainLog} {
+			var complete bool
+			ends[tag], complete = smtpdSessions(pf.Log(), tag)
+			if !complete || !slices.ContainsFunc(ends[tag], func(l string) bool { return strings.Contains(l, " ehlo=") }) {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatalf("the prober's sessions never ended in the maillog: %q\n%s", ends, pf.Log())
 	}
+	if !slices.ContainsFunc(ends[tlsLog], func(l string) bool { return strings.Contains(l, " starttls=1 ") }) {
+		t.Errorf("no session with the TLS listener used STARTTLS: %q", ends[tlsLog])
+	}
+	for _, l := range slices.Concat(ends[tlsLog], ends[plainLog]) {
+		if strings.Contains(l, " mail=") || strings.Contains(l, " rcpt=") {
+			t.Errorf("the prober must never send MAIL or RCPT: %s", l)
+		}
+	}
+}
+
+// smtpdSessions returns the "disconnect from" lines of the smtpd logging
+// as tag ("postfix/NAME/smtpd[") and whether every session it logged a
+// "connect from" for has ended.
+func smtpdSessions(log, tag string) (ends []string, complete bool) {
+	starts := 0
+	for line := range strings.Lines(log) {
+		_, msg, ok := strings.Cut(line, " "+tag)
+		if !ok {
+			continue
+		}
+		switch {
+		case strings.Contains(msg, "]: connect from "):
+			starts++
+		case strings.Contains(msg, "]: disconnect from "):
+			ends = append(ends, strings.TrimSuffix(line, "\n"))
+		}
+	}
+	return ends, starts == len(ends)
 }
