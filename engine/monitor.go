@@ -72,7 +72,8 @@ func Probeable(e *store.Entry) bool {
 // protocols=, fingerprint match=, and verify/secure match= (or tafile=,
 // which replaces the trust in system roots). It raises a finding only for
 // a failure it is sure of. It cannot judge ciphers= and exclude= (the
-// prober offers Go's cipher suites) nor servername= (the prober sends no
+// prober offers the suites Postfix offers by default with OpenSSL 3, not
+// a policy's own list) nor servername= (the prober sends no
 // SNI, so a server choosing its certificate by SNI may show Postfix
 // another one).
 func Judge(e *store.Entry, r *probe.Result, now time.Time) []Finding {

@@ -285,7 +285,9 @@ func (c *CertInfo) names() []string {
 // the leaf (its DNS names, else its CommonName) must match, wildcards as
 // Postfix's match_servername allows them.
 //
-// known is false when the record cannot tell: the leaf had more names than
+// known is false when the record cannot tell: the leaf has no names and
+// comes from a version that did not record its CommonName (no public-key
+// digest either), or the leaf had more names than
 // were recorded (CertInfo.MoreDNSNames), none of those kept matches, and
 // match asks for a name other than the MX host, the next-hop and its
 // subdomains (names matching those are recorded first, so for the default
@@ -298,6 +300,11 @@ func (t *TLSInfo) CheckMatch(match, mxHost, nexthop string, trust bool) (c Check
 		return checkNames(false, t.TrustError, nil, 0, nil), true
 	}
 	leaf := &t.Chain[0]
+	if leaf.names() == nil && leaf.PubkeySHA256 == "" {
+		// Recorded before names and CommonName were kept whole (a
+		// probe cache from an older version): nothing to judge by.
+		return Check{}, false
+	}
 	pats := resolveMatch(match, mxHost, nexthop)
 	c = checkNames(true, "", leaf.names(), leaf.MoreDNSNames, pats)
 	if c.OK || leaf.MoreDNSNames == 0 {

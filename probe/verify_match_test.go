@@ -50,7 +50,8 @@ func TestCheckMatch(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ti := &TLSInfo{Trusted: true, Chain: []CertInfo{{DNSNames: tc.names, CommonName: tc.cn}}}
+			// PubkeySHA256 as every record made since CommonName is kept.
+			ti := &TLSInfo{Trusted: true, Chain: []CertInfo{{DNSNames: tc.names, CommonName: tc.cn, PubkeySHA256: "AB:CD"}}}
 			c, known := ti.CheckMatch(tc.match, mx, nexthop, true)
 			if !known || c.OK != tc.want {
 				t.Fatalf("CheckMatch(%q) = %+v, known %v; want OK %v, known", tc.match, c, known, tc.want)
@@ -59,6 +60,16 @@ func TestCheckMatch(t *testing.T) {
 				t.Errorf("reason %q", c.Reason)
 			}
 		})
+	}
+}
+
+// A leaf without names recorded by a version that kept neither its
+// CommonName nor its public-key digest (a probe cache from before) may
+// have had a CommonName Postfix would match: no verdict, not a failure.
+func TestCheckMatchOldRecord(t *testing.T) {
+	ti := &TLSInfo{Trusted: true, Chain: []CertInfo{{SHA256: "AB:CD"}}}
+	if c, known := ti.CheckMatch("hostname", "mx1.example.com", "example.com", true); known {
+		t.Errorf("old record without names: %+v, known; want unknown", c)
 	}
 }
 

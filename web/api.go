@@ -143,14 +143,24 @@ func entryViews(es []*store.Entry, probes map[string]*probe.Result, now time.Tim
 			if target, err := probe.Canonical(e.Key); err == nil {
 				if r := probes[target]; r != nil {
 					v.Probe = probeView(r)
-					if v.Check != "" && r.Status != probe.StatusTemporary {
-						ok := r.Levels[v.Check].OK
-						for _, f := range engine.Judge(e, r, now) {
-							if f.Kind == events.OutboundProbeFailed {
-								ok = false
+					// The monitor's verdict: Judge includes the level's and
+					// decides with the policy's own match= or tafile= where
+					// the probe's verify/secure verdicts (default match
+					// lists, system roots) do not apply. A probe that said
+					// nothing of the destination's TLS (temporary failure,
+					// unreachable, null MX) gives no verdict.
+					switch r.Status {
+					case probe.StatusTemporary, probe.StatusUnreachable, probe.StatusNoMail:
+					default:
+						if v.Check != "" {
+							ok := true
+							for _, f := range engine.Judge(e, r, now) {
+								if f.Kind == events.OutboundProbeFailed {
+									ok = false
+								}
 							}
+							v.CheckOK = &ok
 						}
-						v.CheckOK = &ok
 					}
 				}
 			}

@@ -594,6 +594,8 @@ func TestEntryViewsJudgeAttributes(t *testing.T) {
   old.example: encrypt protocols=>=TLSv1.3
   new.example: encrypt protocols=>=TLSv1.2
   dane.example: dane
+  own.example: verify match=nexthop
+  gone.example: encrypt
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -604,9 +606,19 @@ func TestEntryViewsJudgeAttributes(t *testing.T) {
 			MX: []probe.MXResult{{Host: "mx." + target, Addrs: []probe.AddrResult{{Addr: "192.0.2.1", Reached: true, STARTTLS: true,
 				TLS: &probe.TLSInfo{Version: "TLSv1.2"}}}}}}
 	}
-	probes := map[string]*probe.Result{"old.example": at("old.example"), "new.example": at("new.example"), "dane.example": at("dane.example")}
+	// verify with its own match=: the probe's verify verdict (the default
+	// match list, hostname) fails, the policy's (nexthop) is met.
+	own := at("own.example")
+	own.MX[0].Addrs[0].TLS.Trusted = true
+	own.MX[0].Addrs[0].TLS.Chain = []probe.CertInfo{{DNSNames: []string{"own.example"}, PubkeySHA256: "AB"}}
+	// Unreachable: the probe says nothing of its TLS, so no verdict.
+	gone := &probe.Result{Target: "gone.example", NextHop: "gone.example", Status: probe.StatusUnreachable,
+		Levels: map[string]probe.LevelVerdict{"may": {}, "encrypt": {}, "verify": {}, "secure": {}}}
+	probes := map[string]*probe.Result{"old.example": at("old.example"), "new.example": at("new.example"), "dane.example": at("dane.example"),
+		"own.example": own, "gone.example": gone}
 	for _, v := range entryViews(tb.Outbound, probes, now) {
-		want := map[string]*bool{"old.example": ptr(false), "new.example": ptr(true), "dane.example": nil}[v.Key]
+		want := map[string]*bool{"old.example": ptr(false), "new.example": ptr(true), "dane.example": nil,
+			"own.example": ptr(true), "gone.example": nil}[v.Key]
 		if fmt.Sprint(deref(v.CheckOK)) != fmt.Sprint(deref(want)) || (v.CheckOK == nil) != (want == nil) {
 			t.Errorf("%s: check %q ok %v, want %v", v.Key, v.Check, deref(v.CheckOK), deref(want))
 		}
