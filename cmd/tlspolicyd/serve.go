@@ -176,6 +176,13 @@ Postfix main.cf:
 }
 
 func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte) (int, error) }) error {
+	// SIGHUP is caught from the very start: during a long table load a
+	// `systemctl reload` (ExecReload=kill -HUP) would otherwise kill the
+	// daemon, which Restart=on-failure counts as a clean exit. The one
+	// buffered signal is acted on once the daemon serves.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	// Log lines are queued and written in batches by one goroutine
 	// (internal/logbuf): a blocked request's log line costs the request a
 	// copy, not a write(2), and a stuck log output drops lines (counted,
@@ -195,11 +202,15 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 
 	// Events: a bounded ring (status page, report, metrics) persisted to an
 	// append-only log whose tail is read back, so a restart loses nothing.
-	ring := events.NewRing(1000)
+	// The event log's queue is no longer than the ring: the report counts
+	// the log's files plus the ring's events not yet written, so an event
+	// waiting in a longer queue could be in neither.
+	const ringSize = 1000
+	ring := events.NewRing(ringSize)
 	metrics := web.NewMetrics()
 	if cfg.Log.Events != "" {
 		evlog, err := events.OpenLog(cfg.Log.Events, events.LogOptions{
-			MaxSize: int64(cfg.Log.EventsMaxMB) << 20, Keep: cfg.Log.EventsKeep, Logger: log})
+			MaxSize: int64(cfg.Log.EventsMaxMB) << 20, Keep: cfg.Log.EventsKeep, Queue: ringSize, Logger: log})
 		if err != nil {
 			log.Warn("event log disabled: events are kept in memory only", "path", cfg.Log.Events, "error", err)
 		} else {
@@ -211,7 +222,7 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 				"Events the event log dropped because its queue was full (the output too slow); they are still in the ring, metrics and alerts.",
 				evlog.Dropped)
 			metrics.CounterFunc("tlspolicyd_event_log_write_errors_total",
-				"Failed writes (or reopens after rotation) of the event log.", evlog.WriteErrors)
+				"Events lost because a write of the event log (or its reopen after rotation) failed.", evlog.WriteErrors)
 		}
 	}
 	eng := engine.New(nil, nil, ring, log)
@@ -263,13 +274,8 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	// SIGHUP and the table watcher are set up before the listeners open:
-	// a SIGHUP sent once the daemon answers (a deployment script's) must
-	// reload, not kill it (the default action), and an edit made then
-	// must be seen.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	// The table watcher starts before the listeners open: an edit made
+	// once the daemon answers must be seen.
 	watchCtx, cancelWatch := context.WithCancel(ctx)
 	defer cancelWatch()
 	go func() {
@@ -376,7 +382,7 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 			{"tlspolicyd_alerts_sent_total", "Alert deliveries that succeeded (one per digest and sink).", func(s alert.Stats) uint64 { return s.Sent }},
 			{"tlspolicyd_alerts_failed_total", "Alert delivery attempts that failed (each is retried).", func(s alert.Stats) uint64 { return s.Failed }},
 			{"tlspolicyd_alerts_suppressed_total", "Events folded into an earlier alert by the alerts.interval rate limit (sent later as a reminder).", func(s alert.Stats) uint64 { return s.Suppressed }},
-			{"tlspolicyd_alerts_dropped_total", "Events the alerter could not queue (never alerted; still in the ring, event log and metrics).", func(s alert.Stats) uint64 { return s.Dropped }},
+			{"tlspolicyd_alerts_dropped_total", "Events never alerted: the alerter's queue or a sink's backlog of undelivered alerts was full (still in the ring, event log and metrics).", func(s alert.Stats) uint64 { return s.Dropped }},
 		} {
 			metrics.CounterFunc(c.name, c.help, func() uint64 { return c.f(al.Stats()) })
 		}

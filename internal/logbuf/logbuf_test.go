@@ -218,6 +218,12 @@ func TestWriterOnDropLogsDuringClose(t *testing.T) {
 		if !strings.HasPrefix(out, line(0, 0)) {
 			t.Fatalf("output %q does not start with the first record", out)
 		}
+		// The drop notice OnDrop logged is written too: the drops are
+		// reported by the flush after the stuck one, which the wake-up
+		// they queued starts even when Close came first.
+		if !strings.Contains(out, "dropped ") {
+			t.Fatalf("round %d: OnDrop's line is not in the output %q", i, out)
+		}
 	}
 }
 
