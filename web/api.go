@@ -447,6 +447,14 @@ func ReportDomainOf(key string) string {
 	return strings.TrimPrefix(k, ".")
 }
 
+// maxReportDomains bounds the report's rows: the inbound statistics'
+// 10,000 sender domains, the table's, and room for more from events.
+const maxReportDomains = 20000
+
+// otherReportDomain is the row of the event domains beyond
+// maxReportDomains.
+const otherReportDomain = "(other)"
+
 func (s *server) report(since time.Time) Report {
 	now := s.Now()
 	rep := Report{Host: s.Hostname, Generated: now, Since: since, InboundSince: s.Started, EventTotals: map[events.Kind]int{}}
@@ -484,9 +492,22 @@ func (s *server) report(since time.Time) Report {
 	lists := map[*ReportDomain]*latest{}
 	listed := 0
 	var floor time.Time
+	// Sender domains of inbound events come from the internet, and the
+	// event log holds up to (1+keep)×max_mb of them: a domain first seen
+	// in an event once maxReportDomains rows exist is counted under
+	// "(other)", as the per-domain statistics are.
+	eventDomain := func(d string) *ReportDomain {
+		if d == "" {
+			d = "(none)"
+		}
+		if doms[d] == nil && len(doms) >= maxReportDomains {
+			d = otherReportDomain
+		}
+		return get(d)
+	}
 	rep.EventCoverage = s.scanEvents(since, func(e events.Event) {
 		rep.EventTotals[e.Kind]++
-		rd := get(e.Domain)
+		rd := eventDomain(e.Domain)
 		if rd.Counts == nil {
 			rd.Counts = map[string]int{}
 		}
@@ -504,14 +525,19 @@ func (s *server) report(since time.Time) Report {
 			floor = oldestListed(lists)
 		}
 	})
-	var all []events.Event
-	for _, l := range lists {
-		all = append(all, l.evs...)
+	type listedEvent struct {
+		rd *ReportDomain
+		e  events.Event
 	}
-	slices.SortStableFunc(all, func(a, b events.Event) int { return b.Time.Compare(a.Time) })
-	for _, e := range all[:min(len(all), maxListedEvents)] {
-		rd := get(e.Domain)
-		rd.Events = append(rd.Events, e)
+	var all []listedEvent
+	for rd, l := range lists {
+		for _, e := range l.evs {
+			all = append(all, listedEvent{rd, e})
+		}
+	}
+	slices.SortStableFunc(all, func(a, b listedEvent) int { return b.e.Time.Compare(a.e.Time) })
+	for _, le := range all[:min(len(all), maxListedEvents)] {
+		le.rd.Events = append(le.rd.Events, le.e)
 	}
 	rep.Domains = make([]ReportDomain, 0, len(doms))
 	for _, rd := range doms {

@@ -624,3 +624,30 @@ func TestEntryViewsJudgeAttributes(t *testing.T) {
 		}
 	}
 }
+
+// A report's rows are bounded: event domains beyond maxReportDomains are
+// counted under "(other)" (sender domains come from the internet), and
+// every event is still counted.
+func TestReportDomainsBounded(t *testing.T) {
+	ring := events.NewRing(maxReportDomains + 600)
+	eng := engine.New(nil, nil, ring, quiet())
+	n := maxReportDomains + 500
+	for i := range n {
+		ring.Publish(events.Event{Time: now.Add(-time.Minute), Kind: events.InboundBlocked, Domain: fmt.Sprintf("d%d.example", i)})
+	}
+	s := &server{Options{Engine: eng, Now: func() time.Time { return now }}}
+	rep := s.report(now.Add(-time.Hour))
+	if len(rep.Domains) != maxReportDomains+1 {
+		t.Errorf("%d rows, want %d and (other)", len(rep.Domains), maxReportDomains)
+	}
+	total, other := 0, 0
+	for _, d := range rep.Domains {
+		total += d.Counts[string(events.InboundBlocked)]
+		if d.Domain == otherReportDomain {
+			other = d.Counts[string(events.InboundBlocked)]
+		}
+	}
+	if total != n || other != 500 || rep.EventTotals[events.InboundBlocked] != n {
+		t.Errorf("counted %d events (%d under (other)), totals %v; want %d (500)", total, other, rep.EventTotals, n)
+	}
+}
