@@ -280,6 +280,10 @@ func (s *Server) untrackConn(c *conn) {
 // untrackLocked forgets c; it may be called more than once.
 func (s *Server) untrackLocked(c *conn) {
 	if _, ok := s.conns[c]; !ok {
+		if c.hung { // its goroutine has ended: the slot is free
+			c.hung = false
+			c.slot.n--
+		}
 		return
 	}
 	delete(s.conns, c)
@@ -368,6 +372,7 @@ const handlerTimedOut = ^uint64(0)
 type conn struct {
 	srv    *Server
 	slot   *listenerSlot // the listener's connection count, under srv.mu
+	hung   bool          // answered by the watchdog, Handler still running; under srv.mu
 	rwc    net.Conn
 	remote string
 	log    *slog.Logger
@@ -875,5 +880,19 @@ func (c *conn) timeout(now time.Duration) {
 	// returns, if ever: in raw mode it holds the read lock, which Close
 	// would wait for.
 	c.kill()
-	c.srv.untrackConn(c)
+	c.srv.forgetHung(c)
+}
+
+// forgetHung stops Shutdown from waiting for c, answered by the watchdog
+// while its Handler still runs, and keeps its MaxConns slot until its
+// goroutine ends (untrackLocked frees it): hung requests cannot pile up
+// beyond the cap (socketmap.Server does the same).
+func (s *Server) forgetHung(c *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.conns[c]; ok {
+		c.hung = true
+		delete(s.conns, c)
+		s.checkDrainedLocked()
+	}
 }

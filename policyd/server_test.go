@@ -911,3 +911,49 @@ func TestServeKillsHungRawConnection(t *testing.T) {
 	}
 	cl2.expectClosed()
 }
+
+// A hung request keeps its connection counted against MaxConns until the
+// Handler returns: its goroutine and socket live on, so freeing the slot
+// at the timeout let hung requests pile up without bound. With every slot
+// hung a newcomer is refused; once the Handler returns, slots free up.
+func TestHungRequestsStayCounted(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free)
+	ts := startServer(t, &Server{MaxConns: 2, RequestTimeout: 200 * time.Millisecond,
+		Handler: HandlerFunc(func(_ context.Context, r *Request) (Action, error) {
+			if r.Get("sender") == "hang" {
+				<-release
+			}
+			return "DUNNO", nil
+		})}, nil)
+	var hung []*client
+	for range 2 {
+		c := dial(t, "tcp", ts.addr)
+		c.send("sender=hang\n\n")
+		if got := c.reply(); !strings.HasPrefix(got, "450 4.7.10") {
+			t.Fatalf("reply %q, want the deferral", got)
+		}
+		hung = append(hung, c)
+	}
+	for range 3 {
+		dial(t, "tcp", ts.addr).expectClosed() // refused: both slots hung
+	}
+	for _, c := range hung {
+		c.c.Close() // as Postfix does
+	}
+	free()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c := dial(t, "tcp", ts.addr)
+		c.send("sender=ok\n\n")
+		if got, err := c.readReply(time.Second); err == nil && got == "DUNNO" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no slot free 5 s after the hung requests returned")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

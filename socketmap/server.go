@@ -296,6 +296,10 @@ func (s *Server) untrack(c *conn) {
 
 func (s *Server) untrackLocked(c *conn) {
 	if _, ok := s.conns[c]; !ok {
+		if c.hung { // its goroutine has ended: the slot is free
+			c.hung = false
+			c.slot.n--
+		}
 		return
 	}
 	delete(s.conns, c)
@@ -399,6 +403,7 @@ func monoNow() time.Duration { return time.Since(monoBase) }
 type conn struct {
 	s      *Server
 	slot   *listenerSlot // the listener's connection count, under s.mu
+	hung   bool          // answered by the watchdog, Handler still running; under s.mu
 	nc     net.Conn
 	raw    syscall.RawConn // nc's, for raw mode (rawio.go); nil if nc has none
 	remote string
@@ -983,5 +988,25 @@ func (c *conn) timeout(now time.Duration) {
 	if !flushed {
 		c.kill()
 	}
-	c.s.untrack(c)
+	c.s.forgetHung(c)
+}
+
+// forgetHung stops Shutdown from waiting for c, which the watchdog has
+// answered while its Handler still runs, but keeps c counted against
+// MaxConns until its goroutine ends (untrack then frees the slot): a
+// Handler that hangs keeps a goroutine and a socket, and freeing the slot
+// at the timeout let hung lookups pile up without bound. With every slot
+// hung, newcomers are refused (Postfix defers), never queued.
+func (s *Server) forgetHung(c *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.conns[c]; !ok {
+		return // closed meanwhile (Shutdown, MaxConns): nothing held
+	}
+	c.hung = true
+	delete(s.conns, c)
+	if len(s.conns) == 0 && s.drained != nil {
+		close(s.drained)
+		s.drained = nil
+	}
 }

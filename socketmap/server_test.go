@@ -548,6 +548,52 @@ func TestServerHangingHandler(t *testing.T) {
 	}
 }
 
+// A hung lookup keeps its connection counted against MaxConns until the
+// Handler returns: its goroutine and socket live on, so freeing the slot
+// at the timeout let hung lookups pile up without bound. With every slot
+// hung a newcomer is refused; once the Handler returns, slots free up.
+func TestServerHungLookupsStayCounted(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	h := newBlocking(t)
+	srv := &Server{Handler: h, RequestTimeout: timeout, MaxConns: 2}
+	addr, _ := testServer(t, srv)
+	var hung []*client
+	for range 2 {
+		c := dial(t, "tcp", addr)
+		if got := c.lookup("tls_policy", "hang.example"); got != "TEMP timeout" {
+			t.Fatalf("reply %q, want TEMP timeout", got)
+		}
+		hung = append(hung, c)
+	}
+	for range 3 {
+		dial(t, "tcp", addr).expectClosed(3 * time.Second) // refused: both slots hung
+	}
+	for _, c := range hung {
+		c.nc.Close() // as Postfix does after TEMP
+	}
+	close(h.release)
+	// Their goroutines end once the Handler returns: a newcomer is served.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.WriteString(nc, "23:tls_policy bank.example,")
+		_ = nc.SetReadDeadline(time.Now().Add(time.Second))
+		buf := make([]byte, 64)
+		n, _ := io.ReadAtLeast(nc, buf, 1)
+		nc.Close()
+		if strings.Contains(string(buf[:n]), "OK secure match=nexthop") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no slot free 5 s after the hung lookups returned (last reply %q)", buf[:n])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestServerHangingHandlerOnBusyConnection checks the watchdog on a
 // connection that has answered lookups before: its timer, armed by an
 // earlier lookup, must neither cut a hanging lookup short nor miss it, be

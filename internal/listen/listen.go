@@ -9,12 +9,14 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 )
 
 // Listen opens a listener for addr. For "unix:/path" it removes a stale
-// socket file first (only if it is a socket) and sets the socket's
-// permission bits to mode (e.g. 0660) so that Postfix's unprivileged
-// processes can connect.
+// socket file first (only if it is a socket nobody listens on: a second
+// daemon started on the path of a running one fails instead of taking the
+// path from it) and sets the socket's permission bits to mode (e.g. 0660)
+// so that Postfix's unprivileged processes can connect.
 func Listen(addr string, mode fs.FileMode) (net.Listener, error) {
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
 		if path == "" {
@@ -23,6 +25,10 @@ func Listen(addr string, mode fs.FileMode) (net.Listener, error) {
 		if fi, err := os.Lstat(path); err == nil {
 			if fi.Mode()&fs.ModeSocket == 0 {
 				return nil, fmt.Errorf("listen %q: %s exists and is not a socket", addr, path)
+			}
+			if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+				c.Close()
+				return nil, fmt.Errorf("listen %q: %s is in use: another process listens on it", addr, path)
 			}
 			if err := os.Remove(path); err != nil {
 				return nil, fmt.Errorf("listen %q: remove stale socket: %w", addr, err)

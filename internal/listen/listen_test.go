@@ -40,6 +40,16 @@ func TestListen(t *testing.T) {
 	if err != nil {
 		t.Fatalf("stale socket not replaced: %v", err)
 	}
+	// A live socket (a running daemon's) is not taken over: the second
+	// Listen fails and the first keeps its path.
+	if _, err := Listen("unix:"+sock, 0); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("second Listen on a live socket: %v, want an 'in use' error", err)
+	}
+	if c, err := net.Dial("unix", sock); err != nil {
+		t.Fatalf("the first listener lost its path: %v", err)
+	} else {
+		c.Close()
+	}
 	l.Close()
 
 	for _, tt := range []struct{ addr, err string }{
