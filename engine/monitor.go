@@ -78,7 +78,7 @@ func Probeable(e *store.Entry) bool {
 // another one).
 func Judge(e *store.Entry, r *probe.Result, now time.Time) []Finding {
 	level := CheckLevel(e.Policy)
-	if level == "" || r == nil || r.Status == probe.StatusTemporary || r.Status == probe.StatusNoMail || r.Status == probe.StatusUnreachable {
+	if level == "" || r == nil || r.SaysNothingOfTLS() {
 		return nil
 	}
 	match, ownMatch := certMatch(e.Policy)
@@ -761,7 +761,7 @@ func (m *Monitor) checkOne(ctx context.Context, e *store.Entry, kick bool) ([]Fi
 		m.Logger.Warn("outbound TLS policy", "event", string(f.Kind), "entry", e.Key, "source", ev.Source,
 			"testing", e.Testing, "reason", f.Reason)
 	}
-	if m.OnInconclusive != nil && (r.Status == probe.StatusTemporary || r.Status == probe.StatusUnreachable || r.Status == probe.StatusNoMail) {
+	if m.OnInconclusive != nil && r.SaysNothingOfTLS() {
 		m.OnInconclusive(e, r.Status+": "+r.Reason)
 	}
 	switch {

@@ -177,6 +177,15 @@ type CertInfo struct {
 	PubkeySHA256 string `json:"pubkey_sha256,omitempty"`
 }
 
+// SaysNothingOfTLS reports whether r tells nothing about the destination's
+// TLS: the probe failed temporarily, reached no address, or found a null MX
+// (the domain accepts no mail). Judging a policy by such a result would be
+// a guess (engine.Judge gives no finding; `check --probe` says it could not
+// check).
+func (r *Result) SaysNothingOfTLS() bool {
+	return r.Status == StatusTemporary || r.Status == StatusUnreachable || r.Status == StatusNoMail
+}
+
 // Fresh reports whether r has not expired at now.
 func (r *Result) Fresh(now time.Time) bool { return r != nil && now.Before(r.Expires) }
 

@@ -149,18 +149,14 @@ func entryViews(es []*store.Entry, probes map[string]*probe.Result, now time.Tim
 					// lists, system roots) do not apply. A probe that said
 					// nothing of the destination's TLS (temporary failure,
 					// unreachable, null MX) gives no verdict.
-					switch r.Status {
-					case probe.StatusTemporary, probe.StatusUnreachable, probe.StatusNoMail:
-					default:
-						if v.Check != "" {
-							ok := true
-							for _, f := range engine.Judge(e, r, now) {
-								if f.Kind == events.OutboundProbeFailed {
-									ok = false
-								}
+					if v.Check != "" && !r.SaysNothingOfTLS() {
+						ok := true
+						for _, f := range engine.Judge(e, r, now) {
+							if f.Kind == events.OutboundProbeFailed {
+								ok = false
 							}
-							v.CheckOK = &ok
 						}
+						v.CheckOK = &ok
 					}
 				}
 			}
