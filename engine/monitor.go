@@ -173,7 +173,7 @@ func attrFailures(p *store.Policy, r *probe.Result, match string, ownMatch bool)
 	if checkProtocols {
 		var err error
 		// The table loader rejects a protocols= value it cannot read.
-		lo, hi, err = probe.ProtocolRange(protocols)
+		lo, hi, err = store.ProtocolRange(protocols)
 		checkProtocols = err == nil
 	}
 	fingerprints := ""

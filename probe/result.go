@@ -2,7 +2,6 @@ package probe
 
 import (
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -357,93 +356,8 @@ func TLSVersion(name string) (uint16, bool) {
 	return 0, false
 }
 
-// ProtocolRange returns the lowest and highest TLS versions the Postfix SMTP
-// client offers under a policy's protocols= value, among TLSv1 to TLSv1.3
-// (0 and 0 when it enables none of them). spec is as tls_proto_mask_lims
-// (Postfix 3.6 and later) reads it: tokens separated by ':' (or commas and
-// spaces in main.cf), each ">=VERSION" or "<=VERSION" (a name, "None" or a
-// hex number), "!NAME" to exclude a protocol or "NAME" to include it; when
-// any protocol is included, every protocol not included is excluded.
-// Names are matched case-insensitively, as the table loader accepts them.
-//
-// OpenSSL then offers the lowest contiguous run of the versions left
-// ("!TLSv1.1" leaves TLSv1 alone, since TLS 1.2 cannot be offered without
-// TLS 1.1 when TLSv1 is on): hi is the top of that run. SSLv2 and SSLv3 are
-// left out: OpenSSL 1.1 and later disable or lack them, so they count as a
-// gap below TLSv1.
-func ProtocolRange(spec string) (lo, hi uint16, err error) {
-	var floor, ceiling uint64
-	var include, exclude [len(versionNames)]bool
-	anyInclude := false
-	for _, tok := range strings.FieldsFunc(spec, func(r rune) bool { return strings.ContainsRune(":, \t\r\n", r) }) {
-		switch {
-		case strings.HasPrefix(tok, ">="), strings.HasPrefix(tok, "<="):
-			v, err := parseTLSBound(tok[2:])
-			if err != nil {
-				return 0, 0, fmt.Errorf("protocols=%s: %v", spec, err)
-			}
-			if tok[0] == '>' {
-				floor = v
-			} else {
-				ceiling = v
-			}
-		default:
-			name, not := strings.CutPrefix(tok, "!")
-			i := slices.IndexFunc(versionNames[:], func(n string) bool { return strings.EqualFold(n, name) })
-			if i < 0 && !strings.EqualFold(name, "SSLv2") && !strings.EqualFold(name, "SSLv3") {
-				return 0, 0, fmt.Errorf("protocols=%s: unknown protocol %q", spec, name)
-			}
-			if not {
-				if i >= 0 {
-					exclude[i] = true
-				}
-			} else {
-				anyInclude = true
-				if i >= 0 {
-					include[i] = true
-				}
-			}
-		}
-	}
-	for i := range versionNames {
-		v := uint16(0x0301 + i)
-		on := !exclude[i] && (!anyInclude || include[i]) &&
-			(floor == 0 || uint64(v) >= floor) && (ceiling == 0 || uint64(v) <= ceiling)
-		switch {
-		case on && lo == 0:
-			lo, hi = v, v
-		case on && hi == v-1:
-			hi = v
-		case lo != 0:
-			return lo, hi, nil
-		}
-	}
-	return lo, hi, nil
-}
-
-// parseTLSBound reads the version of a ">=" or "<=" token as Postfix's
-// parse_tls_version does: a name from tls_version_table, else a hex number.
-func parseTLSBound(s string) (uint64, error) {
-	switch {
-	case strings.EqualFold(s, "None"):
-		return 0, nil
-	case strings.EqualFold(s, "SSLv3"):
-		return 0x0300, nil
-	}
-	for i, n := range versionNames {
-		if strings.EqualFold(n, s) {
-			return uint64(0x0301 + i), nil
-		}
-	}
-	v, err := strconv.ParseUint(strings.TrimPrefix(strings.TrimPrefix(s, "0x"), "0X"), 16, 31)
-	if err != nil {
-		return 0, fmt.Errorf("unknown TLS version %q", s)
-	}
-	return v, nil
-}
-
 // CheckProtocols says whether the Postfix SMTP client, offering the
-// versions lo to hi (see ProtocolRange), completes a handshake with the
+// versions lo to hi (see store.ProtocolRange), completes a handshake with the
 // server of t. The prober offers TLSv1 to TLSv1.3, so t.Version is the
 // server's highest version: a server whose highest version is below lo
 // fails for certain. known is false when the server's highest version is
