@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -137,6 +138,7 @@ func Load(path string, missingOK bool) (Config, error) {
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
 		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
+	cfg.resolvePaths(filepath.Dir(path))
 	if err := cfg.Validate(); err != nil {
 		var ke *KeyError
 		if errors.As(err, &ke) {
@@ -147,6 +149,31 @@ func Load(path string, missingOK bool) (Config, error) {
 		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
 	return cfg, nil
+}
+
+// resolvePaths makes every relative path of the file relative to dir, the
+// file's directory, so that a config reads the same files whatever the
+// working directory (systemd starts the daemon in /). Defaults are
+// absolute; flags are applied later and stay relative to the working
+// directory, as a shell user expects. A new path key belongs here.
+func (c *Config) resolvePaths(dir string) {
+	for _, p := range []*string{&c.Table, &c.Probe.Cache, &c.Log.Events} {
+		*p = resolvePath(dir, *p)
+	}
+	for _, p := range []*string{&c.Listen.Socketmap, &c.Listen.Policyd, &c.Listen.HTTP, &c.Listen.Pprof} {
+		if rest, ok := strings.CutPrefix(*p, "unix:"); ok {
+			*p = "unix:" + resolvePath(dir, rest)
+		}
+	}
+}
+
+// resolvePath joins a relative path p to dir; "" (off) and absolute paths
+// are returned as they are.
+func resolvePath(dir, p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
 }
 
 // KeyError is a configuration value that cannot work. Load prefixes it

@@ -124,4 +124,57 @@ func TestExampleConfig(t *testing.T) {
 		c.Log.EventsMaxMB != 10 || c.Log.EventsKeep != 3 {
 		t.Errorf("example config = %+v", c)
 	}
+	if want := filepath.Join("..", "..", "examples", "table"); c.Table != want {
+		t.Errorf("example table = %q, want %q (relative to the config file)", c.Table, want)
+	}
+}
+
+// TestRelativePaths: a relative path in the file is read against the file's
+// directory, not the working directory; absolute paths, "" and host:port
+// listeners stay as written.
+func TestRelativePaths(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "tlspolicyd.yaml")
+	doc := `table: table
+listen:
+  socketmap: unix:run/socketmap.sock
+  policyd: 127.0.0.1:10042
+  http: unix:/run/tlspolicyd/http.sock
+  pprof: ""
+probe:
+  cache: state/probes.json
+log:
+  events: /var/log/events.jsonl
+`
+	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(t.TempDir()) // the working directory must not matter
+	c, err := Load(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, got := range []struct{ name, got, want string }{
+		{"table", c.Table, filepath.Join(dir, "table")},
+		{"listen.socketmap", c.Listen.Socketmap, "unix:" + filepath.Join(dir, "run/socketmap.sock")},
+		{"listen.policyd", c.Listen.Policyd, "127.0.0.1:10042"},
+		{"listen.http", c.Listen.HTTP, "unix:/run/tlspolicyd/http.sock"},
+		{"listen.pprof", c.Listen.Pprof, ""},
+		{"probe.cache", c.Probe.Cache, filepath.Join(dir, "state/probes.json")},
+		{"log.events", c.Log.Events, "/var/log/events.jsonl"},
+	} {
+		if got.got != got.want {
+			t.Errorf("%s = %q, want %q", got.name, got.got, got.want)
+		}
+	}
+
+	// A relative --config path: the file's directory is still the base.
+	t.Chdir(filepath.Dir(dir))
+	c, err = Load(filepath.Join(filepath.Base(dir), "tlspolicyd.yaml"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(filepath.Base(dir), "table"); c.Table != want {
+		t.Errorf("with a relative --config, table = %q, want %q", c.Table, want)
+	}
 }
