@@ -11,14 +11,10 @@ var keySeed = maphash.MakeSeed()
 // list plus one (0 is an empty slot; lists are far shorter than 2³²).
 // The keys themselves stay in the entries. The zero keyIndex is empty.
 //
-// It replaces Go maps of the outbound, recipients and senders keys, in
-// the parser (duplicate detection) and in the Store (lookups). For
-// 1,000,000 keys a map[string]outRef took 80 MB whose every slot the
-// garbage collector scans (Go's swiss map doubles its directory past
-// 917,504 keys, so at 1,000,000 it is half empty); a keyIndex sized for
-// them takes 15 MB without pointers (32 MB at most when grown one key at
-// a time). Inserting is 2–3× faster than into a map, a lookup costs about
-// the same: the hash, one run of slots (usually one cache line), and the
+// It serves where Go maps of the keys would do, in the parser (duplicate
+// detection) and in the Store (lookups): it holds no pointers for the
+// garbage collector to scan and is a fraction of a map's size; a lookup
+// is the hash, one run of slots (usually one cache line), and the
 // entry's key to compare when the 32 hash bits match.
 type keyIndex struct {
 	slots []uint64
@@ -120,4 +116,32 @@ func (x *keyIndex) resize(size int) {
 		}
 		x.slots[i] = s
 	}
+}
+
+// listKeys is a parser's key index of each entry list (by section) and a
+// fingerprint of the list it indexes: the entries' pointers in order.
+// Build uses an index only if its list still has that fingerprint, so a
+// Table whose lists were changed after parsing is indexed anew; checking
+// the fingerprint is far cheaper than indexing again.
+type listKeys struct {
+	idx [len(sectionNames)]keyIndex
+	sum [len(sectionNames)]uint64
+}
+
+// listSum folds entry e into the fingerprint h of a list.
+func listSum(h uint64, e *Entry) uint64 {
+	return (h ^ maphash.Comparable(keySeed, e)) * 0x100000001b3
+}
+
+// reusable returns the parser's index of list, the entries of section
+// sec, if it indexes exactly that list.
+func (k *listKeys) reusable(sec uint8, list []*Entry) (keyIndex, bool) {
+	if k == nil || k.idx[sec].n != len(list) {
+		return keyIndex{}, false
+	}
+	var h uint64
+	for _, e := range list {
+		h = listSum(h, e)
+	}
+	return k.idx[sec], h == k.sum[sec]
 }

@@ -62,8 +62,7 @@ var floorLevels = [nFloors]Level{0, LevelEncrypt, LevelVerify, LevelSecure}
 
 // answers are a policy's OK data for every floor, computed at build time
 // so that lookups do not allocate. They depend only on the policy, so
-// entries with the same *Policy share one (a generated 1,000,000-entry
-// table has 8 distinct policies; an answers value per entry cost 112 MB).
+// entries with the same *Policy share one.
 type answers struct {
 	data   [nFloors]string
 	raised [nFloors]bool

@@ -13,11 +13,8 @@ import (
 // each, are meant to be few). The entries
 // themselves are found through the key indexes that resolution uses
 // (index in resolve.go, keyIndex in keyindex.go), also for OutboundByKey,
-// RecipientByKey and SenderByKey. go-immutable-radix keeps a node, a leaf
-// and a mutation channel per key and index, ≈ 395 bytes per row and
-// index: with every entry in go-memdb (two indexes each) a
-// 1,000,000-entry table needed 790 MB for the trees alone, and inserting
-// them was a third of a reload (doc.go has the measurements).
+// RecipientByKey and SenderByKey: go-immutable-radix keeps a node, a
+// leaf and a mutation channel per key and index, far too much per entry.
 //
 // Stored objects are never modified after the transaction commits.
 const (

@@ -23,8 +23,7 @@ type Store struct {
 	uses  []PolicyUse
 
 	// The go-memdb database is built on first use: nothing on the lookup
-	// path reads it, and building it (≈ 20 ms for 10,000 inbound rules)
-	// would delay every reload.
+	// path reads it, and building it would delay every reload.
 	dbOnce sync.Once
 	db     *memdb.MemDB
 	dbErr  error
@@ -164,7 +163,7 @@ func Load(path string) (*Store, error) {
 
 // LoadContext is Load, abandoned when ctx is done: it then returns ctx's
 // error once the files being parsed are (a file's YAML is decoded in one
-// piece, ≈ 0.2 s for 100,000 entries). A reload uses it to drop a load
+// piece). A reload uses it to drop a load
 // that a newer change has made useless.
 func LoadContext(ctx context.Context, path string) (*Store, error) {
 	t, err := loadTable(ctx, path, runtime.GOMAXPROCS(0))
@@ -183,8 +182,7 @@ func (s *Store) InboundRules() []*InboundRule { return s.table.Inbound }
 
 // OutboundByKey returns the outbound entry with the given key (normalized
 // first), or nil, nil if there is none. Testing entries are returned too.
-// The error is always nil; it is kept for callers written when entries
-// were read from go-memdb.
+// The error is always nil.
 func (s *Store) OutboundByKey(key string) (*Entry, error) {
 	return s.idx.out.get(NormalizeKey(key)), nil
 }
