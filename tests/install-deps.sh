@@ -6,8 +6,9 @@
 # system MTA is started; the tests run their own throwaway instances with `postfix -c DIR`.
 set -eu
 
+bins="/usr/sbin/postfix /usr/sbin/postmap /usr/sbin/postqueue /usr/sbin/postconf /usr/sbin/postcat /usr/sbin/sendmail /usr/bin/swaks"
 need=""
-for bin in /usr/sbin/postfix /usr/sbin/postmap /usr/sbin/postqueue /usr/bin/swaks; do
+for bin in $bins; do
 	[ -x "$bin" ] || need=1
 done
 if [ -z "$need" ]; then
@@ -24,3 +25,13 @@ echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-se
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q postfix swaks
+
+# apt-get can succeed without providing everything (a diverted or removed
+# binary): the tests need each of these, so say which is missing and fail.
+for bin in $bins; do
+	if [ ! -x "$bin" ]; then
+		echo "install-deps: $bin missing after apt-get install" >&2
+		exit 1
+	fi
+done
+echo "install-deps: postfix and swaks installed"

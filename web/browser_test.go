@@ -14,22 +14,24 @@ import (
 	"time"
 
 	"github.com/tlspolicyd/tlspolicyd/events"
+	"github.com/tlspolicyd/tlspolicyd/internal/e2e"
 )
 
 var updateScreenshot = flag.Bool("update-screenshot", false, "write the status page screenshot to docs/status-page.png")
 
-// chromium finds a headless-capable Chromium, or skips the test.
+// chromium finds a headless-capable Chromium, or skips the test (fails it
+// where end-to-end tests are required: internal/e2e).
 func chromium(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
-		t.Skip("-short: no browser")
+		e2e.Skipf(t, "-short: no browser")
 	}
 	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
 		if p, err := exec.LookPath(name); err == nil {
 			return p
 		}
 	}
-	t.Skip("Chromium not installed (Debian: apt-get install -y chromium)")
+	e2e.Skipf(t, "Chromium not installed (Debian: apt-get install -y chromium)")
 	return ""
 }
 

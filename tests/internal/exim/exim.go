@@ -36,6 +36,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tlspolicyd/tlspolicyd/internal/e2e"
 )
 
 // DefaultBinary is where tests/install-exim.sh puts the exim binary.
@@ -78,19 +80,19 @@ func findNSSWrapper() (string, error) {
 	return "", errors.New("libnss_wrapper.so not found (Debian package libnss-wrapper)")
 }
 
-// Require skips t unless it runs as root and the exim binary and
-// nss_wrapper are present, and returns the binary's path.
+// Require skips t (e2e.Skipf: fails it in CI) unless it runs as root and
+// the exim binary and nss_wrapper are present, and returns the binary's path.
 func Require(t testing.TB) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("skipping: the Exim tests run exim -C as root (its spool belongs to the exim user)")
+		e2e.Skipf(t, "the Exim tests run exim -C as root (its spool belongs to the exim user)")
 	}
 	bin, err := Find()
 	if err != nil {
-		t.Skipf("skipping: %v (run tests/install-exim.sh, or set EXIM_BIN)", err)
+		e2e.Skipf(t, "%v (run tests/install-exim.sh, or set EXIM_BIN)", err)
 	}
 	if _, err := findNSSWrapper(); err != nil {
-		t.Skipf("skipping: %v (run tests/install-exim.sh)", err)
+		e2e.Skipf(t, "%v (run tests/install-exim.sh)", err)
 	}
 	return bin
 }

@@ -15,7 +15,8 @@
 // the system's mail setup or a public address.
 //
 // Tests that need Postfix call RequirePostfix first: it skips (with the
-// reason) when not running as root or when the binaries are missing.
+// reason) when not running as root or when the binaries are missing, and
+// fails instead where end-to-end tests are required (internal/e2e: CI).
 package harness
 
 import (
@@ -31,6 +32,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tlspolicyd/tlspolicyd/internal/e2e"
 )
 
 // PostfixTools are the programs the Postfix tests run.
@@ -54,12 +57,13 @@ func LookTool(name string) (string, error) {
 	return "", fmt.Errorf("%s: %w", name, exec.ErrNotFound)
 }
 
-// RequirePostfix skips t unless the test runs as root and every program in
-// PostfixTools is installed (tests/install-deps.sh installs them).
+// RequirePostfix skips t (e2e.Skipf: fails it in CI) unless the test runs
+// as root and every program in PostfixTools is installed
+// (tests/install-deps.sh installs them).
 func RequirePostfix(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("skipping: real-Postfix tests need root (throwaway instances run as user postfix)")
+		e2e.Skipf(t, "real-Postfix tests need root (throwaway instances run as user postfix)")
 	}
 	var missing []string
 	for _, name := range PostfixTools {
@@ -68,7 +72,7 @@ func RequirePostfix(t testing.TB) {
 		}
 	}
 	if len(missing) > 0 {
-		t.Skipf("skipping: %s not installed (run tests/install-deps.sh)", strings.Join(missing, ", "))
+		e2e.Skipf(t, "%s not installed (run tests/install-deps.sh)", strings.Join(missing, ", "))
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tlspolicyd/tlspolicyd/internal/e2e"
 )
 
 // swaksRejectedTLS is a swaks transcript (swaks 20201014.0 against
@@ -92,7 +94,7 @@ func TestSwaksSessionReply(t *testing.T) {
 // (and so Postfix) computes for the same certificate.
 func TestCertFingerprints(t *testing.T) {
 	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("skipping: openssl not installed")
+		e2e.Skipf(t, "openssl not installed")
 	}
 	c := NewTestCA(t, "fingerprint test CA").Issue(t, "client.example")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
