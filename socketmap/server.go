@@ -640,9 +640,10 @@ func (c *conn) serve() {
 }
 
 // loop reads requests and answers them until the connection is over.
-// Replies are buffered and written only when no further request is already
-// buffered: pipelined requests get their replies in one write, while a
-// client that waits for each reply (Postfix) gets it at once.
+// Replies are buffered and written only when no further complete request
+// is already buffered: pipelined requests get their replies in one write,
+// while a client that waits for each reply (Postfix) gets it at once, and
+// so does one whose next request is still arriving.
 //
 // In raw mode (inside raw.Read, c.in.fd set) loop never blocks: it returns
 // waitInput when the socket has nothing more to read, and writeBlocked or
@@ -681,7 +682,14 @@ func (c *conn) loop() outcome {
 			c.seq++
 		}
 		if !c.d.Buffered() {
-			// The rest of the request is still on its way.
+			// The rest of the request is still on its way: the
+			// answers to those before it go out first.
+			if err := c.writeOut(); err == errWouldBlock {
+				return writeBlocked
+			} else if err != nil {
+				c.log.Debug("socketmap: write failed", "remote", c.remote, "err", err)
+				return done
+			}
 			if !c.partial {
 				c.setRequestDeadline(c.now)
 				c.partial = true
