@@ -125,6 +125,14 @@ type Zone struct {
 func NewZone(t testing.TB) *Zone {
 	t.Helper()
 	z := &Zone{rrs: map[string][]dns.RR{}, rcodes: map[string]int{}}
+	z.Addr = StartDNS(t, z)
+	return z
+}
+
+// StartDNS serves h over UDP and TCP on one 127.0.0.1 port until the end
+// of the test and returns that host:port.
+func StartDNS(t testing.TB, h dns.Handler) string {
+	t.Helper()
 	var pc net.PacketConn
 	var l net.Listener
 	for tries := 0; ; tries++ {
@@ -140,15 +148,15 @@ func NewZone(t testing.TB) *Zone {
 			t.Fatal(err)
 		}
 	}
-	z.Addr = pc.LocalAddr().String()
-	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: z}, {Listener: l, Handler: z}} {
+	addr := pc.LocalAddr().String()
+	for _, srv := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: l, Handler: h}} {
 		started := make(chan struct{})
 		srv.NotifyStartedFunc = func() { close(started) }
 		go func() { _ = srv.ActivateAndServe() }()
 		<-started
 		t.Cleanup(func() { _ = srv.Shutdown() })
 	}
-	return z
+	return addr
 }
 
 // ServeDNS implements dns.Handler.
