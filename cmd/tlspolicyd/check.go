@@ -22,11 +22,14 @@ func checkCommand() *cli.Command {
 		Description: `Parses and validates every file of the table exactly as the daemon would and
 prints each problem as file:line: message. Errors (the daemon would refuse the
 table) exit 1; warnings (e.g. a review_by date that has passed) are printed
-but exit 0. With --probe, every enforced and testing outbound entry is
-probed (as the daemon's monitor does) and each that would defer mail today is
-a warning. See examples/git-hooks/pre-commit.`,
+but exit 0, or 1 with --strict. With --probe, every enforced and testing
+outbound entry is probed (as the daemon's monitor does) and each that would
+defer mail today, or could not be probed, is a warning: a CI gate runs
+check --probe --strict; a pre-commit hook runs check (fast, no network).
+See examples/git-hooks/pre-commit.`,
 		Flags: append(append(configFlags(), probeFlags()...),
 			&cli.BoolFlag{Name: "probe", Usage: "also probe every enforced and testing outbound entry and warn about each that would defer mail today"},
+			&cli.BoolFlag{Name: "strict", Usage: "warnings fail too (exit 1): for a CI gate, with --probe"},
 		),
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
@@ -81,8 +84,12 @@ a warning. See examples/git-hooks/pre-commit.`,
 			for _, w := range warnings {
 				fmt.Fprintf(c.App.ErrWriter, "%s: warning: %s\n", w.Source, w.Msg)
 			}
-			fmt.Fprintf(c.App.Writer, "%s: ok: %d outbound, %d recipients, %d senders, %d inbound rules in %d file(s), %d warning(s)\n",
-				cfg.Table, len(t.Outbound), len(t.Recipients), len(t.Senders), len(t.Inbound), len(t.Files), len(warnings))
+			summary := fmt.Sprintf("%d outbound, %d recipients, %d senders, %d inbound rules in %d file(s), %d warning(s)",
+				len(t.Outbound), len(t.Recipients), len(t.Senders), len(t.Inbound), len(t.Files), len(warnings))
+			if c.Bool("strict") && len(warnings) > 0 {
+				return cli.Exit(fmt.Sprintf("%s: %s: failed (--strict: warnings fail)", cfg.Table, summary), 1)
+			}
+			fmt.Fprintf(c.App.Writer, "%s: ok: %s\n", cfg.Table, summary)
 			return nil
 		},
 	}

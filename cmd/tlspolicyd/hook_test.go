@@ -72,4 +72,18 @@ func TestPreCommitHook(t *testing.T) {
 	if out, err := git("commit", "-q", "--allow-empty", "-m", "unstaged breakage"); err != nil {
 		t.Errorf("an unstaged broken edit blocked the commit:\n%s", out)
 	}
+
+	// A warning (a passed review_by) lets the commit through, unless
+	// TLSPOLICYD_CHECK_ARGS=--strict makes warnings fail.
+	write("outbound:\n  bank.example:\n    policy: encrypt\n    review_by: 2020-01-31\n")
+	_, _ = git("add", "partners.yaml")
+	env = append(env, "TLSPOLICYD_CHECK_ARGS=--strict")
+	out, err = git("commit", "-q", "-m", "warning, strict")
+	if err == nil || !strings.Contains(out, "partners.yaml:2: warning: review_by 2020-01-31 has passed") || !strings.Contains(out, "--strict") {
+		t.Errorf("with --strict a commit with a warning went through or said nothing of it (%v):\n%s", err, out)
+	}
+	env = env[:len(env)-1]
+	if out, err := git("commit", "-q", "-m", "warning"); err != nil || !strings.Contains(out, "warning: review_by") {
+		t.Errorf("without --strict a warning blocked the commit or was not shown (%v):\n%s", err, out)
+	}
 }

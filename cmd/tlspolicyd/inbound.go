@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -66,6 +65,30 @@ func readRequestFile(path string) (map[string]string, error) {
 	return attrs, sc.Err()
 }
 
+// postfixProtocols are the encryption_protocol values Postfix 3.7 sends
+// (OpenSSL's SSL_get_version names), by the version the table's require:
+// spells (tls1.2).
+var postfixProtocols = map[string]string{"1": "TLSv1", "1.0": "TLSv1", "1.1": "TLSv1.1", "1.2": "TLSv1.2", "1.3": "TLSv1.3"}
+
+// postfixProtocol returns the encryption_protocol Postfix would send for
+// --tls: its own spelling, or the table's (tls1.2, TLS1.2) mapped to it.
+// Anything else is refused: a guess would simulate a request Postfix never
+// sends.
+func postfixProtocol(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	l := strings.ToLower(s)
+	v, ok := strings.CutPrefix(l, "tlsv")
+	if !ok {
+		v, ok = strings.CutPrefix(l, "tls")
+	}
+	if p := postfixProtocols[v]; ok && p != "" {
+		return p, nil
+	}
+	return "", fmt.Errorf("%q: want what Postfix sends as encryption_protocol: TLSv1.3, TLSv1.2, TLSv1.1 or TLSv1 (\"\" for a connection without TLS)", s)
+}
+
 func queryInbound(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return cli.Exit("tlspolicyd query --inbound takes no KEY: describe the request with --sender, --recipient, --client, --tls … or --request FILE", 2)
@@ -90,7 +113,13 @@ func queryInbound(c *cli.Context) error {
 	set("recipient", "recipient")
 	set("client", "client_address")
 	set("client-name", "client_name")
-	set("tls", "encryption_protocol")
+	if c.IsSet("tls") {
+		proto, err := postfixProtocol(c.String("tls"))
+		if err != nil {
+			return cli.Exit("tlspolicyd query: --tls "+err.Error(), 2)
+		}
+		attrs["encryption_protocol"] = proto
+	}
 	set("ccert-fingerprint", "ccert_fingerprint")
 	set("ccert-pubkey-fingerprint", "ccert_pubkey_fingerprint")
 	if attrs["sender"] == "<>" {
@@ -120,9 +149,7 @@ func queryInbound(c *cli.Context) error {
 	}
 	w := c.App.Writer
 	if c.Bool("json") {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+		return writeJSON(w, res)
 	}
 	fmt.Fprintf(w, "action=%s\n", res.Action)
 	if !c.Bool("explain") {

@@ -17,7 +17,7 @@ func probeFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "resolver", Usage: "DNS resolver `HOST:PORT` (default: probe.resolver of --config, else /etc/resolv.conf)"},
 		&cli.IntFlag{Name: "probe-port", Aliases: []string{"port"}, DefaultText: "25", Usage: "SMTP `PORT` to probe"},
-		&cli.DurationFlag{Name: "probe-timeout", Aliases: []string{"timeout"}, DefaultText: "30s", Usage: "bound on every step: DNS, connect, banner, each command, handshake"},
+		&cli.DurationFlag{Name: "probe-timeout", Aliases: []string{"timeout"}, DefaultText: "30s", Usage: "bound on every step (DNS, connect, banner, each command, handshake), a `DURATION`"},
 		&cli.StringFlag{Name: "helo", Usage: "EHLO `NAME` (default: this host's name)"},
 		&cli.BoolFlag{Name: "allow-private", Usage: "allow loopback and private addresses (testing only)"},
 	}
@@ -36,10 +36,13 @@ succeed under each Postfix level (may, encrypt, verify, secure).
 
 Exit status: 0 when --level would deliver to every reachable MX of every
 TARGET, 1 when not, 2 on usage errors.`,
-		Flags: append(append(configFlags(), probeFlags()...),
-			&cli.StringFlag{Name: "level", Value: "encrypt", Usage: "the level the exit status judges: may, encrypt, verify or secure"},
+		// No --table: probe reads no table.
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: defaultConfigPath, Usage: "daemon configuration `FILE` (YAML), for its probe settings; optional"},
+		}, append(probeFlags(),
+			&cli.StringFlag{Name: "level", Value: "encrypt", Usage: "the `LEVEL` the exit status judges: may, encrypt, verify or secure"},
 			&cli.BoolFlag{Name: "json", Usage: "print the full results as JSON"},
-		),
+		)...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() == 0 {
 				return cli.Exit("tlspolicyd probe: no TARGET given (try: tlspolicyd probe partner.example)", 2)

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,13 +26,14 @@ func queryCommand() *cli.Command {
 		Description: `Evaluates the policy table locally (--table or the table of --config), or asks
 a running daemon over socketmap (--server), exactly as Postfix would. KEY is a
 next-hop for tls_policy maps (bank.example, [mx.example]:587) or an address
-for tls_transport / tls_sender_transport.
+for tls_transport / tls_sender_transport; - reads keys from standard input,
+one a line (as postmap -q -). Flags may follow the keys.
 
 With --inbound, simulates a policy delegation request instead (from flags or
 a recorded request file) and prints the action the daemon would send.
 
-Each line is KEY, a tab, and the socketmap reply (OK <policy>, NOTFOUND, TEMP
-or PERM). --explain adds which step and which file:line decided.
+For one KEY the output is the socketmap reply (OK <policy>, NOTFOUND, TEMP or
+PERM); for several (or -), each line is KEY, a tab, and the reply. --explain adds which step and which file:line decided.
 Exit status: 0 when every key was answered OK or NOTFOUND, 1 when a lookup
 failed (TEMP/PERM, unreadable table, daemon unreachable), 2 on usage errors.`,
 		Flags: append(configFlags(),
@@ -44,13 +47,51 @@ failed (TEMP/PERM, unreadable table, daemon unreachable), 2 on usage errors.`,
 			&cli.StringFlag{Name: "recipient", Usage: "with --inbound: recipient `ADDRESS` (empty = MAIL stage)"},
 			&cli.StringFlag{Name: "client", Value: "203.0.113.1", Usage: "with --inbound: client `IP` address (the default, from TEST-NET-3, matches none of the example table's client rules)"},
 			&cli.StringFlag{Name: "client-name", Value: "unknown", Usage: "with --inbound: verified client `NAME`"},
-			&cli.StringFlag{Name: "tls", Usage: "with --inbound: encryption_protocol, e.g. `TLSv1.3` (empty = no TLS)"},
+			&cli.StringFlag{Name: "tls", Usage: "with --inbound: the encryption_protocol Postfix sends, `TLSv1.3`, TLSv1.2, TLSv1.1 or TLSv1 (also tls1.3 … as the table spells them; empty = no TLS)"},
 			&cli.StringFlag{Name: "ccert-fingerprint", Usage: "with --inbound: client certificate SHA-256 `FINGERPRINT`"},
 			&cli.StringFlag{Name: "ccert-pubkey-fingerprint", Usage: "with --inbound: client public key SHA-256 `FINGERPRINT`"},
 			&cli.StringFlag{Name: "request", Usage: "with --inbound: read the request from `FILE` (name=value lines as Postfix sends them; - for stdin); flags override its attributes"},
 		),
 		Action: queryAction,
 	}
+}
+
+// queryMaps are the map names the daemon serves (store.Resolve).
+var queryMaps = []string{store.MapPolicy, store.MapPolicyEncrypt, store.MapPolicyVerify, store.MapPolicySecure,
+	store.MapTransport, store.MapSenderTransport}
+
+// queryKeys returns the keys of args, where "-" stands for the lines of
+// stdin, one key a line (blank lines skipped), as with postmap -q -.
+func queryKeys(args []string, stdin io.Reader) (keys []string, fromStdin bool, err error) {
+	for _, a := range args {
+		if a != "-" {
+			keys = append(keys, a)
+			continue
+		}
+		if fromStdin {
+			continue // one standard input
+		}
+		fromStdin = true
+		sc := bufio.NewScanner(stdin)
+		for sc.Scan() {
+			if k := strings.TrimSpace(sc.Text()); k != "" {
+				keys = append(keys, k)
+			}
+		}
+		if err := sc.Err(); err != nil {
+			return nil, true, err
+		}
+	}
+	return keys, fromStdin, nil
+}
+
+// writeJSON writes v indented, without HTML escaping: a policy's
+// "protocols=>=TLSv1.2" stays readable.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
 }
 
 // queryResult is one key's answer, as printed by query.
@@ -84,11 +125,17 @@ func queryAction(c *cli.Context) error {
 		}
 		return queryInbound(c)
 	}
-	keys := c.Args().Slice()
-	if len(keys) == 0 {
+	keys, fromStdin, err := queryKeys(c.Args().Slice(), c.App.Reader)
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("tlspolicyd query: reading keys from standard input: %v", err), 1)
+	}
+	if len(keys) == 0 && !fromStdin {
 		return cli.Exit("tlspolicyd query: no KEY given (try: tlspolicyd query --table TABLE bank.example)", 2)
 	}
 	mapName := c.String("map")
+	if !slices.Contains(queryMaps, mapName) {
+		return cli.Exit(fmt.Sprintf("tlspolicyd query: --map %q: unknown map; the maps are %s", mapName, strings.Join(queryMaps, ", ")), 2)
+	}
 	var results []queryResult
 	failed := false
 	if addr := c.String("server"); addr != "" {
@@ -137,14 +184,15 @@ func queryAction(c *cli.Context) error {
 		}
 	}
 	if c.Bool("json") {
-		enc := json.NewEncoder(c.App.Writer)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(results); err != nil {
+		if err := writeJSON(c.App.Writer, results); err != nil {
 			return err
 		}
 	} else {
+		// As postmap: one key given prints its answer alone, several
+		// keys (or - for standard input) print KEY, a tab, the answer.
+		withKey := len(keys) > 1 || fromStdin
 		for _, r := range results {
-			printQueryResult(c.App.Writer, r, c.Bool("explain"))
+			printQueryResult(c.App.Writer, r, withKey, c.Bool("explain"))
 		}
 	}
 	if failed {
@@ -191,12 +239,15 @@ var stepNumber = map[string]string{
 	string(store.StepNone):    "no entry covers it",
 }
 
-func printQueryResult(w io.Writer, r queryResult, explain bool) {
+func printQueryResult(w io.Writer, r queryResult, withKey, explain bool) {
 	reply := r.Status
 	if r.Data != "" {
 		reply += " " + r.Data
 	}
-	fmt.Fprintf(w, "%s\t%s\n", r.Key, reply)
+	if withKey {
+		fmt.Fprintf(w, "%s\t", r.Key)
+	}
+	fmt.Fprintln(w, reply)
 	if !explain {
 		return
 	}
