@@ -2,7 +2,6 @@ package tests
 
 import (
 	"context"
-	"crypto/tls"
 	"strings"
 	"testing"
 	"time"
@@ -42,13 +41,7 @@ func newOutbound(t *testing.T, table string, hosts ...string) (*harness.Daemon, 
 // trust (the instances set no smtp_tls_CAfile or smtp_tls_CApath).
 func untrustedMX(t *testing.T, ca *harness.TestCA, host, name string, opts ...harness.FakeMXOption) *harness.FakeMX {
 	t.Helper()
-	cf := ca.Issue(t, name)
-	cert, err := tls.LoadX509KeyPair(cf.Cert, cf.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts = append(opts, harness.WithTLS(&tls.Config{Certificates: []tls.Certificate{cert}}))
-	return harness.NewFakeMX(t, host, opts...)
+	return harness.NewTLSFakeMX(t, ca.Issue(t, name), host, opts...)
 }
 
 // send submits a message and fails t if that fails.

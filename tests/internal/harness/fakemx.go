@@ -124,6 +124,19 @@ func NewFakeMX(t testing.TB, host string, opts ...FakeMXOption) *FakeMX {
 	return mx
 }
 
+// NewTLSFakeMX starts a fake MX on host that offers STARTTLS with cert
+// (e.g. TestCA.Issue's). A Postfix instance trusts it for verify and secure
+// when its PostfixConfig.CAFile is the issuing CA's File.
+func NewTLSFakeMX(t testing.TB, cert CertFiles, host string, opts ...FakeMXOption) *FakeMX {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(cert.Cert, cert.Key)
+	if err != nil {
+		t.Fatalf("fake MX certificate: %v", err)
+	}
+	opts = append(opts, WithTLS(&tls.Config{Certificates: []tls.Certificate{pair}}))
+	return NewFakeMX(t, host, opts...)
+}
+
 // Addr returns host:port.
 func (mx *FakeMX) Addr() string { return net.JoinHostPort(mx.Host, itoa(mx.Port)) }
 

@@ -35,6 +35,12 @@ type PostfixConfig struct {
 	// queue/etc/hosts; the smtp client resolves next hops with it only
 	// (no DNS). AddHost adds more later.
 	Hosts map[string]string
+	// CAFile is smtp_tls_CAfile: the CA certificates (PEM) the smtp client
+	// trusts, e.g. a TestCA's File, so that verify, secure and MTA-STS
+	// answers can deliver to a fake MX with a certificate it issued. Empty:
+	// the client trusts no CA (Postfix's default), and verify and secure
+	// always defer. The file is read before the client enters its chroot.
+	CAFile string
 	// Main holds extra main.cf parameters; they override the defaults.
 	Main map[string]string
 	// Master holds extra master.cf lines (e.g. an smtpd listener).
@@ -204,6 +210,9 @@ func (p *Postfix) write(cfg PostfixConfig) error {
 	}
 	if cfg.MXPort != 0 {
 		main["smtp_tcp_port"] = strconv.Itoa(cfg.MXPort)
+	}
+	if cfg.CAFile != "" {
+		main["smtp_tls_CAfile"] = cfg.CAFile
 	}
 	maps.Copy(main, cfg.Main)
 	master := strings.Join(slices.Concat(baseMaster, cfg.Master), "\n") + "\n"
