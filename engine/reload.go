@@ -65,9 +65,19 @@ func (r *Reloader) logger() *slog.Logger {
 // lookup; on failure the old table stays and every error is logged with
 // its file:line.
 func (r *Reloader) Reload() error {
+	return r.ReloadContext(context.Background())
+}
+
+// ReloadContext is Reload, abandoned (between files) when ctx is done:
+// it then returns ctx's error and changes nothing.
+func (r *Reloader) ReloadContext(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.applyLocked(r.loadLocked(context.Background()))
+	l := r.loadLocked(ctx)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return r.applyLocked(l)
 }
 
 // loaded is the outcome of one load of the table.

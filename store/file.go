@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // maxFileSize caps every file read, so a wrong include (a log file, a
@@ -24,9 +25,11 @@ func pathErr(err error) error {
 	return err
 }
 
-// readRegular reads a regular file of at most maxFileSize bytes.
+// readRegular reads a regular file of at most maxFileSize bytes. It is
+// opened non-blocking and its type checked before any read: opening or
+// reading a FIFO (or a device) would block the load for ever.
 func readRegular(name string) ([]byte, error) {
-	f, err := os.Open(name)
+	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, pathErr(err)
 	}
@@ -36,7 +39,7 @@ func readRegular(name string) ([]byte, error) {
 		return nil, pathErr(err)
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, errors.New("not a regular file")
+		return nil, fmt.Errorf("not a regular file (%s): refused", fileKind(fi.Mode()))
 	}
 	if fi.Size() > maxFileSize {
 		return nil, fmt.Errorf("file is larger than %d bytes", maxFileSize)
@@ -53,6 +56,23 @@ func readRegular(name string) ([]byte, error) {
 		return nil, fmt.Errorf("file is larger than %d bytes", maxFileSize)
 	}
 	return data, nil
+}
+
+// fileKind names the type of a file that is not a regular file.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	case m.IsDir():
+		return "a directory"
+	}
+	return "type " + m.Type().String()
 }
 
 func absPath(name string) string {

@@ -391,13 +391,23 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	} else {
 		close(alertsDone)
 	}
+	// SIGHUP reloads on a goroutine of its own: whatever a load does,
+	// SIGTERM is still acted on at once.
+	go func() {
+		for {
+			select {
+			case <-hup:
+				log.Info("SIGHUP: reloading policy table")
+				_ = rl.ReloadContext(watchCtx)
+			case <-watchCtx.Done():
+				return
+			}
+		}
+	}()
 	var runErr error
 loop:
 	for {
 		select {
-		case <-hup:
-			log.Info("SIGHUP: reloading policy table")
-			_ = rl.Reload()
 		case err := <-errc:
 			runErr = err
 			break loop
