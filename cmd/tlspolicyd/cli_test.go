@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -153,4 +155,28 @@ func TestFlagPlaceholders(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestExampleRequests: the requests under examples/requests are the
+// recordings of Postfix 3.7 the engine's tests use, and README's example
+// command on one of them answers the deferral it describes.
+func TestExampleRequests(t *testing.T) {
+	for _, f := range []string{"postfix37-rcpt-plain.txt", "postfix37-rcpt-tls13.txt", "postfix37-rcpt-tls12-client-cert.txt", "postfix37-rcpt-null-sender.txt"} {
+		ex, err := os.ReadFile(filepath.Join("../../examples/requests", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, err := os.ReadFile(filepath.Join("../../engine/testdata", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(ex, rec) {
+			t.Errorf("examples/requests/%s differs from the recording engine/testdata/%s", f, f)
+		}
+	}
+	out, errOut, code := runCLI(t, "query", "--table", "../../examples/table", "--inbound", "--request", "../../examples/requests/postfix37-rcpt-plain.txt", "--explain")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	golden(t, "inbound-example-request.txt", out)
 }
