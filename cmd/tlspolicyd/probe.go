@@ -1,12 +1,7 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
-	"strings"
-	"text/tabwriter"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -80,9 +75,7 @@ TARGET, 1 when not, 2 on usage errors.`,
 				ok = ok && r.Levels[level].OK
 			}
 			if c.Bool("json") {
-				enc := json.NewEncoder(c.App.Writer)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(results); err != nil {
+				if err := writeJSON(c.App.Writer, results); err != nil {
 					return err
 				}
 			} else {
@@ -105,79 +98,4 @@ func validProbeLevel(l string) bool {
 		}
 	}
 	return false
-}
-
-func yesNo(b bool) string {
-	if b {
-		return "yes"
-	}
-	return "no"
-}
-
-// printProbe prints a result as a readable table: one row per MX address,
-// then the verdict per level.
-func printProbe(w io.Writer, r *probe.Result) {
-	fmt.Fprintf(w, "%s: %s", r.Target, r.Status)
-	if r.Reason != "" {
-		fmt.Fprintf(w, " (%s)", r.Reason)
-	}
-	fmt.Fprintf(w, ", probed in %s\n", r.Duration.Round(time.Millisecond))
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  MX\tADDRESS\tSTARTTLS\tTLS\tCIPHER\tVERIFY\tSECURE\tEXPIRES\tERROR")
-	for _, mx := range r.MX {
-		name := fmt.Sprintf("%d %s", mx.Preference, mx.Host)
-		if mx.Implicit {
-			name = "implicit " + mx.Host
-		}
-		if len(mx.Addrs) == 0 {
-			fmt.Fprintf(tw, "  %s\t-\t-\t-\t-\t-\t-\t-\t%s\n", name, mx.Error)
-		}
-		for _, a := range mx.Addrs {
-			tlsv, cipher, verify, secure, expires := "-", "-", "-", "-", "-"
-			if a.TLS != nil {
-				tlsv, cipher = a.TLS.Version, a.TLS.Cipher
-				verify, secure = checkText(a.TLS.Verify), checkText(a.TLS.Secure)
-				if len(a.TLS.Chain) > 0 {
-					expires = a.TLS.Chain[0].NotAfter.UTC().Format("2006-01-02")
-				}
-			}
-			errText := a.Error
-			if errText == "" && a.Warning != "" {
-				errText = "warning: " + a.Warning
-			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, hostPort(a.Addr, a.Port),
-				yesNo(a.STARTTLS), tlsv, cipher, verify, secure, expires, errText)
-		}
-	}
-	tw.Flush()
-	var parts []string
-	for _, l := range probe.Levels {
-		v := r.Levels[l]
-		s := l + " ok"
-		if !v.OK {
-			s = l + " WOULD DEFER"
-			if v.Reason != "" {
-				s += ": " + v.Reason
-			}
-		}
-		parts = append(parts, s)
-	}
-	fmt.Fprintf(w, "  verdict: %s\n\n", strings.Join(parts, "; "))
-}
-
-func checkText(c probe.Check) string {
-	if c.OK {
-		return "ok"
-	}
-	if c.Reason != "" {
-		return "fail: " + c.Reason
-	}
-	return "fail"
-}
-
-func hostPort(addr string, port int) string {
-	if strings.Contains(addr, ":") {
-		return fmt.Sprintf("[%s]:%d", addr, port)
-	}
-	return fmt.Sprintf("%s:%d", addr, port)
 }

@@ -43,7 +43,7 @@ func TestProbeCommand(t *testing.T) {
 	}{
 		{"STARTTLS meets encrypt", []string{"tls.example"}, 0, []string{"tls.example: ok", "10 mx.tls.example", "127.0.0.31:" + strconv.Itoa(port), "yes", "TLSv1.3", "encrypt ok", "verify WOULD DEFER"}, "", false},
 		{"untrusted certificate fails verify", []string{"--level", "verify", "tls.example"}, 1, []string{"verify WOULD DEFER"}, "", false},
-		{"no STARTTLS fails encrypt", []string{"plain.example"}, 1, []string{"plain.example: no-starttls", "may ok", "encrypt WOULD DEFER: mx.plain.example[127.0.0.32]"}, "", false},
+		{"no STARTTLS fails encrypt", []string{"plain.example"}, 1, []string{"plain.example: no-starttls", "may ok; encrypt WOULD DEFER [1]", "[1] mx.plain.example[127.0.0.32]:" + strconv.Itoa(port) + ": no STARTTLS offered"}, "", false},
 		{"may works without STARTTLS", []string{"--level", "may", "plain.example"}, 0, []string{"may ok"}, "", false},
 		{"one of two MX without STARTTLS", []string{"mixed.example"}, 1, []string{"20 mx2.mixed.example", "encrypt WOULD DEFER"}, "", false},
 		{"several targets: all must pass", []string{"tls.example", "plain.example"}, 1, []string{"tls.example: ok", "plain.example: no-starttls"}, "", false},
@@ -77,7 +77,8 @@ func TestProbeCommand(t *testing.T) {
 func TestProbePrivateTargetRefusedByDefault(t *testing.T) {
 	resolver, port := probeWorld(t)
 	out, _, code := runCLI(t, "probe", "--resolver", resolver, "--port", strconv.Itoa(port), "--timeout", "3s", "tls.example")
-	if code != 1 || !strings.Contains(out, "unreachable") {
+	if code != 1 || !strings.Contains(out, "unreachable") || !strings.Contains(out, "refused: not public [1]") ||
+		!strings.Contains(out, "(--allow-private probes it, for tests)") || strings.Contains(out, "allow_private") {
 		t.Errorf("loopback MX without --allow-private: exit %d\n%s", code, out)
 	}
 }
