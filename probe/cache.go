@@ -86,6 +86,9 @@ type Cache struct {
 	// learnMaxAge is cfg.LearnMaxAge as SetLearnMaxAge last set it: the
 	// table's learn_max_age, which a reload may change while lookups run.
 	learnMaxAge atomic.Int64
+	// learnOff is set while the table says learn: off (SetLearning):
+	// results then neither create, confirm nor contradict learned records.
+	learnOff atomic.Bool
 
 	mu      sync.RWMutex
 	entries map[string]*entry      // by canonical target
@@ -232,7 +235,7 @@ func (c *Cache) Put(r *Result) {
 	if old == nil && len(c.entries) > c.cfg.MaxEntries {
 		c.evictResultLocked(cp.Target)
 	}
-	if t, err := parseTarget(cp.Target, DefaultPort); err == nil && t.useMX && t.key == t.host {
+	if t, err := parseTarget(cp.Target, DefaultPort); err == nil && t.useMX && t.key == t.host && !c.learnOff.Load() {
 		evs = c.learnLocked(&cp, now)
 	}
 	c.mu.Unlock()

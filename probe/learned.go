@@ -60,6 +60,19 @@ func (c *Cache) SetLearnMaxAge(d time.Duration) {
 	}
 }
 
+// SetLearning turns learning on (learn: report or enforce, the default of
+// a new cache) or off (learn: off). While it is off, results are kept but
+// nothing is learned from them: no record is created, confirmed or
+// contradicted, and Learned answers nothing, so a domain probed while
+// learning was off is not "learned" once it is turned on. Records learned
+// before stay as they are (they lapse after learn_max_age). It is safe to
+// call while the cache is in use.
+func (c *Cache) SetLearning(on bool) {
+	if old := !c.learnOff.Swap(!on); old != on {
+		c.log.Info("probe cache: learning changed", "on", on)
+	}
+}
+
 // LearnMaxAge returns the learn_max_age in use (see SetLearnMaxAge).
 func (c *Cache) LearnMaxAge() time.Duration { return time.Duration(c.learnMaxAge.Load()) }
 
@@ -73,7 +86,7 @@ func (c *Cache) LearnMaxAge() time.Duration { return time.Duration(c.learnMaxAge
 // enforce); Learned itself never waits.
 func (c *Cache) Learned(domain string) (level string, why string, ok bool) {
 	t, err := parseTarget(domain, DefaultPort)
-	if err != nil || !t.useMX || t.key != t.host { // bare domains only
+	if err != nil || !t.useMX || t.key != t.host || c.learnOff.Load() { // bare domains only, learning on
 		return "", "", false
 	}
 	now := c.cfg.Now()

@@ -27,6 +27,7 @@ import (
 	"github.com/tlspolicyd/tlspolicyd/policyd"
 	"github.com/tlspolicyd/tlspolicyd/probe"
 	"github.com/tlspolicyd/tlspolicyd/socketmap"
+	"github.com/tlspolicyd/tlspolicyd/store"
 	"github.com/tlspolicyd/tlspolicyd/web"
 )
 
@@ -260,6 +261,7 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 			// Called after the swap, under the reloader's lock: Store is
 			// the table just loaded, and reloads apply in order.
 			cache.SetLearnMaxAge(eng.Store().Table().Defaults.LearnMaxAge)
+			cache.SetLearning(eng.Store().Table().Defaults.Learn != store.LearnOff)
 		}}
 	if err := rl.Reload(); err != nil {
 		return cli.Exit(fmt.Sprintf("tlspolicyd: cannot start: policy table %s is invalid:\n%v", cfg.Table, err), 1)
