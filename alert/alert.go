@@ -22,7 +22,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -63,7 +62,7 @@ type Config struct {
 	// expected to be local: no STARTTLS, no authentication.
 	SMTP string
 	// From is the sender of the mail, envelope and header (default
-	// tlspolicyd@<Hostname>).
+	// tlspolicyd@<Hostname>, the alerts.from setting).
 	From string
 	// Webhook is a URL that receives every digest as a JSON POST; ""
 	// disables it.
@@ -74,7 +73,7 @@ type Config struct {
 	// Logger receives delivery failures (default slog.Default()).
 	Logger *slog.Logger
 
-	// Hostname names this daemon in texts and EHLO (default os.Hostname()).
+	// Hostname names this daemon in texts and EHLO (default FQDN()).
 	Hostname string
 	// Delay is how long events are gathered into one digest after the
 	// first one (default 1m).
@@ -138,10 +137,7 @@ func New(cfg Config) *Alerter {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Hostname == "" {
-		cfg.Hostname, _ = os.Hostname()
-		if cfg.Hostname == "" {
-			cfg.Hostname = "localhost"
-		}
+		cfg.Hostname, _ = FQDN()
 	}
 	if cfg.From == "" {
 		cfg.From = "tlspolicyd@" + cfg.Hostname

@@ -74,6 +74,7 @@ func keyFlags() []keyFlag {
 		{"alerts.smtp", "alert-smtp", func(c *config.Config) any { return &c.Alerts.SMTP }},
 		{"alerts.webhook", "alert-webhook", func(c *config.Config) any { return &c.Alerts.Webhook }},
 		{"alerts.interval", "alert-interval", func(c *config.Config) any { return &c.Alerts.Interval }},
+		{"alerts.from", "alert-from", func(c *config.Config) any { return &c.Alerts.From }},
 		{"log.format", "log-format", func(c *config.Config) any { return &c.Log.Format }},
 		{"log.level", "log-level", func(c *config.Config) any { return &c.Log.Level }},
 		{"log.events", "event-log", func(c *config.Config) any { return &c.Log.Events }},
@@ -146,6 +147,7 @@ func serveCommand() *cli.Command {
 		&cli.StringFlag{Name: "alert-smtp", DefaultText: "127.0.0.1:25", Usage: "SMTP relay `HOST:PORT` alert mail is sent through"},
 		&cli.StringFlag{Name: "alert-webhook", DefaultText: "none", Usage: "`URL` receiving alerts as JSON; \"\" disables"},
 		&cli.DurationFlag{Name: "alert-interval", DefaultText: "1h", Usage: "at most one alert per domain and kind per `DURATION`"},
+		&cli.StringFlag{Name: "alert-from", DefaultText: "tlspolicyd@ and this host's fully-qualified name", Usage: "sender `ADDRESS` of alert mail (envelope and From:)"},
 		&cli.StringFlag{Name: "log-format", DefaultText: "text", Usage: "log `FORMAT`: text or json"},
 		&cli.StringFlag{Name: "log-level", DefaultText: "info", Usage: "log `LEVEL`: debug, info, warn or error"},
 		&cli.StringFlag{Name: "event-log", DefaultText: "/var/lib/tlspolicyd/events.jsonl", Usage: "JSON-lines event log `FILE`; \"\" keeps events in memory only"},
@@ -369,7 +371,10 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	go func() { _ = cache.Run(watchCtx) }()
 	go func() { _ = mon.Run(watchCtx) }()
 	al := alert.New(alert.Config{MailTo: cfg.Alerts.MailTo, SMTP: cfg.Alerts.SMTP, Webhook: cfg.Alerts.Webhook,
-		Interval: cfg.Alerts.Interval, Logger: log.With("component", "alert")})
+		Interval: cfg.Alerts.Interval, From: cfg.Alerts.From, Logger: log.With("component", "alert")})
+	if from, fqdn := alert.DefaultFrom(); cfg.Alerts.MailTo != "" && cfg.Alerts.From == "" && !fqdn {
+		log.Warn("alert mail is sent from an address at a short host name, which relays with reject_non_fqdn_sender refuse: set alerts.from", "from", from)
+	}
 	// The alerter outlives the servers: requests still in flight at
 	// shutdown publish events too, so it stops (and flushes what is
 	// pending) only once they have drained.

@@ -334,6 +334,7 @@ func TestServeFlagsOverrideConfig(t *testing.T) {
 		{"alerts.smtp", "alert-smtp", "127.0.0.1:2525", "[::1]:25", "[::1]:25"},
 		{"alerts.webhook", "alert-webhook", "https://file.example/hook", "https://flag.example/hook", "https://flag.example/hook"},
 		{"alerts.interval", "alert-interval", "2h", "30m", 30 * time.Minute},
+		{"alerts.from", "alert-from", "alerts@file.example", "tlspolicyd@mx1.flag.example", "tlspolicyd@mx1.flag.example"},
 		{"log.format", "log-format", "json", "text", "text"},
 		{"log.level", "log-level", "debug", "warn", "warn"},
 		{"log.events", "event-log", "/file/events.jsonl", "", ""},
@@ -393,6 +394,7 @@ func TestServeFlagValidated(t *testing.T) {
 		{"--probe-monitor-workers=-1", "--probe-monitor-workers: probe.monitor_workers -1: want at least 1"},
 		{"--alert-interval=-1h", "--alert-interval: alerts.interval -1h0m0s: want a positive duration"},
 		{"--log-level=loud", `--log-level: log.level "loud": want debug, info, warn or error`},
+		{"--alert-from=tlspolicyd@mailhost", `--alert-from: alerts.from "tlspolicyd@mailhost": want an address local@domain.example`},
 	} {
 		_, err := loadServeConfig(t, "--table", "testdata/table", tt.arg)
 		if err == nil || !strings.HasPrefix(err.Error(), tt.want) {

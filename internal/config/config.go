@@ -59,6 +59,9 @@ type Alerts struct {
 	SMTP     string        `yaml:"smtp"`
 	Webhook  string        `yaml:"webhook"`
 	Interval time.Duration `yaml:"interval"`
+	// From is the sender of alert mail; "" = tlspolicyd@ and the host's
+	// fully-qualified name.
+	From string `yaml:"from"`
 }
 
 // Log configures logging.
@@ -251,6 +254,9 @@ func (c Config) Validate() error {
 	default:
 		return keyErrorf("log.level", "%q: want debug, info, warn or error", c.Log.Level)
 	}
+	if f := c.Alerts.From; f != "" && !validMailbox(f) {
+		return keyErrorf("alerts.from", "%q: want an address local@domain.example, without spaces or angle brackets", f)
+	}
 	if c.Log.EventsMaxMB < 1 || c.Log.EventsMaxMB > maxEventsMB {
 		return keyErrorf("log.events_max_mb", "%d: want 1-%d (MiB)", c.Log.EventsMaxMB, maxEventsMB)
 	}
@@ -281,4 +287,20 @@ func (c Config) Validate() error {
 		return keyErrorf("probe.monitor_workers", "%d: want at least 1", c.Probe.MonitorWorkers)
 	}
 	return nil
+}
+
+// validMailbox reports whether a looks like an address an SMTP relay takes
+// in MAIL FROM and a From: header: local@domain, printable ASCII, no
+// spaces, angle brackets or quotes, the domain with a dot.
+func validMailbox(a string) bool {
+	local, domain, ok := strings.Cut(a, "@")
+	if !ok || local == "" || !strings.Contains(domain, ".") || strings.HasPrefix(domain, ".") || strings.HasSuffix(domain, ".") {
+		return false
+	}
+	for _, r := range a {
+		if r <= ' ' || r > '~' || strings.ContainsRune("<>\"(),;:[]", r) {
+			return false
+		}
+	}
+	return !strings.Contains(domain, "@")
 }
