@@ -1,7 +1,6 @@
 package store
 
 import (
-	"fmt"
 	"slices"
 	"time"
 
@@ -79,6 +78,11 @@ func (p *parser) add(sec uint8, e *Entry) {
 	*list = append(*list, e)
 	if first := p.keys.idx[sec].insert(*list, len(*list)-1); first >= 0 {
 		*list = (*list)[:len(*list)-1]
+		if p.included[e.Source.File] {
+			// An included file's content stays out of errors (parsePostfix).
+			p.errorf(e.Source, "duplicate key (first at %s)", (*list)[first].Source)
+			return
+		}
 		p.errorf(e.Source, "duplicate key %q (first at %s)", e.Key, (*list)[first].Source)
 		return
 	}
@@ -174,10 +178,10 @@ func checkTransportPolicy(section string, pol *Policy) error {
 	switch pol.Level {
 	case LevelEncrypt, LevelVerify, LevelSecure:
 	default:
-		return fmt.Errorf("level %s has no transport: %s entries select the transport tlspolicyd-encrypt:, tlspolicyd-verify: or tlspolicyd-secure:, so the level must be encrypt, verify or secure", pol.Level, section)
+		return errorf("level %s has no transport: %s entries select the transport tlspolicyd-encrypt:, tlspolicyd-verify: or tlspolicyd-secure:, so the level must be encrypt, verify or secure", pol.Level, section)
 	}
 	if len(pol.Attrs) > 0 {
-		return fmt.Errorf("attributes are not supported in %s (the entry only selects the transport tlspolicyd-%s:, whose TLS policy comes from map tls_policy_%s): put %s=%s on an outbound entry", section, pol.Level, pol.Level, pol.Attrs[0].Name, pol.Attrs[0].Value)
+		return errorf("attributes are not supported in %s (the entry only selects the transport tlspolicyd-%s:, whose TLS policy comes from map tls_policy_%s): put %s=%s on an outbound entry", section, pol.Level, pol.Level, pol.Attrs[0].Name, pol.Attrs[0].Value)
 	}
 	return nil
 }

@@ -2,9 +2,11 @@ package store
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Source is where a table element was written: a file and a 1-based line.
@@ -85,4 +87,58 @@ func (l ErrorList) err() error {
 	}
 	l.sort()
 	return l
+}
+
+// Quoted input is cut to maxQuoted bytes (a SHA-256 fingerprint, 95,
+// stays whole): a 5 MB line must not come back whole in an error.
+// Strings printed with %s or %v are cut only past maxPlain, so the fixed
+// texts that messages pass that way stay whole.
+const (
+	maxQuoted = 100
+	maxPlain  = 160
+)
+
+// clip returns s cut to at most n bytes (on a rune boundary) and "…".
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+// clipArgs returns args with the long strings cut for format: to
+// maxQuoted for a %q verb, to maxQuoted too when past maxPlain for others.
+func clipArgs(format string, args []any) []any {
+	out := args
+	arg := 0
+	for i := 0; i < len(format); i++ {
+		if format[i] != '%' {
+			continue
+		}
+		i++
+		for i < len(format) && strings.IndexByte("+-# 0123456789.", format[i]) >= 0 {
+			i++
+		}
+		if i >= len(format) || format[i] == '%' {
+			continue
+		}
+		if arg < len(args) {
+			if s, ok := args[arg].(string); ok && (len(s) > maxPlain || format[i] == 'q' && len(s) > maxQuoted) {
+				if &out[0] == &args[0] {
+					out = slices.Clone(args)
+				}
+				out[arg] = clip(s, maxQuoted)
+			}
+		}
+		arg++
+	}
+	return out
+}
+
+// errorf is fmt.Errorf with the long strings of args cut (clipArgs).
+func errorf(format string, args ...any) error {
+	return fmt.Errorf(format, clipArgs(format, args)...)
 }

@@ -237,10 +237,10 @@ func normalizeSelector(field, s string) (string, error) {
 	if strings.Contains(s, "/") {
 		pfx, err := netip.ParsePrefix(s)
 		if err != nil {
-			return "", fmt.Errorf("%q is not a CIDR prefix", s)
+			return "", errorf("%q is not a CIDR prefix", s)
 		}
 		if pfx != pfx.Masked() {
-			return "", fmt.Errorf("%q has host bits set (did you mean %s?)", s, pfx.Masked())
+			return "", errorf("%q has host bits set (did you mean %s?)", s, pfx.Masked())
 		}
 		if a := pfx.Addr(); a.Is4In6() {
 			// Postfix's client_address is matched as IPv4 (an IPv4-mapped
@@ -252,13 +252,13 @@ func normalizeSelector(field, s string) (string, error) {
 	}
 	if a, err := netip.ParseAddr(s); err == nil {
 		if a.Zone() != "" {
-			return "", fmt.Errorf("%q: IPv6 zones are not supported", s)
+			return "", errorf("%q: IPv6 zones are not supported", s)
 		}
 		return a.Unmap().String(), nil
 	}
 	k := NormalizeKey(s)
 	if err := checkHostname(strings.TrimPrefix(k, ".")); err != nil {
-		return "", fmt.Errorf("%q is not an IP address, CIDR prefix, host name or .domain: %v", s, err)
+		return "", errorf("%q is not an IP address, CIDR prefix, host name or .domain: %v", s, err)
 	}
 	return k, nil
 }
@@ -287,7 +287,7 @@ func checkHeaderName(s string) error {
 	}
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 33 || c > 126 || c == ':' {
-			return fmt.Errorf("invalid character %q in a header name", c)
+			return errorf("invalid character %q in a header name", c)
 		}
 	}
 	return nil

@@ -46,6 +46,7 @@ func (p *parser) include(file string, v *yaml.Node) {
 				p.errorf(src(file, val), "include %s: %v", rel, err)
 				return
 			}
+			p.included[path] = true
 			p.parsePostfix(path, data)
 		})
 	}

@@ -2,7 +2,6 @@ package store
 
 import (
 	"errors"
-	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -43,10 +42,10 @@ func checkHostname(s string) error {
 			return errors.New("empty label (misplaced \".\")")
 		}
 		if len(label) > 63 {
-			return fmt.Errorf("label %q is longer than 63 characters", label)
+			return errorf("label %q is longer than 63 characters", label)
 		}
 		if label[0] == '-' || label[len(label)-1] == '-' {
-			return fmt.Errorf("label %q starts or ends with \"-\"", label)
+			return errorf("label %q starts or ends with \"-\"", label)
 		}
 		for _, r := range label {
 			switch {
@@ -56,7 +55,7 @@ func checkHostname(s string) error {
 			case r > unicode.MaxASCII && (unicode.IsLetter(r) || unicode.IsDigit(r) || unicode.IsMark(r)):
 				numeric = false
 			default:
-				return fmt.Errorf("invalid character %q", r)
+				return errorf("invalid character %q", r)
 			}
 		}
 		if !dotted {
@@ -77,14 +76,14 @@ func checkPort(p string) error {
 	if p[0] >= '0' && p[0] <= '9' {
 		n, err := strconv.Atoi(p)
 		if err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("port %q is not a number from 1 to 65535", p)
+			return errorf("port %q is not a number from 1 to 65535", p)
 		}
 		return nil
 	}
 	for i := 0; i < len(p); i++ {
 		c := p[i]
 		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return fmt.Errorf("port %q is neither a number nor a service name", p)
+			return errorf("port %q is neither a number nor a service name", p)
 		}
 	}
 	return nil
@@ -96,7 +95,7 @@ func checkBracketHost(h string) error {
 	if v6, ok := strings.CutPrefix(h, "ipv6:"); ok {
 		a, err := netip.ParseAddr(v6)
 		if err != nil || !a.Is6() || a.Zone() != "" {
-			return fmt.Errorf("%q is not an IPv6 address", v6)
+			return errorf("%q is not an IPv6 address", v6)
 		}
 		return nil
 	}
@@ -104,10 +103,10 @@ func checkBracketHost(h string) error {
 		if a.Is4() {
 			return nil
 		}
-		return fmt.Errorf("an IPv6 address is written [ipv6:%s], as Postfix does", h)
+		return errorf("an IPv6 address is written [ipv6:%s], as Postfix does", h)
 	}
 	if strings.Contains(h, ":") {
-		return fmt.Errorf("%q is not an IPv4 address or host name (an IPv6 address is written [ipv6:…])", h)
+		return errorf("%q is not an IPv4 address or host name (an IPv6 address is written [ipv6:…])", h)
 	}
 	return checkHostname(h)
 }
@@ -119,19 +118,19 @@ func checkOutboundKey(k string) error {
 		return errors.New("empty key")
 	}
 	if strings.Contains(k, "@") {
-		return fmt.Errorf("invalid key %q: outbound keys are next hops, not addresses (per-address rules go under recipients)", k)
+		return errorf("invalid key %q: outbound keys are next hops, not addresses (per-address rules go under recipients)", k)
 	}
 	if strings.ContainsAny(k, " \t\r\n,") {
-		return fmt.Errorf("invalid key %q: keys contain no whitespace or commas", k)
+		return errorf("invalid key %q: keys contain no whitespace or commas", k)
 	}
 	switch {
 	case k[0] == '[':
 		end := strings.IndexByte(k, ']')
 		if end < 0 {
-			return fmt.Errorf("invalid key %q: missing \"]\"", k)
+			return errorf("invalid key %q: missing \"]\"", k)
 		}
 		if err := checkBracketHost(k[1:end]); err != nil {
-			return fmt.Errorf("invalid key %q: %v", k, err)
+			return errorf("invalid key %q: %v", k, err)
 		}
 		rest := k[end+1:]
 		if rest == "" {
@@ -139,25 +138,25 @@ func checkOutboundKey(k string) error {
 		}
 		port, ok := strings.CutPrefix(rest, ":")
 		if !ok {
-			return fmt.Errorf("invalid key %q: want [host] or [host]:port", k)
+			return errorf("invalid key %q: want [host] or [host]:port", k)
 		}
 		if err := checkPort(port); err != nil {
-			return fmt.Errorf("invalid key %q: %v", k, err)
+			return errorf("invalid key %q: %v", k, err)
 		}
 		return nil
 	case k[0] == '.':
 		if err := checkHostname(k[1:]); err != nil {
-			return fmt.Errorf("invalid key %q: %v", k, err)
+			return errorf("invalid key %q: %v", k, err)
 		}
 		return nil
 	}
 	host, port, hasPort := strings.Cut(k, ":")
 	if err := checkHostname(host); err != nil {
-		return fmt.Errorf("invalid key %q: %v", k, err)
+		return errorf("invalid key %q: %v", k, err)
 	}
 	if hasPort {
 		if err := checkPort(port); err != nil {
-			return fmt.Errorf("invalid key %q: %v", k, err)
+			return errorf("invalid key %q: %v", k, err)
 		}
 	}
 	return nil
@@ -170,43 +169,43 @@ func checkAddressKey(k string) error {
 		return errors.New("empty key")
 	}
 	if strings.ContainsAny(k, " \t\r\n,<>") {
-		return fmt.Errorf("invalid address %q: want local@domain, domain or .domain", k)
+		return errorf("invalid address %q: want local@domain, domain or .domain", k)
 	}
 	if k[0] == '.' {
 		if err := checkHostname(k[1:]); err != nil {
-			return fmt.Errorf("invalid key %q: %v", k, err)
+			return errorf("invalid key %q: %v", k, err)
 		}
 		return nil
 	}
 	local, domain, isAddr := strings.Cut(k, "@")
 	if !isAddr {
 		if err := checkHostname(k); err != nil {
-			return fmt.Errorf("invalid key %q: %v", k, err)
+			return errorf("invalid key %q: %v", k, err)
 		}
 		return nil
 	}
 	if local == "" {
-		return fmt.Errorf("invalid address %q: empty local part (for a whole domain write just the domain)", k)
+		return errorf("invalid address %q: empty local part (for a whole domain write just the domain)", k)
 	}
 	if strings.Contains(domain, "@") {
-		return fmt.Errorf("invalid address %q: more than one \"@\"", k)
+		return errorf("invalid address %q: more than one \"@\"", k)
 	}
 	if !utf8.ValidString(local) {
-		return fmt.Errorf("invalid address %q: local part is not valid UTF-8", k)
+		return errorf("invalid address %q: local part is not valid UTF-8", k)
 	}
 	for _, r := range local {
 		if r < ' ' || r == 0x7f {
-			return fmt.Errorf("invalid address %q: control character in local part", k)
+			return errorf("invalid address %q: control character in local part", k)
 		}
 	}
 	if strings.HasPrefix(domain, "[") && strings.HasSuffix(domain, "]") {
 		if err := checkBracketHost(domain[1 : len(domain)-1]); err != nil {
-			return fmt.Errorf("invalid address %q: %v", k, err)
+			return errorf("invalid address %q: %v", k, err)
 		}
 		return nil
 	}
 	if err := checkHostname(domain); err != nil {
-		return fmt.Errorf("invalid address %q: %v", k, err)
+		return errorf("invalid address %q: %v", k, err)
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ type parser struct {
 	ruleSeen map[string]Source // inbound rule name -> first definition
 	defSeen  map[string]Source // defaults field -> first setting
 	incSeen  map[string]Source // absolute include path -> first include
+	included map[string]bool   // included files, by the name their entries carry
 	files    map[string]bool
 	dirs     map[string]bool
 	// pols interns policies by the text as written: a table has few
@@ -61,6 +62,7 @@ func newParser() *parser {
 		ruleSeen: map[string]Source{},
 		defSeen:  map[string]Source{},
 		incSeen:  map[string]Source{},
+		included: map[string]bool{},
 		files:    map[string]bool{},
 		dirs:     map[string]bool{},
 		pols:     map[string]parsedPolicy{},
@@ -69,7 +71,7 @@ func newParser() *parser {
 }
 
 func (p *parser) errorf(src Source, format string, args ...any) {
-	err := &Error{Source: src, Msg: fmt.Sprintf(format, args...)}
+	err := &Error{Source: src, Msg: fmt.Sprintf(format, clipArgs(format, args)...)}
 	if p.deferred {
 		p.events = append(p.events, event{kind: evError, err: err})
 		return

@@ -2,7 +2,6 @@ package store
 
 import (
 	"errors"
-	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -196,40 +195,40 @@ func ParsePolicy(s string) (*Policy, error) {
 	level, ok := ParseLevel(strings.ToLower(toks[0]))
 	if !ok {
 		if strings.Contains(toks[0], "=") {
-			return nil, fmt.Errorf("policy %q does not start with a level (want none, may, encrypt, dane, dane-only, fingerprint, verify or secure)", s)
+			return nil, errorf("policy %q does not start with a level (want none, may, encrypt, dane, dane-only, fingerprint, verify or secure)", s)
 		}
-		return nil, fmt.Errorf("unknown level %q (want none, may, encrypt, dane, dane-only, fingerprint, verify or secure)", toks[0])
+		return nil, errorf("unknown level %q (want none, may, encrypt, dane, dane-only, fingerprint, verify or secure)", toks[0])
 	}
 	p := &Policy{Level: level, Text: collapseSpace(s)}
 	var seen attrSet
 	for _, tok := range toks[1:] {
 		if tok[0] == '{' || tok[len(tok)-1] == '}' {
-			return nil, fmt.Errorf("attribute %q: brace-quoted values are not supported (values contain no whitespace or commas; join lists with \":\")", tok)
+			return nil, errorf("attribute %q: brace-quoted values are not supported (values contain no whitespace or commas; join lists with \":\")", tok)
 		}
 		name, val, ok := strings.Cut(tok, "=")
 		if !ok {
-			return nil, fmt.Errorf("malformed attribute %q: want name=value (values contain no whitespace or commas; join lists with \":\")", tok)
+			return nil, errorf("malformed attribute %q: want name=value (values contain no whitespace or commas; join lists with \":\")", tok)
 		}
 		if name == "" {
-			return nil, fmt.Errorf("malformed attribute %q: missing attribute name", tok)
+			return nil, errorf("malformed attribute %q: missing attribute name", tok)
 		}
 		name = strings.ToLower(name)
 		switch name {
 		case attrCiphers, attrExclude, attrProtocols, attrMatch, attrConnectionReuse, attrTafile, attrServername:
 		default:
-			return nil, fmt.Errorf("unknown attribute %q (Postfix 3.7 knows ciphers, exclude, protocols, match, connection_reuse, tafile, servername)", name)
+			return nil, errorf("unknown attribute %q (Postfix 3.7 knows ciphers, exclude, protocols, match, connection_reuse, tafile, servername)", name)
 		}
 		if !attrAllowed(name, level) {
 			if level == LevelNone {
-				return nil, fmt.Errorf("attribute %q is not allowed at level none: TLS is disabled (Postfix ignores it)", name)
+				return nil, errorf("attribute %q is not allowed at level none: TLS is disabled (Postfix ignores it)", name)
 			}
-			return nil, fmt.Errorf("attribute %q is not allowed at level %s (only at %s)", name, level, levelsFor(name))
+			return nil, errorf("attribute %q is not allowed at level %s (only at %s)", name, level, levelsFor(name))
 		}
 		switch name {
 		case attrCiphers, attrProtocols, attrServername, attrExclude:
 			// smtp_tls_policy.c: "Only one instance per policy."
 			if seen.has(name) {
-				return nil, fmt.Errorf("attribute %q is specified more than once", name)
+				return nil, errorf("attribute %q is specified more than once", name)
 			}
 		}
 		seen.add(name)
@@ -301,7 +300,7 @@ func checkAttrValue(name, val string, level Level) error {
 		if val == "" {
 			return errors.New(`attribute "ciphers" has an empty value (want export, low, medium, high or null)`)
 		}
-		return fmt.Errorf("ciphers=%s: unknown cipher grade (want export, low, medium, high or null)", val)
+		return errorf("ciphers=%s: unknown cipher grade (want export, low, medium, high or null)", val)
 	case attrProtocols:
 		return checkProtocols(val)
 	case attrServername:
@@ -309,11 +308,11 @@ func checkAttrValue(name, val string, level Level) error {
 			return errors.New(`attribute "servername" has an empty value (want a host name, "hostname" or "nexthop")`)
 		}
 		if err := checkHostname(val); err != nil {
-			return fmt.Errorf("servername=%s: invalid host name: %v", val, err)
+			return errorf("servername=%s: invalid host name: %v", val, err)
 		}
 	case attrConnectionReuse:
 		if !strings.EqualFold(val, "yes") && !strings.EqualFold(val, "no") {
-			return fmt.Errorf("connection_reuse=%s: want yes or no", val)
+			return errorf("connection_reuse=%s: want yes or no", val)
 		}
 	case attrTafile:
 		if val == "" {
@@ -337,7 +336,7 @@ var versionNames = []string{"None", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLS
 func checkProtocols(val string) error {
 	for _, tok := range strings.Split(val, ":") {
 		if _, ok := parseProtocolToken(tok); !ok {
-			return fmt.Errorf("protocols=%s: unknown protocol %q (want colon-separated SSLv2, SSLv3, TLSv1, TLSv1.1, TLSv1.2, TLSv1.3, each optionally with \"!\", or >=VERSION / <=VERSION, e.g. protocols=>=TLSv1.2)", val, tok)
+			return errorf("protocols=%s: unknown protocol %q (want colon-separated SSLv2, SSLv3, TLSv1, TLSv1.1, TLSv1.2, TLSv1.3, each optionally with \"!\", or >=VERSION / <=VERSION, e.g. protocols=>=TLSv1.2)", val, tok)
 		}
 	}
 	return nil
@@ -410,9 +409,9 @@ func ProtocolRange(spec string) (lo, hi uint16, err error) {
 		t, ok := parseProtocolToken(tok)
 		switch {
 		case !ok:
-			return 0, 0, fmt.Errorf("protocols=%s: unknown protocol %q", spec, tok)
+			return 0, 0, errorf("protocols=%s: unknown protocol %q", spec, tok)
 		case t.huge:
-			return 0, 0, fmt.Errorf("protocols=%s: unknown TLS version %q", spec, tok[2:])
+			return 0, 0, errorf("protocols=%s: unknown TLS version %q", spec, tok[2:])
 		case t.op == '>':
 			floor = t.version
 		case t.op == '<':
@@ -475,7 +474,7 @@ func checkCertMatch(val string) error {
 		}
 		name := strings.TrimPrefix(tok, ".")
 		if err := checkHostname(name); err != nil {
-			return fmt.Errorf("match=%s: %q is neither hostname, nexthop, dot-nexthop nor a domain name: %v", val, tok, err)
+			return errorf("match=%s: %q is neither hostname, nexthop, dot-nexthop nor a domain name: %v", val, tok, err)
 		}
 	}
 	if n == 0 {
@@ -496,7 +495,7 @@ func checkFingerprints(val string) error {
 		}
 		n++
 		if _, err := decodeFingerprint(fp); err != nil {
-			return fmt.Errorf("match=%s: fingerprint %q: %v", val, fp, err)
+			return errorf("match=%s: fingerprint %q: %v", val, fp, err)
 		}
 	}
 	if n == 0 {
@@ -523,7 +522,7 @@ func decodeFingerprint(fp string) (int, error) {
 		}
 	}
 	if n < 16 || n > 64 {
-		return 0, fmt.Errorf("%d bytes; a digest has 16 (md5) to 64 (sha512) bytes", n)
+		return 0, errorf("%d bytes; a digest has 16 (md5) to 64 (sha512) bytes", n)
 	}
 	return n, nil
 }

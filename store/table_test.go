@@ -367,11 +367,13 @@ func TestPostfixInclude(t *testing.T) {
 	_, err := LoadTable("t.yaml")
 	want := []string{
 		"pf/tls_policy:1: continuation line (starts with whitespace) without a preceding entry",
-		"pf/tls_policy:6: nopolicy.example: no policy (want \"key  level attr=value …\")",
-		`pf/tls_policy:7: duplicate key "dup.example" (first at t.yaml:2)`,
-		`pf/tls_policy:8: duplicate key "ok.example" (first at pf/tls_policy:3)`,
-		"pf/tls_policy:9: bad.example: level fingerprint requires match= with the certificate or public-key fingerprint(s), e.g. match=AB:CD:…|12:34:…",
-		`pf/tls_policy:11: invalid key "[2001:db8::1]:25": an IPv6 address is written [ipv6:2001:db8::1], as Postfix does`,
+		// An included file's errors quote none of it (it may be any
+		// readable file); after 5 the rest is skipped.
+		"pf/tls_policy:6: no policy (want \"key  level attr=value …\")",
+		`pf/tls_policy:7: duplicate key (first at t.yaml:2)`,
+		`pf/tls_policy:8: duplicate key (first at pf/tls_policy:3)`,
+		"pf/tls_policy:9: invalid policy: level fingerprint requires match= with the certificate or public-key fingerprint(s)",
+		`pf/tls_policy:11: stopped reading after 5 errors: not a Postfix tls_policy file?`,
 		"t.yaml:5: ./pf/../pf/tls_policy is already included (first at t.yaml:4)",
 	}
 	if got := errLines(t, err); !slices.Equal(got, want) {
@@ -571,5 +573,51 @@ func TestPoliciesShared(t *testing.T) {
 	}
 	if want := []string{"pf 1/0/0/0", "tbl/a.yaml 3/0/0/0", "tbl/b.yaml 2/1/0/0"}; !slices.Equal(got, want) {
 		t.Errorf("Files = %v, want %v", got, want)
+	}
+}
+
+// TestIncludeQuotesNothing: an include of a file that is not a tls_policy
+// file (/etc/shadow, say) names the file, the line and the kind of error,
+// never its content, and stops after a few errors.
+func TestIncludeQuotesNothing(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	secret := "s3cr3t"
+	var shadow strings.Builder
+	for i := range 50 {
+		fmt.Fprintf(&shadow, "user%d:$6$%s%d$abcdef:19000:0:99999:7:::\n", i, secret, i)
+	}
+	writeFiles(t, dir, map[string]string{
+		"t.yaml": "include:\n  - postfix: shadow\n  - postfix: policies\n",
+		"shadow": shadow.String(),
+		// Lines whose key is valid and whose policy quotes the secret.
+		"policies": "a.example " + secret + "\n" +
+			"b.example encrypt " + secret + "\n" +
+			"c.example encrypt " + secret + "=1\n" +
+			"d.example encrypt ciphers=" + secret + "\n" +
+			"e.example may protocols=" + secret + "\n",
+	})
+	_, err := LoadTable("t.yaml")
+	got := errLines(t, err)
+	want := []string{
+		"policies:1: invalid policy: unknown level (want none, may, encrypt, dane, dane-only, fingerprint, verify or secure)",
+		"policies:2: invalid policy: malformed attribute (want name=value)",
+		"policies:3: invalid policy: unknown attribute (Postfix 3.7 knows ciphers, exclude, protocols, match, connection_reuse, tafile, servername)",
+		"policies:4: invalid policy: invalid value of attribute ciphers",
+		"policies:5: invalid policy: invalid value of attribute protocols",
+		"shadow:1: invalid key (want a next hop: domain, .domain, [host] or [host]:port)",
+		"shadow:2: invalid key (want a next hop: domain, .domain, [host] or [host]:port)",
+		"shadow:3: invalid key (want a next hop: domain, .domain, [host] or [host]:port)",
+		"shadow:4: invalid key (want a next hop: domain, .domain, [host] or [host]:port)",
+		"shadow:5: invalid key (want a next hop: domain, .domain, [host] or [host]:port)",
+		"shadow:6: stopped reading after 5 errors: not a Postfix tls_policy file?",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("errors:\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
+	}
+	for _, e := range got {
+		if strings.Contains(e, secret) || strings.Contains(e, "user") {
+			t.Errorf("error quotes the included file: %s", e)
+		}
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -107,5 +109,65 @@ func TestTableFIFO(t *testing.T) {
 	waitLog(t, d, n, "include postfix-policy: not a regular file (a named pipe)", "SIGHUP")
 	if got := lookup(t, d, "fifo.example"); got != "encrypt" {
 		t.Errorf("fifo.example answers %q, want the old table's encrypt", got)
+	}
+}
+
+// TestIncludeLeaksNothing: `include: - postfix: /etc/shadow` used to put
+// every line of the file in the ERROR log and the first in a
+// reload_failed event served by /api/events. Now the log, the event and
+// check name the file, the line and the kind of error only.
+func TestIncludeLeaksNothing(t *testing.T) {
+	const secret = "Sup3rS3cret"
+	httpAddr := "127.0.0.1:" + itoa(harness.FreePort(t, "127.0.0.1"))
+	dir := t.TempDir()
+	path := filepath.Join(dir, "table.yaml")
+	writeFile(t, path, "outbound:\n  leak.example: encrypt\n")
+	var shadow strings.Builder
+	for i := range 20 {
+		shadow.WriteString("user" + itoa(i) + ":$6$" + secret + itoa(i) + "$xyz:19000:0:99999:7:::\n")
+	}
+	shadowPath := filepath.Join(dir, "shadow")
+	writeFile(t, shadowPath, shadow.String())
+	d := harness.StartDaemon(t, daemonBinary(t), path, "--http", httpAddr)
+
+	n := len(d.Stderr())
+	writeFile(t, path, "outbound:\n  leak.example: encrypt\ninclude:\n  - postfix: "+shadowPath+"\n")
+	logged := waitLog(t, d, n, "stopped reading after 5 errors", "include of a shadow file")
+	leaks := func(s string) bool {
+		s = strings.ToLower(s) // keys are lower-cased before they are checked
+		return strings.Contains(s, strings.ToLower(secret)) || strings.Contains(s, "user1")
+	}
+	if leaks(logged) {
+		t.Errorf("the log carries the included file's content:\n%s", logged)
+	}
+	if got := strings.Count(logged, "level=ERROR"); got > 6 {
+		t.Errorf("%d ERROR lines for one included file, want at most 6:\n%s", got, logged)
+	}
+	var body string
+	if !harness.WaitFor(context.Background(), reloadWithin, func() bool {
+		resp, err := http.Get("http://" + httpAddr + "/api/events")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return strings.Contains(body, "reload_failed")
+	}) {
+		t.Fatalf("/api/events has no reload_failed event: %s", body)
+	}
+	if leaks(body) {
+		t.Errorf("/api/events carries the included file's content: %s", body)
+	}
+	if !strings.Contains(body, shadowPath+":1: invalid key") {
+		t.Errorf("/api/events does not name the place and the kind of error: %s", body)
+	}
+	if got := lookup(t, d, "leak.example"); got != "encrypt" {
+		t.Errorf("leak.example answers %q, want the old table's encrypt", got)
+	}
+
+	code, out := runBinary(t, "check", "--table", path)
+	if code != 1 || leaks(out) || !strings.Contains(out, "stopped reading after 5 errors") {
+		t.Errorf("check: exit %d, output:\n%s\nwant exit 1, 5 errors and none of the file's content", code, out)
 	}
 }
