@@ -39,12 +39,6 @@ type Engine struct {
 	// over, so the prober can check what enforcing it would do. It must not
 	// block.
 	OnTesting func(e *store.Entry)
-
-	// fault is a test hook (fault_test.go): when set, Lookup and Check
-	// call it first with "lookup" or "check", and a non-nil error, a panic
-	// or a hang in it stands for a failure of resolution. Always nil in
-	// production.
-	fault func(op string) error
 }
 
 // New returns an Engine serving s (which may be nil until the first table
@@ -107,11 +101,6 @@ func (e *Engine) Lookup(ctx context.Context, mapName, key string) (socketmap.Rep
 	if err := ctx.Err(); err != nil {
 		return socketmap.Reply{}, err
 	}
-	if e.fault != nil {
-		if err := e.fault("lookup"); err != nil {
-			return socketmap.Reply{}, err
-		}
-	}
 	ans, err := e.Resolve(mapName, key)
 	if err != nil {
 		if errors.Is(err, store.ErrUnknownMap) {
@@ -149,11 +138,6 @@ func (e *Engine) Evaluate(req *policyd.Request) (Decision, error) {
 func (e *Engine) Check(ctx context.Context, req *policyd.Request) (policyd.Action, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
-	}
-	if e.fault != nil {
-		if err := e.fault("check"); err != nil {
-			return "", err
-		}
 	}
 	sn := e.cur.Load()
 	if sn == nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tlspolicyd/tlspolicyd/events"
+	"github.com/tlspolicyd/tlspolicyd/internal/fault"
 	"github.com/tlspolicyd/tlspolicyd/policyd"
 	"github.com/tlspolicyd/tlspolicyd/socketmap"
 )
@@ -65,9 +66,22 @@ func (l *faultLearner) Learned(domain string) (string, string, bool) {
 	return "encrypt", "every MX offered STARTTLS", true
 }
 
+// handler is what the servers call: an Engine, or one wrapped in a
+// fault.Handler.
+type handler interface {
+	socketmap.Handler
+	policyd.Handler
+}
+
+// withFault wraps e so that f runs before every request (fault.Handler,
+// which the end-to-end tests' daemon uses too).
+func withFault(e *Engine, f func() error) handler {
+	return &fault.Handler{Socketmap: e, Policyd: e, Fault: func(context.Context, string, string) error { return f() }}
+}
+
 // frontEnds serves e with a socketmap and a policyd server on loopback and
 // returns their addresses.
-func frontEnds(t *testing.T, e *Engine) (smAddr, pdAddr string) {
+func frontEnds(t *testing.T, e handler) (smAddr, pdAddr string) {
 	t.Helper()
 	sm := &socketmap.Server{Handler: e, RequestTimeout: faultRequestTimeout, Logger: quietLogger()}
 	pd := &policyd.Server{Handler: e, RequestTimeout: faultRequestTimeout, Logger: quietLogger()}
@@ -172,26 +186,23 @@ func TestFaultsFailClosed(t *testing.T) {
 	errStore := errors.New("policy store unavailable")
 	tests := []struct {
 		name   string
-		engine func(t *testing.T) *Engine
+		engine func(t *testing.T) handler
 	}{
-		{"resolution error", func(t *testing.T) *Engine {
+		{"resolution error", func(t *testing.T) handler {
 			e := New(buildStore(t, faultTable), &faultLearner{}, nil, quietLogger())
-			e.fault = func(string) error { return errStore }
-			return e
+			return withFault(e, func() error { return errStore })
 		}},
-		{"resolution panics", func(t *testing.T) *Engine {
+		{"resolution panics", func(t *testing.T) handler {
 			e := New(buildStore(t, faultTable), &faultLearner{}, nil, quietLogger())
-			e.fault = func(op string) error { panic("resolver bug in " + op) }
-			return e
+			return withFault(e, func() error { panic("resolver bug") })
 		}},
-		{"resolution hangs", func(t *testing.T) *Engine {
+		{"resolution hangs", func(t *testing.T) handler {
 			release := make(chan struct{})
 			t.Cleanup(func() { close(release) })
 			e := New(buildStore(t, faultTable), &faultLearner{}, nil, quietLogger())
-			e.fault = func(string) error { <-release; return nil }
-			return e
+			return withFault(e, func() error { <-release; return nil })
 		}},
-		{"no table loaded", func(t *testing.T) *Engine {
+		{"no table loaded", func(t *testing.T) handler {
 			return New(nil, &faultLearner{}, nil, quietLogger())
 		}},
 	}

@@ -22,6 +22,10 @@ var (
 	buildOnce sync.Once
 	binPath   string
 	buildErr  error
+
+	faultOnce sync.Once
+	faultPath string
+	faultErr  error
 )
 
 func TestMain(m *testing.M) {
@@ -34,6 +38,21 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// faultBinary builds ./cmd/tlspolicyd with harness.FaultsTag once per run
+// and returns its path.
+func faultBinary(t testing.TB) string {
+	t.Helper()
+	faultOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		faultPath, faultErr = harness.BuildDaemon(ctx, binDir, harness.FaultsTag)
+	})
+	if faultErr != nil {
+		t.Fatalf("cannot test the daemon: %v", faultErr)
+	}
+	return faultPath
 }
 
 // daemonBinary builds ./cmd/tlspolicyd once per run and returns its path;

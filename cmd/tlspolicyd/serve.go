@@ -229,6 +229,10 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 		}
 	}
 	eng := engine.New(nil, nil, ring, log)
+	smHandler, pdHandler, err := withFaults(eng, log) // the engine itself, except in test builds
+	if err != nil {
+		return cli.Exit("tlspolicyd: "+err.Error(), 1)
+	}
 
 	// The prober, its persistent cache (learned policies, status page) and
 	// the monitor that re-probes enforced and testing entries.
@@ -318,14 +322,14 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	if l, err := open("socketmap", cfg.Listen.Socketmap); err != nil {
 		return cli.Exit("tlspolicyd: "+err.Error(), 1)
 	} else if l != nil {
-		srv := &socketmap.Server{Handler: eng, Observe: metrics.SocketmapReply, Logger: log.With("server", "socketmap"), MaxConns: cfg.MaxConnections}
+		srv := &socketmap.Server{Handler: smHandler, Observe: metrics.SocketmapReply, Logger: log.With("server", "socketmap"), MaxConns: cfg.MaxConnections}
 		servers = append(servers, server{"socketmap", func() error { return srv.Serve(l) }, srv.Shutdown})
 		log.Info("listening", "server", "socketmap", "addr", l.Addr().String())
 	}
 	if l, err := open("policyd", cfg.Listen.Policyd); err != nil {
 		return cli.Exit("tlspolicyd: "+err.Error(), 1)
 	} else if l != nil {
-		srv := &policyd.Server{Handler: eng, Observe: metrics.PolicydReply, Logger: log.With("server", "policyd"), MaxConns: cfg.MaxConnections}
+		srv := &policyd.Server{Handler: pdHandler, Observe: metrics.PolicydReply, Logger: log.With("server", "policyd"), MaxConns: cfg.MaxConnections}
 		servers = append(servers, server{"policyd", func() error { return srv.Serve(l) }, srv.Shutdown})
 		log.Info("listening", "server", "policyd", "addr", l.Addr().String())
 	}

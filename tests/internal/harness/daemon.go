@@ -52,16 +52,25 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
+// FaultsTag is the build tag of a daemon with fault injection
+// (internal/fault): its servers fail as $TLSPOLICYD_FAULTS says.
+const FaultsTag = "tlspolicyd_faults"
+
 // BuildDaemon runs `go build -o DIR/tlspolicyd ./cmd/tlspolicyd` in the
-// module root and returns the binary's path. The error carries the
-// compiler's output.
-func BuildDaemon(ctx context.Context, dir string) (string, error) {
+// module root and returns the binary's path; with tags, `-tags` is added
+// and the binary is DIR/tlspolicyd-TAG…. The error carries the compiler's
+// output.
+func BuildDaemon(ctx context.Context, dir string, tags ...string) (string, error) {
 	root, err := ModuleRoot()
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(dir, "tlspolicyd")
-	cmd := exec.CommandContext(ctx, goTool(), "build", "-o", bin, "./cmd/tlspolicyd")
+	bin := filepath.Join(dir, strings.Join(append([]string{"tlspolicyd"}, tags...), "-"))
+	args := []string{"build", "-o", bin}
+	if len(tags) > 0 {
+		args = append(args, "-tags", strings.Join(tags, ","))
+	}
+	cmd := exec.CommandContext(ctx, goTool(), append(args, "./cmd/tlspolicyd")...)
 	cmd.Dir = root
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -96,6 +105,13 @@ const NoResolver = "127.0.0.1:1"
 // with SIGTERM (SIGKILL after 5 s) and logs its stderr if the test failed.
 func StartDaemon(t testing.TB, bin, table string, extra ...string) *Daemon {
 	t.Helper()
+	return StartDaemonEnv(t, nil, bin, table, extra...)
+}
+
+// StartDaemonEnv is StartDaemon with env (NAME=value) added to the
+// daemon's environment, e.g. TLSPOLICYD_FAULTS for a FaultsTag build.
+func StartDaemonEnv(t testing.TB, env []string, bin, table string, extra ...string) *Daemon {
+	t.Helper()
 	addr := net.JoinHostPort("127.0.0.1", itoa(FreePort(t, "127.0.0.1")))
 	args := append([]string{"serve", "--table", table, "--socketmap", addr, "--policyd", "", "--http", "",
 		"--probe-cache", filepath.Join(t.TempDir(), "probes.json"),
@@ -106,6 +122,9 @@ func StartDaemon(t testing.TB, bin, table string, extra ...string) *Daemon {
 		"--resolver", NoResolver}, extra...)
 	d := &Daemon{Addr: addr, Table: table, t: t, stderr: &syncBuffer{}, exited: make(chan struct{})}
 	d.cmd = exec.Command(bin, args...)
+	if len(env) > 0 {
+		d.cmd.Env = append(os.Environ(), env...)
+	}
 	d.cmd.Stdout = d.stderr
 	d.cmd.Stderr = d.stderr
 	if err := d.cmd.Start(); err != nil {
