@@ -69,9 +69,9 @@ func TestProbeCipherSuitesAsPostfix(t *testing.T) {
 		{"ECDHE AES-128-CBC-SHA256", []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256}, tls.VersionTLS12,
 			StatusOK, "TLSv1.2", "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256"},
 		{"3DES only: OpenSSL 3 has none", []uint16{tls.TLS_RSA_WITH_3DES_EDE_CBC_SHA}, tls.VersionTLS12,
-			StatusNoSTARTTLS, "", ""},
+			StatusTLSFailed, "", ""},
 		{"RC4 only: OpenSSL 3 has none", []uint16{tls.TLS_RSA_WITH_RC4_128_SHA}, tls.VersionTLS12,
-			StatusNoSTARTTLS, "", ""},
+			StatusTLSFailed, "", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

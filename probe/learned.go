@@ -144,7 +144,7 @@ func (c *Cache) learnLocked(r *Result, now time.Time) []Event {
 			nr.LastConfirmed = r.Time
 			c.learned[r.Target] = &nr
 		}
-	case r.Status == StatusNoSTARTTLS && rec != nil:
+	case (r.Status == StatusNoSTARTTLS || r.Status == StatusTLSFailed) && rec != nil:
 		if r.Time.Sub(rec.LastConfirmed) > maxAge {
 			delete(c.learned, r.Target)
 			return []Event{{Time: now, Kind: EventUnlearned, Target: r.Target,

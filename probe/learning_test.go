@@ -39,3 +39,26 @@ func TestSetLearningOff(t *testing.T) {
 		t.Error("not learned from a probe after learning was turned on")
 	}
 }
+
+// TestLearnedContradictedByTLSFailure: STARTTLS offered but the handshake
+// failing defers encrypt mail as surely as no STARTTLS: it is a refused
+// downgrade of a learned domain too.
+func TestLearnedContradictedByTLSFailure(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	clk := newClock(t0)
+	var ev events
+	c := NewCache(CacheConfig{Now: clk.Now, OnEvent: ev.add, Logger: slog.New(slog.DiscardHandler)})
+	c.Put(synthetic("tls.example", t0, true))
+	r := synthetic("tls.example", t0.Add(time.Hour), true)
+	a := &r.MX[0].Addrs[0]
+	a.TLS, a.ErrorClass, a.Error = nil, ClassHandshake, "TLS handshake after STARTTLS timed out"
+	r.Status, r.Reason = "", ""
+	r.judge()
+	if r.Status != StatusTLSFailed {
+		t.Fatalf("status %q, want %q", r.Status, StatusTLSFailed)
+	}
+	c.Put(r)
+	if k := ev.kinds(); len(k) != 2 || k[1] != EventDowngradeRefused {
+		t.Errorf("events = %v, want learned then learned-downgrade-refused", k)
+	}
+}

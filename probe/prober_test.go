@@ -234,7 +234,7 @@ func TestProbeScenarios(t *testing.T) {
 					"EHLO": "250-mx1.nohs.test\r\n250 starttls\r\n", "STARTTLS": "220 go ahead\r\n"}}.Handle)
 			},
 			target: "nohs.test",
-			status: StatusNoSTARTTLS,
+			status: StatusTLSFailed,
 			levels: levels{true, false, false, false},
 			reason: []string{"TLS handshake"},
 			class:  ClassHandshake,
@@ -247,7 +247,7 @@ func TestProbeScenarios(t *testing.T) {
 					"EHLO": "250-mx1.inject.test\r\n250 STARTTLS\r\n", "STARTTLS": "220 go ahead\r\n250 injected\r\n"}}.Handle)
 			},
 			target: "inject.test",
-			status: StatusNoSTARTTLS,
+			status: StatusTLSFailed,
 			levels: levels{true, false, false, false},
 			class:  ClassHandshake, // this fake speaks no TLS
 			check: func(t *testing.T, r *Result) {

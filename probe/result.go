@@ -13,8 +13,12 @@ const (
 	// handshake, so "encrypt" would deliver (see Levels for verify/secure).
 	StatusOK = "ok"
 	// StatusNoSTARTTLS: at least one reachable MX address does not offer
-	// STARTTLS or its TLS handshake fails, so "encrypt" would defer mail.
+	// STARTTLS (or refuses the command), so "encrypt" would defer mail.
 	StatusNoSTARTTLS = "no-starttls"
+	// StatusTLSFailed: every reachable MX address offers STARTTLS, but at
+	// least one's TLS handshake (or the session after it) fails, so
+	// "encrypt" would defer mail.
+	StatusTLSFailed = "tls-failed"
 	// StatusUnreachable: no MX address could be reached (connection refused
 	// or timed out, no banner, private address refused) or the domain does
 	// not exist (NXDOMAIN) or has no address at all.
@@ -255,6 +259,7 @@ func (r *Result) judge() {
 	var unreached []string
 	temp := false
 	reached := 0
+	noSTARTTLS := false // a reached address without STARTTLS, or refusing it
 	for _, mx := range r.MX {
 		if len(mx.Addrs) == 0 && mx.Error != "" {
 			unreached = append(unreached, mx.Host+": "+mx.Error)
@@ -269,6 +274,7 @@ func (r *Result) judge() {
 				continue
 			}
 			reached++
+			noSTARTTLS = noSTARTTLS || !a.STARTTLS || a.ErrorClass == ClassSTARTTLS
 			for l, why := range addrLevels(a) {
 				failures[l] = append(failures[l], where+": "+why)
 			}
@@ -305,6 +311,9 @@ func (r *Result) judge() {
 		}
 	} else {
 		r.Status = StatusNoSTARTTLS
+		if !noSTARTTLS {
+			r.Status = StatusTLSFailed
+		}
 		r.Reason = r.Levels[LevelEncrypt].Reason
 	}
 	if len(unreached) > 0 {

@@ -22,6 +22,28 @@ import (
 // (textproto has no line length limit of its own).
 const maxSessionBytes = 64 << 10
 
+// errTextCap ends a read once the session reached maxSessionBytes: the
+// prober stopped reading, not the server.
+var errTextCap = fmt.Errorf("the server sent more than %d KiB of text, the prober's limit for one session", maxSessionBytes>>10)
+
+// capReader reads at most n bytes from r, then fails with errTextCap.
+type capReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *capReader) Read(p []byte) (int, error) {
+	if c.n <= 0 {
+		return 0, errTextCap
+	}
+	if int64(len(p)) > c.n {
+		p = p[:c.n]
+	}
+	k, err := c.r.Read(p)
+	c.n -= int64(k)
+	return k, err
+}
+
 // quitWait is how long we wait for the reply to QUIT: it only tidies up.
 const quitWait = 2 * time.Second
 
@@ -56,7 +78,10 @@ func ioFail(step string, err error) error {
 	if errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
 		class = ClassTimeout
 	}
-	if errors.Is(err, io.EOF) {
+	switch {
+	case errors.Is(err, errTextCap):
+		class = ClassProtocol
+	case errors.Is(err, io.EOF):
 		err = errors.New("connection closed by server")
 	}
 	return &stepError{class: class, err: fmt.Errorf("%s: %w", step, err)}
@@ -179,7 +204,14 @@ func (s *session) run(ctx context.Context) error {
 	err = tconn.HandshakeContext(hctx)
 	cancel()
 	if err != nil {
-		return &stepError{ClassHandshake, fmt.Errorf("TLS handshake: %w", err)}
+		var ne net.Error
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+			if ctx.Err() != nil {
+				return &stepError{ClassHandshake, fmt.Errorf("TLS handshake after STARTTLS: probe cancelled: %w", ctx.Err())}
+			}
+			return fail(ClassHandshake, "TLS handshake after STARTTLS timed out (no handshake within %s)", s.p.cfg.Timeout)
+		}
+		return &stepError{ClassHandshake, fmt.Errorf("TLS handshake after STARTTLS: %w", err)}
 	}
 	s.res.TLS = inspectTLS(tconn.ConnectionState(), s.p.cfg.Roots, time.Now(), s.mxHost, s.nexthop)
 
@@ -250,7 +282,7 @@ type textConn struct {
 }
 
 func newTextConn(c io.ReadWriter) *textConn {
-	br := bufio.NewReader(&io.LimitedReader{R: c, N: maxSessionBytes})
+	br := bufio.NewReader(&capReader{r: c, n: maxSessionBytes})
 	return &textConn{br: br, Reader: textproto.NewReader(br), Writer: textproto.NewWriter(bufio.NewWriter(c))}
 }
 

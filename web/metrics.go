@@ -38,7 +38,7 @@ var decisions = []string{"dunno", "defer", "reject", "prepend", "error", other}
 var tlsVersions = []string{"none", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3", other}
 
 // probeStatuses are the probe verdicts labelled as themselves.
-var probeStatuses = []string{probe.StatusOK, probe.StatusNoSTARTTLS, probe.StatusUnreachable, probe.StatusTemporary, probe.StatusNoMail, other}
+var probeStatuses = []string{probe.StatusOK, probe.StatusNoSTARTTLS, probe.StatusTLSFailed, probe.StatusUnreachable, probe.StatusTemporary, probe.StatusNoMail, other}
 
 // eventKinds are the event kinds always exported (at 0 before the first).
 var eventKinds = []events.Kind{events.InboundBlocked, events.InboundWouldBlock, events.OutboundProbeFailed,
@@ -126,7 +126,7 @@ func NewMetrics() *Metrics {
 	})
 	probes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tlspolicyd_probe_verdicts_total",
-		Help: "STARTTLS probe results by verdict (ok, no-starttls, unreachable, temporary, no-mail).",
+		Help: "STARTTLS probe results by verdict (ok, no-starttls, tls-failed, unreachable, temporary, no-mail).",
 	}, []string{"status"})
 	m.probes = map[string]prometheus.Counter{}
 	for _, s := range probeStatuses {

@@ -18,7 +18,7 @@ import (
 // ProbeView is the gist of one probe result.
 type ProbeView struct {
 	Target  string    `json:"target"`
-	Status  string    `json:"status"` // probe.Status*: ok, no-starttls, unreachable, temporary, no-mail
+	Status  string    `json:"status"` // probe.Status*: ok, no-starttls, tls-failed, unreachable, temporary, no-mail
 	Reason  string    `json:"reason,omitempty"`
 	Time    time.Time `json:"time"`
 	Expires time.Time `json:"expires"`
