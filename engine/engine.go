@@ -31,6 +31,7 @@ type snapshot struct {
 type Engine struct {
 	cur     atomic.Pointer[snapshot]
 	learner store.Learner
+	sources Sources
 	log     *slog.Logger
 	events  *events.Ring
 	stats   *Stats
@@ -101,7 +102,7 @@ func (e *Engine) Lookup(ctx context.Context, mapName, key string) (socketmap.Rep
 	if err := ctx.Err(); err != nil {
 		return socketmap.Reply{}, err
 	}
-	ans, err := e.Resolve(mapName, key)
+	ans, err := e.ResolveContext(ctx, mapName, key)
 	if err != nil {
 		if errors.Is(err, store.ErrUnknownMap) {
 			return socketmap.Reply{Status: socketmap.StatusPerm, Data: "unknown map"}, nil

@@ -27,6 +27,7 @@ import (
 	"github.com/tlspolicyd/tlspolicyd/policyd"
 	"github.com/tlspolicyd/tlspolicyd/probe"
 	"github.com/tlspolicyd/tlspolicyd/socketmap"
+	"github.com/tlspolicyd/tlspolicyd/srccache"
 	"github.com/tlspolicyd/tlspolicyd/store"
 	"github.com/tlspolicyd/tlspolicyd/web"
 )
@@ -80,6 +81,12 @@ func keyFlags() []keyFlag {
 		{"log.events", "event-log", func(c *config.Config) any { return &c.Log.Events }},
 		{"log.events_max_mb", "event-log-max-mb", func(c *config.Config) any { return &c.Log.EventsMaxMB }},
 		{"log.events_keep", "event-log-keep", func(c *config.Config) any { return &c.Log.EventsKeep }},
+		{"sources.dane", "dane", func(c *config.Config) any { return &c.Sources.DANE }},
+		{"sources.mta_sts", "mta-sts", func(c *config.Config) any { return &c.Sources.MTASTS }},
+		{"sources.timeout", "sources-timeout", func(c *config.Config) any { return &c.Sources.Timeout }},
+		{"sources.https_ca", "https-ca", func(c *config.Config) any { return &c.Sources.HTTPSCA }},
+		{"sources.mta_sts_port", "mta-sts-port", func(c *config.Config) any { return &c.Sources.MTASTSPort }},
+		{"sources.cache", "sources-cache", func(c *config.Config) any { return &c.Sources.Cache }},
 	}
 }
 
@@ -153,6 +160,12 @@ func serveCommand() *cli.Command {
 		&cli.StringFlag{Name: "event-log", DefaultText: "/var/lib/tlspolicyd/events.jsonl", Usage: "JSON-lines event log `FILE`; \"\" keeps events in memory only"},
 		&cli.IntFlag{Name: "event-log-max-mb", DefaultText: "10", Usage: "rotate the event log past `MIB` MiB"},
 		&cli.IntFlag{Name: "event-log-keep", DefaultText: "3", Usage: "rotated event log files kept, `N`: the disk holds at most (1 + N) × --event-log-max-mb MiB of events"},
+		&cli.BoolFlag{Name: "dane", DefaultText: "true", Usage: "answer DANE (dane-only/dane) for unlisted domains with authenticated TLSA records; needs a DNSSEC-validating --resolver; --dane=false disables"},
+		&cli.BoolFlag{Name: "mta-sts", DefaultText: "true", Usage: "answer enforced MTA-STS policies for unlisted domains; --mta-sts=false disables"},
+		&cli.DurationFlag{Name: "sources-timeout", DefaultText: "5s", Usage: "how long a lookup waits for a domain's first DANE/MTA-STS work, a `DURATION`; then it answers without it"},
+		&cli.StringFlag{Name: "https-ca", DefaultText: "none", Usage: "extra CA certificate `FILE` (PEM) trusted for MTA-STS policy fetches (tests)"},
+		&cli.IntFlag{Name: "mta-sts-port", DefaultText: "443", Usage: "HTTPS `PORT` of mta-sts.<domain> (tests)"},
+		&cli.StringFlag{Name: "sources-cache", DefaultText: "sources.json next to the probe cache", Usage: "snapshot `FILE` of the DANE/MTA-STS cache"},
 	)
 	return &cli.Command{
 		Name:  "serve",
@@ -276,6 +289,15 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 		cache.Load(cfg.Probe.Cache)
 	}
 	eng.SetLearner(cache)
+	src, err := newSources(cfg, log.With("component", "sources"), func(r *srccache.Record) {
+		log.Info("source cache full: record evicted", "kind", r.Kind, "domain", r.Domain, "expires", r.Expires)
+	})
+	if err != nil {
+		return cli.Exit("tlspolicyd: "+err.Error(), 1)
+	}
+	if src != nil {
+		eng.SetSources(src)
+	}
 	mon := &engine.Monitor{Engine: eng, Probe: probeFn, Cache: cache, Interval: cfg.Probe.Interval,
 		Workers: cfg.Probe.MonitorWorkers, MaxPerMinute: cfg.Probe.MaxPerMinute, Logger: log.With("component", "monitor")}
 	eng.OnTesting = mon.Kick
@@ -322,7 +344,8 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	if l, err := open("socketmap", cfg.Listen.Socketmap); err != nil {
 		return cli.Exit("tlspolicyd: "+err.Error(), 1)
 	} else if l != nil {
-		srv := &socketmap.Server{Handler: smHandler, Observe: metrics.SocketmapReply, Logger: log.With("server", "socketmap"), MaxConns: cfg.MaxConnections}
+		srv := &socketmap.Server{Handler: smHandler, Observe: metrics.SocketmapReply, Logger: log.With("server", "socketmap"), MaxConns: cfg.MaxConnections,
+			RequestTimeout: requestTimeout(cfg)}
 		servers = append(servers, server{"socketmap", func() error { return srv.Serve(l) }, srv.Shutdown})
 		log.Info("listening", "server", "socketmap", "addr", l.Addr().String())
 	}
@@ -374,6 +397,9 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	}
 	go func() { _ = cache.Run(watchCtx) }()
 	go func() { _ = mon.Run(watchCtx) }()
+	if src != nil {
+		go func() { _ = src.Run(watchCtx) }()
+	}
 	al := alert.New(alert.Config{MailTo: cfg.Alerts.MailTo, SMTP: cfg.Alerts.SMTP, Webhook: cfg.Alerts.Webhook,
 		Interval: cfg.Alerts.Interval, From: cfg.Alerts.From, Logger: log.With("component", "alert")})
 	if from, fqdn := alert.DefaultFrom(); cfg.Alerts.MailTo != "" && cfg.Alerts.From == "" && !fqdn {
@@ -441,6 +467,11 @@ loop:
 	if cfg.Probe.Cache != "" {
 		if err := cache.Save(); err != nil {
 			log.Warn("saving probe cache", "path", cfg.Probe.Cache, "error", err)
+		}
+	}
+	if src != nil {
+		if err := src.Save(); err != nil {
+			log.Warn("saving source cache", "path", sourcesCachePath(cfg), "error", err)
 		}
 	}
 	if runErr != nil {

@@ -340,6 +340,12 @@ func TestServeFlagsOverrideConfig(t *testing.T) {
 		{"log.events", "event-log", "/file/events.jsonl", "", ""},
 		{"log.events_max_mb", "event-log-max-mb", "5", "20", 20},
 		{"log.events_keep", "event-log-keep", "2", "7", 7},
+		{"sources.dane", "dane", "false", "true", true},
+		{"sources.mta_sts", "mta-sts", "false", "true", true},
+		{"sources.timeout", "sources-timeout", "2s", "3s", 3 * time.Second},
+		{"sources.https_ca", "https-ca", "/file/ca.pem", "/flag/ca.pem", "/flag/ca.pem"},
+		{"sources.mta_sts_port", "mta-sts-port", "8443", "9443", 9443},
+		{"sources.cache", "sources-cache", "/file/sources.json", "/flag/sources.json", "/flag/sources.json"},
 	}
 	flagOf := map[string]string{}
 	for _, kf := range keyFlags() {
@@ -395,6 +401,8 @@ func TestServeFlagValidated(t *testing.T) {
 		{"--alert-interval=-1h", "--alert-interval: alerts.interval -1h0m0s: want a positive duration"},
 		{"--log-level=loud", `--log-level: log.level "loud": want debug, info, warn or error`},
 		{"--alert-from=tlspolicyd@mailhost", `--alert-from: alerts.from "tlspolicyd@mailhost": want an address local@domain.example`},
+		{"--sources-timeout=0s", "--sources-timeout: sources.timeout 0s: want a positive duration"},
+		{"--mta-sts-port=0", "--mta-sts-port: sources.mta_sts_port 0: want 1-65535"},
 	} {
 		_, err := loadServeConfig(t, "--table", "testdata/table", tt.arg)
 		if err == nil || !strings.HasPrefix(err.Error(), tt.want) {

@@ -79,6 +79,23 @@ type Log struct {
 	EventsKeep  int `yaml:"events_keep"`
 }
 
+// Sources configures the policy sources for domains the table does not
+// list: DANE (RFC 7672) and MTA-STS (RFC 8461).
+type Sources struct {
+	DANE   bool `yaml:"dane"`    // needs a DNSSEC-validating probe.resolver (its AD bit is trusted)
+	MTASTS bool `yaml:"mta_sts"` // fetch MTA-STS policies
+	// Timeout bounds how long a lookup waits for a domain's first DNS and
+	// HTTPS work; past it the answer is "no policy known" (or TEMP when
+	// DANE records are known to exist) and the work finishes in the
+	// background.
+	Timeout    time.Duration `yaml:"timeout"`
+	HTTPSCA    string        `yaml:"https_ca"`     // extra CA file (PEM) trusted for policy fetches (tests)
+	MTASTSPort int           `yaml:"mta_sts_port"` // HTTPS port of mta-sts.<domain> (tests)
+	// Cache is the source cache's snapshot file; "" puts sources.json
+	// next to probe.cache (memory only when that is "" too).
+	Cache string `yaml:"cache"`
+}
+
 // Config is the daemon configuration.
 type Config struct {
 	Table      string `yaml:"table"`
@@ -87,10 +104,11 @@ type Config struct {
 	// MaxConnections caps the connections of each of the socketmap and
 	// policyd listeners. Postfix opens one per smtp/smtpd process (its
 	// default_process_limit is 100), so the default leaves ample room.
-	MaxConnections int    `yaml:"max_connections"`
-	Probe          Probe  `yaml:"probe"`
-	Alerts         Alerts `yaml:"alerts"`
-	Log            Log    `yaml:"log"`
+	MaxConnections int     `yaml:"max_connections"`
+	Probe          Probe   `yaml:"probe"`
+	Alerts         Alerts  `yaml:"alerts"`
+	Log            Log     `yaml:"log"`
+	Sources        Sources `yaml:"sources"`
 }
 
 // Default returns the configuration used for every key the file and the
@@ -115,7 +133,8 @@ func Default() Config {
 			MaxPerMinute:   120,
 			MonitorWorkers: 4,
 		},
-		Alerts: Alerts{SMTP: "127.0.0.1:25", Interval: time.Hour},
+		Alerts:  Alerts{SMTP: "127.0.0.1:25", Interval: time.Hour},
+		Sources: Sources{DANE: true, MTASTS: true, Timeout: 5 * time.Second, MTASTSPort: 443},
 		Log: Log{Format: "text", Level: "info", Events: "/var/lib/tlspolicyd/events.jsonl",
 			EventsMaxMB: 10, EventsKeep: 3},
 	}
@@ -239,6 +258,10 @@ const (
 	maxEventsKeep = 1000
 )
 
+// maxSourcesTimeout bounds sources.timeout: the socketmap request timeout
+// is raised above it, and Postfix waits 100 s for a socketmap reply.
+const maxSourcesTimeout = 60 * time.Second
+
 // Validate reports the first value that cannot work, as a *KeyError.
 func (c Config) Validate() error {
 	if _, err := c.FileMode(); err != nil {
@@ -279,6 +302,12 @@ func (c Config) Validate() error {
 		if d.v <= 0 {
 			return keyErrorf(d.key, "%v: want a positive duration such as 30s or 24h", d.v)
 		}
+	}
+	if c.Sources.Timeout <= 0 || c.Sources.Timeout > maxSourcesTimeout {
+		return keyErrorf("sources.timeout", "%v: want a positive duration up to %v", c.Sources.Timeout, maxSourcesTimeout)
+	}
+	if c.Sources.MTASTSPort < 1 || c.Sources.MTASTSPort > 65535 {
+		return keyErrorf("sources.mta_sts_port", "%d: want 1-65535", c.Sources.MTASTSPort)
 	}
 	if c.Probe.MaxPerMinute < 0 {
 		return keyErrorf("probe.max_per_minute", "%d: want 0 (no cap) or more", c.Probe.MaxPerMinute)

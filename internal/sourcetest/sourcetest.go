@@ -237,3 +237,12 @@ func Policy(mode string, maxAge int, mx ...string) string {
 	fmt.Fprintf(&b, "max_age: %d\r\n", maxAge)
 	return b.String()
 }
+
+// PolicyHosts returns the policy host name of each domain: mta-sts.<d>.
+func PolicyHosts(domains ...string) []string {
+	out := make([]string, len(domains))
+	for i, d := range domains {
+		out[i] = "mta-sts." + d
+	}
+	return out
+}

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/tlspolicyd/tlspolicyd/dane"
+	"github.com/tlspolicyd/tlspolicyd/internal/config"
+	"github.com/tlspolicyd/tlspolicyd/internal/dnsq"
+	"github.com/tlspolicyd/tlspolicyd/mtasts"
+	"github.com/tlspolicyd/tlspolicyd/socketmap"
+	"github.com/tlspolicyd/tlspolicyd/sources"
+	"github.com/tlspolicyd/tlspolicyd/srccache"
+)
+
+// sourcesCachePath is where the source cache is snapshotted: the
+// configured file, else sources.json next to the probe cache ("" when
+// there is no probe cache either: memory only).
+func sourcesCachePath(cfg config.Config) string {
+	switch {
+	case cfg.Sources.Cache != "":
+		return cfg.Sources.Cache
+	case cfg.Probe.Cache != "":
+		return filepath.Join(filepath.Dir(cfg.Probe.Cache), "sources.json")
+	}
+	return ""
+}
+
+// newSources builds the DANE and MTA-STS sources with their cache, or
+// returns nil when both are off. The resolver is the prober's.
+func newSources(cfg config.Config, log *slog.Logger, onEvict func(*srccache.Record)) (*sources.Manager, error) {
+	if !cfg.Sources.DANE && !cfg.Sources.MTASTS {
+		return nil, nil
+	}
+	server := cfg.Probe.Resolver
+	if server == "" {
+		cc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
+		if err != nil || len(cc.Servers) == 0 {
+			return nil, fmt.Errorf("sources: no resolver: set probe.resolver (%v)", err)
+		}
+		server = net.JoinHostPort(cc.Servers[0], cc.Port)
+	}
+	client := &dnsq.Client{Server: server, Timeout: 5 * time.Second}
+	cache, err := srccache.New(srccache.Options{Path: sourcesCachePath(cfg), OnEvict: onEvict})
+	if err != nil {
+		return nil, err
+	}
+	mc := sources.Config{Cache: cache, Timeout: cfg.Sources.Timeout, Logger: log}
+	if cfg.Sources.DANE {
+		mc.DANE = &dane.Resolver{DNS: client}
+	}
+	if cfg.Sources.MTASTS {
+		roots, err := x509.SystemCertPool()
+		if err != nil {
+			roots = x509.NewCertPool()
+		}
+		if cfg.Sources.HTTPSCA != "" {
+			pem, err := os.ReadFile(cfg.Sources.HTTPSCA)
+			if err != nil {
+				return nil, fmt.Errorf("sources.https_ca: %w", err)
+			}
+			if !roots.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("sources.https_ca %s: no PEM certificate in it", cfg.Sources.HTTPSCA)
+			}
+		}
+		mc.MTASTS = mtasts.NewFetcher(mtasts.FetcherConfig{DNS: client, RootCAs: roots,
+			Port: cfg.Sources.MTASTSPort, AllowPrivate: cfg.Probe.AllowPrivate})
+	}
+	m, err := sources.New(mc)
+	if err != nil {
+		return nil, err
+	}
+	if n, err := cache.Load(time.Now()); err != nil {
+		log.Warn("source cache not restored (ignored; policies are fetched again)", "path", sourcesCachePath(cfg), "error", err)
+	} else if n > 0 {
+		log.Info("source cache restored", "path", sourcesCachePath(cfg), "records", n)
+	}
+	return m, nil
+}
+
+// requestTimeout is the socketmap watchdog's bound on one lookup: the
+// default, raised to sources.timeout plus a second when the sources are
+// on, so that a slow policy host yields the RFCs' "no policy known"
+// answer rather than the watchdog's TEMP (Postfix waits 100 s for a
+// reply, so the longer bound costs nothing).
+func requestTimeout(cfg config.Config) time.Duration {
+	t := socketmap.DefaultRequestTimeout
+	if cfg.Sources.DANE || cfg.Sources.MTASTS {
+		t = max(t, cfg.Sources.Timeout+time.Second)
+	}
+	return t
+}

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"encoding/pem"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/tlspolicyd/tlspolicyd/internal/probetest"
+	"github.com/tlspolicyd/tlspolicyd/internal/sourcetest"
+	"github.com/tlspolicyd/tlspolicyd/socketmap"
+)
+
+// sourcesWorld is a validating resolver and an MTA-STS policy host (its
+// CA written to a PEM file) for the daemon's DANE and MTA-STS sources.
+type sourcesWorld struct {
+	dns    *sourcetest.Resolver
+	host   *sourcetest.PolicyHost
+	caFile string
+}
+
+func newSourcesWorld(t *testing.T, domains ...string) *sourcesWorld {
+	t.Helper()
+	ca := probetest.NewCA(t)
+	w := &sourcesWorld{dns: sourcetest.NewResolver(t), host: sourcetest.NewPolicyHost(t, ca, sourcetest.PolicyHosts(domains...)...)}
+	w.caFile = filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(w.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range domains {
+		w.dns.Add(t, `_mta-sts.`+d+`. 300 IN TXT "v=STSv1; id=1"`)
+		w.dns.Add(t, "mta-sts."+d+". 300 IN A 127.0.0.1")
+	}
+	return w
+}
+
+func (w *sourcesWorld) args(extra ...string) []string {
+	return append([]string{"--resolver", w.dns.Addr, "--https-ca", w.caFile, "--mta-sts-port", strconv.Itoa(w.host.Port),
+		"--allow-private", "--probe-port", "9"}, extra...)
+}
+
+// dialSocketmap connects to a socketmap server, closed at the end of the test.
+func dialSocketmap(t *testing.T, addr string) *socketmap.Client {
+	t.Helper()
+	cl, err := socketmap.Dial(context.Background(), addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+func lookup(t *testing.T, cl *socketmap.Client, mapName, key string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := cl.Lookup(ctx, mapName, key)
+	if err != nil {
+		t.Fatalf("lookup %s %s: %v", mapName, key, err)
+	}
+	return strings.TrimSpace(r.Status.String() + " " + r.Data)
+}
+
+// TestServeSources: the daemon answers unlisted domains from DANE and
+// MTA-STS in the order table, DANE, MTA-STS, default; the table always
+// wins; floors raise source answers; DANE records that cannot be read
+// defer; cached answers cost no DNS or HTTPS.
+func TestServeSources(t *testing.T) {
+	w := newSourcesWorld(t, "sts.test", "listed.test", "both.test", "testing.test")
+	w.host.SetPolicy(sourcetest.Policy("enforce", 86400, "mx1.sts.test", "*.mx.sts.test"))
+	digest := strings.Repeat("ab", 32)
+	for _, d := range []string{"both.test", "signed.test"} {
+		w.dns.Add(t, d+". 300 IN MX 10 mx."+d+".")
+		w.dns.Add(t, "mx."+d+". 300 IN A 192.0.2.1")
+		w.dns.Add(t, "_25._tcp.mx."+d+". 300 IN TLSA 3 1 1 "+digest)
+		w.dns.Sign(d)
+	}
+	w.dns.Add(t, "broken.test. 300 IN MX 10 mx.broken.test.")
+	w.dns.Add(t, "mx.broken.test. 300 IN A 192.0.2.1")
+	w.dns.Sign("broken.test")
+	w.dns.Fail("_25._tcp.mx.broken.test", dns.TypeTLSA, dns.RcodeServerFailure)
+
+	dir := t.TempDir()
+	table := filepath.Join(dir, "table.yaml")
+	if err := os.WriteFile(table, []byte("outbound:\n  listed.test: may\n  .parent.test: encrypt\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cacheFile := filepath.Join(dir, "sources.json")
+	args := w.args("--table", table, "--socketmap", "127.0.0.1:0", "--policyd", "", "--http", "",
+		"--probe-cache", "", "--event-log", "", "--sources-cache", cacheFile)
+	cl := dialSocketmap(t, startServe(t, []string{"socketmap"}, args...)["socketmap"])
+	const sts = "OK secure match=mx1.sts.test:.mx.sts.test servername=hostname"
+	for _, c := range []struct{ m, key, want string }{
+		{"tls_policy", "sts.test", sts},
+		{"tls_policy", "STS.test.", sts},
+		{"tls_policy", "listed.test", "OK may"}, // the table wins over MTA-STS
+		{"tls_policy", "a.parent.test", "OK encrypt"},
+		{"tls_policy", "both.test", "OK dane-only"}, // DANE wins over MTA-STS
+		{"tls_policy", "signed.test", "OK dane-only"},
+		{"tls_policy", "testing.test", "NOTFOUND"},
+		{"tls_policy", "nothing.test", "NOTFOUND"},
+		{"tls_policy", "[sts.test]", "NOTFOUND"}, // not a bare domain
+		{"tls_policy", ".sts.test", "NOTFOUND"},
+		{"tls_policy_secure", "sts.test", sts},
+		{"tls_policy_secure", "signed.test", "OK dane-only"},
+		{"tls_policy_encrypt", "nothing.test", "OK encrypt"},
+		{"tls_transport", "bob@sts.test", "NOTFOUND"},
+		{"tls_policy", "broken.test", "TEMP"},
+	} {
+		if c.key == "testing.test" {
+			w.host.SetPolicy(sourcetest.Policy("testing", 86400, "mx1.sts.test"))
+		}
+		got := lookup(t, cl, c.m, c.key)
+		if c.want == "TEMP" {
+			got, _, _ = strings.Cut(got, " ")
+		}
+		if got != c.want {
+			t.Errorf("%s %s = %q, want %q", c.m, c.key, got, c.want)
+		}
+		if c.key == "testing.test" {
+			w.host.SetPolicy(sourcetest.Policy("enforce", 86400, "mx1.sts.test", "*.mx.sts.test"))
+		}
+	}
+	// Answered from the cache: no further fetch or TXT query.
+	fetches, txt := w.host.Requests(), w.dns.Count("_mta-sts.sts.test", dns.TypeTXT)
+	for range 20 {
+		if got := lookup(t, cl, "tls_policy", "sts.test"); got != sts {
+			t.Fatalf("cached: %q", got)
+		}
+	}
+	if w.host.Requests() != fetches || w.dns.Count("_mta-sts.sts.test", dns.TypeTXT) != txt {
+		t.Errorf("cached lookups fetched again")
+	}
+}
+
+// TestServeSourcesCacheRestored: the source cache is snapshotted at
+// shutdown and read back at start, so a cached MTA-STS policy stays in
+// force (RFC 8461 §5) when its host is unreachable after a restart.
+func TestServeSourcesCacheRestored(t *testing.T) {
+	w := newSourcesWorld(t, "sts.test")
+	w.host.SetPolicy(sourcetest.Policy("enforce", 86400, "mx1.sts.test"))
+	dir := t.TempDir()
+	table := filepath.Join(dir, "table.yaml")
+	if err := os.WriteFile(table, []byte("outbound: {}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	probeCache := filepath.Join(dir, "probes.json")
+	args := w.args("--table", table, "--socketmap", "127.0.0.1:0", "--policyd", "", "--http", "",
+		"--probe-cache", probeCache, "--event-log", "")
+	const want = "OK secure match=mx1.sts.test servername=hostname"
+	t.Run("first", func(t *testing.T) {
+		cl := dialSocketmap(t, startServe(t, []string{"socketmap"}, args...)["socketmap"])
+		if got := lookup(t, cl, "tls_policy", "sts.test"); got != want {
+			t.Fatalf("got %q", got)
+		}
+	})
+	// Default location: next to the probe cache.
+	b, err := os.ReadFile(filepath.Join(dir, "sources.json"))
+	if err != nil || !strings.Contains(string(b), `"mx1.sts.test"`) {
+		t.Fatalf("snapshot: %v\n%s", err, b)
+	}
+	w.dns.Remove("_mta-sts.sts.test", dns.TypeTXT)
+	w.host.Srv.Close()
+	cl := dialSocketmap(t, startServe(t, []string{"socketmap"}, args...)["socketmap"])
+	if got := lookup(t, cl, "tls_policy", "sts.test"); got != want {
+		t.Fatalf("after restart: %q, want the cached policy", got)
+	}
+}

@@ -1,0 +1,107 @@
+package sources
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/tlspolicyd/tlspolicyd/internal/sourcetest"
+	"github.com/tlspolicyd/tlspolicyd/srccache"
+)
+
+// due makes domain's MTA-STS record due for refresh now.
+func (e *env) due(t *testing.T, domain string) {
+	t.Helper()
+	r := *e.m.Cache().Get(srccache.KindMTASTS, domain)
+	r.Refresh = time.Now().Add(-time.Second)
+	r.Checked = time.Now().Add(-2 * time.Minute) // looked up since
+	_ = e.m.Cache().Put(&r)
+}
+
+// RFC 8461 §5: a refresh refetches when the TXT id changes; a failed
+// fetch keeps the cached policy until max_age; once it has expired, a
+// failing fetch leaves the domain without policy.
+func TestRefresh(t *testing.T) {
+	e := newEnv(t, 5*time.Second, "r.test")
+	e.sts(t, "r.test", "1")
+	e.host.SetPolicy(sourcetest.Policy("enforce", 86400, "mx1.r.test"))
+	if d := e.resolve(t, "r.test"); d.Policy != "secure match=mx1.r.test servername=hostname" {
+		t.Fatalf("first: %+v", d)
+	}
+	ctx := context.Background()
+
+	// Same id, fresh policy: the TXT record is checked, no fetch.
+	e.due(t, "r.test")
+	e.m.refreshBatch(ctx, []*srccache.Record{e.m.Cache().Get(srccache.KindMTASTS, "r.test")}, time.Now())
+	if n := e.host.Requests(); n != 1 {
+		t.Fatalf("%d fetches after an unchanged id, want 1", n)
+	}
+	if n := e.dns.Count("_mta-sts.r.test", dns.TypeTXT); n != 2 {
+		t.Fatalf("%d TXT queries, want 2", n)
+	}
+
+	// New id: refetched, new mx list.
+	e.dns.Remove("_mta-sts.r.test", dns.TypeTXT)
+	e.dns.Add(t, `_mta-sts.r.test. 300 IN TXT "v=STSv1; id=2"`)
+	e.host.SetPolicy(sourcetest.Policy("enforce", 86400, "mx2.r.test"))
+	e.due(t, "r.test")
+	e.m.refreshBatch(ctx, []*srccache.Record{e.m.Cache().Get(srccache.KindMTASTS, "r.test")}, time.Now())
+	if d := e.resolve(t, "r.test"); d.Policy != "secure match=mx2.r.test servername=hostname" {
+		t.Fatalf("after id change: %+v", d)
+	}
+
+	// Id changes again but the fetch fails: the cached policy stays, with
+	// the error recorded.
+	e.dns.Remove("_mta-sts.r.test", dns.TypeTXT)
+	e.dns.Add(t, `_mta-sts.r.test. 300 IN TXT "v=STSv1; id=3"`)
+	e.host.SetHandler(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "down", http.StatusInternalServerError) })
+	e.due(t, "r.test")
+	e.m.refreshBatch(ctx, []*srccache.Record{e.m.Cache().Get(srccache.KindMTASTS, "r.test")}, time.Now())
+	d := e.resolve(t, "r.test")
+	if d.Policy != "secure match=mx2.r.test servername=hostname" || d.Record.Error == "" {
+		t.Fatalf("failed refresh: %+v (error %q)", d, d.Record.Error)
+	}
+	// The TXT record disappears: the cached policy is still in force (§8.3).
+	e.dns.Remove("_mta-sts.r.test", dns.TypeTXT)
+	e.due(t, "r.test")
+	e.m.refreshBatch(ctx, []*srccache.Record{e.m.Cache().Get(srccache.KindMTASTS, "r.test")}, time.Now())
+	if d := e.resolve(t, "r.test"); d.Source != SourceMTASTS {
+		t.Fatalf("TXT removed: %+v", d)
+	}
+
+	// Expired, TXT back, fetch failing: no policy.
+	e.dns.Add(t, `_mta-sts.r.test. 300 IN TXT "v=STSv1; id=4"`)
+	r := *e.m.Cache().Get(srccache.KindMTASTS, "r.test")
+	r.Expires = time.Now().Add(-time.Second)
+	_ = e.m.Cache().Put(&r)
+	if d := e.resolve(t, "r.test"); d.Source != "" {
+		t.Fatalf("expired and failing: %+v", d)
+	}
+}
+
+// A due record nobody looked up is not refreshed: it is kept until it
+// expires, then deleted.
+func TestRefreshIdle(t *testing.T) {
+	e := newEnv(t, 5*time.Second, "idle.test")
+	e.sts(t, "idle.test", "1")
+	e.host.SetPolicy(sourcetest.Policy("enforce", 86400, "mx.idle.test"))
+	e.resolve(t, "idle.test")
+	r := *e.m.Cache().Get(srccache.KindMTASTS, "idle.test")
+	r.Refresh = time.Now().Add(-time.Second)
+	r.Checked = time.Now().Add(time.Hour) // not looked up since
+	_ = e.m.Cache().Put(&r)
+	e.m.refreshBatch(context.Background(), []*srccache.Record{&r}, time.Now())
+	got := e.m.Cache().Get(srccache.KindMTASTS, "idle.test")
+	if e.dns.Count("_mta-sts.idle.test", dns.TypeTXT) != 1 || !got.Refresh.Equal(got.Expires) {
+		t.Fatalf("idle record refreshed or not kept to expiry: %+v", got)
+	}
+	r = *got
+	r.Expires = time.Now().Add(-time.Second)
+	e.m.refreshBatch(context.Background(), []*srccache.Record{&r}, time.Now())
+	if e.m.Cache().Get(srccache.KindMTASTS, "idle.test") != nil {
+		t.Fatal("expired idle record not deleted")
+	}
+}

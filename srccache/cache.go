@@ -1,0 +1,187 @@
+package srccache
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	memdb "github.com/hashicorp/go-memdb"
+)
+
+// DefaultMaxRecords bounds a cache whose Options leave MaxRecords at 0.
+const DefaultMaxRecords = 100000
+
+// Options configure a Cache.
+type Options struct {
+	// MaxRecords bounds the records kept; past it, the records expiring
+	// first are evicted (DefaultMaxRecords if 0).
+	MaxRecords int
+	// Path is the snapshot file Save writes and Load reads ("" = none).
+	Path string
+	// OnChange, if set, is called after every committed change with the
+	// record before (nil for a new one) and after (nil when deleted or
+	// evicted). It runs on the writer's goroutine and must not block;
+	// it is where a shared cache would publish records.
+	OnChange func(old, cur *Record)
+	// OnEvict, if set, is called for every record dropped to stay within
+	// MaxRecords, after OnChange.
+	OnEvict func(*Record)
+}
+
+// Cache is the go-memdb source cache. Every method is safe for concurrent
+// use; reads never wait for writes.
+type Cache struct {
+	opts    Options
+	db      *memdb.MemDB
+	n       atomic.Int64
+	evicted atomic.Uint64
+	wake    chan struct{}
+}
+
+// New returns an empty cache.
+func New(opts Options) (*Cache, error) {
+	if opts.MaxRecords <= 0 {
+		opts.MaxRecords = DefaultMaxRecords
+	}
+	db, err := memdb.NewMemDB(dbSchema())
+	if err != nil {
+		return nil, fmt.Errorf("srccache: schema: %w", err)
+	}
+	return &Cache{opts: opts, db: db, wake: make(chan struct{}, 1)}, nil
+}
+
+// Get returns the record of kind for domain, or nil. It does not look at
+// expiry: see Record.Valid.
+func (c *Cache) Get(kind Kind, domain string) *Record {
+	raw, err := c.db.Txn(false).First(tableRecords, indexID, string(kind), domain)
+	if err != nil || raw == nil {
+		return nil
+	}
+	return raw.(*Record)
+}
+
+// ByDomain returns every record of domain.
+func (c *Cache) ByDomain(domain string) []*Record {
+	return c.list(indexDomain, domain)
+}
+
+// All returns every record, by kind and domain.
+func (c *Cache) All() []*Record { return c.list(indexID) }
+
+func (c *Cache) list(index string, args ...any) []*Record {
+	it, err := c.db.Txn(false).Get(tableRecords, index, args...)
+	if err != nil {
+		return nil
+	}
+	var out []*Record
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*Record))
+	}
+	return out
+}
+
+// Len returns the number of records.
+func (c *Cache) Len() int { return int(c.n.Load()) }
+
+// Evicted returns how many records were evicted to stay within MaxRecords.
+func (c *Cache) Evicted() uint64 { return c.evicted.Load() }
+
+// Put inserts r, replacing the record of the same kind and domain, and
+// evicts the records expiring first if the cache is over its bound. r
+// must not be modified afterwards.
+func (c *Cache) Put(r *Record) error {
+	if r == nil || r.Kind == "" || r.Domain == "" {
+		return errors.New("srccache: record without kind or domain")
+	}
+	txn := c.db.Txn(true)
+	defer txn.Abort()
+	old, err := txn.First(tableRecords, indexID, string(r.Kind), r.Domain)
+	if err != nil {
+		return fmt.Errorf("srccache: %w", err)
+	}
+	if err := txn.Insert(tableRecords, r); err != nil {
+		return fmt.Errorf("srccache: insert %s %s: %w", r.Kind, r.Domain, err)
+	}
+	n := c.n.Load()
+	if old == nil {
+		n++
+	}
+	var evicted []*Record
+	for n > int64(c.opts.MaxRecords) {
+		raw, err := txn.First(tableRecords, indexExpires)
+		if err != nil || raw == nil {
+			break
+		}
+		v := raw.(*Record)
+		if err := txn.Delete(tableRecords, v); err != nil {
+			return fmt.Errorf("srccache: evict %s %s: %w", v.Kind, v.Domain, err)
+		}
+		evicted = append(evicted, v)
+		n--
+	}
+	txn.Commit()
+	c.n.Store(n)
+	c.evicted.Add(uint64(len(evicted)))
+	var prev *Record
+	if old != nil {
+		prev = old.(*Record)
+	}
+	if c.opts.OnChange != nil {
+		c.opts.OnChange(prev, r)
+		for _, v := range evicted {
+			c.opts.OnChange(v, nil)
+		}
+	}
+	if c.opts.OnEvict != nil {
+		for _, v := range evicted {
+			c.opts.OnEvict(v)
+		}
+	}
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Delete removes the record of kind for domain, if any.
+func (c *Cache) Delete(kind Kind, domain string) error {
+	txn := c.db.Txn(true)
+	defer txn.Abort()
+	raw, err := txn.First(tableRecords, indexID, string(kind), domain)
+	if err != nil || raw == nil {
+		return err
+	}
+	if err := txn.Delete(tableRecords, raw); err != nil {
+		return fmt.Errorf("srccache: delete %s %s: %w", kind, domain, err)
+	}
+	txn.Commit()
+	c.n.Add(-1)
+	if c.opts.OnChange != nil {
+		c.opts.OnChange(raw.(*Record), nil)
+	}
+	return nil
+}
+
+// Due returns up to limit records whose Refresh time is not after now,
+// earliest first, and the Refresh time of the first record not returned
+// (zero if there is none).
+func (c *Cache) Due(now time.Time, limit int) (due []*Record, next time.Time) {
+	it, err := c.db.Txn(false).LowerBound(tableRecords, indexRefresh, time.Time{})
+	if err != nil {
+		return nil, time.Time{}
+	}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		r := raw.(*Record)
+		if r.Refresh.After(now) || len(due) >= limit {
+			return due, r.Refresh
+		}
+		due = append(due, r)
+	}
+	return due, time.Time{}
+}
+
+// Wake returns a channel that receives after a Put, so that a scheduler
+// waiting for the next refresh time can look again.
+func (c *Cache) Wake() <-chan struct{} { return c.wake }

@@ -1,0 +1,77 @@
+package srccache
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	memdb "github.com/hashicorp/go-memdb"
+)
+
+// go-memdb schema, in the style of nomad/state/schema.go.
+const (
+	tableRecords = "records"
+
+	indexID      = "id"      // kind, then domain: unique
+	indexDomain  = "domain"  // every kind of one domain
+	indexRefresh = "refresh" // next refresh time, earliest first
+	indexExpires = "expires" // expiry, earliest first: what eviction drops
+)
+
+func dbSchema() *memdb.DBSchema {
+	return &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{tableRecords: recordsTableSchema()}}
+}
+
+func recordsTableSchema() *memdb.TableSchema {
+	return &memdb.TableSchema{
+		Name: tableRecords,
+		Indexes: map[string]*memdb.IndexSchema{
+			indexID: {
+				Name:   indexID,
+				Unique: true,
+				Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+					&memdb.StringFieldIndex{Field: "Kind"},
+					&memdb.StringFieldIndex{Field: "Domain"},
+				}},
+			},
+			indexDomain:  {Name: indexDomain, Indexer: &memdb.StringFieldIndex{Field: "Domain"}},
+			indexRefresh: {Name: indexRefresh, Indexer: timeIndex(func(r *Record) time.Time { return r.Refresh })},
+			indexExpires: {Name: indexExpires, Indexer: timeIndex(func(r *Record) time.Time { return r.Expires })},
+		},
+	}
+}
+
+// timeIndex indexes a time field of a Record in time order: the Unix
+// nanoseconds, sign bit flipped, big-endian; times before 1970 (the zero
+// time) sort first.
+type timeIndex func(*Record) time.Time
+
+func encodeTime(t time.Time) []byte {
+	b := make([]byte, 8)
+	if t.Unix() >= 0 {
+		binary.BigEndian.PutUint64(b, uint64(t.UnixNano())^(1<<63))
+	}
+	return b
+}
+
+// FromObject implements memdb.SingleIndexer.
+func (f timeIndex) FromObject(obj any) (bool, []byte, error) {
+	r, ok := obj.(*Record)
+	if !ok {
+		return false, nil, fmt.Errorf("srccache: indexing a %T", obj)
+	}
+	return true, encodeTime(f(r)), nil
+}
+
+// FromArgs implements memdb.Indexer: one time.Time.
+func (f timeIndex) FromArgs(args ...any) ([]byte, error) {
+	if len(args) != 1 {
+		return nil, errors.New("srccache: want one time argument")
+	}
+	t, ok := args[0].(time.Time)
+	if !ok {
+		return nil, fmt.Errorf("srccache: time index argument is a %T", args[0])
+	}
+	return encodeTime(t), nil
+}
