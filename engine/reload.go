@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"runtime/metrics"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -235,63 +234,6 @@ func heapHeld() uint64 {
 	return n
 }
 
-// watchSet is what a change event must touch to trigger a reload.
-type watchSet struct {
-	dirs  map[string]bool // directories watched
-	files map[string]bool // files the table was read from
-	root  string          // the table directory, whose new *.yaml files count too
-}
-
-// currentWatchSet returns what to watch: the files and directories of the
-// table serving and, after a failed load, of that load too (an include
-// it did not find), and always the table's own location. For a table
-// directory that includes its parent directory: a deployment that
-// replaces the whole directory by rename (mv new table, a symlink
-// flipped) is seen there, where a watch on the directory itself follows
-// the old one away.
-func (r *Reloader) currentWatchSet() (watchSet, error) {
-	abs, err := filepath.Abs(r.Path)
-	if err != nil {
-		return watchSet{}, fmt.Errorf("table path: %w", err)
-	}
-	ws := watchSet{dirs: map[string]bool{}, files: map[string]bool{}}
-	add := func(files, dirs []string) {
-		for _, d := range dirs {
-			ws.dirs[d] = true
-		}
-		for _, f := range files {
-			ws.files[f] = true
-		}
-	}
-	if s := r.Engine.Store(); s != nil {
-		add(s.Table().Files, s.Table().Dirs)
-	}
-	if f := r.failed.Load(); f != nil {
-		add(f.Files, f.Dirs)
-	}
-	// Always watch the table's own location, even before a first good load.
-	if strings.HasSuffix(abs, ".yaml") || strings.HasSuffix(abs, ".yml") {
-		ws.dirs[filepath.Dir(abs)] = true
-		ws.files[abs] = true
-	} else {
-		ws.dirs[abs] = true
-		ws.dirs[filepath.Dir(abs)] = true
-		ws.root = abs
-	}
-	return ws, nil
-}
-
-func (ws watchSet) relevant(name string) bool {
-	if ws.files[name] || name == ws.root {
-		return true
-	}
-	if ws.root != "" && filepath.Dir(name) == ws.root {
-		base := filepath.Base(name)
-		return !strings.HasPrefix(base, ".") && (strings.HasSuffix(base, ".yaml") || strings.HasSuffix(base, ".yml"))
-	}
-	return false
-}
-
 // Run watches the table's directories until ctx is done, reloading after
 // each burst of relevant changes. It returns nil when ctx is cancelled.
 func (r *Reloader) Run(ctx context.Context) error {
@@ -379,13 +321,17 @@ func (r *Reloader) Run(ctx context.Context) error {
 			if ev.Op == fsnotify.Chmod || !ws.relevant(name) {
 				continue
 			}
-			if name == ws.root {
-				// The table directory itself was replaced, removed or
-				// created: the watch (if any) is on the old one.
+			if watched[name] {
+				// A watched directory (the table directory) was replaced,
+				// removed or created: the watch is on the old one.
 				_ = w.Remove(name)
 				delete(watched, name)
-				sync()
 			}
+			// The change may have re-pointed a link: resolve anew.
+			if nws, err := r.currentWatchSet(); err == nil {
+				ws = nws
+			}
+			sync()
 			r.logger().Debug("policy table change", "file", ev.Name, "op", ev.Op.String())
 			timer.Reset(debounce)
 			quiet, ready = false, nil

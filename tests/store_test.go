@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -170,4 +171,93 @@ func TestIncludeLeaksNothing(t *testing.T) {
 	if code != 1 || leaks(out) || !strings.Contains(out, "stopped reading after 5 errors") {
 		t.Errorf("check: exit %d, output:\n%s\nwant exit 1, 5 errors and none of the file's content", code, out)
 	}
+}
+
+// waitLookup polls the daemon's tls_policy answer for key until it is
+// want, and fails t after reloadWithin.
+func waitLookup(t *testing.T, d *harness.Daemon, key, want, after string) {
+	t.Helper()
+	var got string
+	if !harness.WaitFor(context.Background(), reloadWithin, func() bool {
+		got = lookup(t, d, key)
+		return got == want
+	}) {
+		t.Fatalf("%s: %s answers %q %v later, want %q", after, key, got, reloadWithin, want)
+	}
+}
+
+// TestTableSymlinks: a table reached through a symbolic link (the table
+// file, a *.yaml file of the table directory, the table directory) used
+// to never reload when the link's target was edited. The daemon now
+// watches the targets' directories and reloads within the usual delay.
+func TestTableSymlinks(t *testing.T) {
+	bin := daemonBinary(t)
+	symlink := func(t *testing.T, target, link string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(target, link); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mkdir := func(t *testing.T, d string) {
+		t.Helper()
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("table file", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		target := filepath.Join(dir, "git", "table.yaml")
+		mkdir(t, filepath.Dir(target))
+		writeFile(t, target, "outbound:\n  link.example: encrypt\n")
+		link := filepath.Join(dir, "etc", "table.yaml")
+		symlink(t, target, link)
+		d := harness.StartDaemon(t, bin, link)
+		waitLookup(t, d, "link.example", "encrypt", "start")
+		writeFile(t, target, "outbound:\n  link.example: verify\n")
+		waitLookup(t, d, "link.example", "verify", "target saved in place")
+		replaceFile(t, target, "outbound:\n  link.example: secure\n")
+		waitLookup(t, d, "link.example", "secure", "target replaced by rename")
+	})
+	t.Run("yaml link in the table directory", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		table := filepath.Join(dir, "table")
+		mkdir(t, table)
+		writeFile(t, filepath.Join(table, "a.yaml"), "outbound:\n  a.example: may\n")
+		target := filepath.Join(dir, "git", "b.yaml")
+		mkdir(t, filepath.Dir(target))
+		writeFile(t, target, "outbound:\n  link.example: encrypt\n")
+		symlink(t, target, filepath.Join(table, "b.yaml"))
+		d := harness.StartDaemon(t, bin, table)
+		waitLookup(t, d, "link.example", "encrypt", "start")
+		writeFile(t, target, "outbound:\n  link.example: verify\n")
+		waitLookup(t, d, "link.example", "verify", "target saved in place")
+	})
+	t.Run("table directory link, target replaced", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		policy := filepath.Join(dir, "srv", "git", "mail-policy")
+		mkdir(t, policy)
+		writeFile(t, filepath.Join(policy, "t.yaml"), "outbound:\n  link.example: encrypt\n")
+		link := filepath.Join(dir, "etc", "table")
+		symlink(t, policy, link)
+		d := harness.StartDaemon(t, bin, link)
+		waitLookup(t, d, "link.example", "encrypt", "start")
+		next := policy + ".new"
+		mkdir(t, next)
+		writeFile(t, filepath.Join(next, "t.yaml"), "outbound:\n  link.example: verify\n")
+		if err := os.Rename(policy, policy+".old"); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(next, policy); err != nil {
+			t.Fatal(err)
+		}
+		waitLookup(t, d, "link.example", "verify", "target directory replaced by rename")
+		replaceFile(t, filepath.Join(policy, "t.yaml"), "outbound:\n  link.example: secure\n")
+		waitLookup(t, d, "link.example", "secure", "file of the new target replaced")
+	})
 }
