@@ -105,6 +105,15 @@ type Config struct {
 	ACL        string
 	Routers    string
 	Transports string
+	// Retry is the retry section; empty means none, and Exim then fails
+	// (bounces) an address at its first temporary error. Delivering
+	// tests set one (e.g. "* * F,1h,1m") so a deferral stays queued.
+	Retry string
+	// Hosts is the nss_wrapper hosts file ("IP name" lines) that
+	// gethostbyname reads, e.g. for a manualroute router's "byname" MX
+	// names. Leave it empty for instances that receive: Exim checks a
+	// client's reverse-lookup name there (see the package documentation).
+	Hosts string
 }
 
 // Instance is one throwaway Exim configuration with its directories.
@@ -155,8 +164,9 @@ func (x *Instance) setup(wrapper string, cfg Config) error {
 	files := map[string]string{
 		"passwd": passwd,
 		"group":  group,
-		// Empty on purpose: see the package documentation.
-		"hosts": "",
+		// Empty unless the test routes by name: see the package
+		// documentation.
+		"hosts": cfg.Hosts,
 	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(x.Dir, name), []byte(content), 0o644); err != nil {
@@ -183,6 +193,9 @@ func (x *Instance) setup(wrapper string, cfg Config) error {
 		"\nbegin acl\n\n" + cfg.ACL +
 		"\nbegin routers\n\n" + cfg.Routers +
 		"\nbegin transports\n\n" + cfg.Transports
+	if cfg.Retry != "" {
+		conf += "\nbegin retry\n\n" + cfg.Retry + "\n"
+	}
 	if err := os.WriteFile(x.ConfigPath, []byte(conf), 0o644); err != nil {
 		return fmt.Errorf("write configure: %w", err)
 	}
@@ -508,6 +521,9 @@ func (x *Instance) StartDaemon(t testing.TB, defines map[string]string, port int
 
 // MainLog returns the instance's main log so far.
 func (x *Instance) MainLog() string { return readFile(filepath.Join(x.Dir, "log", "mainlog")) }
+
+// PanicLog returns the instance's panic log (usually absent: "(open …)").
+func (x *Instance) PanicLog() string { return readFile(filepath.Join(x.Dir, "log", "paniclog")) }
 
 func readFile(p string) string {
 	b, err := os.ReadFile(p)
