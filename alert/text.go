@@ -46,9 +46,17 @@ func describe(al *Alert) {
 			al.RecommendedAction = fmt.Sprintf("Contact the email administrator for %s and ask them to fix TLS on their mail servers (STARTTLS, a valid certificate). Keep testing: true on the entry%s until a probe succeeds.", dom, where)
 		} else {
 			al.Title = fmt.Sprintf("Mail to %s is deferred: TLS policy cannot be met", dom)
-			al.Explanation = "We are unable to deliver messages to the following domain because its mail servers do not meet the TLS policy set for it. The messages stay in our queue and are retried; they are returned to their senders if the problem lasts (Postfix's maximal_queue_lifetime, 5 days by default)."
+			al.Explanation = "We are unable to deliver messages to the following domain because its mail servers do not meet the TLS policy set for it. The messages stay in our queue and are retried; they are returned to their senders if the problem lasts (Postfix's maximal_queue_lifetime, 5 days by default). This is the early warning of a probe of the domain's mail servers: with maillog set, a separate alert says when mail is really deferred."
 			al.RecommendedAction = fmt.Sprintf("Contact the email administrator for %s and ask them to fix TLS on their mail servers (STARTTLS, a valid certificate). If mail must flow meanwhile, weaken or remove the entry%s, knowing that mail then travels with less protection.", dom, where)
 		}
+	case events.OutboundDeferred:
+		al.Title = fmt.Sprintf("Mail to %s is stuck: deferred by TLS policy", dom)
+		al.Explanation = "Postfix's own log shows messages to the following domain deferred because its mail servers do not meet the TLS policy (or the policy could not be looked up). They stay in the queue and are retried; they are returned to their senders if the problem lasts (Postfix's maximal_queue_lifetime, 5 days by default)."
+		al.RecommendedAction = fmt.Sprintf("Contact the email administrator for %s and ask them to fix TLS on their mail servers (STARTTLS, a valid certificate). If mail must flow meanwhile, weaken or remove the policy%s, knowing that mail then travels with less protection. `postqueue -p` lists the waiting messages.", dom, where)
+	case events.OutboundDelivered:
+		al.Title = fmt.Sprintf("Mail to %s is delivered again", dom)
+		al.Explanation = "Postfix's log shows mail to the following domain delivered again after it had been deferred by TLS policy."
+		al.RecommendedAction = "Nothing to do. Postfix retries the other deferred messages on its own schedule; `postqueue -f` retries them now."
 	case events.LearnedDowngrade:
 		al.Title = fmt.Sprintf("%s stopped offering STARTTLS: possible downgrade attack", dom)
 		al.Explanation = "The mail servers of the following domain offered STARTTLS before, so encryption to them was learned and is required; a new probe found STARTTLS missing or failing. This is either a change at the domain or an attacker removing STARTTLS on the way (a downgrade attack). Encryption stays required, so mail to the domain may be deferred."
@@ -77,6 +85,11 @@ func policyLine(al *Alert) string {
 	switch al.Kind {
 	case events.InboundBlocked, events.InboundWouldBlock:
 		s = fmt.Sprintf("inbound rule %q", clean(al.Rule))
+	case events.OutboundDeferred, events.OutboundDelivered:
+		s = "outbound policy " + clean(al.Rule)
+		if al.Rule == "" {
+			s = "outbound policy (none: Postfix's default)"
+		}
 	case events.OutboundProbeFailed, events.CertExpiring:
 		s = fmt.Sprintf("outbound entry %q", clean(al.Rule))
 		if al.Action == "testing" {

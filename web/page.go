@@ -12,6 +12,7 @@ import (
 
 	"github.com/tlspolicyd/tlspolicyd/engine"
 	"github.com/tlspolicyd/tlspolicyd/events"
+	"github.com/tlspolicyd/tlspolicyd/outbound"
 )
 
 //go:embed status.html
@@ -34,6 +35,12 @@ var pageTmpl = template.Must(template.New("status").Funcs(template.FuncMap{
 	"join":      strings.Join,
 	"hasPrefix": strings.HasPrefix,
 	"deref":     func(b *bool) bool { return b != nil && *b },
+	"derefTime": func(t *time.Time) time.Time {
+		if t == nil {
+			return time.Time{}
+		}
+		return *t
+	},
 	"kindclass": func(k events.Kind) string {
 		switch k {
 		case events.InboundWouldBlock:
@@ -58,9 +65,14 @@ type pageData struct {
 	More        map[string]int // entries not shown, by section
 	Inbound     []inboundRow
 	InboundMore int
-	Events      []events.Event
-	EventTotals map[events.Kind]uint64
-	Healthy     bool
+	// Outbound: what Postfix logged delivering, by destination domain
+	// (stuck ones first, then the busiest); Maillog the log followed.
+	Outbound     []outbound.DomainReport
+	OutboundMore int
+	Maillog      string
+	Events       []events.Event
+	EventTotals  map[events.Kind]uint64
+	Healthy      bool
 }
 
 func (s *server) page(w http.ResponseWriter, r *http.Request) {
@@ -94,6 +106,20 @@ func (s *server) page(w http.ResponseWriter, r *http.Request) {
 	if len(d.Inbound) > pageDomains {
 		d.InboundMore = len(d.Inbound) - pageDomains
 		d.Inbound = d.Inbound[:pageDomains]
+	}
+	if s.Outbound != nil {
+		d.Maillog = s.Maillog
+		d.Outbound = s.Outbound.Report(d.Now.Add(-24 * time.Hour))
+		slices.SortStableFunc(d.Outbound, func(a, b outbound.DomainReport) int {
+			if a.Stuck != b.Stuck {
+				return b.Stuck - a.Stuck
+			}
+			return cmpDesc(a.Messages, b.Messages)
+		})
+		if len(d.Outbound) > pageDomains {
+			d.OutboundMore = len(d.Outbound) - pageDomains
+			d.Outbound = d.Outbound[:pageDomains]
+		}
 	}
 	d.Events = s.Engine.Events().Recent(pageEvents)
 

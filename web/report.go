@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tlspolicyd/tlspolicyd/events"
+	"github.com/tlspolicyd/tlspolicyd/outbound"
 )
 
 // /api/report: everything known per partner domain, what `tlspolicyd
@@ -27,6 +28,9 @@ type Report struct {
 	// still holds of it: see EventCoverage).
 	EventTotals map[events.Kind]int `json:"event_totals"`
 	Domains     []ReportDomain      `json:"domains"`
+	// Maillog is the Postfix log the outbound TLS counts are read from
+	// ("" when it is not followed); they count whole UTC days from Since's.
+	Maillog string `json:"maillog,omitempty"`
 	EventCoverage
 }
 
@@ -34,7 +38,9 @@ type Report struct {
 type ReportDomain struct {
 	Domain   string         `json:"domain"`
 	Inbound  *InboundCounts `json:"inbound,omitempty"`
-	Outbound []ReportEntry  `json:"outbound,omitempty"`
+	// OutboundTLS is what Postfix logged delivering to the domain.
+	OutboundTLS *outbound.DomainReport `json:"outbound_tls,omitempty"`
+	Outbound    []ReportEntry          `json:"outbound,omitempty"`
 	// Counts are the period's events by kind; Events the newest of them,
 	// newest first: at most 20 a domain and 1000 in the whole report.
 	Counts map[string]int `json:"event_counts,omitempty"`
@@ -111,6 +117,16 @@ func (s *server) report(since time.Time) Report {
 	}
 	for _, st := range s.Engine.Stats().Snapshot() {
 		get(st.Domain).Inbound = &InboundCounts{WithTLS: st.WithTLS, WithoutTLS: st.WithoutTLS, Versions: st.Versions}
+	}
+	if s.Outbound != nil {
+		rep.Maillog = s.Maillog
+		for _, row := range s.Outbound.Report(since) {
+			d := row.Domain
+			if doms[d] == nil && len(doms) >= maxReportDomains {
+				continue // the tracker's own (other) row has the rest
+			}
+			get(d).OutboundTLS = &row
+		}
 	}
 	tv := s.tableView()
 	rep.TableLoaded = tv.Loaded

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/tlspolicyd/tlspolicyd/engine"
+	"github.com/tlspolicyd/tlspolicyd/outbound"
 	"github.com/tlspolicyd/tlspolicyd/probe"
 )
 
@@ -46,6 +47,13 @@ type Options struct {
 	Hostname string
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Outbound gives the outbound TLS report read from Postfix's log (an
+	// *outbound.Tracker); nil (an untyped nil) when the log is not
+	// followed. Maillog names the log followed.
+	Outbound interface {
+		Report(since time.Time) []outbound.DomainReport
+	}
+	Maillog string
 }
 
 // server holds the handlers' shared state.

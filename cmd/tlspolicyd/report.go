@@ -168,6 +168,9 @@ func printReport(out io.Writer, rep *web.Report, since string) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if err := printOutboundTLS(&w, rep); err != nil {
+		return err
+	}
 
 	var all []events.Event
 	for _, d := range rep.Domains {

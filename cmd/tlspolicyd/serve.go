@@ -87,6 +87,7 @@ func keyFlags() []keyFlag {
 		{"sources.https_ca", "https-ca", func(c *config.Config) any { return &c.Sources.HTTPSCA }},
 		{"sources.mta_sts_port", "mta-sts-port", func(c *config.Config) any { return &c.Sources.MTASTSPort }},
 		{"sources.cache", "sources-cache", func(c *config.Config) any { return &c.Sources.Cache }},
+		{"maillog", "maillog", func(c *config.Config) any { return &c.Maillog }},
 	}
 }
 
@@ -166,6 +167,7 @@ func serveCommand() *cli.Command {
 		&cli.StringFlag{Name: "https-ca", DefaultText: "none", Usage: "extra CA certificate `FILE` (PEM) trusted for MTA-STS policy fetches (tests)"},
 		&cli.IntFlag{Name: "mta-sts-port", DefaultText: "443", Usage: "HTTPS `PORT` of mta-sts.<domain> (tests)"},
 		&cli.StringFlag{Name: "sources-cache", DefaultText: "sources.json next to the probe cache", Usage: "snapshot `FILE` of the DANE/MTA-STS cache"},
+		&cli.StringFlag{Name: "maillog", DefaultText: "off", Usage: "follow Postfix's log, a file `PATH` (e.g. /var/log/mail.log, followed across rotation) or \"journal\", for the outbound TLS report, stuck-mail alerts and TLS-RPT; needs smtp_tls_loglevel = 1 in main.cf"},
 	)
 	return &cli.Command{
 		Name:  "serve",
@@ -301,6 +303,8 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	mon := &engine.Monitor{Engine: eng, Probe: probeFn, Cache: cache, Interval: cfg.Probe.Interval,
 		Workers: cfg.Probe.MonitorWorkers, MaxPerMinute: cfg.Probe.MaxPerMinute, Logger: log.With("component", "monitor")}
 	eng.OnTesting = mon.Kick
+	// Postfix's log (maillog): the outbound report, stuck-mail alerts, TLS-RPT.
+	ml := newMaillog(cfg, log, ring, eng, metrics)
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -359,7 +363,8 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	if l, err := open("http", cfg.Listen.HTTP); err != nil {
 		return cli.Exit("tlspolicyd: "+err.Error(), 1)
 	} else if l != nil {
-		srv := &http.Server{Handler: web.New(web.Options{Engine: eng, Probes: cache, Metrics: metrics, Logger: log.With("server", "http")}),
+		srv := &http.Server{Handler: web.New(web.Options{Engine: eng, Probes: cache, Metrics: metrics, Logger: log.With("server", "http"),
+			Outbound: ml.reporter(), Maillog: cfg.Maillog}),
 			ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 		servers = append(servers, server{"http", func() error { return srv.Serve(l) }, srv.Shutdown})
 		log.Info("listening", "server", "http", "addr", l.Addr().String())
@@ -400,6 +405,7 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	if src != nil {
 		go func() { _ = src.Run(watchCtx) }()
 	}
+	maillogDone := ml.start(watchCtx)
 	al := alert.New(alert.Config{MailTo: cfg.Alerts.MailTo, SMTP: cfg.Alerts.SMTP, Webhook: cfg.Alerts.Webhook,
 		Interval: cfg.Alerts.Interval, From: cfg.Alerts.From, Logger: log.With("component", "alert")})
 	if from, fqdn := alert.DefaultFrom(); cfg.Alerts.MailTo != "" && cfg.Alerts.From == "" && !fqdn {
@@ -462,6 +468,7 @@ loop:
 		}
 	}
 	wg.Wait()
+	<-maillogDone // the follower saved its position and counts
 	stopAlerts()
 	<-alertsDone // its last delivery attempt is bounded by its own timeout
 	if cfg.Probe.Cache != "" {

@@ -346,6 +346,7 @@ func TestServeFlagsOverrideConfig(t *testing.T) {
 		{"sources.https_ca", "https-ca", "/file/ca.pem", "/flag/ca.pem", "/flag/ca.pem"},
 		{"sources.mta_sts_port", "mta-sts-port", "8443", "9443", 9443},
 		{"sources.cache", "sources-cache", "/file/sources.json", "/flag/sources.json", "/flag/sources.json"},
+		{"maillog", "maillog", "/var/log/mail.log", "journal", "journal"},
 	}
 	flagOf := map[string]string{}
 	for _, kf := range keyFlags() {

@@ -109,6 +109,10 @@ type Config struct {
 	Alerts         Alerts  `yaml:"alerts"`
 	Log            Log     `yaml:"log"`
 	Sources        Sources `yaml:"sources"`
+	// Maillog is Postfix's log to follow for the outbound report, stuck
+	// mail alerts and TLS-RPT: a file path (followed across rotation) or
+	// "journal" (the systemd journal, mail facility); "" is off.
+	Maillog string `yaml:"maillog"`
 }
 
 // Default returns the configuration used for every key the file and the
