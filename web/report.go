@@ -36,8 +36,8 @@ type Report struct {
 
 // ReportDomain is everything known about one partner domain.
 type ReportDomain struct {
-	Domain   string         `json:"domain"`
-	Inbound  *InboundCounts `json:"inbound,omitempty"`
+	Domain  string         `json:"domain"`
+	Inbound *InboundCounts `json:"inbound,omitempty"`
 	// OutboundTLS is what Postfix logged delivering to the domain.
 	OutboundTLS *outbound.DomainReport `json:"outbound_tls,omitempty"`
 	Outbound    []ReportEntry          `json:"outbound,omitempty"`
