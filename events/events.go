@@ -29,6 +29,7 @@ const (
 	ReloadFailed        Kind = "reload_failed"         // a table edit was rejected; the old table keeps serving
 	OutboundDeferred    Kind = "outbound_deferred"     // Postfix's log: mail to a domain really deferred by TLS policy
 	OutboundDelivered   Kind = "outbound_delivered"    // Postfix's log: mail to such a domain delivered again
+	ProberBlind         Kind = "prober_blind"          // every recent probe failed temporarily (DNS or network down): enforced entries go unchecked
 )
 
 // Event is one decision that blocks or would block mail.

@@ -3,9 +3,15 @@ package web
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"html"
 	"image/png"
+	"io"
+	"math"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -107,5 +113,100 @@ func TestStatusPageInChromium(t *testing.T) {
 		if err := os.WriteFile(dst, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// geometryScript measures, in the rendered page, where each table's header
+// texts and cell contents sit (Range boxes of their contents) and writes
+// it as JSON into <pre id="geom">.
+const geometryScript = `<script>
+(function () {
+  function box(el) { var r = document.createRange(); r.selectNodeContents(el); var b = r.getBoundingClientRect(); return {text: el.textContent.trim(), left: b.left, right: b.right}; }
+  var out = [];
+  document.querySelectorAll("table").forEach(function (t) {
+    var h = t.previousElementSibling;
+    while (h && h.tagName !== "H2") { h = h.previousElementSibling; }
+    var heads = [].map.call(t.querySelectorAll("thead th"), function (th) { var b = box(th); b.num = th.classList.contains("num"); return b; });
+    var rows = [];
+    t.querySelectorAll("tbody tr").forEach(function (tr) { var tds = tr.querySelectorAll("td"); if (tds.length > 1) { rows.push([].map.call(tds, box)); } });
+    out.push({title: h ? h.firstChild.textContent.trim() : "", heads: heads, rows: rows});
+  });
+  var pre = document.createElement("pre"); pre.id = "geom"; pre.textContent = JSON.stringify(out); document.body.appendChild(pre);
+})();
+</script>`
+
+type cellBox struct {
+	Text        string
+	Left, Right float64
+	Num         bool
+}
+
+type tableGeometry struct {
+	Title string
+	Heads []cellBox
+	Rows  [][]cellBox
+}
+
+// TestStatusPageColumnsAlignInChromium renders the status page in Chromium
+// and checks, by x-position, that every cell sits under its header: a
+// numeric column's numbers end where its header ends (right-aligned, both),
+// a text column's cells start where its header starts, and every row has as
+// many cells as the header. The page forbids scripts (CSP), so the test
+// serves the page's own HTML, with a measuring script added, from a server
+// of its own.
+func TestStatusPageColumnsAlignInChromium(t *testing.T) {
+	bin := chromium(t)
+	f := newFixtureAt(t, true, time.Now())
+	f.traffic(t)
+	ctx := context.Background()
+	for i, s := range []string{"alice@bank.example", "x@pilot.example", "n@news.example"} {
+		for j := range 1 + 40*i {
+			f.pd.Check(ctx, request("sender="+s, fmt.Sprintf("instance=g%d-%d", i, j), "encryption_protocol=TLSv1.3"))
+		}
+	}
+	_, _, page := get(t, f.srv.URL+"/")
+	measured := strings.Replace(page, "</body>", geometryScript+"</body>", 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = io.WriteString(w, measured)
+	}))
+	defer srv.Close()
+	dom := string(runChromium(t, bin, srv.URL+"/", "--dump-dom", "--window-size=1280,1400"))
+	_, after, ok := strings.Cut(dom, `<pre id="geom">`)
+	js, _, ok2 := strings.Cut(after, "</pre>")
+	if !ok || !ok2 {
+		t.Fatalf("no geometry in the rendered DOM:\n%.2000s", dom)
+	}
+	var tables []tableGeometry
+	if err := json.Unmarshal([]byte(html.UnescapeString(js)), &tables); err != nil {
+		t.Fatalf("geometry: %v\n%s", err, js)
+	}
+	const slack = 2.0 // px
+	checked := map[string]int{}
+	for _, tg := range tables {
+		for ri, row := range tg.Rows {
+			if len(row) != len(tg.Heads) {
+				t.Errorf("%s: row %d has %d cells under %d headers", tg.Title, ri, len(row), len(tg.Heads))
+				continue
+			}
+			for ci, c := range row {
+				h := tg.Heads[ci]
+				if c.Text == "" || h.Text == "" {
+					continue
+				}
+				checked[tg.Title]++
+				if h.Num {
+					if d := math.Abs(h.Right - c.Right); d > slack {
+						t.Errorf("%s: column %q: %q ends at x=%.0f, its header at x=%.0f (numbers must line up under a right-aligned header)",
+							tg.Title, h.Text, c.Text, c.Right, h.Right)
+					}
+				} else if d := math.Abs(h.Left - c.Left); d > slack {
+					t.Errorf("%s: column %q: %q starts at x=%.0f, its header at x=%.0f", tg.Title, h.Text, c.Text, c.Left, h.Left)
+				}
+			}
+		}
+	}
+	if checked["Inbound TLS by sender domain"] < 12 || checked["Outbound"] < 8 {
+		t.Errorf("too few cells checked: %v", checked)
 	}
 }

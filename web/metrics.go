@@ -43,7 +43,7 @@ var probeStatuses = []string{probe.StatusOK, probe.StatusNoSTARTTLS, probe.Statu
 // eventKinds are the event kinds always exported (at 0 before the first).
 var eventKinds = []events.Kind{events.InboundBlocked, events.InboundWouldBlock, events.OutboundProbeFailed,
 	events.LearnedDowngrade, events.LearnedEvicted, events.CertExpiring, events.ReloadFailed,
-	events.OutboundDeferred, events.OutboundDelivered}
+	events.OutboundDeferred, events.OutboundDelivered, events.ProberBlind}
 
 // latencyBuckets span a map lookup (microseconds) to the request timeout
 // (5 s), in seconds.
@@ -142,6 +142,11 @@ func NewMetrics() *Metrics {
 func (m *Metrics) CounterFunc(name, help string, f func() uint64) {
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
 		func() float64 { return float64(f()) }))
+}
+
+// GaugeFunc registers a gauge whose value f returns when scraped.
+func (m *Metrics) GaugeFunc(name, help string, f func() float64) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
 }
 
 // Registry returns the registry the metrics live in, to register more.

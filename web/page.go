@@ -41,6 +41,7 @@ var pageTmpl = template.Must(template.New("status").Funcs(template.FuncMap{
 		}
 		return *t
 	},
+	"short": shortReason,
 	"kindclass": func(k events.Kind) string {
 		switch k {
 		case events.InboundWouldBlock:
@@ -73,12 +74,25 @@ type pageData struct {
 	Events       []events.Event
 	EventTotals  map[events.Kind]uint64
 	Healthy      bool
+	Blind        *blindView // set while every recent probe failed temporarily
+}
+
+// blindView is the status page's warning about a prober that learns
+// nothing.
+type blindView struct {
+	Since  time.Time
+	Latest string
 }
 
 func (s *server) page(w http.ResponseWriter, r *http.Request) {
 	d := pageData{Host: s.Hostname, Now: s.Now(), Started: s.Started, Table: s.tableView(), More: map[string]int{},
 		EventTotals: s.Engine.Events().Totals()}
 	d.Healthy = d.Table.Loaded
+	if s.Prober != nil {
+		if blind, since, latest := s.Prober.Blind(); blind {
+			d.Blind = &blindView{Since: since, Latest: latest}
+		}
+	}
 	cut := func(name string, es []EntryView) []EntryView {
 		if len(es) > pageEntries {
 			d.More[name] = len(es) - pageEntries

@@ -74,9 +74,12 @@ type EntryView struct {
 	// Check is the probe level that says whether the entry's policy can
 	// be met ("" when the policy enforces nothing), and CheckOK the
 	// verdict of the last probe (nil when there is none).
-	Check   string     `json:"check,omitempty"`
-	CheckOK *bool      `json:"check_ok,omitempty"`
-	Probe   *ProbeView `json:"probe,omitempty"`
+	Check   string `json:"check,omitempty"`
+	CheckOK *bool  `json:"check_ok,omitempty"`
+	// CheckReason says why the policy cannot be met when CheckOK is
+	// false (the monitor's event text).
+	CheckReason string     `json:"check_reason,omitempty"`
+	Probe       *ProbeView `json:"probe,omitempty"`
 }
 
 // RuleView is one inbound rule.
@@ -153,7 +156,7 @@ func entryViews(es []*store.Entry, probes map[string]*probe.Result, now time.Tim
 						ok := true
 						for _, f := range engine.Judge(e, r, now) {
 							if f.Kind == events.OutboundProbeFailed {
-								ok = false
+								ok, v.CheckReason = false, f.Reason
 							}
 						}
 						v.CheckOK = &ok

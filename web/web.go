@@ -35,6 +35,12 @@ type Options struct {
 	// Probes gives the latest probe results (a *probe.Cache); nil (an
 	// untyped nil) when the daemon does not probe.
 	Probes interface{ All() []*probe.Result }
+	// Prober says whether every recent probe failed temporarily (an
+	// *engine.ProbeHealth): the status page then shows a warning. nil
+	// when the daemon does not probe.
+	Prober interface {
+		Blind() (blind bool, since time.Time, latest string)
+	}
 	// Metrics are served at /metrics; nil serves a fresh set (Go runtime
 	// and engine metrics only).
 	Metrics *Metrics
@@ -121,6 +127,7 @@ func (s *server) writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false) // protocols=>=TLSv1.2, not \u003e: served as application/json, nosniff
 	if err := enc.Encode(v); err != nil {
 		s.Logger.Debug("http: writing response", "error", err)
 	}

@@ -252,10 +252,21 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	// The prober, its persistent cache (learned policies, status page) and
 	// the monitor that re-probes enforced and testing entries.
 	prober := newProber(cfg, log)
+	// health notices a prober whose every probe fails temporarily (DNS or
+	// network down): an event, the status page's banner, a metric.
+	health := &engine.ProbeHealth{Events: ring, Logger: log.With("component", "prober")}
+	metrics.GaugeFunc("tlspolicyd_prober_blind", "1 while every recent probe failed temporarily (DNS or network down): enforced entries go unchecked.",
+		func() float64 {
+			if blind, _, _ := health.Blind(); blind {
+				return 1
+			}
+			return 0
+		})
 	probeFn := func(ctx context.Context, target string) (*probe.Result, error) {
 		r, err := prober.Probe(ctx, target)
 		if r != nil {
 			metrics.ProbeVerdict(r.Status)
+			health.Observe(r)
 		}
 		return r, err
 	}
@@ -363,7 +374,7 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	if l, err := open("http", cfg.Listen.HTTP); err != nil {
 		return cli.Exit("tlspolicyd: "+err.Error(), 1)
 	} else if l != nil {
-		srv := &http.Server{Handler: web.New(web.Options{Engine: eng, Probes: cache, Metrics: metrics, Logger: log.With("server", "http"),
+		srv := &http.Server{Handler: web.New(web.Options{Engine: eng, Probes: cache, Prober: health, Metrics: metrics, Logger: log.With("server", "http"),
 			Outbound: ml.reporter(), Maillog: cfg.Maillog}),
 			ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 		servers = append(servers, server{"http", func() error { return srv.Serve(l) }, srv.Shutdown})

@@ -533,7 +533,7 @@ func TestServeMetricsOfEventLogAndAlerts(t *testing.T) {
 	}
 	_, body := get(t, "http://"+addrs["http"]+"/metrics")
 	for _, w := range []string{"tlspolicyd_alerts_sent_total 0", "tlspolicyd_alerts_failed_total 0", "tlspolicyd_alerts_dropped_total 0",
-		"tlspolicyd_alerts_suppressed_total 0", "tlspolicyd_event_log_dropped_total 0", "tlspolicyd_event_log_write_errors_total 0",
+		"tlspolicyd_alerts_suppressed_total 0", "tlspolicyd_event_log_dropped_total 0", "tlspolicyd_prober_blind 0", "tlspolicyd_event_log_write_errors_total 0",
 		"# TYPE tlspolicyd_alerts_sent_total counter", "# TYPE tlspolicyd_event_log_dropped_total counter"} {
 		if !strings.Contains(string(body), "\n"+w+"\n") {
 			t.Errorf("/metrics lacks %q", w)
