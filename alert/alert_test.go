@@ -470,6 +470,7 @@ func TestTexts(t *testing.T) {
 			"dropped this one, the least recently confirmed, before learn_max_age", "add an explicit outbound entry for it"},
 		{expiring, "expires soon", "verify or secure", "renew the certificate"},
 		{events.Event{Kind: events.ReloadFailed, Reason: "table/a.yaml:3: unknown level \"encrpyt\""}, "Policy table change rejected", "previous table keeps serving", "tlspolicyd check"},
+		{events.Event{Kind: events.ProberBlind, Reason: "the last 3 probes all failed temporarily"}, "TLS prober blind", "not being checked", "probe.resolver"},
 	} {
 		t.Run(string(tc.ev.Kind), func(t *testing.T) {
 			al := Alert{Event: tc.ev, Repeats: 1}

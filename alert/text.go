@@ -73,6 +73,10 @@ func describe(al *Alert) {
 		al.Title = "Policy table change rejected"
 		al.Explanation = "A change to the policy table could not be loaded; the previous table keeps serving, so the change has no effect yet."
 		al.RecommendedAction = "Fix the errors listed (file:line) and commit again; `tlspolicyd check --table PATH` shows them before the daemon loads the table."
+	case events.ProberBlind:
+		al.Title = "TLS prober blind: every probe fails temporarily"
+		al.Explanation = "Every recent probe of the partners' mail servers failed temporarily (DNS lookups or connections to port 25 fail), so the enforced and testing entries are not being checked: a partner whose TLS breaks would go unnoticed until mail is deferred."
+		al.RecommendedAction = "Check the resolver the daemon uses (probe.resolver, else /etc/resolv.conf) and that it may connect out to port 25; the status page shows the latest failure."
 	default:
 		al.Title = fmt.Sprintf("TLS policy event %s for %s", clean(string(al.Kind)), dom)
 		al.RecommendedAction = "See the daemon's log and status page."
@@ -102,6 +106,8 @@ func policyLine(al *Alert) string {
 		}
 	case events.ReloadFailed:
 		s = "policy table"
+	case events.ProberBlind:
+		s = "the prober (probe.resolver)"
 	default:
 		s = clean(al.Rule)
 	}
