@@ -142,6 +142,7 @@ func printReport(out io.Writer, rep *web.Report, since string) error {
 	fmt.Fprintln(&w)
 
 	tw := tabwriter.NewWriter(&w, 0, 0, 2, ' ', 0)
+	var n notes // why a probe verdict fails, below the table
 	fmt.Fprintln(tw, "DOMAIN\tIN TLS\tIN PLAIN\tTLS VERSIONS\tOUTBOUND POLICY\tLAST PROBE\tEVENTS")
 	for _, d := range rep.Domains {
 		in := [3]string{"-", "-", ""}
@@ -153,7 +154,7 @@ func printReport(out io.Writer, rep *web.Report, since string) error {
 		for i := range rows {
 			out, probe := "-", ""
 			if i < len(d.Outbound) {
-				out, probe = outboundCell(d.Outbound[i]), probeCell(d.Outbound[i])
+				out, probe = outboundCell(d.Outbound[i]), probeCell(d.Outbound[i], &n)
 			}
 			if i == 0 {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Domain, in[0], in[1], in[2], out, probe, evs)
@@ -168,6 +169,7 @@ func printReport(out io.Writer, rep *web.Report, since string) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	n.print(&w)
 	if err := printOutboundTLS(&w, rep); err != nil {
 		return err
 	}
@@ -220,18 +222,30 @@ func outboundCell(e web.ReportEntry) string {
 	return oneLine(s)
 }
 
-func probeCell(e web.ReportEntry) string {
-	switch {
-	case e.Probe == nil && e.Section != "outbound":
-		return ""
-	case e.Probe == nil:
+// probeCell is an entry's verdict from its last probe, as the monitor
+// judges it; why a policy fails goes to n, printed once below the table.
+func probeCell(e web.ReportEntry, n *notes) string {
+	if e.Probe == nil {
+		if e.Section != "outbound" {
+			return ""
+		}
 		return "not probed"
-	case e.CheckOK != nil && *e.CheckOK:
-		return fmt.Sprintf("%s ok (%s)", e.Check, e.Probe.Time.UTC().Format("01-02 15:04"))
-	case e.CheckOK != nil:
-		return fmt.Sprintf("%s FAILS: %s (%s)", e.Check, e.Probe.Status, e.Probe.Time.UTC().Format("01-02 15:04"))
 	}
-	return fmt.Sprintf("%s (%s)", e.Probe.Status, e.Probe.Time.UTC().Format("01-02 15:04"))
+	when := " (" + e.Probe.Time.UTC().Format("01-02 15:04") + ")"
+	why := cmp.Or(e.CheckReason, e.Probe.Reason, e.Probe.Status)
+	switch {
+	case e.CheckOK != nil && *e.CheckOK:
+		return e.Check + " ok" + when
+	case e.CheckOK != nil && e.Testing:
+		return e.Check + " would defer" + n.ref(e.Key, why) + when
+	case e.CheckOK != nil:
+		return e.Check + " fails: mail deferred" + n.ref(e.Key, why) + when
+	case e.Check != "":
+		// The probe said nothing of the destination's TLS (temporary
+		// failure, unreachable, null MX): no verdict either way.
+		return "not judged: " + e.Probe.Status + n.ref(e.Key, why) + when
+	}
+	return "probe " + e.Probe.Status + when + ", level not judged"
 }
 
 func versionCounts(m map[string]uint64) string {

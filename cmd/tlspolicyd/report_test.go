@@ -49,7 +49,8 @@ func cannedReport() web.Report {
 				Counts: map[string]int{"inbound_blocked": 3}, Events: []events.Event{blocked}},
 			{Domain: "lawfirm.example",
 				Outbound: []web.ReportEntry{{Section: "outbound", EntryView: web.EntryView{Key: "lawfirm.example", Policy: "encrypt", Testing: true,
-					Check: "encrypt", CheckOK: ptrBool(false), Probe: &web.ProbeView{Target: "lawfirm.example", Status: "no-starttls", Time: t0.Add(-10 * time.Minute)}}}},
+					Check: "encrypt", CheckOK: ptrBool(false), Probe: &web.ProbeView{Target: "lawfirm.example", Status: "no-starttls", Time: t0.Add(-10 * time.Minute)},
+					CheckReason: "enforcing encrypt for lawfirm.example would defer mail: mx.lawfirm.example[192.0.2.7]: no STARTTLS"}}},
 				Counts: map[string]int{"outbound_probe_failed": 1}, Events: []events.Event{failed}},
 			{Domain: "news.example", Inbound: &web.InboundCounts{WithTLS: 40, Versions: map[string]uint64{"TLSv1.3": 40}}},
 			{Domain: "partner.example",
@@ -205,8 +206,11 @@ func TestReportAgainstDaemonAPI(t *testing.T) {
 	if got := find("bank.example "); !strings.HasPrefix(got, "bank.example 3 1 TLSv1.3:2 TLSv1.2:1 secure match=nexthop:dot-nexthop protocols=>=TLSv1.2 not probed inbound_blocked:1") {
 		t.Errorf("bank.example row: %q", got)
 	}
-	if got := find("lawfirm.example "); !strings.Contains(got, "encrypt [testing] encrypt FAILS: no-starttls") {
+	if got := find("lawfirm.example "); !strings.Contains(got, "encrypt [testing] encrypt would defer [1]") {
 		t.Errorf("lawfirm.example row: %q", got)
+	}
+	if !strings.Contains(out, "\n  [1] lawfirm.example: enforcing encrypt for lawfirm.example would defer mail") {
+		t.Errorf("the reason of lawfirm.example's verdict is not below the table:\n%s", out)
 	}
 	if !strings.Contains(out, "TLS report of mx1.test") || !strings.Contains(out, "Events (1: inbound_blocked:1), newest first:") ||
 		!strings.Contains(out, "Events counted in memory (no event log, log.events): the latest 100 events only.") {
@@ -288,3 +292,40 @@ func TestReportCountsBeyondTheRing(t *testing.T) {
 type probeList []*probe.Result
 
 func (p probeList) All() []*probe.Result { return p }
+
+// TestReportVerdictLines: every verdict the LAST PROBE column can show, in
+// a golden file; a failing check names why (below the table), never the
+// probe's status as if it were the failure ("verify FAILS: ok").
+func TestReportVerdictLines(t *testing.T) {
+	t0 := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	pv := func(target, status, reason string) *web.ProbeView {
+		return &web.ProbeView{Target: target, Status: status, Reason: reason, Time: t0.Add(-time.Hour)}
+	}
+	entry := func(key, policy, check string, ok *bool, testing bool, p *web.ProbeView, why string) web.ReportEntry {
+		return web.ReportEntry{Section: "outbound", EntryView: web.EntryView{Key: key, Policy: policy, Check: check, CheckOK: ok,
+			Testing: testing, Probe: p, CheckReason: why}}
+	}
+	rep := web.Report{Host: "mx1.ourcorp.example", Generated: t0, Since: t0.Add(-24 * time.Hour), InboundSince: t0.Add(-24 * time.Hour),
+		TableLoaded: true, EventTotals: map[events.Kind]int{}, EventCoverage: web.EventCoverage{EventsSource: "log"},
+		Domains: []web.ReportDomain{
+			{Domain: "ok.example", Outbound: []web.ReportEntry{entry("ok.example", "secure", "secure", ptrBool(true), false, pv("ok.example", "ok", ""), "")}},
+			{Domain: "untrusted.example", Outbound: []web.ReportEntry{entry("untrusted.example", "verify", "verify", ptrBool(false), false,
+				pv("untrusted.example", "ok", "verify would fail: mx.untrusted.example[192.0.2.3]: certificate not trusted"),
+				"mail to untrusted.example is deferred: policy verify cannot be met: mx.untrusted.example[192.0.2.3]: certificate not trusted")}},
+			{Domain: "oldtls.example", Outbound: []web.ReportEntry{entry("oldtls.example", "encrypt protocols=>=TLSv1.3", "encrypt", ptrBool(false), true,
+				pv("oldtls.example", "ok", ""), "enforcing encrypt protocols=>=TLSv1.3 for oldtls.example would defer mail: mx.oldtls.example[192.0.2.4]: highest TLS version TLSv1.2")}},
+			{Domain: "down.example", Outbound: []web.ReportEntry{entry("down.example", "encrypt", "encrypt", nil, false,
+				pv("down.example", "temporary", "MX lookup failed: SERVFAIL"), "")}},
+			{Domain: "dane.example", Outbound: []web.ReportEntry{entry("dane.example", "dane", "", nil, false, pv("dane.example", "ok", ""), "")}},
+			{Domain: "new.example", Outbound: []web.ReportEntry{entry("new.example", "encrypt", "encrypt", nil, false, nil, "")}},
+			{Domain: "partner.example", Outbound: []web.ReportEntry{{Section: "recipients", EntryView: web.EntryView{Key: "cfo@partner.example", Policy: "encrypt"}}}},
+		}}
+	var b strings.Builder
+	if err := printReport(&b, &rep, "24h"); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "report-verdicts.txt", b.String())
+	if strings.Contains(b.String(), "FAILS: ok") {
+		t.Error("a failing check is worded with the probe's status")
+	}
+}
