@@ -57,6 +57,14 @@ func describe(al *Alert) {
 		al.Title = fmt.Sprintf("Mail to %s is delivered again", dom)
 		al.Explanation = "Postfix's log shows mail to the following domain delivered again after it had been deferred by TLS policy."
 		al.RecommendedAction = "Nothing to do. Postfix retries the other deferred messages on its own schedule; `postqueue -f` retries them now."
+	case events.BackupMXFailed:
+		if al.Action == "testing" {
+			al.Title = fmt.Sprintf("A backup MX of %s cannot meet the TLS policy being tested", dom)
+		} else {
+			al.Title = fmt.Sprintf("A backup MX of %s cannot meet the TLS policy", dom)
+		}
+		al.Explanation = "A probe of the following domain's mail servers shows that some of them cannot meet the TLS policy set for it, while another one can. Mail is delivered through the one that can; it will be deferred whenever that server is down or busy, and mail may take longer while the others are tried first."
+		al.RecommendedAction = fmt.Sprintf("Contact the email administrator for %s and ask them to fix TLS on the mail servers named below (STARTTLS, a valid certificate), so that the backup works under the policy too. No change is needed on our side while the other server delivers.", dom)
 	case events.LearnedDowngrade:
 		al.Title = fmt.Sprintf("%s stopped offering STARTTLS: possible downgrade attack", dom)
 		al.Explanation = "The mail servers of the following domain offered STARTTLS before, so encryption to them was learned and is required; a new probe found STARTTLS missing or failing. This is either a change at the domain or an attacker removing STARTTLS on the way (a downgrade attack). Encryption stays required, so mail to the domain may be deferred."
@@ -94,7 +102,7 @@ func policyLine(al *Alert) string {
 		if al.Rule == "" {
 			s = "outbound policy (none: Postfix's default)"
 		}
-	case events.OutboundProbeFailed, events.CertExpiring:
+	case events.OutboundProbeFailed, events.BackupMXFailed, events.CertExpiring:
 		s = fmt.Sprintf("outbound entry %q", clean(al.Rule))
 		if al.Action == "testing" {
 			s += " (testing)"

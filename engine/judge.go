@@ -20,7 +20,7 @@ type Finding struct {
 	Entry  *store.Entry
 	Result *probe.Result
 	Level  string // the probe level checked: encrypt, verify or secure
-	OK     bool   // delivery under Level would succeed to every reachable MX
+	OK     bool   // Postfix delivers under Level (see deliver), perhaps not through every MX
 	Kind   events.Kind
 	Reason string // the event text ("" when OK and nothing expires)
 }
@@ -56,7 +56,10 @@ func Probeable(e *store.Entry) bool {
 }
 
 // Judge turns a probe result for entry e into findings: whether enforcing
-// e delivers, and whether a verify/secure certificate expires soon.
+// e delivers (an OutboundProbeFailed when Postfix would defer the mail, a
+// BackupMXFailed when it delivers through one MX while another cannot
+// meet the policy: see deliver), and whether a verify/secure certificate
+// expires soon.
 // Temporary probe failures (DNS SERVFAIL, 4xx banners) and unreachable
 // destinations yield nothing: they say nothing about the destination's TLS
 // (Postfix defers that mail whatever the policy).
@@ -82,19 +85,44 @@ func Judge(e *store.Entry, r *probe.Result, now time.Time) []Finding {
 		// lists and the system roots: start from encrypt instead.
 		base = probe.LevelEncrypt
 	}
-	v, ok := r.Levels[base]
-	f := Finding{Entry: e, Result: r, Level: level, OK: ok && v.OK, Kind: events.OutboundProbeFailed}
-	why := cmp.Or(v.Reason, r.Reason)
-	if f.OK {
-		why = probe.JoinReasons(attrFailures(e.Policy, r, match, ownMatch))
-		f.OK = why == ""
+	ac := newAttrCheck(e.Policy, r, match, ownMatch)
+	var tried []triedAddr
+	for _, mx := range r.MX {
+		for i := range mx.Addrs {
+			a := &mx.Addrs[i]
+			if !a.Reached {
+				continue // not counted, as in the probe's own verdicts
+			}
+			why := a.LevelFailure(base)
+			if why == "" {
+				why = ac.failure(a, mx.Host)
+			}
+			tried = append(tried, triedAddr{pref: mx.Preference, where: a.Where(mx.Host), why: why})
+		}
 	}
+	d := deliver(tried)
+	f := Finding{Entry: e, Result: r, Level: level, OK: d.delivered, Kind: events.OutboundProbeFailed}
 	var out []Finding
-	if !f.OK {
+	switch why := probe.JoinReasons(d.failing); {
+	case !d.delivered:
 		if e.Testing {
 			f.Reason = fmt.Sprintf("enforcing %s for %s would defer mail: %s", e.Policy.Text, e.Key, why)
 		} else {
 			f.Reason = fmt.Sprintf("mail to %s is deferred: policy %s cannot be met: %s", e.Key, e.Policy.Text, why)
+		}
+		out = append(out, f)
+	case len(d.failing) > 0:
+		f.Kind = events.BackupMXFailed
+		which := "a backup MX of " + e.Key + " cannot meet"
+		if !d.backupOnly {
+			which = "some MX addresses of " + e.Key + " cannot meet"
+		}
+		if e.Testing {
+			f.Reason = fmt.Sprintf("enforcing %s for %s: %s it (%s); mail would still be delivered through %s, and deferred while that is down",
+				e.Policy.Text, e.Key, which, why, d.via)
+		} else {
+			f.Reason = fmt.Sprintf("%s policy %s: %s; mail is delivered through %s, and deferred while that is down",
+				which, e.Policy.Text, why, d.via)
 		}
 		out = append(out, f)
 	}
@@ -153,53 +181,55 @@ func attrValues(p *store.Policy, name, sep string) string {
 	return strings.Join(vs, sep)
 }
 
-// attrFailures checks, at every reached address that completed a TLS
-// handshake, what p's attributes demand beyond the level verdict: the
-// TLS versions protocols= lets Postfix offer, the fingerprint level's
-// match= digests, and, when ownMatch, trust and the leaf's names against
-// the list match (see certMatch). It returns "host[addr]: why" for every
-// address that fails for certain; what the record cannot tell (a server
-// above protocols='s maximum, an unknown fingerprint digest, names beyond
-// the recorded ones) is no failure.
-func attrFailures(p *store.Policy, r *probe.Result, match string, ownMatch bool) []string {
-	protocols, checkProtocols := p.Attr("protocols")
-	var lo, hi uint16
-	if checkProtocols {
+// attrCheck checks, at a reached address that completed a TLS
+// handshake, what a policy demands beyond the level verdict: the TLS
+// versions protocols= lets Postfix offer, the fingerprint level's match=
+// digests, and, when ownMatch, trust and the leaf's names against the
+// list match (see certMatch). What the record cannot tell (a server above
+// protocols='s maximum, an unknown fingerprint digest, names beyond the
+// recorded ones) is no failure.
+type attrCheck struct {
+	r                *probe.Result
+	match            string
+	ownMatch, tafile bool
+	checkProtocols   bool
+	lo, hi           uint16
+	fingerprints     string
+}
+
+func newAttrCheck(p *store.Policy, r *probe.Result, match string, ownMatch bool) *attrCheck {
+	c := &attrCheck{r: r, match: match, ownMatch: ownMatch}
+	if protocols, ok := p.Attr("protocols"); ok {
 		var err error
 		// The table loader rejects a protocols= value it cannot read.
-		lo, hi, err = store.ProtocolRange(protocols)
-		checkProtocols = err == nil
+		c.lo, c.hi, err = store.ProtocolRange(protocols)
+		c.checkProtocols = err == nil
 	}
-	fingerprints := ""
 	if p.Level == store.LevelFingerprint {
-		fingerprints = attrValues(p, "match", "|")
+		c.fingerprints = attrValues(p, "match", "|")
 	}
 	// With tafile= Postfix trusts the chain by those anchors, not the
 	// system roots the prober uses: only the names can be judged.
-	_, tafile := p.Attr("tafile")
-	var fails []string
-	for _, mx := range r.MX {
-		for i := range mx.Addrs {
-			a := &mx.Addrs[i]
-			if !a.Reached || a.TLS == nil {
-				continue // the level verdict covers these
-			}
-			var why string
-			if checkProtocols {
-				why = failure(a.TLS.CheckProtocols(lo, hi))
-			}
-			if why == "" && fingerprints != "" {
-				why = failure(a.TLS.CheckFingerprint(fingerprints))
-			}
-			if why == "" && ownMatch {
-				why = failure(a.TLS.CheckMatch(match, mx.Host, r.NextHop, !tafile))
-			}
-			if why != "" {
-				fails = append(fails, a.Where(mx.Host)+": "+why)
-			}
-		}
+	_, c.tafile = p.Attr("tafile")
+	return c
+}
+
+// failure returns why a (of MX host) fails for certain, else "".
+func (c *attrCheck) failure(a *probe.AddrResult, host string) string {
+	if !a.Reached || a.TLS == nil {
+		return "" // the level verdict covers these
 	}
-	return fails
+	var why string
+	if c.checkProtocols {
+		why = failure(a.TLS.CheckProtocols(c.lo, c.hi))
+	}
+	if why == "" && c.fingerprints != "" {
+		why = failure(a.TLS.CheckFingerprint(c.fingerprints))
+	}
+	if why == "" && c.ownMatch {
+		why = failure(a.TLS.CheckMatch(c.match, host, c.r.NextHop, !c.tafile))
+	}
+	return why
 }
 
 // failure is the reason of a check known to fail, else "".

@@ -23,6 +23,7 @@ const (
 	InboundBlocked      Kind = "inbound_blocked"       // an enforced inbound rule deferred or rejected mail
 	InboundWouldBlock   Kind = "inbound_would_block"   // a testing inbound rule would have
 	OutboundProbeFailed Kind = "outbound_probe_failed" // an enforced or testing destination fails its probe
+	BackupMXFailed      Kind = "backup_mx_failed"      // an MX of an enforced or testing destination cannot meet the policy, but Postfix delivers through another
 	LearnedDowngrade    Kind = "learned_downgrade"     // a learned STARTTLS destination stopped offering it
 	LearnedEvicted      Kind = "learned_evicted"       // a learned encrypt was dropped before learn_max_age: the probe cache was full
 	CertExpiring        Kind = "cert_expiring"         // an enforced verify/secure destination's certificate expires soon

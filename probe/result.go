@@ -242,6 +242,15 @@ func addrLevels(a *AddrResult) map[string]string {
 	return fail
 }
 
+// LevelFailure says why delivery under level (LevelEncrypt, LevelVerify
+// or LevelSecure) fails at a, a reached address; "" if it works.
+func (a *AddrResult) LevelFailure(level string) string {
+	if level == LevelMay {
+		return ""
+	}
+	return addrLevels(a)[level]
+}
+
 // maxReasons caps how many failures a reason lists.
 const maxReasons = 3
 

@@ -41,7 +41,7 @@ var tlsVersions = []string{"none", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3", oth
 var probeStatuses = []string{probe.StatusOK, probe.StatusNoSTARTTLS, probe.StatusTLSFailed, probe.StatusUnreachable, probe.StatusTemporary, probe.StatusNoMail, other}
 
 // eventKinds are the event kinds always exported (at 0 before the first).
-var eventKinds = []events.Kind{events.InboundBlocked, events.InboundWouldBlock, events.OutboundProbeFailed,
+var eventKinds = []events.Kind{events.InboundBlocked, events.InboundWouldBlock, events.OutboundProbeFailed, events.BackupMXFailed,
 	events.LearnedDowngrade, events.LearnedEvicted, events.CertExpiring, events.ReloadFailed,
 	events.OutboundDeferred, events.OutboundDelivered, events.ProberBlind}
 

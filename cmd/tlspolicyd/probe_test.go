@@ -104,7 +104,10 @@ func TestCheckProbeWarnsAboutDeferrals(t *testing.T) {
 	}
 	for _, want := range []string{
 		"t.yaml:3: warning: enforcing encrypt for plain.example would defer mail: mx.plain.example[127.0.0.32]",
-		"t.yaml:6: warning: mail to mixed.example is deferred: policy encrypt cannot be met",
+		// mixed.example's primary MX offers STARTTLS, its backup does
+		// not: Postfix delivers through the primary.
+		"t.yaml:6: warning: a backup MX of mixed.example cannot meet policy encrypt: mx2.mixed.example[127.0.0.32]:" + strconv.Itoa(port) +
+			": no STARTTLS offered; mail is delivered through mx1.mixed.example[127.0.0.31]:" + strconv.Itoa(port),
 		// A destination the probe cannot judge (here: no such domain)
 		// is a warning too, not a silent pass.
 		"t.yaml:8: warning: could not check goood.example (verify): unreachable: ",
