@@ -465,6 +465,8 @@ func TestTexts(t *testing.T) {
 			"Enforcing TLS for lawfirm.example would defer mail", "Mail still flows", "Keep testing: true on the entry at t.yaml:4"},
 		{events.Event{Kind: events.OutboundProbeFailed, Domain: "plainbank.example", Action: string(events.OutboundProbeFailed)},
 			"Mail to plainbank.example is deferred", "unable to deliver messages to the following domain", "Contact the email administrator for plainbank.example"},
+		{events.Event{Kind: events.BackupMXFailed, Domain: "mixed.example", Action: string(events.BackupMXFailed)},
+			"A backup MX of mixed.example cannot meet the TLS policy", "Mail is delivered through the one that can", "so that the backup works under the policy too"},
 		{events.Event{Kind: events.LearnedDowngrade, Domain: "shop.example"}, "shop.example stopped offering STARTTLS", "downgrade attack", "add an explicit entry"},
 		{events.Event{Kind: events.LearnedEvicted, Domain: "shop.example"}, "Learned encryption to shop.example dropped early",
 			"dropped this one, the least recently confirmed, before learn_max_age", "add an explicit outbound entry for it"},
