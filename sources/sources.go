@@ -53,6 +53,10 @@ type Config struct {
 	// SaveEvery is how often the scheduler snapshots a changed cache to
 	// disk (5 min if 0).
 	SaveEvery time.Duration
+	// Offline answers from the cache as it is and never fetches (query
+	// reading the daemon's snapshot): a kind is on when its DANE or
+	// MTASTS field is set, which is then never called.
+	Offline bool
 }
 
 // Decision is what the sources say about a domain.
@@ -107,7 +111,7 @@ func (m *Manager) Cache() *srccache.Cache { return m.cfg.Cache }
 func (m *Manager) Resolve(ctx context.Context, domain string) (Decision, error) {
 	now := time.Now()
 	dr, mr := m.records(domain)
-	if m.needFetch(dr, mr, now) {
+	if !m.cfg.Offline && m.needFetch(dr, mr, now) {
 		m.firstLookup(ctx, domain)
 		now = time.Now()
 		dr, mr = m.records(domain)

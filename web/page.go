@@ -75,6 +75,7 @@ type pageData struct {
 	EventTotals  map[events.Kind]uint64
 	Healthy      bool
 	Blind        *blindView // set while every recent probe failed temporarily
+	SourcesOn    bool       // DANE or MTA-STS is on
 }
 
 // blindView is the status page's warning about a prober that learns
@@ -92,6 +93,12 @@ func (s *server) page(w http.ResponseWriter, r *http.Request) {
 		if blind, since, latest := s.Prober.Blind(); blind {
 			d.Blind = &blindView{Since: since, Latest: latest}
 		}
+	}
+	d.Table.Sources = s.sourcesView()
+	d.SourcesOn = s.Sources != nil
+	if len(d.Table.Sources) > pageEntries {
+		d.More["sources"] = len(d.Table.Sources) - pageEntries
+		d.Table.Sources = d.Table.Sources[:pageEntries]
 	}
 	cut := func(name string, es []EntryView) []EntryView {
 		if len(es) > pageEntries {

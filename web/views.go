@@ -104,6 +104,9 @@ type TableView struct {
 	Recipients []EntryView `json:"recipients"`
 	Senders    []EntryView `json:"senders"`
 	Inbound    []RuleView  `json:"inbound"`
+	// Sources are the domains the table does not list that DANE or
+	// MTA-STS decide; absent when both sources are off.
+	Sources []SourceView `json:"sources,omitempty"`
 }
 
 // Defaults is the table's defaults section.
@@ -201,6 +204,7 @@ func (s *server) tableView() TableView {
 
 func (s *server) apiTable(w http.ResponseWriter, r *http.Request) {
 	v := s.tableView()
+	v.Sources = s.sourcesView()
 	status := http.StatusOK
 	if !v.Loaded {
 		status = http.StatusServiceUnavailable

@@ -8,7 +8,8 @@
 //
 //	/metrics                  Prometheus metrics (see examples/metrics.md)
 //	/healthz                  200 "ok" while a valid table is loaded, else 503
-//	/api/table                the policy table, entries with their last probe verdict
+//	/api/table                the policy table, entries with their last probe verdict, and
+//	                          the domains DANE and MTA-STS decide (sources)
 //	/api/events?since=24h     events, newest first (also &kind=, &domain=, &limit=)
 //	/api/inbound              inbound mail per sender domain: with/without TLS, by version
 //	/api/probes               the latest probe result per target
@@ -41,6 +42,9 @@ type Options struct {
 	Prober interface {
 		Blind() (blind bool, since time.Time, latest string)
 	}
+	// Sources are the DANE and MTA-STS sources (a *sources.Manager), shown
+	// in their own section; nil when both are off.
+	Sources SourcesInfo
 	// Metrics are served at /metrics; nil serves a fresh set (Go runtime
 	// and engine metrics only).
 	Metrics *Metrics
@@ -85,6 +89,9 @@ func New(o Options) http.Handler {
 		o.Now = time.Now
 	}
 	o.Metrics.attachEngine(o.Engine)
+	if o.Sources != nil {
+		o.Metrics.Sources(o.Sources)
+	}
 	s := &server{o}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", o.Metrics.Handler())

@@ -27,7 +27,10 @@ func probeCommand() *cli.Command {
 domain:port, as in the table), connects to every address, and checks EHLO,
 STARTTLS, the TLS handshake and the certificate, then says QUIT: it never
 sends MAIL or RCPT. Prints one line per MX address and whether delivery would
-succeed under each Postfix level (may, encrypt, verify, secure).
+succeed under each Postfix level (may, encrypt, verify, secure). For a domain
+it also looks up, live, its MTA-STS policy (TXT id, mode, max_age, mx
+patterns, the answer the daemon gives) and its DANE TLSA records per MX host
+(authenticated by the resolver's DNSSEC validation or not).
 
 Exit status: 0 when --level would deliver to every reachable MX of every
 TARGET, 1 when not, 2 on usage errors.`,
@@ -37,6 +40,10 @@ TARGET, 1 when not, 2 on usage errors.`,
 		}, append(probeFlags(),
 			&cli.StringFlag{Name: "level", Value: "encrypt", Usage: "the `LEVEL` the exit status judges: may, encrypt, verify or secure"},
 			&cli.BoolFlag{Name: "json", Usage: "print the full results as JSON"},
+			&cli.BoolFlag{Name: "dane", DefaultText: "true", Usage: "look up DANE TLSA records of a domain's MX hosts; --dane=false skips it"},
+			&cli.BoolFlag{Name: "mta-sts", DefaultText: "true", Usage: "look up a domain's MTA-STS policy; --mta-sts=false skips it"},
+			&cli.StringFlag{Name: "https-ca", Usage: "extra CA certificate `FILE` (PEM) trusted for MTA-STS policy fetches"},
+			&cli.IntFlag{Name: "mta-sts-port", DefaultText: "443", Usage: "HTTPS `PORT` of mta-sts.<domain>"},
 		)...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() == 0 {
@@ -74,13 +81,18 @@ TARGET, 1 when not, 2 on usage errors.`,
 			for _, r := range results {
 				ok = ok && r.Levels[level].OK
 			}
+			outs := make([]probeOutput, len(results))
+			for i, r := range results {
+				outs[i] = probeSources(c.Context, cfg, c.Args().Get(i), r)
+			}
 			if c.Bool("json") {
-				if err := writeJSON(c.App.Writer, results); err != nil {
+				if err := writeJSON(c.App.Writer, outs); err != nil {
 					return err
 				}
 			} else {
-				for _, r := range results {
-					printProbe(c.App.Writer, r)
+				for _, o := range outs {
+					printProbe(c.App.Writer, o.Result)
+					printSources(c.App.Writer, o)
 				}
 			}
 			if !ok {

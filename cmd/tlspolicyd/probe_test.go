@@ -148,7 +148,7 @@ func TestQueryExplainShowsLearnedPolicy(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	for _, want := range []string{"tls.example\tOK encrypt", "step 3, learned from the probe cache", "every reachable MX offered STARTTLS", "plain.example\tNOTFOUND"} {
+	for _, want := range []string{"tls.example\tOK encrypt", "step 5, learned from the probe cache", "every reachable MX offered STARTTLS", "plain.example\tNOTFOUND"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}

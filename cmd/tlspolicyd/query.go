@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/tlspolicyd/tlspolicyd/engine"
 	"github.com/tlspolicyd/tlspolicyd/probe"
 	"github.com/tlspolicyd/tlspolicyd/socketmap"
 	"github.com/tlspolicyd/tlspolicyd/store"
@@ -34,6 +36,9 @@ a recorded request file) and prints the action the daemon would send.
 
 For one KEY the output is the socketmap reply (OK <policy>, NOTFOUND, TEMP or
 PERM); for several (or -), each line is KEY, a tab, and the reply. --explain adds which step and which file:line decided.
+DANE and MTA-STS answers come from the daemon's source cache file as it is
+(sources.cache, by default sources.json next to probe.cache): nothing is
+looked up; tlspolicyd probe DOMAIN looks them up live.
 Exit status: 0 when every key was answered OK or NOTFOUND, 1 when a lookup
 failed (TEMP/PERM, unreadable table, daemon unreachable), 2 on usage errors.`,
 		Flags: append(configFlags(),
@@ -42,6 +47,7 @@ failed (TEMP/PERM, unreadable table, daemon unreachable), 2 on usage errors.`,
 			&cli.BoolFlag{Name: "explain", Aliases: []string{"e"}, Usage: "say which step and table entry (file:line) decided each answer"},
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON array of results"},
 			&cli.StringFlag{Name: "probe-cache", Usage: "the daemon's probe cache `FILE`, for learned policies (default: probe.cache of --config)"},
+			&cli.StringFlag{Name: "sources-cache", Usage: "the daemon's DANE/MTA-STS source cache `FILE` (default: sources.cache of --config, else sources.json next to the probe cache)"},
 			&cli.BoolFlag{Name: "inbound", Aliases: []string{"i"}, Usage: "simulate a policy delegation request (check_policy_service) instead of a socketmap lookup"},
 			&cli.StringFlag{Name: "sender", Usage: "with --inbound: envelope sender `ADDRESS` (\"\" or <> for the null sender)"},
 			&cli.StringFlag{Name: "recipient", Usage: "with --inbound: recipient `ADDRESS` (empty = MAIL stage)"},
@@ -177,8 +183,12 @@ func queryAction(c *cli.Context) error {
 				learner = cache
 			}
 		}
+		eng := engine.New(s, learner, nil, newLogger(io.Discard, "text", "error"))
+		if src := offlineSources(cfg, c.App.ErrWriter); src != nil {
+			eng.SetSources(src)
+		}
 		for _, k := range keys {
-			res, ok := localQuery(s, learner, mapName, k)
+			res, ok := localQuery(c.Context, eng, mapName, k)
 			failed = failed || !ok
 			results = append(results, res)
 		}
@@ -201,10 +211,10 @@ func queryAction(c *cli.Context) error {
 	return nil
 }
 
-// localQuery resolves one key against s exactly as the daemon would.
-func localQuery(s *store.Store, l store.Learner, mapName, key string) (queryResult, bool) {
+// localQuery resolves one key exactly as the daemon would.
+func localQuery(ctx context.Context, eng *engine.Engine, mapName, key string) (queryResult, bool) {
 	res := queryResult{Key: key, Map: mapName}
-	ans, err := s.Resolve(mapName, key, l)
+	ans, err := eng.ResolveContext(ctx, mapName, key)
 	switch {
 	case errors.Is(err, store.ErrUnknownMap):
 		res.Status, res.Data = "PERM", "unknown map"
@@ -234,8 +244,10 @@ func localQuery(s *store.Store, l store.Learner, mapName, key string) (queryResu
 var stepNumber = map[string]string{
 	string(store.StepExact):   "step 1, exact entry",
 	string(store.StepParent):  "step 2, parent-domain entry",
-	string(store.StepLearned): "step 3, learned from the probe cache",
-	string(store.StepDefault): "step 4, defaults.outbound",
+	string(engine.StepDANE):   "step 3, DANE (from the source cache)",
+	string(engine.StepMTASTS): "step 4, MTA-STS (from the source cache)",
+	string(store.StepLearned): "step 5, learned from the probe cache",
+	string(store.StepDefault): "step 6, defaults.outbound",
 	string(store.StepNone):    "no entry covers it",
 }
 
@@ -275,7 +287,8 @@ func printQueryResult(w io.Writer, r queryResult, withKey, explain bool) {
 		fmt.Fprintln(w, line)
 		// The step line already says what the base text says; add the
 		// explanation only where it tells more (a raised floor, a probe).
-		if r.Why != "" && (r.Step == string(store.StepLearned) || strings.Contains(r.Why, "raised")) {
+		if r.Why != "" && (r.Step == string(store.StepLearned) || r.Step == string(engine.StepDANE) ||
+			r.Step == string(engine.StepMTASTS) || strings.Contains(r.Why, "raised")) {
 			fmt.Fprintf(w, "  %s\n", r.Why)
 		}
 	}

@@ -374,7 +374,7 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	if l, err := open("http", cfg.Listen.HTTP); err != nil {
 		return cli.Exit("tlspolicyd: "+err.Error(), 1)
 	} else if l != nil {
-		srv := &http.Server{Handler: web.New(web.Options{Engine: eng, Probes: cache, Prober: health, Metrics: metrics, Logger: log.With("server", "http"),
+		srv := &http.Server{Handler: web.New(web.Options{Engine: eng, Probes: cache, Prober: health, Metrics: metrics, Sources: webSources(src), Logger: log.With("server", "http"),
 			Outbound: ml.reporter(), Maillog: cfg.Maillog}),
 			ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 		servers = append(servers, server{"http", func() error { return srv.Serve(l) }, srv.Shutdown})

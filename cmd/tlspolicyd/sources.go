@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/x509"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/tlspolicyd/tlspolicyd/socketmap"
 	"github.com/tlspolicyd/tlspolicyd/sources"
 	"github.com/tlspolicyd/tlspolicyd/srccache"
+	"github.com/tlspolicyd/tlspolicyd/web"
 )
 
 // sourcesCachePath is where the source cache is snapshotted: the
@@ -39,40 +41,15 @@ func newSources(cfg config.Config, log *slog.Logger, onEvict func(*srccache.Reco
 	if !cfg.Sources.DANE && !cfg.Sources.MTASTS {
 		return nil, nil
 	}
-	server := cfg.Probe.Resolver
-	if server == "" {
-		cc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
-		if err != nil || len(cc.Servers) == 0 {
-			return nil, fmt.Errorf("sources: no resolver: set probe.resolver (%v)", err)
-		}
-		server = net.JoinHostPort(cc.Servers[0], cc.Port)
+	danes, fetcher, err := sourceClients(cfg)
+	if err != nil {
+		return nil, err
 	}
-	client := &dnsq.Client{Server: server, Timeout: 5 * time.Second}
 	cache, err := srccache.New(srccache.Options{Path: sourcesCachePath(cfg), OnEvict: onEvict})
 	if err != nil {
 		return nil, err
 	}
-	mc := sources.Config{Cache: cache, Timeout: cfg.Sources.Timeout, Logger: log}
-	if cfg.Sources.DANE {
-		mc.DANE = &dane.Resolver{DNS: client}
-	}
-	if cfg.Sources.MTASTS {
-		roots, err := x509.SystemCertPool()
-		if err != nil {
-			roots = x509.NewCertPool()
-		}
-		if cfg.Sources.HTTPSCA != "" {
-			pem, err := os.ReadFile(cfg.Sources.HTTPSCA)
-			if err != nil {
-				return nil, fmt.Errorf("sources.https_ca: %w", err)
-			}
-			if !roots.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("sources.https_ca %s: no PEM certificate in it", cfg.Sources.HTTPSCA)
-			}
-		}
-		mc.MTASTS = mtasts.NewFetcher(mtasts.FetcherConfig{DNS: client, RootCAs: roots,
-			Port: cfg.Sources.MTASTSPort, AllowPrivate: cfg.Probe.AllowPrivate})
-	}
+	mc := sources.Config{Cache: cache, Timeout: cfg.Sources.Timeout, Logger: log, DANE: danes, MTASTS: fetcher}
 	m, err := sources.New(mc)
 	if err != nil {
 		return nil, err
@@ -83,6 +60,45 @@ func newSources(cfg config.Config, log *slog.Logger, onEvict func(*srccache.Reco
 		log.Info("source cache restored", "path", sourcesCachePath(cfg), "records", n)
 	}
 	return m, nil
+}
+
+// sourceClients returns the DANE resolver and the MTA-STS fetcher the
+// configuration enables (nil when off), on the prober's resolver.
+func sourceClients(cfg config.Config) (*dane.Resolver, *mtasts.Fetcher, error) {
+	server := cfg.Probe.Resolver
+	if server == "" {
+		cc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
+		if err != nil || len(cc.Servers) == 0 {
+			return nil, nil, fmt.Errorf("sources: no resolver: set probe.resolver (%v)", err)
+		}
+		server = net.JoinHostPort(cc.Servers[0], cc.Port)
+	}
+	client := &dnsq.Client{Server: server, Timeout: 5 * time.Second}
+	var (
+		d *dane.Resolver
+		f *mtasts.Fetcher
+	)
+	if cfg.Sources.DANE {
+		d = &dane.Resolver{DNS: client}
+	}
+	if cfg.Sources.MTASTS {
+		roots, err := x509.SystemCertPool()
+		if err != nil {
+			roots = x509.NewCertPool()
+		}
+		if cfg.Sources.HTTPSCA != "" {
+			pem, err := os.ReadFile(cfg.Sources.HTTPSCA)
+			if err != nil {
+				return nil, nil, fmt.Errorf("sources.https_ca: %w", err)
+			}
+			if !roots.AppendCertsFromPEM(pem) {
+				return nil, nil, fmt.Errorf("sources.https_ca %s: no PEM certificate in it", cfg.Sources.HTTPSCA)
+			}
+		}
+		f = mtasts.NewFetcher(mtasts.FetcherConfig{DNS: client, RootCAs: roots,
+			Port: cfg.Sources.MTASTSPort, AllowPrivate: cfg.Probe.AllowPrivate})
+	}
+	return d, f, nil
 }
 
 // requestTimeout is the socketmap watchdog's bound on one lookup: the
@@ -96,4 +112,45 @@ func requestTimeout(cfg config.Config) time.Duration {
 		t = max(t, cfg.Sources.Timeout+time.Second)
 	}
 	return t
+}
+
+// offlineSources returns the enabled sources answering from the daemon's
+// source cache snapshot as it is, never fetching (query), or nil when the
+// sources are off or there is no snapshot.
+func offlineSources(cfg config.Config, errw io.Writer) *sources.Manager {
+	path := sourcesCachePath(cfg)
+	if path == "" || (!cfg.Sources.DANE && !cfg.Sources.MTASTS) {
+		return nil
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil
+	}
+	cache, err := srccache.New(srccache.Options{Path: path})
+	if err != nil {
+		return nil
+	}
+	if _, err := cache.Load(time.Now()); err != nil {
+		fmt.Fprintf(errw, "tlspolicyd: source cache %s not read: %v\n", path, err)
+		return nil
+	}
+	mc := sources.Config{Cache: cache, Offline: true}
+	if cfg.Sources.DANE {
+		mc.DANE = &dane.Resolver{}
+	}
+	if cfg.Sources.MTASTS {
+		mc.MTASTS = &mtasts.Fetcher{}
+	}
+	m, err := sources.New(mc)
+	if err != nil {
+		return nil
+	}
+	return m
+}
+
+// webSources returns src for web.Options, an untyped nil when it is nil.
+func webSources(src *sources.Manager) web.SourcesInfo {
+	if src == nil {
+		return nil
+	}
+	return src
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"encoding/pem"
 	"os"
 	"path/filepath"
@@ -92,9 +93,10 @@ func TestServeSources(t *testing.T) {
 		t.Fatal(err)
 	}
 	cacheFile := filepath.Join(dir, "sources.json")
-	args := w.args("--table", table, "--socketmap", "127.0.0.1:0", "--policyd", "", "--http", "",
+	args := w.args("--table", table, "--socketmap", "127.0.0.1:0", "--policyd", "", "--http", "127.0.0.1:0",
 		"--probe-cache", "", "--event-log", "", "--sources-cache", cacheFile)
-	cl := dialSocketmap(t, startServe(t, []string{"socketmap"}, args...)["socketmap"])
+	addrs := startServe(t, []string{"socketmap", "http"}, args...)
+	cl := dialSocketmap(t, addrs["socketmap"])
 	const sts = "OK secure match=mx1.sts.test:.mx.sts.test servername=hostname"
 	for _, c := range []struct{ m, key, want string }{
 		{"tls_policy", "sts.test", sts},
@@ -137,6 +139,56 @@ func TestServeSources(t *testing.T) {
 	if w.host.Requests() != fetches || w.dns.Count("_mta-sts.sts.test", dns.TypeTXT) != txt {
 		t.Errorf("cached lookups fetched again")
 	}
+
+	// /api/table, the status page and /metrics show the sources.
+	code, body := get(t, "http://"+addrs["http"]+"/api/table")
+	var tv struct {
+		Sources []struct {
+			Domain, Source, Policy, Mode, ID, Error string
+			Temp                                    bool
+			MX                                      []string
+			Expires                                 time.Time
+		}
+	}
+	if err := json.Unmarshal(body, &tv); err != nil || code != 200 {
+		t.Fatalf("/api/table: %d %v", code, err)
+	}
+	seen := map[string]bool{}
+	for _, v := range tv.Sources {
+		key := v.Domain + " " + v.Source
+		seen[key] = true
+		switch key {
+		case "sts.test mta-sts":
+			if v.Mode != "enforce" || v.ID != "1" || len(v.MX) != 2 || v.Expires.Before(time.Now().Add(23*time.Hour)) {
+				t.Errorf("/api/table sts.test: %+v", v)
+			}
+		case "broken.test dane":
+			if !v.Temp || v.Error == "" {
+				t.Errorf("/api/table broken.test: %+v", v)
+			}
+		}
+	}
+	for _, k := range []string{"sts.test mta-sts", "both.test dane", "broken.test dane", "testing.test mta-sts"} {
+		if !seen[k] {
+			t.Errorf("/api/table sources lack %s: %s", k, body)
+		}
+	}
+	if seen["nothing.test mta-sts"] {
+		t.Errorf("/api/table lists a domain without any policy")
+	}
+	_, page := get(t, "http://"+addrs["http"]+"/")
+	for _, want := range []string{"DANE and MTA-STS", "<code>sts.test</code>", "TEMP: deferred", ">testing<"} {
+		if !strings.Contains(string(page), want) {
+			t.Errorf("status page lacks %q", want)
+		}
+	}
+	_, metrics := get(t, "http://"+addrs["http"]+"/metrics")
+	for _, want := range []string{`tlspolicyd_source_answers_total{answer="mta-sts"} 23`, `tlspolicyd_source_answers_total{answer="dane"} 3`,
+		`tlspolicyd_source_answers_total{answer="temp"} 1`, `tlspolicyd_source_fetch_errors_total{source="dane"} 1`, "tlspolicyd_source_cache_records "} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 }
 
 // TestServeSourcesCacheRestored: the source cache is snapshotted at
@@ -165,10 +217,54 @@ func TestServeSourcesCacheRestored(t *testing.T) {
 	if err != nil || !strings.Contains(string(b), `"mx1.sts.test"`) {
 		t.Fatalf("snapshot: %v\n%s", err, b)
 	}
+	// query --explain reads the snapshot: source, id, expiry, mx patterns.
+	out, errOut, code := runCLI(t, "query", "--table", table, "--probe-cache", probeCache, "--explain", "sts.test", "other.test")
+	for _, want := range []string{"sts.test\tOK secure match=mx1.sts.test servername=hostname",
+		"step 4, MTA-STS (from the source cache)", "MTA-STS: policy id 1, mode enforce, mx mx1.sts.test", "valid until", "other.test\tNOTFOUND"} {
+		if !strings.Contains(out, want) || code != 0 {
+			t.Errorf("query --explain: exit %d, output lacks %q:\n%s%s", code, want, out, errOut)
+		}
+	}
+
 	w.dns.Remove("_mta-sts.sts.test", dns.TypeTXT)
 	w.host.Srv.Close()
 	cl := dialSocketmap(t, startServe(t, []string{"socketmap"}, args...)["socketmap"])
 	if got := lookup(t, cl, "tls_policy", "sts.test"); got != want {
 		t.Fatalf("after restart: %q, want the cached policy", got)
+	}
+}
+
+// TestProbeShowsSources: probe DOMAIN shows the MTA-STS policy (TXT id,
+// mode, max_age, mx patterns, the daemon's answer, MX hosts outside the
+// list) and the DANE TLSA records per MX host, authenticated or not.
+func TestProbeShowsSources(t *testing.T) {
+	w := newSourcesWorld(t, "sts.test")
+	w.host.SetPolicy(sourcetest.Policy("enforce", 604800, "mx1.sts.test"))
+	w.dns.Add(t, "sts.test. 300 IN MX 10 mx1.sts.test.")
+	w.dns.Add(t, "sts.test. 300 IN MX 20 mx2.sts.test.")
+	w.dns.Add(t, "mx1.sts.test. 300 IN A 127.0.0.1")
+	w.dns.Add(t, "mx2.sts.test. 300 IN A 127.0.0.1")
+	w.dns.Add(t, "_25._tcp.mx1.sts.test. 300 IN TLSA 3 1 1 "+strings.Repeat("ab", 32))
+	w.dns.Sign("sts.test")
+	out, errOut, _ := runCLI(t, append([]string{"probe", "--timeout", "2s"}, append(w.args(), "sts.test")...)...)
+	for _, want := range []string{
+		"MTA-STS: TXT id 1; policy https://mta-sts.sts.test:" + strconv.Itoa(w.host.Port) + "/.well-known/mta-sts.txt",
+		"mode enforce, max_age 604800 (168h0m0s), mx mx1.sts.test",
+		"the daemon answers: secure match=mx1.sts.test servername=hostname",
+		"MX mx2.sts.test is not in the policy's mx list",
+		"DANE: MX records authenticated (DNSSEC); dane: 1 of 2 MX hosts have usable authenticated TLSA records",
+		"mx1.sts.test: TLSA authenticated, 1 usable",
+		"TLSA 3 1 1 abababababababab… (usable)",
+		"mx2.sts.test: no TLSA records (authenticated denial)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("probe output lacks %q:\n%s%s", want, out, errOut)
+		}
+	}
+	out, _, _ = runCLI(t, append([]string{"probe", "--timeout", "2s", "--json"}, append(w.args(), "sts.test")...)...)
+	for _, want := range []string{`"txt_id": "1"`, `"mode": "enforce"`, `"level": "dane"`, `"target": "sts.test"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("probe --json lacks %s:\n%s", want, out)
+		}
 	}
 }
