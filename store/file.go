@@ -11,8 +11,9 @@ import (
 	"syscall"
 )
 
-// maxFileSize caps every file read, so a wrong include (a log file, a
-// device) cannot exhaust memory.
+// maxFileSize caps every file read (a wrong include: a log file). What a
+// load may decode is bounded apart (maxLoadNodes): the YAML tree of a
+// file can take a hundred times its size.
 const maxFileSize = 64 << 20
 
 // pathErr drops the path from an *fs.PathError: the message is already

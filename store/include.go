@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"path/filepath"
 
 	"go.yaml.in/yaml/v3"
@@ -44,6 +45,9 @@ func (p *parser) include(file string, v *yaml.Node) {
 			data, err := readRegular(path)
 			if err != nil {
 				p.errorf(src(file, val), "include %s: %v", rel, err)
+				return
+			}
+			if !p.budget.take(2 * (bytes.Count(data, []byte{'\n'}) + 1)) {
 				return
 			}
 			p.included[path] = true

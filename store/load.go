@@ -16,6 +16,7 @@ import (
 // ErrorList holds every problem found.
 func ParseFile(name string, r io.Reader) (*Table, error) {
 	p := newParser()
+	p.root = name
 	p.addFile(name)
 	data, err := io.ReadAll(io.LimitReader(r, maxFileSize+1))
 	switch {
@@ -46,6 +47,7 @@ func LoadTable(path string) (*Table, error) {
 // is done it stops before the next file and returns ctx's error.
 func loadTable(ctx context.Context, path string, workers int) (*Table, error) {
 	p := newParser()
+	p.root = path
 	fi, err := os.Stat(path)
 	if err != nil {
 		p.errorf(Source{File: path}, "%v", pathErr(err))

@@ -48,7 +48,7 @@ func (p *parser) loadFiles(ctx context.Context, paths []string, workers int) {
 			go func() {
 				defer func() { <-sem }()
 				if ctx.Err() == nil {
-					results[i].events = parseDeferred(name)
+					results[i].events = parseDeferred(name, p.budget)
 				}
 				close(results[i].done)
 			}()
@@ -87,8 +87,9 @@ func (p *parser) loadFiles(ctx context.Context, paths []string, workers int) {
 
 // parseDeferred parses one file as a worker of loadFiles: what depends
 // on other files is returned as events for replay.
-func parseDeferred(name string) []event {
+func parseDeferred(name string, b *budget) []event {
 	w := newParser()
+	w.budget = b
 	w.deferred = true
 	w.loadYAML(name)
 	return w.events

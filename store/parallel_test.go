@@ -195,7 +195,7 @@ func FuzzLoadTableParallel(f *testing.F) {
 		p.addDir(tdir)
 		for i := range parts {
 			name := filepath.Join(tdir, fmt.Sprintf("f%d.yaml", i))
-			p.replay(name, parseDeferred(name))
+			p.replay(name, parseDeferred(name, p.budget))
 		}
 		par, parErr := p.finish()
 		if fmt.Sprint(seqErr) != fmt.Sprint(parErr) {

@@ -26,6 +26,10 @@ type parser struct {
 	// the sections that depend on other files as events instead.
 	deferred bool
 	events   []event
+	// budget bounds the YAML nodes of the whole load; root is the table
+	// path, where exceeding it is reported.
+	budget *budget
+	root   string
 	// ahead is, while loadFiles replays a file, the bytes of the files
 	// after it over the bytes up to it: how much more of the table is to
 	// come (reserve).
@@ -67,6 +71,7 @@ func newParser() *parser {
 		dirs:     map[string]bool{},
 		pols:     map[string]parsedPolicy{},
 		canon:    map[*Policy]*Policy{},
+		budget:   &budget{},
 	}
 }
 
@@ -100,6 +105,12 @@ func (p *parser) loadYAML(name string) {
 // finish fills in defaults and returns the table, or every error found.
 func (p *parser) finish() (*Table, error) {
 	t := p.t
+	if p.budget.exceeded.Load() {
+		// The only error: which files were decoded before the budget ran
+		// out depends on the order parallel workers took it.
+		p.errs = ErrorList{{Source: Source{File: p.root}, Msg: fmt.Sprintf(
+			"table too large: its files would decode to more than %d YAML nodes, the bound of one load (a table of 1,000,000 short entries is about 4,400,000)", maxLoadNodes)}}
+	}
 	d := &t.Defaults
 	if d.Learn == "" {
 		d.Learn = LearnOff

@@ -20,6 +20,9 @@ func decode(dec *yaml.Decoder, n *yaml.Node) (err error) {
 }
 
 func (p *parser) parseYAML(file string, data []byte) {
+	if !p.budget.take(nodeBound(data)) {
+		return
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := decode(dec, &doc); err != nil {

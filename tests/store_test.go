@@ -25,20 +25,32 @@ import (
 // exited within 15 s. It returns the exit code and stdout+stderr.
 func runBinary(t *testing.T, args ...string) (int, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	code, out, _ := runBinaryRSS(t, 15*time.Second, args...)
+	return code, out
+}
+
+// runBinaryRSS is runBinary with the time it may take, that also returns
+// the process's peak resident memory in bytes.
+func runBinaryRSS(t *testing.T, within time.Duration, args ...string) (int, string, int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
 	var out bytes.Buffer
 	cmd := exec.CommandContext(ctx, daemonBinary(t), args...)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
 	if ctx.Err() != nil {
-		t.Fatalf("tlspolicyd %s still running after 15 s (killed); output:\n%s", strings.Join(args, " "), out.String())
+		t.Fatalf("tlspolicyd %s still running after %v (killed); output:\n%s", strings.Join(args, " "), within, out.String())
 	}
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {
 		t.Fatalf("tlspolicyd %s: %v", strings.Join(args, " "), err)
 	}
-	return cmd.ProcessState.ExitCode(), out.String()
+	var rss int64
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		rss = ru.Maxrss << 10 // KiB on Linux
+	}
+	return cmd.ProcessState.ExitCode(), out.String(), rss
 }
 
 // lookup asks the daemon's tls_policy map for key over socketmap and
@@ -260,4 +272,40 @@ func TestTableSymlinks(t *testing.T) {
 		replaceFile(t, filepath.Join(policy, "t.yaml"), "outbound:\n  link.example: secure\n")
 		waitLookup(t, d, "link.example", "secure", "file of the new target replaced")
 	})
+}
+
+// TestTableMemoryBound: the 64 MiB file cap did not bound memory: 16 MB
+// of "outbound: [a,a,a,…]" took the daemon to 1.7 GB. A load now decodes
+// at most a bounded number of YAML nodes; the daemon's peak RSS for the
+// largest such file it decodes and for the 16 MB file it refuses unread
+// are printed (go test -v) and bounded.
+func TestTableMemoryBound(t *testing.T) {
+	dir := t.TempDir()
+	serve := func(path string) (int, string, int64) {
+		// Decoding 3,000,000 nodes took 11 s on a loaded 2-core VM.
+		return runBinaryRSS(t, 90*time.Second, "serve", "--table", path, "--socketmap", "127.0.0.1:0", "--policyd", "", "--http", "",
+			"--event-log", "", "--probe-cache", "", "--resolver", harness.NoResolver)
+	}
+	for _, tc := range []struct {
+		name     string
+		commas   int
+		want     string
+		rssBelow int64
+	}{
+		// nodeBound of "outbound: [a,…]\n" with n commas is 2(n+3)+2: the
+		// largest list a load decodes (6,000,000) is ≈ 3,000,000 nodes.
+		{"largest decoded", 2_999_990, "outbound: want a mapping of keys to policies", 1 << 30},
+		{"16 MB", 8_000_000, "table too large", 200 << 20},
+	} {
+		path := filepath.Join(dir, tc.name+".yaml")
+		writeFile(t, path, "outbound: ["+strings.Repeat("a,", tc.commas)+"a]\n")
+		code, out, rss := serve(path)
+		t.Logf("%s: %d MB file of [a,a,…]: daemon peak RSS %d MB", tc.name, (2*tc.commas+14)>>20, rss>>20)
+		if code != 1 || !strings.Contains(out, tc.want) {
+			t.Errorf("%s: exit %d, output:\n%.2000s\nwant exit 1 and %q", tc.name, code, out, tc.want)
+		}
+		if rss > tc.rssBelow {
+			t.Errorf("%s: peak RSS %d MB, want under %d MB", tc.name, rss>>20, tc.rssBelow>>20)
+		}
+	}
 }
