@@ -101,9 +101,17 @@ func Judge(e *store.Entry, r *probe.Result, now time.Time) []Finding {
 		}
 	}
 	d := deliver(tried)
+	why := probe.JoinReasons(d.failing)
+	if len(tried) == 0 {
+		// A record without its addresses (written by another tool or
+		// trimmed): the level verdict is all there is.
+		v, ok := r.Levels[base]
+		d.delivered = ok && v.OK
+		why = cmp.Or(v.Reason, r.Reason)
+	}
 	f := Finding{Entry: e, Result: r, Level: level, OK: d.delivered, Kind: events.OutboundProbeFailed}
 	var out []Finding
-	switch why := probe.JoinReasons(d.failing); {
+	switch {
 	case !d.delivered:
 		if e.Testing {
 			f.Reason = fmt.Sprintf("enforcing %s for %s would defer mail: %s", e.Policy.Text, e.Key, why)
