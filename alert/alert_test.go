@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/mail"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -209,6 +210,7 @@ func TestDigestMail(t *testing.T) {
 func TestRateLimit(t *testing.T) {
 	var mu sync.Mutex
 	var got []Payload
+	var at []time.Time // when each payload arrived
 	arrived := make(chan struct{}, 10)
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var p Payload
@@ -217,12 +219,14 @@ func TestRateLimit(t *testing.T) {
 		}
 		mu.Lock()
 		got = append(got, p)
+		at = append(at, time.Now())
 		mu.Unlock()
 		arrived <- struct{}{}
 	}))
 	defer hook.Close()
-	a := start(t, Config{Webhook: hook.URL, Delay: 50 * time.Millisecond, Interval: time.Second})
-	waitHook := func() Payload {
+	const interval = time.Second
+	a := start(t, Config{Webhook: hook.URL, Delay: 50 * time.Millisecond, Interval: interval})
+	waitHook := func() (Payload, time.Time) {
 		t.Helper()
 		select {
 		case <-arrived:
@@ -231,7 +235,7 @@ func TestRateLimit(t *testing.T) {
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		return got[len(got)-1]
+		return got[len(got)-1], at[len(at)-1]
 	}
 
 	other := blocked
@@ -240,23 +244,22 @@ func TestRateLimit(t *testing.T) {
 		a.Notify(blocked)
 	}
 	a.Notify(other)
-	p := waitHook()
+	p, firstAt := waitHook()
 	if len(p.Alerts) != 2 || p.Alerts[0].Domain != "bank.example" || p.Alerts[0].Repeats != 3 || p.Alerts[1].Repeats != 1 {
 		t.Fatalf("first digest: %+v", p.Alerts)
 	}
-	// Within the interval: counted, not sent.
+	// Within the interval: counted, not sent. The next call must be one
+	// reminder counting them, once the interval is over: an alert sent
+	// early would be that call, and arrive about Delay after them.
 	for range 5 {
 		a.Notify(blocked)
 	}
-	select {
-	case <-arrived:
-		t.Fatalf("second alert for bank.example within the interval: %+v", got[len(got)-1].Alerts)
-	case <-time.After(300 * time.Millisecond):
-	}
-	// Once the interval is over, one reminder counts them.
-	p = waitHook()
+	p, reminderAt := waitHook()
 	if len(p.Alerts) != 1 || p.Alerts[0].Domain != "bank.example" || p.Alerts[0].Repeats != 5 {
-		t.Fatalf("reminder: %+v", p.Alerts)
+		t.Fatalf("second call, want the reminder counting 5: %+v", p.Alerts)
+	}
+	if gap := reminderAt.Sub(firstAt); gap < interval/2 {
+		t.Errorf("reminder arrived %v after the first alert, within the interval (%v)", gap, interval)
 	}
 	if s := a.Stats(); s.Suppressed != 2+5 {
 		t.Errorf("Suppressed = %d, want 7", s.Suppressed)
@@ -276,7 +279,9 @@ func TestMailRetried(t *testing.T) {
 	a := start(t, Config{MailTo: "postmaster@ourcorp.example", SMTP: r.addr, Delay: 10 * time.Millisecond,
 		MinBackoff: 50 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
 	a.Notify(blocked)
-	time.Sleep(30 * time.Millisecond)
+	// The second event comes after the first attempt failed: it must join
+	// the digest being retried.
+	waitFor(t, "the first failed attempt", func() bool { return a.Stats().Failed >= 1 })
 	a.Notify(expiring)
 	_, subject, _ := decode(t, r.wait(t))
 	if r.tries.Load() != 3 {
@@ -391,26 +396,57 @@ func TestWebhookRetriesAndGivesUp(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var calls atomic.Int32
 			var secretSeen atomic.Bool
+			var mu sync.Mutex
+			var domains [][]string // the alerts' domains, per call
 			hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				n := calls.Add(1)
 				if r.Header.Get("Content-Type") != "application/json" || r.Method != http.MethodPost {
 					t.Errorf("%s with %q", r.Method, r.Header.Get("Content-Type"))
 				}
 				secretSeen.Store(r.URL.Query().Get("token") == "s3cret")
+				var p Payload
+				if err := json.NewDecoder(r.Body).Decode(&p); err != nil {
+					t.Errorf("webhook body: %v", err)
+				}
+				var ds []string
+				for _, al := range p.Alerts {
+					ds = append(ds, al.Domain)
+				}
+				mu.Lock()
+				domains = append(domains, ds)
+				mu.Unlock()
 				w.WriteHeader(tc.statuses[min(int(n), len(tc.statuses))-1])
 			}))
 			defer hook.Close()
 			a := start(t, Config{Webhook: hook.URL + "/hook?token=s3cret", Delay: time.Millisecond,
 				MinBackoff: 20 * time.Millisecond, MaxBackoff: 40 * time.Millisecond})
 			a.Notify(blocked)
-			deadline := time.Now().Add(10 * time.Second)
-			for calls.Load() < tc.calls && time.Now().Before(deadline) {
-				time.Sleep(10 * time.Millisecond)
+			waitFor(t, "the expected webhook calls", func() bool { return calls.Load() >= tc.calls })
+			waitFor(t, "the outcome", func() bool {
+				s := a.Stats()
+				return s.Sent == tc.sent && s.Failed == uint64(tc.calls)-tc.sent
+			})
+			// A later alert of another domain: the sink handles one digest
+			// at a time, so a wrong extra attempt for the first would come
+			// before it, or ride along with it.
+			barrier := blocked
+			barrier.Domain = "barrier.example"
+			a.Notify(barrier)
+			waitFor(t, "the later alert", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return slices.ContainsFunc(domains, func(ds []string) bool { return slices.Contains(ds, "barrier.example") })
+			})
+			mu.Lock()
+			want := make([][]string, tc.calls)
+			for i := range want {
+				want[i] = []string{"bank.example"}
 			}
-			time.Sleep(150 * time.Millisecond) // room for a wrong extra attempt
-			if calls.Load() != tc.calls || a.Stats().Sent != tc.sent {
-				t.Errorf("webhook called %d times, sent %d; want %d, %d", calls.Load(), a.Stats().Sent, tc.calls, tc.sent)
+			want = append(want, []string{"barrier.example"})
+			if !slices.EqualFunc(domains, want, slices.Equal) {
+				t.Errorf("webhook calls carried %q, want %q", domains, want)
 			}
+			mu.Unlock()
 			if !secretSeen.Load() {
 				t.Error("webhook URL query lost")
 			}
@@ -425,8 +461,7 @@ func TestShutdownFlushes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- a.Run(ctx) }()
-	a.Notify(blocked)
-	time.Sleep(50 * time.Millisecond) // let Run take it
+	a.Notify(blocked) // queued; Run may not have taken it yet: shutdown drains the queue
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

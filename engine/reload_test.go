@@ -71,14 +71,7 @@ func TestReloaderFollowsEdits(t *testing.T) {
 				failures.Add(1)
 			}
 		}}
-	if err := rl.Reload(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- rl.Run(ctx) }()
-	time.Sleep(100 * time.Millisecond) // let the watcher start
+	changes, _, stop := runWatching(t, rl, path)
 
 	if got := lookup(t, e, "bank.example"); got != "OK encrypt" {
 		t.Fatalf("initial = %q", got)
@@ -112,18 +105,20 @@ func TestReloaderFollowsEdits(t *testing.T) {
 	replaceByRename(t, path, "outbound:\n  bank.example: encrypt\n")
 	waitFor(t, e, "bank.example", "OK encrypt", 2*time.Second)
 
-	// Editor swap files and other names are ignored.
-	before = failures.Load()
+	// Editor swap files and other names are ignored. The watcher handles
+	// events in order, so once the edit made after them is loaded, it has
+	// seen them: none may count as a change of the table.
+	seen := len(changes.seen())
 	writeFile(t, filepath.Join(dir, ".partners.yaml.swp"), "garbage: [")
 	writeFile(t, filepath.Join(dir, "README"), "garbage: [")
-	time.Sleep(300 * time.Millisecond)
-	if failures.Load() != before {
-		t.Error("an irrelevant file triggered a reload")
+	replaceByRename(t, path, "outbound:\n  bank.example: verify\n")
+	waitFor(t, e, "bank.example", "OK verify", 2*time.Second)
+	for _, f := range changes.seen()[seen:] {
+		if b := filepath.Base(f); b == ".partners.yaml.swp" || b == "README" {
+			t.Errorf("%s was taken for a change of the table", f)
+		}
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	stop()
 }
 
 func TestReloaderWatchesIncludeDirectory(t *testing.T) {
@@ -146,22 +141,18 @@ func TestReloaderWatchesIncludeDirectory(t *testing.T) {
 // startReloader loads dir and runs its watcher until the test ends.
 func startReloader(t *testing.T, dir string) *Engine {
 	t.Helper()
+	e, _ := startReloaderLog(t, dir)
+	return e
+}
+
+// startReloaderLog is startReloader that also returns the reload attempts
+// made after the watcher became ready.
+func startReloaderLog(t *testing.T, dir string) (*Engine, *reloadLog) {
+	t.Helper()
 	e := New(nil, nil, nil, nil)
 	rl := &Reloader{Path: dir, Engine: e, Debounce: 50 * time.Millisecond}
-	if err := rl.Reload(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- rl.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
-	time.Sleep(100 * time.Millisecond) // let the watcher start
-	return e
+	_, reloads, _ := runWatching(t, rl, tableFile(t, dir))
+	return e, reloads
 }
 
 // An include added by an edit that fails because the included file does
@@ -186,9 +177,12 @@ func TestReloaderWatchesIncludeOfFailedLoad(t *testing.T) {
 			}
 			path := filepath.Join(tableDir, "t.yaml")
 			writeFile(t, path, "outbound:\n  bank.example: encrypt\n")
-			e := startReloader(t, tableDir)
+			e, reloads := startReloaderLog(t, tableDir)
+			n := reloads.count()
 			replaceByRename(t, path, "outbound:\n  bank.example: encrypt\ninclude:\n  - postfix: "+tc.incPath+"\n")
-			time.Sleep(300 * time.Millisecond) // the failed load is applied
+			if err := reloads.waitAfter(t, n, 2*time.Second); err == nil {
+				t.Fatal("the table naming a missing include loaded")
+			}
 			if got := lookup(t, e, "partner.example"); got != "NOTFOUND" {
 				t.Fatalf("before the include exists: %q", got)
 			}
@@ -431,15 +425,8 @@ func TestReloaderWaitsForQuiet(t *testing.T) {
 			}
 			applied.Add(1)
 		}}
-	if err := rl.Reload(); err != nil {
-		t.Fatal(err)
-	}
+	_, _, stop := runWatching(t, rl, path)
 	applied.Store(0)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- rl.Run(ctx) }()
-	time.Sleep(100 * time.Millisecond) // let the watcher start
 
 	// Intermediate states, each a valid table, 50 ms apart.
 	for _, level := range []string{"dane", "may", "secure", "dane", "may", "verify"} {
@@ -456,12 +443,12 @@ func TestReloaderWaitsForQuiet(t *testing.T) {
 		}
 	}
 	waitFor(t, e, "bank.example", "OK verify", 3*time.Second)
-	time.Sleep(300 * time.Millisecond)
-	if n := applied.Load(); n != 1 {
-		t.Errorf("%d tables swapped in for one burst, want 1", n)
+	// One more change, loaded after the burst's: the watcher handles
+	// events in order, so by then any second swap for the burst is done.
+	replaceByRename(t, path, "outbound:\n  bank.example: secure\n")
+	waitFor(t, e, "bank.example", "OK secure", 3*time.Second)
+	if n := applied.Load(); n != 2 {
+		t.Errorf("%d tables swapped in for one burst and one change, want 2", n)
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	stop()
 }
