@@ -1,9 +1,18 @@
 package main
 
 import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/tlspolicyd/tlspolicyd/alert"
 	"github.com/tlspolicyd/tlspolicyd/events"
+	"github.com/tlspolicyd/tlspolicyd/internal/config"
 	"github.com/tlspolicyd/tlspolicyd/probe"
 )
 
@@ -29,5 +38,73 @@ func TestProbeRingEvent(t *testing.T) {
 		if ok && (ev.Domain != "bank.example" || ev.Reason != "why") {
 			t.Errorf("%s: event %+v lost the domain or reason", tc.kind, ev)
 		}
+	}
+}
+
+// TestProbeCacheEventLoggedOnce: a probe cache event is one log line,
+// tagged component=probe-cache once (serve logged it a second time,
+// without the component), and an enforcement event reaches the ring.
+func TestProbeCacheEventLoggedOnce(t *testing.T) {
+	var logb syncBuffer
+	ring := events.NewRing(10)
+	cfg := probeCacheConfig(newLogger(&logb, "text", "info"), ring, nil, time.Hour)
+	cfg.MaxEntries = 1 // the second learned record is evicted on load
+	path := filepath.Join(t.TempDir(), "probes.json")
+	confirmed := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	rec := func(d string) string {
+		return `{"domain": "` + d + `", "first_learned": "` + confirmed + `", "last_confirmed": "` + confirmed + `"}`
+	}
+	if err := os.WriteFile(path, []byte(`{"version": 1, "learned": [`+rec("a.example")+`, `+rec("b.example")+`]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	probe.NewCache(cfg).Load(path)
+	var lines []string
+	for _, l := range strings.Split(logb.String(), "\n") {
+		if strings.Contains(l, "probe cache event") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 1 || strings.Count(lines[0], "component=probe-cache") != 1 || !strings.Contains(lines[0], "kind=learned-evicted") {
+		t.Errorf("probe cache event logged as %q, want one line with component=probe-cache once:\n%s", lines, logb.String())
+	}
+	if evs := ring.Recent(10); len(evs) != 1 || evs[0].Kind != events.LearnedEvicted {
+		t.Errorf("ring events %+v, want one learned_evicted", evs)
+	}
+}
+
+// TestAlertLogComponentOnce: the alerter's log lines carry component=alert
+// once (serve's logger had it, and alert.New added it again).
+func TestAlertLogComponentOnce(t *testing.T) {
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer hook.Close()
+	var logb syncBuffer
+	cfg := config.Default()
+	cfg.Alerts.Webhook = hook.URL
+	acfg := alertConfig(cfg, newLogger(&logb, "text", "info"))
+	acfg.Delay = time.Millisecond
+	al := alert.New(acfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- al.Run(ctx) }()
+	al.Notify(events.Event{Time: time.Now(), Kind: events.ReloadFailed, Reason: "t.yaml:1: bad"})
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logb.String(), "alert delivery failed") && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	found := false
+	for _, l := range strings.Split(logb.String(), "\n") {
+		if strings.Contains(l, "msg=\"alert") {
+			found = true
+			if c := strings.Count(l, "component=alert"); c != 1 {
+				t.Errorf("component=alert %d times in %q", c, l)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("no alert log line:\n%s", logb.String())
 	}
 }

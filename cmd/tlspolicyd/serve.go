@@ -272,17 +272,7 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	}
 	// The cache's learn_max_age is the table's: the reloader sets it on
 	// every table swapped in, the first one included.
-	cache := probe.NewCache(probe.CacheConfig{
-		Probe:  probeFn,
-		TTL:    cfg.Probe.TTL,
-		Logger: log.With("component", "probe-cache"),
-		OnEvent: func(e probe.Event) {
-			if ev, ok := probeRingEvent(e); ok {
-				ring.Publish(ev)
-			}
-			log.Info("probe cache event", "kind", e.Kind, "target", e.Target, "reason", e.Reason)
-		},
-	})
+	cache := probe.NewCache(probeCacheConfig(log, ring, probeFn, cfg.Probe.TTL))
 	rl := &engine.Reloader{Path: cfg.Table, Engine: eng, Logger: log,
 		OnReload: func(err error) {
 			metrics.Reload(err)
@@ -417,8 +407,7 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 		go func() { _ = src.Run(watchCtx) }()
 	}
 	maillogDone := ml.start(watchCtx)
-	al := alert.New(alert.Config{MailTo: cfg.Alerts.MailTo, SMTP: cfg.Alerts.SMTP, Webhook: cfg.Alerts.Webhook,
-		Interval: cfg.Alerts.Interval, From: cfg.Alerts.From, Logger: log.With("component", "alert")})
+	al := alert.New(alertConfig(cfg, log))
 	if from, fqdn := alert.DefaultFrom(); cfg.Alerts.MailTo != "" && cfg.Alerts.From == "" && !fqdn {
 		log.Warn("alert mail is sent from an address at a short host name, which relays with reject_non_fqdn_sender refuse: set alerts.from", "from", from)
 	}
@@ -547,6 +536,29 @@ func newProber(cfg config.Config, log *slog.Logger) *probe.Prober {
 // kept against a probe without STARTTLS, or dropped early from a full
 // probe cache. ok is false for the kinds that are only logged (learned,
 // unlearned).
+// probeCacheConfig is the probe cache's configuration. The cache logs its
+// events itself (component=probe-cache); OnEvent only publishes those
+// that are enforcement events.
+func probeCacheConfig(log *slog.Logger, ring *events.Ring, probeFn probe.ProbeFunc, ttl time.Duration) probe.CacheConfig {
+	return probe.CacheConfig{
+		Probe:  probeFn,
+		TTL:    ttl,
+		Logger: log.With("component", "probe-cache"),
+		OnEvent: func(e probe.Event) {
+			if ev, ok := probeRingEvent(e); ok {
+				ring.Publish(ev)
+			}
+		},
+	}
+}
+
+// alertConfig is the alerter's configuration; alert.New tags its log
+// lines component=alert itself.
+func alertConfig(cfg config.Config, log *slog.Logger) alert.Config {
+	return alert.Config{MailTo: cfg.Alerts.MailTo, SMTP: cfg.Alerts.SMTP, Webhook: cfg.Alerts.Webhook,
+		Interval: cfg.Alerts.Interval, From: cfg.Alerts.From, Logger: log}
+}
+
 func probeRingEvent(e probe.Event) (ev events.Event, ok bool) {
 	var kind events.Kind
 	switch e.Kind {
