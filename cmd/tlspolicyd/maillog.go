@@ -98,11 +98,14 @@ func (m *maillogReader) start(ctx context.Context) <-chan struct{} {
 	return done
 }
 
-// outboundPolicy names the policy the table gives a domain and where it
-// comes from, for the stuck-mail alerts.
+// outboundPolicy names the policy a domain gets and where it comes from
+// (the table's file:line, DANE, MTA-STS, learned, default), for the
+// stuck-mail alerts. The sources' lookups are bounded.
 func outboundPolicy(eng *engine.Engine) func(domain string) (policy, source string) {
 	return func(domain string) (string, string) {
-		ans, err := eng.Resolve(store.MapPolicy, domain)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		ans, err := eng.ResolveContext(ctx, store.MapPolicy, domain)
 		if err != nil || !ans.Found {
 			return "", ""
 		}
@@ -113,6 +116,10 @@ func outboundPolicy(eng *engine.Engine) func(domain string) (policy, source stri
 			return ans.Data, "default (defaults.outbound, " + ans.Source.String() + ")"
 		case store.StepExact, store.StepParent:
 			return ans.Data, "table " + ans.Source.String()
+		case engine.StepDANE:
+			return ans.Data, "DANE (" + ans.Why + ")"
+		case engine.StepMTASTS:
+			return ans.Data, "MTA-STS (" + ans.Why + ")"
 		}
 		return ans.Data, string(ans.Step)
 	}

@@ -92,6 +92,7 @@ Quick start:
 			queryCommand(),
 			checkCommand(),
 			reportCommand(),
+			tlsrptCommand(),
 			probeCommand(),
 			&cli.Command{
 				Name:  "version",

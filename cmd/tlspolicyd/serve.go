@@ -88,6 +88,9 @@ func keyFlags() []keyFlag {
 		{"sources.mta_sts_port", "mta-sts-port", func(c *config.Config) any { return &c.Sources.MTASTSPort }},
 		{"sources.cache", "sources-cache", func(c *config.Config) any { return &c.Sources.Cache }},
 		{"maillog", "maillog", func(c *config.Config) any { return &c.Maillog }},
+		{"tlsrpt.enabled", "tlsrpt", func(c *config.Config) any { return &c.TLSRPT.Enabled }},
+		{"tlsrpt.organization", "tlsrpt-organization", func(c *config.Config) any { return &c.TLSRPT.Organization }},
+		{"tlsrpt.contact", "tlsrpt-contact", func(c *config.Config) any { return &c.TLSRPT.Contact }},
 	}
 }
 
@@ -168,6 +171,9 @@ func serveCommand() *cli.Command {
 		&cli.IntFlag{Name: "mta-sts-port", DefaultText: "443", Usage: "HTTPS `PORT` of mta-sts.<domain> (tests)"},
 		&cli.StringFlag{Name: "sources-cache", DefaultText: "sources.json next to the probe cache", Usage: "snapshot `FILE` of the DANE/MTA-STS cache"},
 		&cli.StringFlag{Name: "maillog", DefaultText: "off", Usage: "follow Postfix's log, a file `PATH` (e.g. /var/log/mail.log, followed across rotation) or \"journal\", for the outbound TLS report, stuck-mail alerts and TLS-RPT; needs smtp_tls_loglevel = 1 in main.cf"},
+		&cli.BoolFlag{Name: "tlsrpt", Usage: "send daily TLS-RPT (RFC 8460) reports, from what --maillog reads, to destination domains that publish _smtp._tls (mailto: through --alert-smtp, https: by POST)"},
+		&cli.StringFlag{Name: "tlsrpt-organization", Usage: "organization-name of the TLS-RPT reports, `NAME`"},
+		&cli.StringFlag{Name: "tlsrpt-contact", Usage: "contact-info of the TLS-RPT reports, an `ADDRESS` the domains' postmasters can write to"},
 	)
 	return &cli.Command{
 		Name:  "serve",
@@ -305,6 +311,9 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 		Workers: cfg.Probe.MonitorWorkers, MaxPerMinute: cfg.Probe.MaxPerMinute, Logger: log.With("component", "monitor")}
 	eng.OnTesting = mon.Kick
 	// Postfix's log (maillog): the outbound report, stuck-mail alerts, TLS-RPT.
+	if err := checkTLSRPT(cfg); err != nil {
+		return cli.Exit("tlspolicyd: "+err.Error(), 2)
+	}
 	ml := newMaillog(cfg, log, ring, eng, metrics)
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
@@ -407,6 +416,14 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 		go func() { _ = src.Run(watchCtx) }()
 	}
 	maillogDone := ml.start(watchCtx)
+	if cfg.TLSRPT.Enabled {
+		rep, err := newTLSRPT(cfg, src)
+		if err != nil {
+			return cli.Exit("tlspolicyd: "+err.Error(), 1)
+		}
+		rep.Logger = log.With("component", "tlsrpt")
+		go rep.Run(watchCtx, ml.tracker)
+	}
 	al := alert.New(alertConfig(cfg, log))
 	if from, fqdn := alert.DefaultFrom(); cfg.Alerts.MailTo != "" && cfg.Alerts.From == "" && !fqdn {
 		log.Warn("alert mail is sent from an address at a short host name, which relays with reject_non_fqdn_sender refuse: set alerts.from", "from", from)

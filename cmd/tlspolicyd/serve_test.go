@@ -347,6 +347,9 @@ func TestServeFlagsOverrideConfig(t *testing.T) {
 		{"sources.mta_sts_port", "mta-sts-port", "8443", "9443", 9443},
 		{"sources.cache", "sources-cache", "/file/sources.json", "/flag/sources.json", "/flag/sources.json"},
 		{"maillog", "maillog", "/var/log/mail.log", "journal", "journal"},
+		{"tlsrpt.enabled", "tlsrpt", "true", "false", false},
+		{"tlsrpt.organization", "tlsrpt-organization", "File Corp", "Flag Corp", "Flag Corp"},
+		{"tlsrpt.contact", "tlsrpt-contact", "tlsrpt@file.example", "tlsrpt@flag.example", "tlsrpt@flag.example"},
 	}
 	flagOf := map[string]string{}
 	for _, kf := range keyFlags() {

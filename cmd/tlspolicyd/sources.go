@@ -62,16 +62,44 @@ func newSources(cfg config.Config, log *slog.Logger, onEvict func(*srccache.Reco
 	return m, nil
 }
 
+// resolverServer returns probe.resolver, else the first name server of
+// /etc/resolv.conf.
+func resolverServer(cfg config.Config) (string, error) {
+	if cfg.Probe.Resolver != "" {
+		return cfg.Probe.Resolver, nil
+	}
+	cc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
+	if err != nil || len(cc.Servers) == 0 {
+		return "", fmt.Errorf("no resolver: set probe.resolver (%v)", err)
+	}
+	return net.JoinHostPort(cc.Servers[0], cc.Port), nil
+}
+
+// httpsRoots returns the system's CAs plus sources.https_ca, trusted for
+// MTA-STS policy fetches and TLS-RPT https: reports.
+func httpsRoots(cfg config.Config) (*x509.CertPool, error) {
+	roots, err := x509.SystemCertPool()
+	if err != nil {
+		roots = x509.NewCertPool()
+	}
+	if cfg.Sources.HTTPSCA != "" {
+		pem, err := os.ReadFile(cfg.Sources.HTTPSCA)
+		if err != nil {
+			return nil, fmt.Errorf("sources.https_ca: %w", err)
+		}
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("sources.https_ca %s: no PEM certificate in it", cfg.Sources.HTTPSCA)
+		}
+	}
+	return roots, nil
+}
+
 // sourceClients returns the DANE resolver and the MTA-STS fetcher the
 // configuration enables (nil when off), on the prober's resolver.
 func sourceClients(cfg config.Config) (*dane.Resolver, *mtasts.Fetcher, error) {
-	server := cfg.Probe.Resolver
-	if server == "" {
-		cc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
-		if err != nil || len(cc.Servers) == 0 {
-			return nil, nil, fmt.Errorf("sources: no resolver: set probe.resolver (%v)", err)
-		}
-		server = net.JoinHostPort(cc.Servers[0], cc.Port)
+	server, err := resolverServer(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sources: %w", err)
 	}
 	client := &dnsq.Client{Server: server, Timeout: 5 * time.Second}
 	var (
@@ -82,18 +110,9 @@ func sourceClients(cfg config.Config) (*dane.Resolver, *mtasts.Fetcher, error) {
 		d = &dane.Resolver{DNS: client}
 	}
 	if cfg.Sources.MTASTS {
-		roots, err := x509.SystemCertPool()
+		roots, err := httpsRoots(cfg)
 		if err != nil {
-			roots = x509.NewCertPool()
-		}
-		if cfg.Sources.HTTPSCA != "" {
-			pem, err := os.ReadFile(cfg.Sources.HTTPSCA)
-			if err != nil {
-				return nil, nil, fmt.Errorf("sources.https_ca: %w", err)
-			}
-			if !roots.AppendCertsFromPEM(pem) {
-				return nil, nil, fmt.Errorf("sources.https_ca %s: no PEM certificate in it", cfg.Sources.HTTPSCA)
-			}
+			return nil, nil, err
 		}
 		f = mtasts.NewFetcher(mtasts.FetcherConfig{DNS: client, RootCAs: roots,
 			Port: cfg.Sources.MTASTSPort, AllowPrivate: cfg.Probe.AllowPrivate})

@@ -113,6 +113,18 @@ type Config struct {
 	// mail alerts and TLS-RPT: a file path (followed across rotation) or
 	// "journal" (the systemd journal, mail facility); "" is off.
 	Maillog string `yaml:"maillog"`
+	TLSRPT  TLSRPT `yaml:"tlsrpt"`
+}
+
+// TLSRPT configures the daily SMTP TLS Reporting (RFC 8460) reports sent
+// to destination domains that publish a _smtp._tls record. It needs
+// Maillog: the reports count what Postfix logged.
+type TLSRPT struct {
+	Enabled bool `yaml:"enabled"`
+	// Organization is the report's organization-name; Contact its
+	// contact-info (an address the domain's postmaster can write to).
+	Organization string `yaml:"organization"`
+	Contact      string `yaml:"contact"`
 }
 
 // Default returns the configuration used for every key the file and the
