@@ -181,7 +181,7 @@ func BenchmarkObserve(b *testing.B) {
 		senders int
 	}{{"known", 1000}, {"beyond-cap", 1 << 16}} {
 		b.Run(bc.name, func(b *testing.B) {
-			s := NewStats(1000)
+			s := newStats(1000)
 			senders := make([]string, bc.senders)
 			for i := range senders {
 				senders[i] = fmt.Sprintf("alice@d%d.example", i)

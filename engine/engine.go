@@ -51,7 +51,7 @@ func New(s *store.Store, learner store.Learner, ev *events.Ring, log *slog.Logge
 	if ev == nil {
 		ev = events.NewRing(1000)
 	}
-	e := &Engine{learner: learner, log: log, events: ev, stats: NewStats(10000)}
+	e := &Engine{learner: learner, log: log, events: ev, stats: newStats(10000)}
 	if s != nil {
 		e.Swap(s)
 	}

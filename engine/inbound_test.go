@@ -282,7 +282,7 @@ func TestCheckFailsClosedWithoutTable(t *testing.T) {
 }
 
 func TestStatsBoundsDomains(t *testing.T) {
-	s := NewStats(2)
+	s := newStats(2)
 	for _, d := range []string{"a.example", "b.example", "c.example", "d.example"} {
 		s.Observe("", "x@"+d, "")
 	}

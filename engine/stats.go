@@ -66,8 +66,8 @@ type versionCount struct {
 	n       uint64
 }
 
-// NewStats returns counters for at most maxDomains sender domains.
-func NewStats(maxDomains int) *Stats {
+// newStats returns counters for at most maxDomains sender domains.
+func newStats(maxDomains int) *Stats {
 	s := &Stats{max: maxDomains, seed: maphash.MakeSeed()}
 	for i := range s.domains {
 		s.domains[i].domains = map[string]*domainCounts{}

@@ -233,17 +233,13 @@ func (d *Decoder) fill(req *Request, text string) *span {
 // decodeBuffered decodes the next request straight from the reader's
 // buffer when all of it is there, as it is when Postfix, which writes each
 // request at once, is the client and the server has checked (see
-// conn.requestBuffered): one pass over the bytes, no line copied, and the
+// session.Complete): one pass over the bytes, no line copied, and the
 // request's one string made of the buffer. It reports false, consuming
 // nothing, for anything else: a request not yet complete, one with more
 // than maxIndexedAttrs attributes, and every malformed one. Decode then
 // reads it line by line and says what is wrong, so that both paths accept
 // the same requests and report the same errors (FuzzDecodePaths).
-//
-// Measured on the 2-core VM: BenchmarkParseRequest of Postfix's
-// 29-attribute request 1.15–1.3 µs line by line, 0.93–1.0 µs buffered;
-// BenchmarkServeLoop (the server's whole work per request but the system
-// calls) 2.1 → 1.5–1.7 µs.
+// bench/README.md has what it saved.
 func (d *Decoder) decodeBuffered(req *Request) bool {
 	n := d.r.Buffered()
 	if n == 0 {

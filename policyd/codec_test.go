@@ -458,7 +458,7 @@ func FuzzPolicyRequest(f *testing.F) {
 func BenchmarkParseRequest(b *testing.B) {
 	raw := fixture(b, "postfix37-rcpt-tls13.txt")
 	// "buffered": the request is in the reader's buffer before Decode, as
-	// in the server, which decodes once conn.requestBuffered says it is
+	// in the server, which decodes once session.Complete says it is
 	// whole (decodeBuffered's path); "lines": Decode reads it itself.
 	for _, buffered := range []bool{true, false} {
 		name := "lines"

@@ -15,19 +15,8 @@ import (
 
 // phaseCounts returns how many of s's connections are in each phase.
 func phaseCounts(s *Server) (idle, busy, handler int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.conns {
-		switch c.state.Load() & phaseMask {
-		case phaseIdle:
-			idle++
-		case phaseBusy:
-			busy++
-		case phaseHandler:
-			handler++
-		}
-	}
-	return
+	st := s.server().Stats()
+	return st.Idle, st.Active, st.Handler
 }
 
 // waitFor polls cond for up to 5 s.
@@ -150,7 +139,7 @@ func TestMaxConnsRefusalsRateLimited(t *testing.T) {
 		<-release
 		return "DUNNO", nil
 	})}
-	s.limitLog.every = time.Second
+	s.limitLogEvery = time.Second
 	ts := startServer(t, s, nil)
 	a, b := dial(t, "tcp", ts.addr), dial(t, "tcp", ts.addr)
 	a.send("sender=a\n\n")
@@ -317,9 +306,9 @@ func TestClientNotReading(t *testing.T) {
 	// buffers hold.
 	req := []byte(strings.Repeat("a=1\n\n", 20000))
 	go nc.Write(req)
-	waitFor(t, "a connection", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.conns) == 1 })
+	waitFor(t, "a connection", func() bool { return s.server().Stats().All == 1 })
 	// Closed by the write deadline, not left to IdleTimeout.
-	waitLong(t, "the connection closed", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.conns) == 0 })
+	waitLong(t, "the connection closed", func() bool { return s.server().Stats().All == 0 })
 }
 
 // dialTinyWindow connects with a 4 KiB receive buffer, so that the kernel

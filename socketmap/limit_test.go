@@ -13,19 +13,8 @@ import (
 
 // phaseCounts returns how many of s's connections are in each phase.
 func phaseCounts(s *Server) (idle, active, handler int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.conns {
-		switch c.state.Load() & phaseMask {
-		case phaseIdle:
-			idle++
-		case phaseActive:
-			active++
-		case phaseHandler:
-			handler++
-		}
-	}
-	return
+	st := s.server().Stats()
+	return st.Idle, st.Active, st.Handler
 }
 
 // waitLong polls cond for up to 20 s: for properties that must hold
@@ -157,7 +146,7 @@ func TestServerMaxConnsRefusesWhenBusy(t *testing.T) {
 	t.Parallel()
 	h := newBlocking(t)
 	s := &Server{Handler: h, MaxConns: 2, RequestTimeout: time.Minute}
-	s.limitLog.every = time.Second
+	s.limitLogEvery = time.Second
 	addr, logs := testServer(t, s)
 	a, b := dial(t, "tcp", addr), dial(t, "tcp", addr)
 	a.send(string(AppendNetstring(nil, "tls_policy slow.example")))
@@ -315,9 +304,9 @@ func TestServerClientNotReading(t *testing.T) {
 		req = AppendNetstring(req, "tls_policy big.example")
 	}
 	go nc.Write(req)
-	waitFor(t, "a connection", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.conns) == 1 })
+	waitFor(t, "a connection", func() bool { return s.server().Stats().All == 1 })
 	// Closed by the write deadline, not left to IdleTimeout.
-	waitLong(t, "the connection closed", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return len(s.conns) == 0 })
+	waitLong(t, "the connection closed", func() bool { return s.server().Stats().All == 0 })
 	// It stopped at the first failed write: the rest were not looked up.
 	if n := strings.Count(logs.String(), `msg="socketmap: lookup"`); n >= 200 {
 		t.Errorf("%d lookups answered into a dead connection", n)

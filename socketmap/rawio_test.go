@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tlspolicyd/tlspolicyd/internal/connserver"
 )
 
 // plainListener hands out TCP connections as a type the server does not
@@ -58,15 +60,8 @@ func serveTransport(t *testing.T, network string, plain bool, s *Server) string 
 
 // rawConns counts the server's connections in raw mode and in all.
 func rawConns(s *Server) (raw, all int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.conns {
-		if c.raw != nil {
-			raw++
-		}
-		all++
-	}
-	return raw, all
+	st := s.server().Stats()
+	return st.Raw, st.All
 }
 
 // TestServerTransports runs what a client may do over each transport:
@@ -112,7 +107,7 @@ func TestServerTransports(t *testing.T) {
 			}
 		}},
 		{"request larger than the read buffer", func(t *testing.T, c *client) {
-			key := "echo " + strings.Repeat("k", 2*readBufSize)
+			key := "echo " + strings.Repeat("k", 2*connserver.ReadBufSize)
 			if got := c.lookup("m", key); got != echo(key) {
 				t.Fatalf("got %d bytes, want %d", len(got), len(echo(key)))
 			}

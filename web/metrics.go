@@ -1,7 +1,6 @@
 package web
 
 import (
-	"context"
 	"net/http"
 	"slices"
 	"strings"
@@ -194,45 +193,6 @@ func (m *Metrics) PolicydReply(req *policyd.Request, a policyd.Action, failed bo
 		c = m.policy[dec][other]
 	}
 	c.Inc()
-}
-
-// monoBase anchors monoNow.
-var monoBase = time.Now()
-
-// monoNow reads the monotonic clock only, as the time since monoBase: a
-// request's duration takes two readings, where time.Now and time.Since
-// took three (time.Now reads the wall clock too), on a virtual machine
-// 50–100 ns each.
-func monoNow() time.Duration { return time.Since(monoBase) }
-
-// Socketmap returns h instrumented, for a Handler served otherwise than by
-// a socketmap.Server. A Server should not be given it: set its Observe to
-// SocketmapReply instead. A wrapper sees only what h returns, not the
-// server's own replies (a timeout, a panic, a bad request), and reads
-// the clock twice more per request.
-func (m *Metrics) Socketmap(h socketmap.Handler) socketmap.Handler {
-	return socketmap.HandlerFunc(func(ctx context.Context, mapName, key string) (socketmap.Reply, error) {
-		start := monoNow()
-		r, err := h.Lookup(ctx, mapName, key)
-		st := r.Status
-		if err != nil {
-			st = socketmap.StatusTemp // what the server answers
-		}
-		m.SocketmapReply(mapName, st, monoNow()-start)
-		return r, err
-	})
-}
-
-// Policyd returns h instrumented, for a Handler served otherwise than by a
-// policyd.Server. A Server should not be given it: set its Observe to
-// PolicydReply instead (see Socketmap).
-func (m *Metrics) Policyd(h policyd.Handler) policyd.Handler {
-	return policyd.HandlerFunc(func(ctx context.Context, req *policyd.Request) (policyd.Action, error) {
-		start := monoNow()
-		a, err := h.Check(ctx, req)
-		m.PolicydReply(req, a, err != nil, monoNow()-start)
-		return a, err
-	})
 }
 
 // decision classifies a policy action the Handler gave for the decision

@@ -218,7 +218,6 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	}})
 	defer out.Close()
 	log = newLogger(out, cfg.Log.Format, cfg.Log.Level)
-	slog.SetDefault(log)
 	mode, err := cfg.FileMode()
 	if err != nil {
 		return cli.Exit(err.Error(), 2)

@@ -4,15 +4,11 @@
 // the event log does (events.Log).
 //
 // Why: the daemon logs every inbound decision that blocks or would block
-// mail. Written straight to stderr, each such line was a system call on
-// the request's path (and, under systemd, a wake-up of journald): with
-// the example table, where every request is logged, strace of the daemon
-// under load counted 2.5 write(2)s per request, the reply being one of
-// them. In the tlspolicyd-bench policy step (40 % of requests logged)
-// batching took the daemon's CPU from 26.2 to 23.6 µs a request. Here a
-// line costs a copy
-// into a buffer; an idle daemon's line is still written at once (the
-// writer wakes for it), a busy daemon's lines share writes.
+// mail. Written straight to stderr, each such line would be a system call
+// on the request's path (and, under systemd, a wake-up of journald); here
+// a line costs a copy into a buffer (bench/README.md has what that
+// saved). An idle daemon's line is still written at once (the writer
+// wakes for it), a busy daemon's lines share writes.
 //
 // The queue is bounded (Options.MaxPending): when the output cannot keep
 // up (a stuck journald, a full disk behind a redirect), further lines are
@@ -52,10 +48,8 @@ type Options struct {
 
 // DefaultLinger is Options.Linger when it is 0. Under load it caps the
 // writes at 1,000 a second, each a system call and, under systemd, a
-// wake-up of journald; in the tlspolicyd-bench policy step (about 18,000
-// lines a second) batches of a few lines had cost the daemon about 1 µs a
-// request in write(2) and in waking this goroutine. A line is late by at
-// most this.
+// wake-up of journald: batches of a few lines cost the daemon more in
+// write(2) and in waking this goroutine. A line is late by at most this.
 const DefaultLinger = time.Millisecond
 
 // Writer queues whole records and writes them to the underlying writer

@@ -6,11 +6,9 @@
 // mail, a line of nine string attributes, two of which (the reason and the
 // SMTP reply) are sentences of up to 250 bytes that need quoting. slog's
 // text handler quotes them with strconv.AppendQuote, rune by rune, and goes
-// through its general attribute machinery for each value: in the
-// tlspolicyd-bench policy step (40 % of requests logged) that was 10.8 % of
-// the daemon's CPU, 2.6 µs a request, 6.5 µs a logged request.
-// BenchmarkBlockedLine measures the line alone (see the README's
-// Performance section for the figures of the day).
+// through its general attribute machinery for each value, a tenth of the
+// daemon's CPU in the policy benchmark (bench/README.md).
+// BenchmarkBlockedLine measures the line alone.
 //
 // The fast path covers records whose attributes (and those given to
 // WithAttrs) all have a non-empty key and a string, integer, float, bool or

@@ -13,14 +13,8 @@
 // lasts that long: under load sysmon then never slowed down (50,000
 // sleeps and wake-ups a second) and its hand-offs woke further threads.
 // A call on a non-blocking socket never waits for the peer, so there is
-// nothing to hand over. Measured with tlspolicyd-bench, socketmap at 32
-// connections, three runs alternating with syscall.Syscall (medians of
-// four rounds each): sysmon and entersyscall/exitsyscall 11.8 % of the
-// daemon's CPU profile before, 0.1 % after; daemon CPU per request
-// 7.5–11.0 µs before, 6.7–8.9 µs after; throughput 0.88–0.98× redis GET
-// before, 1.02–1.06× after. Policy requests, which spend more of their
-// time outside these calls, were the same within the noise
-// (0.56–0.60× redis GET before, 0.56–0.61× after).
+// nothing to hand over (bench/README.md, "Raw system calls", has the
+// measurements).
 //
 // Only for descriptors in non-blocking mode (every socket of a net.Conn
 // is): a call that blocked would hold its P, and the goroutines queued

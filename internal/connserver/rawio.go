@@ -1,4 +1,4 @@
-package socketmap
+package connserver
 
 import (
 	"errors"
@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"syscall"
+
+	"github.com/tlspolicyd/tlspolicyd/internal/mono"
 )
 
 // Raw mode: how a TCP connection gets by with one read and one write
@@ -16,8 +18,8 @@ import (
 // next Read finds nothing yet (EAGAIN), parks until the runtime's poller
 // reports the socket readable, and reads again. Each Read starts by
 // forgetting what the poller has reported so far, so it must try the read
-// before it may wait. That failed read was one of the 3.6 system calls the
-// daemon made per request, on a virtual machine where one costs 3–5 µs.
+// before it may wait, and a system call costs microseconds on a virtual
+// machine.
 //
 // So conn.serveRaw runs the request loop inside one syscall.RawConn.Read,
 // which forgets the poller's reports only once, on entry: the loop reads
@@ -30,11 +32,15 @@ import (
 // the bytes still queued, or 1 if the client's FIN is (a short read does
 // not say that: data and FIN may have arrived, and been reported, together).
 // Raw mode is therefore for TCP on Linux; elsewhere, and for Unix sockets,
-// the server reads and writes through the net.Conn.
+// the server reads and writes through the net.Conn. (Trusting a short read
+// instead, as the policy server once did, works for Unix sockets too but
+// misses a FIN that came with the data: it needed a second read a second
+// after each answer and a rule for Exim's first request.)
 //
 // The loop's reads and writes are raw system calls (internal/rawsys),
 // which spare the runtime's scheduler work it would do for a call that
-// might block: the socket is non-blocking.
+// might block: the socket is non-blocking. bench/README.md has what each
+// of these saved.
 //
 // What the loop cannot do without blocking it hands back to conn.serve,
 // outside raw.Read: writing replies the socket does not take at once, and
@@ -43,16 +49,10 @@ import (
 // another goroutine would wait for the Handler to return: other goroutines
 // end a connection with conn.kill (a shutdown(2), which wakes the loop
 // with EOF) and leave closing it to its own goroutine.
-//
-// Measured on the daemon with bench/loadgen and the benchmark table (2-core
-// VM, medians of 10 interleaved 4 s runs): system calls per request
-// 3.57 → 2.65 at 8 connections (reads 1.95 → 1.00), daemon CPU per request
-// 22.3 → 21.1 µs at 8 connections and 20.3 → 16.8 µs at 32, throughput
-// +7 % and +19 %.
 
 // errWouldBlock is what source.Read and conn.writeRaw return when the
 // socket has nothing to read or no room to write.
-var errWouldBlock = errors.New("socketmap: operation would block")
+var errWouldBlock = errors.New("connserver: operation would block")
 
 // source is what a conn's bufio.Reader reads from: the net.Conn, or, while
 // the conn's goroutine runs inside raw.Read (fd >= 0), the socket itself,
@@ -108,7 +108,7 @@ func (c *conn) serveRaw() outcome {
 	if !c.partial {
 		// raw.Read fails at once if the read deadline has passed, and
 		// the one in place may be that of a request long answered.
-		c.setIdleDeadline(monoNow())
+		c.setIdleDeadline(mono.Now())
 	}
 	o := done
 	err := c.raw.Read(func(fd uintptr) bool {

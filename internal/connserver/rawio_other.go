@@ -1,6 +1,6 @@
 //go:build !linux
 
-package socketmap
+package connserver
 
 import (
 	"errors"

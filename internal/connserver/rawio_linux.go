@@ -1,4 +1,4 @@
-package socketmap
+package connserver
 
 import (
 	"net"

@@ -1,4 +1,4 @@
-package socketmap
+package connserver
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// requestContext is the context.Context of one Lookup. It exists because
+// requestContext is the context.Context of one Session.Call. It exists because
 // context.WithDeadline costs four allocations and a runtime timer per call,
 // about as much as the rest of a request's user-space work; the connection
 // already has a watchdog timer armed at the same deadline, so that timer
@@ -60,7 +60,7 @@ func (c *requestContext) Err() error {
 func (c *requestContext) Value(any) any { return nil }
 
 // String names the context in fmt output, as the context package does.
-func (c *requestContext) String() string { return "socketmap.requestContext" }
+func (c *requestContext) String() string { return "connserver.requestContext" }
 
 // cancel ends the context with err (context.DeadlineExceeded or
 // context.Canceled); only the first call counts.
