@@ -76,7 +76,10 @@ func TestSystemdSocketActivation(t *testing.T) {
 	var cl *socketmap.Client
 	var err error
 	for {
-		if cl, err = socketmap.Dial(ctx, addrs[0], time.Second); err == nil {
+		// The socket accepts before the daemon serves: the first
+		// lookup's timeout covers the daemon's start (over 1 s in a
+		// race build on a loaded machine).
+		if cl, err = socketmap.Dial(ctx, addrs[0], 5*time.Second); err == nil {
 			break
 		}
 		if ctx.Err() != nil {
