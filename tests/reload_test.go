@@ -29,21 +29,25 @@ func waitAnswer(t *testing.T, conf string, d *harness.Daemon, key, want, after s
 }
 
 // brokenEdit makes an edit that leaves the table invalid and checks that
-// it changes nothing: reloadWithin later key still gets want and the daemon
-// is still running, and it logged an error naming wantLog (file:line).
+// it changes nothing: once the daemon has logged the table's rejection
+// naming wantLog (file:line), within reloadWithin, key still gets want and
+// the daemon is still running.
 func brokenEdit(t *testing.T, conf string, d *harness.Daemon, key, want, what, wantLog string, edit func()) {
 	t.Helper()
 	logged := len(d.Stderr())
 	edit()
-	time.Sleep(reloadWithin)
+	var newLog string
+	if !harness.WaitFor(context.Background(), reloadWithin, func() bool {
+		newLog = d.Stderr()[logged:]
+		return strings.Contains(newLog, "policy table rejected") && strings.Contains(newLog, wantLog)
+	}) {
+		t.Fatalf("%s: the daemon logged no rejection naming %q within %v; new log:\n%s", what, wantLog, reloadWithin, newLog)
+	}
 	if !d.Alive() {
 		t.Fatalf("%s: the daemon exited", what)
 	}
 	if got := answer(t, query(t, conf, d, "tls_policy", key)); got != want {
 		t.Fatalf("%s: postmap -q %s answers %q, want the old answer %q", what, key, got, want)
-	}
-	if newLog := d.Stderr()[logged:]; !strings.Contains(newLog, wantLog) {
-		t.Errorf("%s: the daemon logged no error naming %q; new log:\n%s", what, wantLog, newLog)
 	}
 }
 

@@ -166,6 +166,9 @@ func (d *Daemon) Alive() bool {
 	}
 }
 
+// PID returns the daemon's process ID.
+func (d *Daemon) PID() int { return d.cmd.Process.Pid }
+
 // Stderr returns everything the daemon logged so far.
 func (d *Daemon) Stderr() string { return d.stderr.String() }
 
