@@ -503,6 +503,8 @@ func TestTexts(t *testing.T) {
 		{events.Event{Kind: events.BackupMXFailed, Domain: "mixed.example", Action: string(events.BackupMXFailed)},
 			"A backup MX of mixed.example cannot meet the TLS policy", "Mail is delivered through the one that can", "so that the backup works under the policy too"},
 		{events.Event{Kind: events.LearnedDowngrade, Domain: "shop.example"}, "shop.example stopped offering STARTTLS", "downgrade attack", "add an explicit entry"},
+		{events.Event{Kind: events.CacheCorrupt, Source: "/var/lib/tlspolicyd/probes.json", Reason: "probe cache … is corrupt"},
+			"Probe cache file damaged: learned policies may be lost", "kept the file aside", "list them as outbound entries"},
 		{events.Event{Kind: events.LearnedEvicted, Domain: "shop.example"}, "Learned encryption to shop.example dropped early",
 			"dropped this one, the least recently confirmed, before learn_max_age", "add an explicit outbound entry for it"},
 		{expiring, "expires soon", "verify or secure", "renew the certificate"},

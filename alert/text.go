@@ -77,6 +77,10 @@ func describe(al *Alert) {
 		al.Title = fmt.Sprintf("Certificate of a %s mail server expires soon", dom)
 		al.Explanation = "A mail server of the following domain, for which our policy requires a verified certificate (verify or secure), presents a certificate that expires soon. Once it has expired, mail to the domain will be deferred."
 		al.RecommendedAction = fmt.Sprintf("Contact the email administrator for %s and ask them to renew the certificate of their mail server before it expires.", dom)
+	case events.CacheCorrupt:
+		al.Title = "Probe cache file damaged: learned policies may be lost"
+		al.Explanation = "At start the daemon found its probe cache file damaged. It kept the file aside (named below), kept every record that could still be read, and carries on. Learned encryption policies that could not be read are no longer enforced until new probes learn them again, so an attacker stripping STARTTLS to those domains would not be noticed meanwhile."
+		al.RecommendedAction = "Look at the file kept aside and at what damaged it (a full disk, a failing disk, a manual edit). If encryption to some partner domains must stay required, list them as outbound entries in the policy table."
 	case events.ReloadFailed:
 		al.Title = "Policy table change rejected"
 		al.Explanation = "A change to the policy table could not be loaded; the previous table keeps serving, so the change has no effect yet."
@@ -112,6 +116,8 @@ func policyLine(al *Alert) string {
 		if al.Rule != "" {
 			s = fmt.Sprintf("learned policy for %q", clean(al.Rule))
 		}
+	case events.CacheCorrupt:
+		s = "probe cache"
 	case events.ReloadFailed:
 		s = "policy table"
 	case events.ProberBlind:

@@ -28,6 +28,7 @@ const (
 	LearnedEvicted      Kind = "learned_evicted"       // a learned encrypt was dropped before learn_max_age: the probe cache was full
 	CertExpiring        Kind = "cert_expiring"         // an enforced verify/secure destination's certificate expires soon
 	ReloadFailed        Kind = "reload_failed"         // a table edit was rejected; the old table keeps serving
+	CacheCorrupt        Kind = "cache_corrupt"         // a state file (the probe cache) was damaged at start: kept aside, what parsed salvaged
 	OutboundDeferred    Kind = "outbound_deferred"     // Postfix's log: mail to a domain really deferred by TLS policy
 	OutboundDelivered   Kind = "outbound_delivered"    // Postfix's log: mail to such a domain delivered again
 	ProberBlind         Kind = "prober_blind"          // every recent probe failed temporarily (DNS or network down): enforced entries go unchecked

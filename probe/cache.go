@@ -103,6 +103,7 @@ type Cache struct {
 	dropped     atomic.Int64 // probes dropped on a full queue, not yet logged
 	nextDropLog atomic.Int64 // unix nanoseconds: earliest next "queue full" line
 
+	corrupted atomic.Uint64 // cache files Load found damaged
 	dirty     atomic.Bool
 	saveMu    sync.Mutex
 	cleanOnce sync.Once // stale temporary files removed at the first Save
@@ -247,7 +248,7 @@ func (c *Cache) Put(r *Result) {
 func (c *Cache) emit(evs []Event) {
 	for _, ev := range evs {
 		lvl := slog.LevelInfo
-		if ev.Kind == EventDowngradeRefused || ev.Kind == EventLearnedEvicted {
+		if ev.Kind == EventDowngradeRefused || ev.Kind == EventLearnedEvicted || ev.Kind == EventCorrupt {
 			lvl = slog.LevelWarn
 		}
 		c.log.Log(context.Background(), lvl, "probe cache event", "kind", ev.Kind, "target", ev.Target, "reason", ev.Reason)

@@ -266,8 +266,19 @@ func TestCacheCorruptFile(t *testing.T) {
 			if c.Len() != 0 {
 				t.Errorf("corrupt file gave %d results", c.Len())
 			}
-			if !strings.Contains(logs.String(), "ignored") {
+			if !strings.Contains(logs.String(), "probe cache corrupt") {
 				t.Errorf("corrupt file not logged: %q", logs.String())
+			}
+			// The damaged file is kept aside, not overwritten.
+			aside, _ := filepath.Glob(path + ".corrupt-*")
+			if len(aside) != 1 {
+				t.Fatalf("corrupt file kept aside as %v, want one PATH.corrupt-<time>", aside)
+			}
+			if b, err := os.ReadFile(aside[0]); err != nil || string(b) != content {
+				t.Errorf("%s holds %q, %v; want the original", aside[0], b, err)
+			}
+			if c.Corrupted() != 1 {
+				t.Errorf("Corrupted() = %d, want 1", c.Corrupted())
 			}
 			// The cache works and its next save replaces the file.
 			c.Put(synthetic("a.example", time.Now(), true))

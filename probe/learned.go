@@ -23,6 +23,10 @@ const (
 	// learned domains can cause. Alert on it. (A lapsed record dropped
 	// this way is no event: it no longer answered.)
 	EventLearnedEvicted = "learned-evicted"
+	// EventCorrupt: Load found the cache file damaged (not JSON, an
+	// unknown version, invalid records): it kept the file aside, salvaged
+	// what parsed, and learned policies may be lost. Target is the file.
+	EventCorrupt = "cache-corrupt"
 )
 
 // Event is something the cache noticed that operators should hear about.

@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"time"
+
+	"github.com/tlspolicyd/tlspolicyd/internal/snapshot"
 )
 
 const cacheFileVersion = 1
@@ -37,14 +39,16 @@ type loadedFile struct {
 const maxSkipLogs = 20
 
 // Load reads the results persisted at path and makes path the file Save
-// writes. A missing file is an empty cache. A file that is not JSON, is
-// not a cache file or has an unknown version is logged and ignored — the
-// cache starts empty and works — and never fails the caller: a probe
-// cache is an optimisation, not configuration. Within a readable file,
-// each result and learned record is decoded and checked on its own: a bad
-// one is skipped and logged with its key, the others are kept (and so
-// written back by the next Save), for the learned records are the
-// STRIPTLS defence and must not all go because of one bad line.
+// writes. A missing file is an empty cache. Load never fails the caller:
+// a probe cache is an optimisation, not configuration. Each result and
+// learned record is decoded and checked on its own: a bad one is skipped
+// and logged with its key, the others are kept, for the learned records
+// are the STRIPTLS defence and must not all go because of one bad line.
+// A file that is not JSON (torn, garbled) gives up the records that parse
+// before the damage. Whenever anything is lost — a record skipped, a
+// damaged or unknown-version file — the file is kept aside as
+// PATH.corrupt-<unix time> (so the next Save does not destroy it), an
+// EventCorrupt is emitted and Corrupted counts it.
 func (c *Cache) Load(path string) {
 	c.mu.Lock()
 	c.path = path
@@ -59,13 +63,17 @@ func (c *Cache) Load(path string) {
 		return
 	}
 	var f loadedFile
+	var problem error
+	lost := 0
 	if err := json.Unmarshal(data, &f); err != nil {
-		c.log.Warn("probe cache corrupt, ignored", "path", path, "error", err)
-		return
-	}
-	if f.Version != cacheFileVersion {
-		c.log.Warn("probe cache has an unknown version, ignored", "path", path, "version", f.Version)
-		return
+		problem = fmt.Errorf("not a complete JSON file: %w", err)
+		lost = -1
+		sv := snapshot.SalvageArrays(data, "entries", "learned")
+		f = loadedFile{Version: cacheFileVersion, Entries: sv["entries"], Learned: sv["learned"]}
+	} else if f.Version != cacheFileVersion {
+		problem = fmt.Errorf("unknown version %d", f.Version)
+		lost = len(f.Entries) + len(f.Learned)
+		f = loadedFile{}
 	}
 	skipped := 0
 	skip := func(what string, i int, key string, why error) {
@@ -126,10 +134,38 @@ func (c *Cache) Load(path string) {
 	c.mu.Unlock()
 	if skipped > 0 {
 		c.log.Warn("probe cache: invalid records skipped", "path", path, "skipped", skipped)
+		if problem == nil {
+			problem = fmt.Errorf("%d invalid record(s)", skipped)
+		}
+		if lost >= 0 {
+			lost += skipped
+		}
 	}
 	c.log.Info("probe cache loaded", "path", path, "results", n, "learned", l)
+	if problem != nil {
+		evs = append(evs, c.quarantine(path, problem, len(entries)+len(learned), lost, now))
+	}
 	c.emit(evs)
 }
+
+// quarantine keeps the damaged cache file at path aside and returns the
+// EventCorrupt that says so; the salvaged records are saved to path by
+// the next Save.
+func (c *Cache) quarantine(path string, problem error, salvaged, lost int, now time.Time) Event {
+	cr := snapshot.Corrupt{Path: path, Err: problem, Salvaged: salvaged, Lost: lost, What: "probe cache"}
+	aside, err := snapshot.Quarantine(path, now)
+	if err != nil {
+		c.log.Error("probe cache: corrupt file not kept aside", "path", path, "error", err)
+	}
+	cr.Aside = aside
+	c.corrupted.Add(1)
+	c.dirty.Store(true)
+	c.log.Error("probe cache corrupt", "path", path, "aside", aside, "salvaged", salvaged, "lost", lost, "error", problem)
+	return Event{Time: now, Kind: EventCorrupt, Target: path, Reason: cr.Reason()}
+}
+
+// Corrupted returns how many times Load found the cache file damaged.
+func (c *Cache) Corrupted() uint64 { return c.corrupted.Load() }
 
 // validResult checks a result read from the cache file.
 func validResult(r *Result) error {

@@ -200,6 +200,7 @@ Postfix main.cf:
 }
 
 func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte) (int, error) }) error {
+	started := time.Now()
 	// SIGHUP is caught from the very start: during a long table load a
 	// `systemctl reload` (ExecReload=kill -HUP) would otherwise kill the
 	// daemon, which Restart=on-failure counts as a clean exit. The one
@@ -296,6 +297,8 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	if cfg.Probe.Cache != "" {
 		cache.Load(cfg.Probe.Cache)
 	}
+	metrics.CounterFunc("tlspolicyd_probe_cache_corrupt_total",
+		"Times the probe cache file was found damaged at start (kept aside as FILE.corrupt-<unix time>, what parsed salvaged).", cache.Corrupted)
 	eng.SetLearner(cache)
 	src, err := newSources(cfg, log.With("component", "sources"), func(r *srccache.Record) {
 		log.Info("source cache full: record evicted", "kind", r.Kind, "domain", r.Domain, "expires", r.Expires)
@@ -446,6 +449,14 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 			metrics.CounterFunc(c.name, c.help, func() uint64 { return c.f(al.Stats()) })
 		}
 		ring.Subscribe(al.Notify)
+		// Events of the start-up (a damaged probe cache, learned policies
+		// dropped while loading it) came before the alerter listened.
+		subscribed := time.Now()
+		for _, ev := range ring.Since(started) {
+			if ev.Time.Before(subscribed) {
+				al.Notify(ev)
+			}
+		}
 		go func() { defer close(alertsDone); _ = al.Run(alertCtx) }()
 	} else {
 		close(alertsDone)
@@ -582,6 +593,8 @@ func probeRingEvent(e probe.Event) (ev events.Event, ok bool) {
 		kind = events.LearnedDowngrade
 	case probe.EventLearnedEvicted:
 		kind = events.LearnedEvicted
+	case probe.EventCorrupt:
+		return events.Event{Kind: events.CacheCorrupt, Rule: "probe cache", Source: e.Target, Reason: e.Reason}, true
 	default:
 		return events.Event{}, false
 	}
