@@ -31,6 +31,11 @@ type env struct {
 // mta-sts.<d> names of domains, and a Manager using both.
 func newEnv(t *testing.T, timeout time.Duration, domains ...string) *env {
 	t.Helper()
+	return newEnvTB(t, timeout, domains...)
+}
+
+func newEnvTB(t testing.TB, timeout time.Duration, domains ...string) *env {
+	t.Helper()
 	ca := probetest.NewCA(t)
 	e := &env{dns: sourcetest.NewResolver(t), host: sourcetest.NewPolicyHost(t, ca, sourcetest.PolicyHosts(domains...)...)}
 	client := &dnsq.Client{Server: e.dns.Addr, Timeout: 2 * time.Second}

@@ -164,5 +164,10 @@ func (b *bench) run(ctx context.Context) error {
 			return err
 		}
 	}
+	if b.o.steps["sources"] && !b.inproc() {
+		if err := b.sourcesStep(ctx); err != nil {
+			return err
+		}
+	}
 	return nil
 }
