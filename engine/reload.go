@@ -117,6 +117,9 @@ func (r *Reloader) applyLocked(l loaded) error {
 	}
 	r.appliedSeq = l.seq
 	defer r.release()
+	if l.err == nil {
+		l.err = r.refuseEmpty(l.s.Table())
+	}
 	r.failed.Store(nil)
 	if err := l.err; err != nil {
 		var le *store.LoadError
@@ -143,6 +146,9 @@ func (r *Reloader) applyLocked(l loaded) error {
 	}
 	r.Engine.Swap(l.s)
 	t := l.s.Table()
+	if t.Empty() {
+		r.logger().Warn("policy table is empty: it changes no answer", "path", r.Path)
+	}
 	r.logger().Info("policy table loaded", "path", r.Path, "files", len(t.Files),
 		"outbound", len(t.Outbound), "recipients", len(t.Recipients), "senders", len(t.Senders),
 		"inbound", len(t.Inbound), "took", l.took.Round(time.Microsecond))
@@ -150,6 +156,18 @@ func (r *Reloader) applyLocked(l loaded) error {
 		r.OnReload(nil)
 	}
 	return nil
+}
+
+// refuseEmpty returns an error when t is empty and would replace a table
+// that is not (a truncated file, an emptied checkout), unless t says
+// defaults.allow_empty: true.
+func (r *Reloader) refuseEmpty(t *store.Table) error {
+	old := r.Engine.Store()
+	if !t.Empty() || t.Defaults.AllowEmpty || old == nil || old.Table().Empty() {
+		return nil
+	}
+	return &store.LoadError{Files: t.Files, Dirs: t.Dirs, Errors: store.ErrorList{{Source: store.Source{File: r.Path},
+		Msg: "the new table is empty (no entries, no inbound rules, no defaults.outbound): not loaded; set defaults.allow_empty: true to load an empty table"}}}
 }
 
 // releaseAbove is the heap size above which release returns memory.

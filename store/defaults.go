@@ -11,15 +11,15 @@ func (p *parser) defaults(file string, v *yaml.Node) {
 	if isNull(v) {
 		return
 	}
-	if !p.isKind(file, v, yaml.MappingNode, "defaults: want a mapping (outbound, learn, learn_max_age, inbound_action)") {
+	if !p.isKind(file, v, yaml.MappingNode, "defaults: want a mapping (outbound, learn, learn_max_age, inbound_action, allow_empty)") {
 		return
 	}
 	d := &p.t.Defaults
 	p.eachField(file, v, map[string]Source{}, "field", func(name string, k, v *yaml.Node) {
 		switch name {
-		case "outbound", "learn", "learn_max_age", "inbound_action":
+		case "outbound", "learn", "learn_max_age", "inbound_action", "allow_empty":
 		default:
-			p.errorf(src(file, k), "unknown field %q in defaults (want outbound, learn, learn_max_age, inbound_action)", name)
+			p.errorf(src(file, k), "unknown field %q in defaults (want outbound, learn, learn_max_age, inbound_action, allow_empty)", name)
 			return
 		}
 		if first, dup := p.defSeen[name]; dup {
@@ -29,6 +29,10 @@ func (p *parser) defaults(file string, v *yaml.Node) {
 		p.defSeen[name] = src(file, k)
 		if name == "outbound" && isNull(v) {
 			d.OutboundSource = src(file, v)
+			return
+		}
+		if name == "allow_empty" {
+			d.AllowEmpty, _ = p.boolean(file, v, "defaults.allow_empty")
 			return
 		}
 		s, ok := p.scalar(file, v, "defaults."+name)

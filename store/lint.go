@@ -13,7 +13,9 @@ import (
 //     answer without it is already at least as strict (learned policies
 //     are not considered: they change with every probe);
 //   - defaults.learn: enforce with a defaults.outbound other than none or
-//     may, where learning is skipped (see learnCanRaise).
+//     may, where learning is skipped (see learnCanRaise);
+//   - an empty table (no entry, no inbound rule): a truncated file looks
+//     like this, and the daemon refuses it on reload (Defaults.AllowEmpty).
 //
 // Warnings are sorted by file and line.
 func (t *Table) Lint(now time.Time) []*Error {
@@ -38,6 +40,9 @@ func (t *Table) Lint(now time.Time) []*Error {
 	}
 	if d := t.Defaults; d.Learn == LearnEnforce && !learnCanRaise(d.Outbound) {
 		warn(d.OutboundSource, "defaults.learn: enforce has no effect with defaults.outbound %q: a learned policy applies only over a default of none or may, which it cannot weaken", d.Outbound.Text)
+	}
+	if t.Empty() && !t.Defaults.AllowEmpty {
+		warn(Source{File: t.root}, "the table is empty (no entries, no inbound rules, no defaults.outbound): a running daemon keeps its old table instead of loading it, unless defaults.allow_empty: true")
 	}
 	idx, _, err := newIndex(t)
 	if err != nil {

@@ -89,3 +89,30 @@ func TestLintLearnUnderStrongDefault(t *testing.T) {
 		}
 	}
 }
+
+// TestLintEmpty: check warns about an empty table (an empty file, a bare
+// "outbound:"), which used to pass as "ok: 0 outbound".
+func TestLintEmpty(t *testing.T) {
+	for table, want := range map[string]bool{
+		"":                                  true,
+		"outbound:\n":                       true,
+		"defaults:\n  learn: report\n":      true,
+		"defaults:\n  allow_empty: true\n":  false,
+		"defaults:\n  outbound: encrypt\n":  false,
+		"defaults:\n  learn: enforce\n":     false,
+		"outbound:\n  a.example: encrypt\n": false,
+		"inbound:\n  - {name: r, from: a.example, require: tls}\n": false,
+	} {
+		tb, err := ParseFile("t.yaml", strings.NewReader(table))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got bool
+		for _, w := range tb.Lint(time.Now()) {
+			got = got || strings.HasPrefix(w.Error(), "t.yaml: the table is empty")
+		}
+		if got != want {
+			t.Errorf("%q: empty-table warning %v, want %v", table, got, want)
+		}
+	}
+}

@@ -138,5 +138,6 @@ func (p *parser) finish() (*Table, error) {
 		return nil, &LoadError{Errors: p.errs, Files: t.Files, Dirs: t.Dirs}
 	}
 	t.keys = &p.keys
+	t.root = p.root
 	return t, nil
 }

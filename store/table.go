@@ -21,6 +21,9 @@ type Defaults struct {
 	Learn          string  // LearnOff, LearnReport or LearnEnforce
 	LearnMaxAge    time.Duration
 	InboundAction  string // ActionDefer or ActionReject, for rules that do not say
+	// AllowEmpty lets an empty table replace a non-empty one on reload
+	// (a truncated file is refused otherwise).
+	AllowEmpty bool
 }
 
 // Entry is one entry of the outbound, recipients or senders section, or of
@@ -48,7 +51,18 @@ type Table struct {
 	// absolute, sorted, without duplicates.
 	Dirs []string
 
+	// root is the path the table was loaded from (LoadTable, ParseFile).
+	root string
+
 	// keys is the index of the entry lists' keys the parser built to find
 	// duplicates, for Build to reuse (see listKeys).
 	keys *listKeys
+}
+
+// Empty reports whether the table changes no answer: no entry, no
+// inbound rule, no defaults.outbound and no learn: enforce (what an empty
+// or truncated file gives).
+func (t *Table) Empty() bool {
+	return len(t.Outbound) == 0 && len(t.Recipients) == 0 && len(t.Senders) == 0 && len(t.Inbound) == 0 &&
+		t.Defaults.Outbound == nil && t.Defaults.Learn != LearnEnforce
 }

@@ -265,7 +265,7 @@ func TestParseFileErrors(t *testing.T) {
 				`t.yaml:3: defaults.learn: "always" is not off, report or enforce`,
 				`t.yaml:4: defaults.learn_max_age: "30d" is not a positive duration (e.g. 720h)`,
 				`t.yaml:5: defaults.inbound_action: "bounce" is not defer or reject`,
-				`t.yaml:6: unknown field "probe" in defaults (want outbound, learn, learn_max_age, inbound_action)`}},
+				`t.yaml:6: unknown field "probe" in defaults (want outbound, learn, learn_max_age, inbound_action, allow_empty)`}},
 		{"inbound", `inbound:
   - from: [bank.example]
     require: tls
