@@ -80,9 +80,10 @@ func BuildDaemon(ctx context.Context, dir string, tags ...string) (string, error
 }
 
 // Daemon is a running `tlspolicyd serve` process whose socketmap server
-// listens on Addr; policyd and HTTP are disabled.
+// listens on Addr; policyd and HTTP are disabled unless extra arguments
+// enable them.
 type Daemon struct {
-	// Addr is the socketmap listen address (127.0.0.1:port).
+	// Addr is the socketmap listen address (127.0.0.1:port or unix:/path).
 	Addr string
 	// Table is the --table path (a YAML file or a directory).
 	Table string
@@ -112,7 +113,14 @@ func StartDaemon(t testing.TB, bin, table string, extra ...string) *Daemon {
 // daemon's environment, e.g. TLSPOLICYD_FAULTS for a FaultsTag build.
 func StartDaemonEnv(t testing.TB, env []string, bin, table string, extra ...string) *Daemon {
 	t.Helper()
-	addr := net.JoinHostPort("127.0.0.1", itoa(FreePort(t, "127.0.0.1")))
+	return StartDaemonAt(t, env, bin, table, net.JoinHostPort("127.0.0.1", itoa(FreePort(t, "127.0.0.1"))), extra...)
+}
+
+// StartDaemonAt is StartDaemonEnv with the socketmap listening on addr:
+// host:port, or unix:/path for a unix socket (e.g. in a Postfix instance's
+// queue directory, which its chrooted clients reach as private/NAME).
+func StartDaemonAt(t testing.TB, env []string, bin, table, addr string, extra ...string) *Daemon {
+	t.Helper()
 	args := append([]string{"serve", "--table", table, "--socketmap", addr, "--policyd", "", "--http", "",
 		"--probe-cache", filepath.Join(t.TempDir(), "probes.json"),
 		"--event-log", filepath.Join(t.TempDir(), "events.jsonl"),
@@ -140,7 +148,11 @@ func StartDaemonEnv(t testing.TB, env []string, bin, table string, extra ...stri
 		if !d.Alive() {
 			return false
 		}
-		c, err := net.DialTimeout("tcp", addr, time.Second)
+		network, address := "tcp", addr
+		if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+			network, address = "unix", path
+		}
+		c, err := net.DialTimeout(network, address, time.Second)
 		if err != nil {
 			return false
 		}

@@ -22,7 +22,9 @@ import (
 // PostfixConfig describes a throwaway Postfix instance.
 type PostfixConfig struct {
 	// Socketmap is the host:port of the socketmap server (tlspolicyd, a
-	// stub, or a closed port). When set, the instance runs the files users
+	// stub, or a closed port), or unix:private/NAME for a unix socket in
+	// the instance's queue directory (QueueDir/private/NAME), where its
+	// chrooted smtp and trivial-rewrite processes reach it. When set, the instance runs the files users
 	// copy: examples/postfix/main.cf is appended to main.cf and
 	// examples/postfix/master.cf to master.cf, verbatim except that the
 	// daemon address they name (ExampleSocketmap) becomes Socketmap (see
@@ -100,7 +102,7 @@ const ExampleSocketmap = "127.0.0.1:10041"
 
 // ExampleConfig returns examples/postfix/NAME (main.cf or master.cf) with
 // every "socketmap:inet:ExampleSocketmap:" replaced by
-// "socketmap:inet:ADDR:", and the names of the main.cf parameters it sets.
+// "socketmap:inet:ADDR:" ("socketmap:unix:PATH:" for ADDR unix:PATH), and the names of the main.cf parameters it sets.
 // It fails when the file names no such table or still names the example
 // port afterwards, so a change to the examples cannot leave the tests
 // running something else than what users copy.
@@ -115,6 +117,9 @@ func ExampleConfig(name, addr string) (text string, params []string, err error) 
 		return "", nil, fmt.Errorf("example config: %w", err)
 	}
 	from, to := "socketmap:inet:"+ExampleSocketmap+":", "socketmap:inet:"+addr+":"
+	if strings.HasPrefix(addr, "unix:") {
+		to = "socketmap:" + addr + ":"
+	}
 	if !strings.Contains(string(b), from) {
 		return "", nil, fmt.Errorf("%s names no %s table: the harness cannot point it at the test daemon", path, from)
 	}
