@@ -48,6 +48,8 @@ func TestProbeCommand(t *testing.T) {
 		{"one of two MX without STARTTLS", []string{"mixed.example"}, 1, []string{"20 mx2.mixed.example", "encrypt WOULD DEFER"}, "", false},
 		{"several targets: all must pass", []string{"tls.example", "plain.example"}, 1, []string{"tls.example: ok", "plain.example: no-starttls"}, "", false},
 		{"bracketed host", []string{"[127.0.0.31]:" + strconv.Itoa(port)}, 0, []string{"encrypt ok"}, "", false},
+		{"NXDOMAIN is a bounce, not a deferral", []string{"nonexistent.example"}, 1,
+			[]string{"nonexistent.example: unreachable", "verdict: no such domain (NXDOMAIN): Postfix bounces mail to it"}, "", false},
 		{"bad level", []string{"--level", "bogus", "tls.example"}, 2, nil, "--level", true},
 		{"no target", nil, 2, nil, "no TARGET", true},
 	}

@@ -107,6 +107,9 @@ func printProbe(w io.Writer, r *probe.Result) {
 			fmt.Fprintf(tw, "  %s\t-\t-\t-\t-\t-\t-\t%s%s\n", name, shortError(mx.ErrorClass), n.ref(mx.Host, mx.Error))
 			continue
 		}
+		// One row per MX: its addresses share a row when everything but
+		// the address is the same (IPv4 and IPv6 of one server, mostly).
+		var rows [][7]string
 		for i := range mx.Addrs {
 			a := &mx.Addrs[i]
 			where := a.Where(mx.Host)
@@ -147,11 +150,21 @@ func printProbe(w io.Writer, r *probe.Result) {
 			if errCell == "" && a.Warning != "" {
 				errCell = "warning" + n.ref(where, "warning: "+a.Warning)
 			}
+			rows = append(rows, [7]string{hostPort(a.Addr, a.Port), starttls, tlsv, verify, secure, expires, cmp.Or(errCell, "-")})
+		}
+		same := true
+		for _, r := range rows[1:] {
+			same = same && [6]string(r[1:]) == [6]string(rows[0][1:])
+		}
+		if same && len(rows) > 1 {
+			rows[0][0] += fmt.Sprintf(" (+%d)", len(rows)-1)
+			rows = rows[:1]
+		}
+		for i, r := range rows {
 			if i > 0 {
-				name = "" // the MX is named on its first address's row
+				name = "" // the MX is named on its first row
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, hostPort(a.Addr, a.Port),
-				starttls, tlsv, verify, secure, expires, cmp.Or(errCell, "-"))
+			fmt.Fprintf(tw, "  %s\t%s\n", name, strings.Join(r[:], "\t"))
 		}
 		if len(mx.Addrs) > 0 && mx.Error != "" {
 			n.ref(mx.Host, mx.Error)

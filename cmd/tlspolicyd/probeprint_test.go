@@ -9,8 +9,8 @@ import (
 	"github.com/tlspolicyd/tlspolicyd/probe"
 )
 
-// TestPrintProbeGolden: probe's output for each kind of result: rows of
-// short cells, each full error once below the table (an x509 error that
+// TestPrintProbeGolden: probe's output for each kind of result: a row of
+// short cells per MX (per address where its addresses differ), each full error once below the table (an x509 error that
 // fails verify and secure too), no table without an MX, NXDOMAIN and a
 // null MX worded as the bounce Postfix makes of them.
 func TestPrintProbeGolden(t *testing.T) {
@@ -53,6 +53,11 @@ func TestPrintProbeGolden(t *testing.T) {
 					{Addr: "192.0.2.33", Port: 25, Error: "dial tcp 192.0.2.33:25: connect: connection refused", ErrorClass: probe.ClassConnect}}},
 				{Host: "mx4.mixed.example", Preference: 40, Error: "lookup mx4.mixed.example: no such host", ErrorClass: probe.ClassNXDomain},
 			},
+			Levels: lv("", "x", "x", "x")},
+		{Target: "split.example", Status: probe.StatusNoSTARTTLS, Duration: 40 * time.Millisecond,
+			MX: []probe.MXResult{{Host: "mx.split.example", Preference: 10, Addrs: []probe.AddrResult{
+				{Addr: "192.0.2.41", Port: 25, Reached: true, STARTTLS: true, TLS: tlsOK(ok, ok)},
+				{Addr: "2001:db8::41", Port: 25, Reached: true}}}},
 			Levels: lv("", "x", "x", "x")},
 		{Target: "gone.example", Status: probe.StatusUnreachable, ErrorClass: probe.ClassNXDomain, Duration: 3 * time.Millisecond,
 			Reason: "gone.example: no such domain (NXDOMAIN)", Levels: lv("x", "x", "x", "x")},
