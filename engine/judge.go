@@ -74,6 +74,11 @@ func Probeable(e *store.Entry) bool {
 // SNI, so a server choosing its certificate by SNI may show Postfix
 // another one).
 func Judge(e *store.Entry, r *probe.Result, now time.Time) []Finding {
+	return judge(e, r, now, outboundWatch(e).subj)
+}
+
+// judge is Judge with the findings worded for subj.
+func judge(e *store.Entry, r *probe.Result, now time.Time, subj subject) []Finding {
 	level := CheckLevel(e.Policy)
 	if level == "" || r == nil || r.SaysNothingOfTLS() {
 		return nil
@@ -114,9 +119,9 @@ func Judge(e *store.Entry, r *probe.Result, now time.Time) []Finding {
 	switch {
 	case !d.delivered:
 		if e.Testing {
-			f.Reason = fmt.Sprintf("enforcing %s for %s would defer mail: %s", e.Policy.Text, e.Key, why)
+			f.Reason = fmt.Sprintf("enforcing %s for %s would defer mail: %s", e.Policy.Text, subj.noun, why)
 		} else {
-			f.Reason = fmt.Sprintf("mail to %s is deferred: policy %s cannot be met: %s", e.Key, e.Policy.Text, why)
+			f.Reason = fmt.Sprintf("%s is deferred: policy %s cannot be met: %s", subj.mail, e.Policy.Text, why)
 		}
 		out = append(out, f)
 	case len(d.failing) > 0:
@@ -127,7 +132,7 @@ func Judge(e *store.Entry, r *probe.Result, now time.Time) []Finding {
 		}
 		if e.Testing {
 			f.Reason = fmt.Sprintf("enforcing %s for %s: %s it (%s); mail would still be delivered through %s, and deferred while that is down",
-				e.Policy.Text, e.Key, which, why, d.via)
+				e.Policy.Text, subj.noun, which, why, d.via)
 		} else {
 			f.Reason = fmt.Sprintf("%s policy %s: %s; mail is delivered through %s, and deferred while that is down",
 				which, e.Policy.Text, why, d.via)

@@ -247,16 +247,19 @@ func (m *Monitor) seed() {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	ws := addressWatches(s)
 	for _, e := range s.Table().Outbound {
-		if !Probeable(e) {
-			continue
+		if Probeable(e) {
+			ws = append(ws, outboundWatch(e))
 		}
-		key, err := probe.Canonical(e.Key)
+	}
+	for _, w := range ws {
+		key, err := probe.Canonical(w.e.Key)
 		if err != nil {
 			continue
 		}
-		if at, ok := byTarget[key]; ok && m.checked[e.Key].at.IsZero() {
-			m.checked[e.Key] = checkState{at: at}
+		if at, ok := byTarget[key]; ok && m.checked[w.key].at.IsZero() {
+			m.checked[w.key] = checkState{at: at}
 		}
 	}
 }
@@ -288,7 +291,7 @@ func (m *Monitor) kicked(ctx context.Context, work chan<- job) {
 			continue
 		}
 		select {
-		case work <- job{e: e}:
+		case work <- job{w: outboundWatch(e)}:
 		case <-ctx.Done():
 			return
 		}
@@ -323,9 +326,10 @@ func (m *Monitor) unclaim(key string, now time.Time, prev checkState) {
 // checkOne probes e, judges the result and publishes its findings. The
 // error is the probe's; a refused kick (probed within the interval) is
 // (nil, nil, nil).
-func (m *Monitor) checkOne(ctx context.Context, e *store.Entry, kick bool) ([]Finding, *probe.Result, error) {
+func (m *Monitor) checkOne(ctx context.Context, w watch, kick bool) ([]Finding, *probe.Result, error) {
+	e := w.e
 	now := m.Now()
-	prev, ok := m.claim(e.Key, now, kick)
+	prev, ok := m.claim(w.key, now, kick)
 	if !ok {
 		return nil, nil, nil
 	}
@@ -336,7 +340,7 @@ func (m *Monitor) checkOne(ctx context.Context, e *store.Entry, kick bool) ([]Fi
 		err = fmt.Errorf("probe %s: no result", e.Key)
 	}
 	if err != nil {
-		m.unclaim(e.Key, now, prev)
+		m.unclaim(w.key, now, prev)
 		if m.OnInconclusive != nil && ctx.Err() == nil {
 			m.OnInconclusive(e, err.Error())
 		}
@@ -345,27 +349,27 @@ func (m *Monitor) checkOne(ctx context.Context, e *store.Entry, kick bool) ([]Fi
 		case errors.Is(err, probe.ErrRateLimited):
 			// Counted and logged once per pass: a flood of these must
 			// not become a flood of log lines.
-			m.Logger.Debug("probe not started", "entry", e.Key, "error", err)
+			m.Logger.Debug("probe not started", "entry", w.rule, "error", err)
 		default:
-			m.Logger.Warn("probe failed", "entry", e.Key, "error", err)
+			m.Logger.Warn("probe failed", "entry", w.rule, "error", err)
 		}
 		return nil, nil, err
 	}
 	if m.Cache != nil {
 		m.Cache.Put(r)
 	}
-	fs := Judge(e, r, now)
+	fs := judge(e, r, now, w.subj)
 	for _, f := range fs {
 		// The domain is the next-hop without brackets or port (the host
 		// of a [host]:port entry), as alerts, the report and
 		// /api/events?domain= expect.
-		ev := events.Event{Kind: f.Kind, Domain: r.NextHop, Rule: e.Key, Source: e.Source.String(),
+		ev := events.Event{Kind: f.Kind, Domain: r.NextHop, Rule: w.rule, Source: e.Source.String(),
 			Action: string(f.Kind), Reason: f.Reason}
 		if e.Testing {
 			ev.Action = "testing"
 		}
 		m.Engine.Events().Publish(ev)
-		m.Logger.Warn("outbound TLS policy", "event", string(f.Kind), "entry", e.Key, "source", ev.Source,
+		m.Logger.Warn("outbound TLS policy", "event", string(f.Kind), "entry", w.rule, "source", ev.Source,
 			"testing", e.Testing, "reason", f.Reason)
 	}
 	if m.OnInconclusive != nil && r.SaysNothingOfTLS() {
@@ -374,11 +378,11 @@ func (m *Monitor) checkOne(ctx context.Context, e *store.Entry, kick bool) ([]Fi
 	switch {
 	case len(fs) > 0:
 	case r.Status == probe.StatusTemporary || r.Status == probe.StatusUnreachable:
-		m.Logger.Info("outbound probe inconclusive; retried at the next check", "entry", e.Key,
+		m.Logger.Info("outbound probe inconclusive; retried at the next check", "entry", w.rule,
 			"level", CheckLevel(e.Policy), "testing", e.Testing, "status", r.Status, "reason", r.Reason)
 	case !m.Logger.Enabled(ctx, slog.LevelDebug): // skip building the record's arguments
 	default:
-		m.Logger.Debug("outbound probe ok", "entry", e.Key, "level", CheckLevel(e.Policy), "testing", e.Testing, "status", r.Status)
+		m.Logger.Debug("outbound probe ok", "entry", w.rule, "level", CheckLevel(e.Policy), "testing", e.Testing, "status", r.Status)
 	}
 	return fs, r, nil
 }

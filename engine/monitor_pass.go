@@ -10,12 +10,11 @@ import (
 	"time"
 
 	"github.com/tlspolicyd/tlspolicyd/probe"
-	"github.com/tlspolicyd/tlspolicyd/store"
 )
 
 // never) for ordering.
 type queued struct {
-	e    *store.Entry
+	w    watch
 	last int64
 }
 
@@ -28,24 +27,21 @@ func (m *Monitor) due() []queued {
 	if s == nil {
 		return nil
 	}
-	all := s.Table().Outbound
-	n := 0
-	for _, e := range all {
+	var ws []watch
+	for _, e := range s.Table().Outbound {
 		if Probeable(e) {
-			n++
+			ws = append(ws, outboundWatch(e))
 		}
 	}
-	out := make([]queued, 0, n)
+	ws = append(ws, addressWatches(s)...)
+	out := make([]queued, 0, len(ws))
 	m.mu.Lock()
 	m.passNo++
-	for _, e := range all {
-		if !Probeable(e) {
-			continue
-		}
-		q := queued{e: e}
-		if cs, ok := m.checked[e.Key]; ok {
+	for _, w := range ws {
+		q := queued{w: w}
+		if cs, ok := m.checked[w.key]; ok {
 			cs.pass = m.passNo
-			m.checked[e.Key] = cs
+			m.checked[w.key] = cs
 			if !cs.at.IsZero() {
 				q.last = cs.at.UnixNano()
 			}
@@ -59,8 +55,8 @@ func (m *Monitor) due() []queued {
 	}
 	m.mu.Unlock()
 	slices.SortStableFunc(out, func(a, b queued) int {
-		if a.e.Testing != b.e.Testing {
-			if a.e.Testing {
+		if a.w.e.Testing != b.w.e.Testing {
+			if a.w.e.Testing {
 				return -1
 			}
 			return 1
@@ -72,7 +68,7 @@ func (m *Monitor) due() []queued {
 
 // job is one probe for a worker; st is nil for a kick.
 type job struct {
-	e  *store.Entry
+	w  watch
 	st *passState
 }
 
@@ -125,7 +121,7 @@ feed:
 		}
 		st.wg.Add(1)
 		select {
-		case work <- job{e: q.e, st: st}:
+		case work <- job{w: q.w, st: st}:
 			handed++
 		case <-ctx.Done():
 			st.wg.Done()
@@ -176,7 +172,7 @@ func (m *Monitor) work(ctx context.Context, work <-chan job) {
 		case <-ctx.Done():
 			return
 		}
-		fs, res, err := m.checkOne(ctx, j.e, j.st == nil)
+		fs, res, err := m.checkOne(ctx, j.w, j.st == nil)
 		if st := j.st; st != nil {
 			st.mu.Lock()
 			switch {

@@ -580,7 +580,7 @@ func TestMonitorPassOrder(t *testing.T) {
 	m.checked["gone.example"] = checkState{at: t0}
 	var got []string
 	for _, q := range m.due() {
-		got = append(got, q.e.Key)
+		got = append(got, q.w.e.Key)
 	}
 	want := []string{"t00.example", "t01.example", "d00.example", "d02.example", "d04.example", "d03.example", "d01.example"}
 	if !slices.Equal(got, want) {

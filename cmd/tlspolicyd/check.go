@@ -28,7 +28,7 @@ defer mail today, or could not be probed, is a warning: a CI gate runs
 check --probe --strict; a pre-commit hook runs check (fast, no network).
 See examples/git-hooks/pre-commit.`,
 		Flags: append(append(configFlags(), probeFlags()...),
-			&cli.BoolFlag{Name: "probe", Usage: "also probe every enforced and testing outbound entry and warn about each that would defer mail today"},
+			&cli.BoolFlag{Name: "probe", Usage: "also probe every enforced and testing outbound entry and the domains of recipients: and senders: entries, and warn about each that would defer mail today"},
 			&cli.BoolFlag{Name: "strict", Usage: "warnings fail too (exit 1): for a CI gate, with --probe"},
 		),
 		Action: func(c *cli.Context) error {
