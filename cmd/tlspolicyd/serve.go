@@ -219,6 +219,10 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	}})
 	defer out.Close()
 	log = newLogger(out, cfg.Log.Format, cfg.Log.Level)
+	nofile, err := raiseNofile()
+	if err != nil {
+		log.Warn("cannot read or raise the open-file limit (RLIMIT_NOFILE)", "error", err)
+	}
 	mode, err := cfg.FileMode()
 	if err != nil {
 		return cli.Exit(err.Error(), 2)
@@ -375,9 +379,10 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	if l, err := open("http", cfg.Listen.HTTP); err != nil {
 		return cli.Exit("tlspolicyd: "+err.Error(), 1)
 	} else if l != nil {
+		l = limitHTTP(l, nofile, len(servers)*cfg.MaxConnections, log.With("server", "http"))
 		srv := &http.Server{Handler: web.New(web.Options{Engine: eng, Probes: cache, Prober: health, Metrics: metrics, Sources: webSources(src), Logger: log.With("server", "http"),
 			Outbound: ml.reporter(), Maillog: cfg.Maillog}),
-			ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+			ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: httpIdleTimeout}
 		servers = append(servers, server{"http", func() error { return srv.Serve(l) }, srv.Shutdown})
 		log.Info("listening", "server", "http", "addr", l.Addr().String())
 	}
