@@ -85,6 +85,21 @@ func TestProbePrivateTargetRefusedByDefault(t *testing.T) {
 	}
 }
 
+// TestCheckProbeNamesTheFlag: check --probe without --allow-private on a
+// private MX says which flag allows it, not the configuration key.
+func TestCheckProbeNamesTheFlag(t *testing.T) {
+	resolver, port := probeWorld(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "t.yaml"), []byte("outbound:\n  tls.example: encrypt\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, _ := runCLI(t, "check", "--table", dir, "--probe", "--resolver", resolver, "--port", strconv.Itoa(port), "--timeout", "3s")
+	if !strings.Contains(errOut, "t.yaml:2: warning: could not check tls.example (encrypt): ") ||
+		!strings.Contains(errOut, "(--allow-private probes it, for tests)") || strings.Contains(errOut, "allow_private") {
+		t.Errorf("stderr:\n%s", errOut)
+	}
+}
+
 func TestCheckProbeWarnsAboutDeferrals(t *testing.T) {
 	resolver, port := probeWorld(t)
 	dir := t.TempDir()
