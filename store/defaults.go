@@ -2,9 +2,10 @@ package store
 
 import (
 	"strings"
-	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tlspolicyd/tlspolicyd/internal/duration"
 )
 
 func (p *parser) defaults(file string, v *yaml.Node) {
@@ -59,9 +60,9 @@ func (p *parser) defaults(file string, v *yaml.Node) {
 				p.errorf(src(file, v), "defaults.learn: %q is not off, report or enforce", s)
 			}
 		case "learn_max_age":
-			dur, err := time.ParseDuration(s)
+			dur, err := duration.Parse(s)
 			if err != nil || dur <= 0 {
-				p.errorf(src(file, v), "defaults.learn_max_age: %q is not a positive duration (e.g. 720h)", s)
+				p.errorf(src(file, v), "defaults.learn_max_age: %q is not a positive duration (e.g. 720h or 30d)", s)
 				return
 			}
 			d.LearnMaxAge = dur

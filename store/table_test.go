@@ -260,10 +260,10 @@ func TestParseFileErrors(t *testing.T) {
 		{"recipient bad address", "recipients:\n  \"@audit.example\": verify\n  a@b@c.example: verify\n",
 			[]string{`t.yaml:2: invalid address "@audit.example": empty local part (for a whole domain write just the domain)`,
 				`t.yaml:3: invalid address "a@b@c.example": more than one "@"`}},
-		{"defaults", "defaults:\n  outbound: bogus\n  learn: always\n  learn_max_age: 30d\n  inbound_action: bounce\n  probe: yes\n",
+		{"defaults", "defaults:\n  outbound: bogus\n  learn: always\n  learn_max_age: 30x\n  inbound_action: bounce\n  probe: yes\n",
 			[]string{`t.yaml:2: defaults.outbound: unknown level "bogus" (want none, may, encrypt, dane, dane-only, fingerprint, verify or secure)`,
 				`t.yaml:3: defaults.learn: "always" is not off, report or enforce`,
-				`t.yaml:4: defaults.learn_max_age: "30d" is not a positive duration (e.g. 720h)`,
+				`t.yaml:4: defaults.learn_max_age: "30x" is not a positive duration (e.g. 720h or 30d)`,
 				`t.yaml:5: defaults.inbound_action: "bounce" is not defer or reject`,
 				`t.yaml:6: unknown field "probe" in defaults (want outbound, learn, learn_max_age, inbound_action, allow_empty)`}},
 		{"inbound", `inbound:
@@ -618,6 +618,17 @@ func TestIncludeQuotesNothing(t *testing.T) {
 	for _, e := range got {
 		if strings.Contains(e, secret) || strings.Contains(e, "user") {
 			t.Errorf("error quotes the included file: %s", e)
+		}
+	}
+}
+
+// TestLearnMaxAgeDays: learn_max_age takes days as report --since does
+// ("30d" was refused).
+func TestLearnMaxAgeDays(t *testing.T) {
+	for s, want := range map[string]time.Duration{"30d": 720 * time.Hour, "1d12h": 36 * time.Hour, "720h": 720 * time.Hour} {
+		tb, err := ParseFile("t.yaml", strings.NewReader("defaults:\n  learn_max_age: "+s+"\n"))
+		if err != nil || tb.Defaults.LearnMaxAge != want {
+			t.Errorf("learn_max_age %s: %v, %v; want %v", s, tb.Defaults.LearnMaxAge, err, want)
 		}
 	}
 }

@@ -10,13 +10,14 @@ import (
 	"time"
 
 	"github.com/tlspolicyd/tlspolicyd/events"
+	"github.com/tlspolicyd/tlspolicyd/internal/duration"
 )
 
 // /api/events: the period's events, read back from the event log.
 
-// ParseSince parses a "since" value: a Go duration ("24h", "90m"), a
-// number of days ("7d"), or an RFC 3339 time. Durations count back from
-// now.
+// ParseSince parses a "since" value: a duration ("24h", "90m", "7d",
+// "1d12h": internal/duration's syntax, as everywhere) or an RFC 3339
+// time. Durations count back from now.
 func ParseSince(v string, now time.Time) (time.Time, error) {
 	v = strings.TrimSpace(v)
 	if v == "" {
@@ -25,14 +26,7 @@ func ParseSince(v string, now time.Time) (time.Time, error) {
 	if t, err := time.Parse(time.RFC3339, v); err == nil {
 		return t, nil
 	}
-	if d, ok := strings.CutSuffix(v, "d"); ok {
-		n, err := strconv.Atoi(d)
-		if err != nil || n < 0 {
-			return time.Time{}, fmt.Errorf("since %q: want a duration (24h, 7d) or an RFC 3339 time", v)
-		}
-		return now.Add(-time.Duration(n) * 24 * time.Hour), nil
-	}
-	d, err := time.ParseDuration(v)
+	d, err := duration.Parse(v)
 	if err != nil || d < 0 {
 		return time.Time{}, fmt.Errorf("since %q: want a duration (24h, 7d) or an RFC 3339 time", v)
 	}

@@ -12,7 +12,7 @@ func probeFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "resolver", Usage: "DNS resolver `HOST:PORT` (default: probe.resolver of --config, else /etc/resolv.conf)"},
 		&cli.IntFlag{Name: "probe-port", Aliases: []string{"port"}, DefaultText: "25", Usage: "SMTP `PORT` to probe"},
-		&cli.DurationFlag{Name: "probe-timeout", Aliases: []string{"timeout"}, DefaultText: "30s", Usage: "bound on every step (DNS, connect, banner, each command, handshake), a `DURATION`"},
+		durationFlag("probe-timeout", 0, "30s", "bound on every step (DNS, connect, banner, each command, handshake), a `DURATION`", "timeout"),
 		&cli.StringFlag{Name: "helo", Usage: "EHLO `NAME` (default: this host's name)"},
 		&cli.BoolFlag{Name: "allow-private", Usage: "allow loopback and private addresses (testing only)"},
 	}

@@ -42,7 +42,7 @@ unix:/path for a unix socket.`,
 			&cli.StringFlag{Name: "server", Aliases: []string{"s"}, Value: defaultReportServer, Usage: "the daemon's HTTP `URL` (or host:port, unix:/path)"},
 			&cli.StringFlag{Name: "since", Value: "24h", Usage: "events of the last `PERIOD` (24h, 7d) or since an RFC 3339 time"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
-			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "give up on the daemon after `DURATION`"},
+			durationFlag("timeout", 10*time.Second, "", "give up on the daemon after `DURATION`"),
 		},
 		Action: reportAction,
 	}
@@ -60,7 +60,7 @@ func reportAction(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit("tlspolicyd report: --server: "+err.Error(), 2)
 	}
-	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
+	ctx, cancel := context.WithTimeout(c.Context, flagDuration(c, "timeout"))
 	defer cancel()
 	body, err := fetchReport(ctx, client, base, since)
 	if err != nil {

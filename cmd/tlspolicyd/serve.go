@@ -116,7 +116,7 @@ func loadConfig(c *cli.Context) (config.Config, error) {
 		case *bool:
 			*p = c.Bool(kf.flag)
 		case *time.Duration:
-			*p = c.Duration(kf.flag)
+			*p = flagDuration(c, kf.flag)
 		default:
 			return cfg, fmt.Errorf("--%s: %s is a %T, which no flag type sets", kf.flag, kf.key, p)
 		}
@@ -145,19 +145,19 @@ func serveCommand() *cli.Command {
 		&cli.IntFlag{Name: "max-connections", DefaultText: "1000", Usage: "connections per socketmap/policyd listener `N`"},
 		&cli.StringFlag{Name: "resolver", DefaultText: "/etc/resolv.conf", Usage: "DNS resolver `HOST:PORT` for the prober"},
 		&cli.IntFlag{Name: "probe-port", DefaultText: "25", Usage: "SMTP `PORT` the prober connects to"},
-		&cli.DurationFlag{Name: "probe-timeout", DefaultText: "30s", Usage: "bound on each probe step (DNS, connect, banner, each command, handshake), a `DURATION`"},
+		durationFlag("probe-timeout", 0, "30s", "bound on each probe step (DNS, connect, banner, each command, handshake), a `DURATION`"),
 		&cli.IntFlag{Name: "probe-concurrency", DefaultText: "32", Usage: "probe connections in flight at most, `N`"},
-		&cli.DurationFlag{Name: "probe-ttl", DefaultText: "24h", Usage: "how long a probe result is fresh, a `DURATION`"},
+		durationFlag("probe-ttl", 0, "24h", "how long a probe result is fresh, a `DURATION`"),
 		&cli.StringFlag{Name: "probe-cache", DefaultText: "/var/lib/tlspolicyd/probes.json", Usage: "probe cache `FILE`; \"\" keeps results in memory only"},
 		&cli.StringFlag{Name: "helo", DefaultText: "this host's name", Usage: "EHLO `NAME` the prober sends"},
 		&cli.BoolFlag{Name: "allow-private", DefaultText: "false", Usage: "probe loopback and private addresses (tests only)"},
-		&cli.DurationFlag{Name: "probe-interval", DefaultText: "1h", Usage: "re-probe every enforced and testing outbound entry each `DURATION` (jittered)"},
+		durationFlag("probe-interval", 0, "1h", "re-probe every enforced and testing outbound entry each `DURATION` (jittered)"),
 		&cli.IntFlag{Name: "probe-max-per-minute", DefaultText: "120", Usage: "probes started per minute, by the monitor and for learned policies together, `N`; 0 = no cap"},
 		&cli.IntFlag{Name: "probe-monitor-workers", DefaultText: "4", Usage: "probes the monitor has in flight at most, `N`"},
 		&cli.StringFlag{Name: "alert-mail-to", DefaultText: "none", Usage: "postmaster `ADDRESS` alert digests are mailed to; \"\" disables mail"},
 		&cli.StringFlag{Name: "alert-smtp", DefaultText: "127.0.0.1:25", Usage: "SMTP relay `HOST:PORT` alert mail is sent through"},
 		&cli.StringFlag{Name: "alert-webhook", DefaultText: "none", Usage: "`URL` receiving alerts as JSON; \"\" disables"},
-		&cli.DurationFlag{Name: "alert-interval", DefaultText: "1h", Usage: "at most one alert per domain and kind per `DURATION`"},
+		durationFlag("alert-interval", 0, "1h", "at most one alert per domain and kind per `DURATION`"),
 		&cli.StringFlag{Name: "alert-from", DefaultText: "tlspolicyd@ and this host's fully-qualified name", Usage: "sender `ADDRESS` of alert mail (envelope and From:)"},
 		&cli.StringFlag{Name: "log-format", DefaultText: "text", Usage: "log `FORMAT`: text or json"},
 		&cli.StringFlag{Name: "log-level", DefaultText: "info", Usage: "log `LEVEL`: debug, info, warn or error"},
@@ -166,7 +166,7 @@ func serveCommand() *cli.Command {
 		&cli.IntFlag{Name: "event-log-keep", DefaultText: "3", Usage: "rotated event log files kept, `N`: the disk holds at most (1 + N) × --event-log-max-mb MiB of events"},
 		&cli.BoolFlag{Name: "dane", DefaultText: "true", Usage: "answer DANE (dane-only/dane) for unlisted domains with authenticated TLSA records; needs a DNSSEC-validating --resolver; --dane=false disables"},
 		&cli.BoolFlag{Name: "mta-sts", DefaultText: "true", Usage: "answer enforced MTA-STS policies for unlisted domains; --mta-sts=false disables"},
-		&cli.DurationFlag{Name: "sources-timeout", DefaultText: "5s", Usage: "how long a lookup waits for a domain's first DANE/MTA-STS work, a `DURATION`; then it answers without it"},
+		durationFlag("sources-timeout", 0, "5s", "how long a lookup waits for a domain's first DANE/MTA-STS work, a `DURATION`; then it answers without it"),
 		&cli.StringFlag{Name: "https-ca", DefaultText: "none", Usage: "extra CA certificate `FILE` (PEM) trusted for MTA-STS policy fetches (tests)"},
 		&cli.IntFlag{Name: "mta-sts-port", DefaultText: "443", Usage: "HTTPS `PORT` of mta-sts.<domain> (tests)"},
 		&cli.StringFlag{Name: "sources-cache", DefaultText: "sources.json next to the probe cache", Usage: "snapshot `FILE` of the DANE/MTA-STS cache"},

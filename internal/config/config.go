@@ -171,7 +171,7 @@ func Load(path string, missingOK bool) (Config, error) {
 		}
 		return cfg, fmt.Errorf("config: %w", err)
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec := yaml.NewDecoder(bytes.NewReader(withGoDurations(b)))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
 		return cfg, fmt.Errorf("config %s: %w", path, err)
@@ -316,7 +316,7 @@ func (c Config) Validate() error {
 		v   time.Duration
 	}{{"probe.timeout", c.Probe.Timeout}, {"probe.ttl", c.Probe.TTL}, {"probe.interval", c.Probe.Interval}, {"alerts.interval", c.Alerts.Interval}} {
 		if d.v <= 0 {
-			return keyErrorf(d.key, "%v: want a positive duration such as 30s or 24h", d.v)
+			return keyErrorf(d.key, "%v: want a positive duration such as 30s, 24h or 7d", d.v)
 		}
 	}
 	if c.Sources.Timeout <= 0 || c.Sources.Timeout > maxSourcesTimeout {

@@ -37,6 +37,12 @@ func TestLoad(t *testing.T) {
 		{"bad socket mode", write("c.yaml", "socket_mode: \"0999\"\n"), false, nil, "socket_mode"},
 		{"bad log format", write("d.yaml", "log: {format: xml}\n"), false, nil, "log.format"},
 		{"bad duration", write("e.yaml", "probe: {ttl: soon}\n"), false, nil, "line 1: cannot unmarshal !!str `soon` into time.Duration"},
+		// One duration syntax everywhere: days as in the table and report --since.
+		{"durations in days", write("days-a.yaml", "probe:\n  ttl: 1d\n  interval: \"1d12h\"\nalerts: {interval: 7d}\n"), false, func(c Config) bool {
+			return c.Probe.TTL == 24*time.Hour && c.Probe.Interval == 36*time.Hour && c.Alerts.Interval == 7*24*time.Hour
+		}, ""},
+		{"days keep error lines", write("days-b.yaml", "probe:\n  ttl: 30d\n  bogus: 1\n"), false, nil, "line 3: field bogus not found"},
+		{"bad days", write("days-c.yaml", "probe:\n  ttl: 3xd\n"), false, nil, "line 2: cannot unmarshal !!str `3xd` into time.Duration"},
 		{"empty file is defaults", write("f.yaml", ""), false, func(c Config) bool {
 			return c.Probe.Concurrency == 32 && c.Probe.MaxPerMinute == 120 && c.Probe.MonitorWorkers == 4 && c.Listen.Pprof == ""
 		}, ""},
@@ -99,7 +105,7 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{func(c *Config) { c.Log.EventsMaxMB = 1 << 20 }, "log.events_max_mb", "log.events_max_mb 1048576: want 1-65536 (MiB)"},
 		{func(c *Config) { c.Log.EventsKeep = -1 }, "log.events_keep", "log.events_keep -1: want 1-1000"},
 		{func(c *Config) { c.SocketMode = "rw" }, "socket_mode", `socket_mode "rw": want octal permission bits such as "0660"`},
-		{func(c *Config) { c.Alerts.Interval = 0 }, "alerts.interval", "alerts.interval 0s: want a positive duration such as 30s or 24h"},
+		{func(c *Config) { c.Alerts.Interval = 0 }, "alerts.interval", "alerts.interval 0s: want a positive duration such as 30s, 24h or 7d"},
 	} {
 		c := Default()
 		tt.set(&c)
