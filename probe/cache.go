@@ -81,8 +81,9 @@ var _ interface {
 // background and derives learned policies. Lookups (Get, Learned) never
 // wait for a probe. It is safe for concurrent use.
 type Cache struct {
-	cfg CacheConfig
-	log *slog.Logger
+	cfg    CacheConfig
+	log    *slog.Logger
+	shared Shared // a fleet's hooks (SetShared)
 	// learnMaxAge is cfg.LearnMaxAge as SetLearnMaxAge last set it: the
 	// table's learn_max_age, which a reload may change while lookups run.
 	learnMaxAge atomic.Int64
@@ -225,6 +226,7 @@ func (c *Cache) Put(r *Result) {
 
 	var evs []Event
 	c.mu.Lock()
+	learnedBefore := c.learned[cp.Target]
 	old := c.entries[cp.Target]
 	e := &entry{res: &cp}
 	if old != nil {
@@ -239,9 +241,11 @@ func (c *Cache) Put(r *Result) {
 	if t, err := parseTarget(cp.Target, DefaultPort); err == nil && t.useMX && t.key == t.host && !c.learnOff.Load() {
 		evs = c.learnLocked(&cp, now)
 	}
+	learnedAfter := c.learned[cp.Target]
 	c.mu.Unlock()
 	c.dirty.Store(true)
 	c.emit(evs)
+	c.notifyShared(&cp, learnedBefore, learnedAfter)
 }
 
 // emit logs evs and hands them to OnEvent; c.mu must not be held.

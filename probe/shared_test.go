@@ -1,0 +1,84 @@
+package probe
+
+import (
+	"log/slog"
+	"testing"
+	"time"
+)
+
+func TestMergeLearnedOldestFirstSeenWins(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	c := NewCache(CacheConfig{Now: func() time.Time { return now }, Logger: slog.New(slog.DiscardHandler)})
+	var shared []LearnedRecord
+	c.SetShared(Shared{OnLearned: func(r LearnedRecord) { shared = append(shared, r) }})
+
+	// A local probe learns the domain at now-1h.
+	c.Put(synthetic("bank.example", now.Add(-time.Hour), true))
+	if len(shared) != 1 || !shared[0].FirstLearned.Equal(now.Add(-time.Hour)) {
+		t.Fatalf("local learning shared %+v; want one record first learned at now-1h", shared)
+	}
+	// Another node learned it earlier and confirmed it later.
+	merged, changed := c.MergeLearned(LearnedRecord{Domain: "bank.example",
+		FirstLearned: now.Add(-48 * time.Hour), LastConfirmed: now.Add(-time.Minute)})
+	if !changed || !merged.FirstLearned.Equal(now.Add(-48*time.Hour)) || !merged.LastConfirmed.Equal(now.Add(-time.Minute)) {
+		t.Fatalf("merged %+v changed=%v; want first learned 48h ago, confirmed a minute ago", merged, changed)
+	}
+	// The same record again changes nothing (no ping-pong in the fleet).
+	if _, changed := c.MergeLearned(merged); changed {
+		t.Error("merging an equal record changed the cache")
+	}
+	// A newer first-seen time never replaces an older one.
+	if m, _ := c.MergeLearned(LearnedRecord{Domain: "bank.example", FirstLearned: now.Add(-time.Minute), LastConfirmed: now.Add(-time.Minute)}); !m.FirstLearned.Equal(now.Add(-48 * time.Hour)) {
+		t.Errorf("first learned became %v", m.FirstLearned)
+	}
+	if _, _, ok := c.Learned("bank.example"); !ok {
+		t.Error("merged domain not answered as learned")
+	}
+
+	// From a node only: answered here too.
+	c.MergeLearned(LearnedRecord{Domain: "other.example", FirstLearned: now.Add(-time.Hour), LastConfirmed: now.Add(-time.Hour)})
+	if lvl, _, ok := c.Learned("other.example"); !ok || lvl != LevelEncrypt {
+		t.Error("a record learned by another node is not answered")
+	}
+	// Lapsed, future and malformed records are refused.
+	for _, r := range []LearnedRecord{
+		{Domain: "lapsed.example", FirstLearned: now.Add(-2000 * time.Hour), LastConfirmed: now.Add(-1000 * time.Hour)},
+		{Domain: "future.example", FirstLearned: now, LastConfirmed: now.Add(time.Hour)},
+		{Domain: "nofirst.example", LastConfirmed: now},
+		{Domain: "BAD..example", FirstLearned: now, LastConfirmed: now},
+	} {
+		if _, changed := c.MergeLearned(r); changed {
+			t.Errorf("MergeLearned(%+v) accepted", r)
+		}
+	}
+	// learn: off records nothing, from the fleet either.
+	c.SetLearning(false)
+	if _, changed := c.MergeLearned(LearnedRecord{Domain: "off.example", FirstLearned: now, LastConfirmed: now}); changed {
+		t.Error("learning off, yet a shared record was recorded")
+	}
+}
+
+func TestPutSharedKeepsNewer(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	c := NewCache(CacheConfig{Now: func() time.Time { return now }, Logger: slog.New(slog.DiscardHandler)})
+	r := &Result{Target: "bank.example", Time: now.Add(-time.Minute), Expires: now.Add(time.Hour), Status: StatusNoSTARTTLS}
+	if !c.PutShared(r) {
+		t.Fatal("shared result not stored")
+	}
+	if got, ok := c.Get("bank.example"); !ok || got.Status != StatusNoSTARTTLS {
+		t.Fatalf("Get = %+v, %v", got, ok)
+	}
+	if _, _, ok := c.Learned("bank.example"); ok {
+		t.Error("a shared result taught a learned policy")
+	}
+	older := *r
+	older.Time, older.Status = now.Add(-time.Hour), StatusOK
+	if c.PutShared(&older) {
+		t.Error("an older shared result replaced a newer one")
+	}
+	expired := *r
+	expired.Time, expired.Expires = now, now.Add(-time.Second)
+	if c.PutShared(&expired) {
+		t.Error("an expired shared result was stored")
+	}
+}
