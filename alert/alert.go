@@ -87,6 +87,10 @@ type Config struct {
 	Queue int
 	// HTTPClient posts to the webhook (default: a client with Timeout).
 	HTTPClient *http.Client
+	// Claim, when set, asks the fleet whether this node sends the alert
+	// of a kind and domain for the next interval (one node of a fleet
+	// does); false folds the event away as sent elsewhere.
+	Claim func(ctx context.Context, kind, domain string, interval time.Duration) bool
 }
 
 // Alert is one alert: an event plus how many more of its domain and kind
@@ -119,8 +123,10 @@ type Alerter struct {
 	dropsShown atomic.Uint64 // queueDrops when last logged
 	dropsAt    atomic.Int64  // when queue drops were last logged, Unix ns
 	suppressed atomic.Uint64
-	sent       atomic.Uint64
-	failed     atomic.Uint64
+	// claimedElsewhere counts alerts another node of the fleet sends.
+	claimedElsewhere atomic.Uint64
+	sent             atomic.Uint64
+	failed           atomic.Uint64
 
 	running sync.Mutex // one Run at a time
 }
@@ -210,11 +216,14 @@ type Stats struct {
 	Suppressed uint64 // events folded into an earlier alert by the rate limit
 	Sent       uint64 // successful deliveries (one per digest and sink)
 	Failed     uint64 // failed delivery attempts (each is retried)
+	// ClaimedElsewhere counts alerts left to another node of the fleet.
+	ClaimedElsewhere uint64
 }
 
 // Stats returns the alerter's counters.
 func (a *Alerter) Stats() Stats {
-	return Stats{Dropped: a.dropped.Load(), Suppressed: a.suppressed.Load(), Sent: a.sent.Load(), Failed: a.failed.Load()}
+	return Stats{Dropped: a.dropped.Load(), Suppressed: a.suppressed.Load(), Sent: a.sent.Load(), Failed: a.failed.Load(),
+		ClaimedElsewhere: a.claimedElsewhere.Load()}
 }
 
 // limit is the rate-limit state of one domain and kind.
@@ -309,6 +318,11 @@ func (a *Alerter) Run(ctx context.Context) error {
 			l.suppressed++
 			l.last = e
 			a.suppressed.Add(1)
+			return
+		}
+		if a.cfg.Claim != nil && !a.cfg.Claim(ctx, string(e.Kind), e.Domain, a.cfg.Interval) {
+			limits[key] = &limit{opened: now} // another node of the fleet sends it
+			a.claimedElsewhere.Add(1)
 			return
 		}
 		al := &Alert{Event: e, Repeats: 1, FirstSeen: e.Time}

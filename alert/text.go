@@ -89,6 +89,14 @@ func describe(al *Alert) {
 		al.Title = "TLS prober blind: every probe fails temporarily"
 		al.Explanation = "Every recent probe of the partners' mail servers failed temporarily (DNS lookups or connections to port 25 fail), so the enforced and testing entries are not being checked: a partner whose TLS breaks would go unnoticed until mail is deferred."
 		al.RecommendedAction = "Check the resolver the daemon uses (probe.resolver, else /etc/resolv.conf) and that it may connect out to port 25; the status page shows the latest failure."
+	case events.FleetLinkDown:
+		al.Title = "Fleet link down: the shared cache cannot be reached"
+		al.Explanation = "This daemon cannot reach the shared cache (Redis or Valkey) of its fleet. It keeps answering Postfix from its own state, but what it learns (learned policies, MTA-STS and DANE results, probe results) is not shared until the link is back, and what other daemons learn meanwhile does not reach it; results wait in a bounded queue."
+		al.RecommendedAction = "Check the Redis/Valkey server named by shared_cache and the network path to it; the daemon reconnects on its own and resynchronises when it answers."
+	case events.FleetLinkUp:
+		al.Title = "Fleet link up again"
+		al.Explanation = "This daemon reaches its fleet's shared cache again and has resynchronised with it."
+		al.RecommendedAction = "Nothing to do."
 	default:
 		al.Title = fmt.Sprintf("TLS policy event %s for %s", clean(string(al.Kind)), dom)
 		al.RecommendedAction = "See the daemon's log and status page."

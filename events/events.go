@@ -32,6 +32,8 @@ const (
 	OutboundDeferred    Kind = "outbound_deferred"     // Postfix's log: mail to a domain really deferred by TLS policy
 	OutboundDelivered   Kind = "outbound_delivered"    // Postfix's log: mail to such a domain delivered again
 	ProberBlind         Kind = "prober_blind"          // every recent probe failed temporarily (DNS or network down): enforced entries go unchecked
+	FleetLinkDown       Kind = "fleet_link_down"       // the shared cache (Redis/Valkey) cannot be reached: this node learns alone
+	FleetLinkUp         Kind = "fleet_link_up"         // the shared cache is reachable again after being down
 )
 
 // Event is one decision that blocks or would block mail.

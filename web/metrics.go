@@ -42,7 +42,8 @@ var probeStatuses = []string{probe.StatusOK, probe.StatusNoSTARTTLS, probe.Statu
 // eventKinds are the event kinds always exported (at 0 before the first).
 var eventKinds = []events.Kind{events.InboundBlocked, events.InboundWouldBlock, events.OutboundProbeFailed, events.BackupMXFailed,
 	events.LearnedDowngrade, events.LearnedEvicted, events.CertExpiring, events.ReloadFailed, events.CacheCorrupt,
-	events.OutboundDeferred, events.OutboundDelivered, events.ProberBlind}
+	events.OutboundDeferred, events.OutboundDelivered, events.ProberBlind,
+	events.FleetLinkDown, events.FleetLinkUp}
 
 // latencyBuckets span a map lookup (microseconds) to the request timeout
 // (5 s), in seconds.
