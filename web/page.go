@@ -76,6 +76,10 @@ type pageData struct {
 	Healthy      bool
 	Blind        *blindView // set while every recent probe failed temporarily
 	SourcesOn    bool       // DANE or MTA-STS is on
+	// Fleet is the shared cache's section (nil when off), FleetEvents
+	// the fleet's latest events with the node that saw each.
+	Fleet       *FleetView
+	FleetEvents []fleetEventView
 }
 
 // blindView is the status page's warning about a prober that learns
@@ -96,6 +100,9 @@ func (s *server) page(w http.ResponseWriter, r *http.Request) {
 	}
 	d.Table.Sources = s.sourcesView()
 	d.SourcesOn = s.Sources != nil
+	if d.Fleet = s.fleetView(r.Context(), 20); d.Fleet != nil {
+		d.FleetEvents = decodeFleetEvents(d.Fleet.Events)
+	}
 	if len(d.Table.Sources) > pageEntries {
 		d.More["sources"] = len(d.Table.Sources) - pageEntries
 		d.Table.Sources = d.Table.Sources[:pageEntries]

@@ -64,6 +64,9 @@ type Options struct {
 		Report(since time.Time) []outbound.DomainReport
 	}
 	Maillog string
+	// Fleet is the link to the fleet's shared cache (a *fleet.Fleet);
+	// nil (an untyped nil) when shared_cache is off.
+	Fleet FleetInfo
 }
 
 // server holds the handlers' shared state.
@@ -101,6 +104,7 @@ func New(o Options) http.Handler {
 	mux.HandleFunc("GET /api/inbound", s.apiInbound)
 	mux.HandleFunc("GET /api/probes", s.apiProbes)
 	mux.HandleFunc("GET /api/report", s.apiReport)
+	mux.HandleFunc("GET /api/fleet", s.apiFleet)
 	mux.HandleFunc("GET /{$}", s.page)
 	return securityHeaders(mux)
 }

@@ -91,6 +91,11 @@ func keyFlags() []keyFlag {
 		{"tlsrpt.enabled", "tlsrpt", func(c *config.Config) any { return &c.TLSRPT.Enabled }},
 		{"tlsrpt.organization", "tlsrpt-organization", func(c *config.Config) any { return &c.TLSRPT.Organization }},
 		{"tlsrpt.contact", "tlsrpt-contact", func(c *config.Config) any { return &c.TLSRPT.Contact }},
+		{"shared_cache", "shared-cache", func(c *config.Config) any { return &c.SharedCache }},
+		{"shared_cache_password_file", "shared-cache-password-file", func(c *config.Config) any { return &c.SharedCachePasswordFile }},
+		{"shared_cache_ca", "shared-cache-ca", func(c *config.Config) any { return &c.SharedCacheCA }},
+		{"shared_cache_cluster", "shared-cache-cluster", func(c *config.Config) any { return &c.SharedCacheCluster }},
+		{"shared_cache_node", "shared-cache-node", func(c *config.Config) any { return &c.SharedCacheNode }},
 	}
 }
 
@@ -170,6 +175,11 @@ func serveCommand() *cli.Command {
 		&cli.StringFlag{Name: "https-ca", DefaultText: "none", Usage: "extra CA certificate `FILE` (PEM) trusted for MTA-STS policy fetches (tests)"},
 		&cli.IntFlag{Name: "mta-sts-port", DefaultText: "443", Usage: "HTTPS `PORT` of mta-sts.<domain> (tests)"},
 		&cli.StringFlag{Name: "sources-cache", DefaultText: "sources.json next to the probe cache", Usage: "snapshot `FILE` of the DANE/MTA-STS cache"},
+		&cli.StringFlag{Name: "shared-cache", DefaultText: "off", Usage: "share learned policies, MTA-STS, DANE and probe results, alert claims and events with a fleet through Redis or Valkey at `URL` (redis://[user:pass@]host:port/db, rediss://, unix:///path, redis-sentinel://host:port?master_name=NAME)"},
+		&cli.StringFlag{Name: "shared-cache-password-file", Usage: "read the shared cache's password from `FILE` (e.g. a systemd credential)"},
+		&cli.StringFlag{Name: "shared-cache-ca", Usage: "verify a rediss:// shared cache against the CA bundle `FILE` instead of the system's"},
+		&cli.StringFlag{Name: "shared-cache-cluster", DefaultText: "default", Usage: "the fleet's `NAME`: daemons share records only within it (keys tlspolicyd:NAME:…)"},
+		&cli.StringFlag{Name: "shared-cache-node", DefaultText: "host name", Usage: "this daemon's `NAME` in the fleet"},
 		&cli.StringFlag{Name: "maillog", DefaultText: "off", Usage: "follow Postfix's log, a file `PATH` (e.g. /var/log/mail.log, followed across rotation) or \"journal\", for the outbound TLS report, stuck-mail alerts and TLS-RPT; needs smtp_tls_loglevel = 1 in main.cf"},
 		&cli.BoolFlag{Name: "tlsrpt", Usage: "send daily TLS-RPT (RFC 8460) reports, from what --maillog reads, to destination domains that publish _smtp._tls (mailto: through --alert-smtp, https: by POST)"},
 		&cli.StringFlag{Name: "tlsrpt-organization", Usage: "organization-name of the TLS-RPT reports, `NAME`"},

@@ -350,6 +350,11 @@ func TestServeFlagsOverrideConfig(t *testing.T) {
 		{"tlsrpt.enabled", "tlsrpt", "true", "false", false},
 		{"tlsrpt.organization", "tlsrpt-organization", "File Corp", "Flag Corp", "Flag Corp"},
 		{"tlsrpt.contact", "tlsrpt-contact", "tlsrpt@file.example", "tlsrpt@flag.example", "tlsrpt@flag.example"},
+		{"shared_cache", "shared-cache", "redis://127.0.0.1:6379/0", "rediss://cache.example:6380/1", "rediss://cache.example:6380/1"},
+		{"shared_cache_password_file", "shared-cache-password-file", "/file/pw", "/flag/pw", "/flag/pw"},
+		{"shared_cache_ca", "shared-cache-ca", "/file/ca.pem", "/flag/ca.pem", "/flag/ca.pem"},
+		{"shared_cache_cluster", "shared-cache-cluster", "a", "b", "b"},
+		{"shared_cache_node", "shared-cache-node", "mx1", "mx2", "mx2"},
 	}
 	flagOf := map[string]string{}
 	for _, kf := range keyFlags() {

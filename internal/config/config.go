@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -114,6 +115,18 @@ type Config struct {
 	// "journal" (the systemd journal, mail facility); "" is off.
 	Maillog string `yaml:"maillog"`
 	TLSRPT  TLSRPT `yaml:"tlsrpt"`
+	// SharedCache links the daemons of a fleet through Redis or Valkey
+	// (redis://, rediss://, unix://, redis-sentinel://); "" is off.
+	SharedCache string `yaml:"shared_cache"`
+	// SharedCachePasswordFile holds the password (systemd credentials).
+	SharedCachePasswordFile string `yaml:"shared_cache_password_file"`
+	// SharedCacheCA is the CA bundle a rediss:// server is verified
+	// against ("" uses the system's).
+	SharedCacheCA string `yaml:"shared_cache_ca"`
+	// SharedCacheCluster names the fleet; daemons share within it only.
+	SharedCacheCluster string `yaml:"shared_cache_cluster"`
+	// SharedCacheNode names this daemon in the fleet (default: host name).
+	SharedCacheNode string `yaml:"shared_cache_node"`
 }
 
 // TLSRPT configures the daily SMTP TLS Reporting (RFC 8460) reports sent
@@ -195,7 +208,7 @@ func Load(path string, missingOK bool) (Config, error) {
 // absolute; flags are applied later and stay relative to the working
 // directory, as a shell user expects. A new path key belongs here.
 func (c *Config) resolvePaths(dir string) {
-	for _, p := range []*string{&c.Table, &c.Probe.Cache, &c.Log.Events} {
+	for _, p := range []*string{&c.Table, &c.Probe.Cache, &c.Log.Events, &c.SharedCachePasswordFile, &c.SharedCacheCA} {
 		*p = resolvePath(dir, *p)
 	}
 	for _, p := range []*string{&c.Listen.Socketmap, &c.Listen.Policyd, &c.Listen.HTTP, &c.Listen.Pprof} {
@@ -282,6 +295,20 @@ const maxSourcesTimeout = 60 * time.Second
 func (c Config) Validate() error {
 	if _, err := c.FileMode(); err != nil {
 		return err
+	}
+	if c.SharedCache != "" {
+		u, err := url.Parse(c.SharedCache)
+		if err != nil {
+			return keyErrorf("shared_cache", "%v", err)
+		}
+		switch u.Scheme {
+		case "redis", "rediss", "unix", "redis-sentinel", "rediss-sentinel":
+		default:
+			return keyErrorf("shared_cache", "scheme %q: want redis://, rediss://, unix://, redis-sentinel:// or rediss-sentinel://", u.Scheme)
+		}
+	}
+	if strings.ContainsAny(c.SharedCacheCluster, ":*?[] ") {
+		return keyErrorf("shared_cache_cluster", "%q: no ':', spaces or glob characters", c.SharedCacheCluster)
 	}
 	switch c.Log.Format {
 	case "text", "json":
