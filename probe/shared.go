@@ -38,13 +38,14 @@ func (c *Cache) notifyShared(r *Result, before, after *learnedRec) {
 // cache: the earliest first-learned time wins, the latest confirmation and
 // contradiction are kept. A record that has lapsed (not confirmed within
 // learn_max_age), or any record while learning is off, changes nothing.
-// It returns the merged record and whether this cache changed; when the
-// merged record differs from rec, the fleet should hear it (OnLearned is
-// not called here).
-func (c *Cache) MergeLearned(rec LearnedRecord) (LearnedRecord, bool) {
+// It returns the merged record, whether this cache changed, and whether
+// the merged record says more than rec: then the fleet should hear it
+// (OnLearned is not called here). Times compare as instants, so equal
+// records never bounce between nodes.
+func (c *Cache) MergeLearned(rec LearnedRecord) (merged LearnedRecord, changed, news bool) {
 	key, err := Canonical(rec.Domain)
 	if err != nil || c.learnOff.Load() || validLearned(&rec) != nil {
-		return rec, false
+		return rec, false, false
 	}
 	rec.Domain = key
 	now := c.cfg.Now()
@@ -53,16 +54,16 @@ func (c *Cache) MergeLearned(rec LearnedRecord) (LearnedRecord, bool) {
 	// outlive (or outrank) every real one.
 	if now.Sub(rec.LastConfirmed) > maxAge || rec.LastConfirmed.After(now.Add(time.Minute)) ||
 		rec.FirstLearned.IsZero() || rec.FirstLearned.After(rec.LastConfirmed) {
-		return rec, false
+		return rec, false, false
 	}
 	var ev *Event
 	c.mu.Lock()
 	cur := c.learned[key]
-	merged := rec
+	merged = rec
 	if cur != nil && now.Sub(cur.LastConfirmed) <= maxAge {
 		merged = mergeLearned(*cur, rec)
 	}
-	changed := cur == nil || merged != *cur
+	changed = cur == nil || !sameLearned(merged, *cur)
 	if changed {
 		c.learned[key] = &merged
 		if cur == nil && len(c.learned) > c.cfg.MaxEntries {
@@ -76,7 +77,13 @@ func (c *Cache) MergeLearned(rec LearnedRecord) (LearnedRecord, bool) {
 	if ev != nil {
 		c.emit([]Event{*ev})
 	}
-	return merged, changed
+	return merged, changed, !sameLearned(merged, rec)
+}
+
+// sameLearned compares two records, their times as instants.
+func sameLearned(a, b learnedRec) bool {
+	return a.Domain == b.Domain && a.FirstLearned.Equal(b.FirstLearned) && a.LastConfirmed.Equal(b.LastConfirmed) &&
+		a.LastContradicted.Equal(b.LastContradicted) && a.ContradictedBy == b.ContradictedBy
 }
 
 func mergeLearned(a, b learnedRec) learnedRec {

@@ -18,18 +18,26 @@ func TestMergeLearnedOldestFirstSeenWins(t *testing.T) {
 		t.Fatalf("local learning shared %+v; want one record first learned at now-1h", shared)
 	}
 	// Another node learned it earlier and confirmed it later.
-	merged, changed := c.MergeLearned(LearnedRecord{Domain: "bank.example",
+	merged, changed, news := c.MergeLearned(LearnedRecord{Domain: "bank.example",
 		FirstLearned: now.Add(-48 * time.Hour), LastConfirmed: now.Add(-time.Minute)})
+	if news {
+		t.Error("the merge of an older, fresher record says more than it: nothing new for the fleet")
+	}
 	if !changed || !merged.FirstLearned.Equal(now.Add(-48*time.Hour)) || !merged.LastConfirmed.Equal(now.Add(-time.Minute)) {
 		t.Fatalf("merged %+v changed=%v; want first learned 48h ago, confirmed a minute ago", merged, changed)
 	}
-	// The same record again changes nothing (no ping-pong in the fleet).
-	if _, changed := c.MergeLearned(merged); changed {
-		t.Error("merging an equal record changed the cache")
+	// The same record again, its times in another location, changes
+	// nothing and is no news (no ping-pong in the fleet).
+	again := merged
+	again.FirstLearned, again.LastConfirmed = again.FirstLearned.Local(), again.LastConfirmed.In(time.FixedZone("X", 3600))
+	if _, changed, news := c.MergeLearned(again); changed || news {
+		t.Errorf("merging an equal record: changed=%v news=%v", changed, news)
 	}
-	// A newer first-seen time never replaces an older one.
-	if m, _ := c.MergeLearned(LearnedRecord{Domain: "bank.example", FirstLearned: now.Add(-time.Minute), LastConfirmed: now.Add(-time.Minute)}); !m.FirstLearned.Equal(now.Add(-48 * time.Hour)) {
-		t.Errorf("first learned became %v", m.FirstLearned)
+	// A newer first-seen time never replaces an older one, and the fleet
+	// hears the older one back.
+	m, _, news := c.MergeLearned(LearnedRecord{Domain: "bank.example", FirstLearned: now.Add(-time.Minute), LastConfirmed: now.Add(-time.Minute)})
+	if !m.FirstLearned.Equal(now.Add(-48*time.Hour)) || !news {
+		t.Errorf("first learned became %v (news=%v)", m.FirstLearned, news)
 	}
 	if _, _, ok := c.Learned("bank.example"); !ok {
 		t.Error("merged domain not answered as learned")
@@ -47,13 +55,13 @@ func TestMergeLearnedOldestFirstSeenWins(t *testing.T) {
 		{Domain: "nofirst.example", LastConfirmed: now},
 		{Domain: "BAD..example", FirstLearned: now, LastConfirmed: now},
 	} {
-		if _, changed := c.MergeLearned(r); changed {
+		if _, changed, _ := c.MergeLearned(r); changed {
 			t.Errorf("MergeLearned(%+v) accepted", r)
 		}
 	}
 	// learn: off records nothing, from the fleet either.
 	c.SetLearning(false)
-	if _, changed := c.MergeLearned(LearnedRecord{Domain: "off.example", FirstLearned: now, LastConfirmed: now}); changed {
+	if _, changed, _ := c.MergeLearned(LearnedRecord{Domain: "off.example", FirstLearned: now, LastConfirmed: now}); changed {
 		t.Error("learning off, yet a shared record was recorded")
 	}
 }

@@ -263,6 +263,13 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 				"Events lost because a write of the event log (or its reopen after rotation) failed.", evlog.WriteErrors)
 		}
 	}
+	fl, err := newFleet(cfg, log, ring)
+	if err != nil {
+		return cli.Exit("tlspolicyd: "+err.Error(), 1)
+	}
+	if fl != nil {
+		metrics.Fleet(fl)
+	}
 	eng := engine.New(nil, nil, ring, log)
 	smHandler, pdHandler, err := withFaults(eng, log) // the engine itself, except in test builds
 	if err != nil {
@@ -293,6 +300,7 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	// The cache's learn_max_age is the table's: the reloader sets it on
 	// every table swapped in, the first one included.
 	cache := probe.NewCache(probeCacheConfig(log, ring, probeFn, cfg.Probe.TTL))
+	fl.shareProbes(cache)
 	rl := &engine.Reloader{Path: cfg.Table, Engine: eng, Logger: log,
 		OnReload: func(err error) {
 			metrics.Reload(err)
@@ -316,12 +324,13 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	eng.SetLearner(cache)
 	src, err := newSources(cfg, log.With("component", "sources"), func(r *srccache.Record) {
 		log.Info("source cache full: record evicted", "kind", r.Kind, "domain", r.Domain, "expires", r.Expires)
-	})
+	}, fl.sourceChanged)
 	if err != nil {
 		return cli.Exit("tlspolicyd: "+err.Error(), 1)
 	}
 	if src != nil {
 		eng.SetSources(src)
+		fl.shareSources(src.Cache())
 	}
 	mon := &engine.Monitor{Engine: eng, Probe: probeFn, Cache: cache, Interval: cfg.Probe.Interval,
 		Workers: cfg.Probe.MonitorWorkers, MaxPerMinute: cfg.Probe.MaxPerMinute, Logger: log.With("component", "monitor")}
@@ -390,7 +399,7 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 		return cli.Exit("tlspolicyd: "+err.Error(), 1)
 	} else if l != nil {
 		l = limitHTTP(l, nofile, len(servers)*cfg.MaxConnections, log.With("server", "http"))
-		srv := &http.Server{Handler: web.New(web.Options{Engine: eng, Probes: cache, Prober: health, Metrics: metrics, Sources: webSources(src), Logger: log.With("server", "http"),
+		srv := &http.Server{Handler: web.New(web.Options{Engine: eng, Probes: cache, Prober: health, Metrics: metrics, Sources: webSources(src), Fleet: fl.web(), Logger: log.With("server", "http"),
 			Outbound: ml.reporter(), Maillog: cfg.Maillog}),
 			ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: httpIdleTimeout}
 		servers = append(servers, server{"http", func() error { return srv.Serve(l) }, srv.Shutdown})
@@ -441,7 +450,12 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 		rep.Logger = log.With("component", "tlsrpt")
 		go rep.Run(watchCtx, ml.tracker)
 	}
-	al := alert.New(alertConfig(cfg, log))
+	acfg := alertConfig(cfg, log)
+	if fl != nil {
+		acfg.Claim = fl.Claim // one alert per domain and kind for the whole fleet
+		go func() { _ = fl.Run(watchCtx) }()
+	}
+	al := alert.New(acfg)
 	if from, fqdn := alert.DefaultFrom(); cfg.Alerts.MailTo != "" && cfg.Alerts.From == "" && !fqdn {
 		log.Warn("alert mail is sent from an address at a short host name, which relays with reject_non_fqdn_sender refuse: set alerts.from", "from", from)
 	}

@@ -37,7 +37,7 @@ func sourcesCachePath(cfg config.Config) string {
 
 // newSources builds the DANE and MTA-STS sources with their cache, or
 // returns nil when both are off. The resolver is the prober's.
-func newSources(cfg config.Config, log *slog.Logger, onEvict func(*srccache.Record)) (*sources.Manager, error) {
+func newSources(cfg config.Config, log *slog.Logger, onEvict func(*srccache.Record), onChange func(old, cur *srccache.Record)) (*sources.Manager, error) {
 	if !cfg.Sources.DANE && !cfg.Sources.MTASTS {
 		return nil, nil
 	}
@@ -45,7 +45,7 @@ func newSources(cfg config.Config, log *slog.Logger, onEvict func(*srccache.Reco
 	if err != nil {
 		return nil, err
 	}
-	cache, err := srccache.New(srccache.Options{Path: sourcesCachePath(cfg), OnEvict: onEvict})
+	cache, err := srccache.New(srccache.Options{Path: sourcesCachePath(cfg), OnEvict: onEvict, OnChange: onChange})
 	if err != nil {
 		return nil, err
 	}
