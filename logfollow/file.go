@@ -208,6 +208,8 @@ func (fl *File) start(ctx context.Context, h Handler, log *slog.Logger, poll tim
 				r := newReader(f, ino, fi.Size(), nil)
 				r.tail = lastBytes(f, fi.Size())
 				return r, nil
+			case s.Inode == 0 && s.Offset == 0:
+				// A file created after the follower started: all of it.
 			case s.Inode == ino && tailMatches(f, s.Offset, s.Tail):
 				return newReader(f, ino, s.Offset, s.Tail), nil
 			case s.Inode == ino:

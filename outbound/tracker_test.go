@@ -270,3 +270,31 @@ func TestLoadCorrupt(t *testing.T) {
 		t.Fatal("position from a corrupt file")
 	}
 }
+
+// TestResultTypesRecorded: Postfix 3.7's verification failures (recorded
+// in the end-to-end test: a certificate from a CA it does not trust, one
+// naming another host) map to RFC 8460's certificate-not-trusted and
+// certificate-host-mismatch, with the MX and OpenSSL's reason.
+func TestResultTypesRecorded(t *testing.T) {
+	tr := New(Config{Now: fixedNow})
+	feed(t, tr, strings.Split(strings.TrimSpace(string(mustRead(t, "testdata/postfix37-maillog-verify.txt"))), "\n")...)
+	day := tr.Day("2026-12-07")
+	for dom, want := range map[string]Failure{
+		"verifyfail.example": {ResultType: "certificate-not-trusted", MXHost: "verifyfail.example", MXAddr: "127.0.0.4", Detail: "untrusted issuer /CN=tlspolicyd untrusted CA", Count: 1},
+		"mismatch.example":   {ResultType: "certificate-host-mismatch", MXHost: "mismatch.example", MXAddr: "127.0.0.5", Detail: "num=62:hostname mismatch", Count: 1},
+	} {
+		c := day[dom]
+		if len(c.Failures) != 1 || c.Failures[0] != want || c.SessionsFailed != 1 || c.SessionsOK != 0 {
+			t.Errorf("%s: %+v", dom, c)
+		}
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
