@@ -140,7 +140,12 @@ func (s *server) filteredEvents(q url.Values) (EventsView, error) {
 }
 
 func (s *server) apiEvents(w http.ResponseWriter, r *http.Request) {
+	if !s.gate.acquire(r.Context()) {
+		s.busy(w)
+		return
+	}
 	v, err := s.filteredEvents(r.URL.Query())
+	s.gate.release()
 	if err != nil {
 		s.badRequest(w, err.Error())
 		return

@@ -208,5 +208,11 @@ func (s *server) apiReport(w http.ResponseWriter, r *http.Request) {
 		s.badRequest(w, err.Error())
 		return
 	}
-	s.writeJSON(w, http.StatusOK, s.report(since))
+	if !s.gate.acquire(r.Context()) {
+		s.busy(w)
+		return
+	}
+	rep := s.gate.cachedReport(r.URL.Query().Get("since"), s.Now(), func() Report { return s.report(since) })
+	s.gate.release()
+	s.writeJSON(w, http.StatusOK, rep)
 }

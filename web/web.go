@@ -72,6 +72,7 @@ type Options struct {
 // server holds the handlers' shared state.
 type server struct {
 	Options
+	gate *scanGate // one event-log scan at a time; the last report
 }
 
 // New returns the HTTP handler for every endpoint.
@@ -95,7 +96,7 @@ func New(o Options) http.Handler {
 	if o.Sources != nil {
 		o.Metrics.Sources(o.Sources)
 	}
-	s := &server{o}
+	s := &server{Options: o, gate: newScanGate()}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", o.Metrics.Handler())
 	mux.HandleFunc("GET /healthz", s.healthz)

@@ -635,7 +635,7 @@ func TestReportDomainsBounded(t *testing.T) {
 	for i := range n {
 		ring.Publish(events.Event{Time: now.Add(-time.Minute), Kind: events.InboundBlocked, Domain: fmt.Sprintf("d%d.example", i)})
 	}
-	s := &server{Options{Engine: eng, Now: func() time.Time { return now }}}
+	s := &server{Options: Options{Engine: eng, Now: func() time.Time { return now }}, gate: newScanGate()}
 	rep := s.report(now.Add(-time.Hour))
 	if len(rep.Domains) != maxReportDomains+1 {
 		t.Errorf("%d rows, want %d and (other)", len(rep.Domains), maxReportDomains)
