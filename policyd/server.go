@@ -76,9 +76,6 @@ type Server struct {
 	// and when the Handler returns.
 	Observe func(req *Request, action Action, failed bool, d time.Duration)
 
-	// limitLogEvery shortens the MaxConns log window in tests.
-	limitLogEvery time.Duration
-
 	once sync.Once
 	srv  *connserver.Server
 }
@@ -103,7 +100,7 @@ func (s *Server) server() *connserver.Server {
 			ErrClosed:   ErrServerClosed,
 			Logger:      log,
 			ReadTimeout: s.ReadTimeout, IdleTimeout: s.IdleTimeout, RequestTimeout: s.RequestTimeout,
-			MaxConns: s.MaxConns, SlowRequest: s.SlowRequest, LimitLogEvery: s.limitLogEvery,
+			MaxConns: s.MaxConns, SlowRequest: s.SlowRequest,
 			NewSession: func(r *bufio.Reader, remote string) connserver.Session {
 				return &session{h: s.Handler, log: log, observe: s.Observe, remote: remote,
 					br: r, dec: NewDecoder(r), deferAction: deferAction}

@@ -303,3 +303,9 @@ func FuzzServerStream(f *testing.F) {
 		}
 	})
 }
+
+// phaseCounts returns how many of s's connections are in each phase.
+func phaseCounts(s *Server) (idle, active, handler int) {
+	st := s.server().Stats()
+	return st.Idle, st.Active, st.Handler
+}

@@ -67,9 +67,6 @@ type Server struct {
 	// request is complete and when the Handler returns.
 	Observe func(mapName string, status Status, d time.Duration)
 
-	// limitLogEvery shortens the MaxConns log window in tests.
-	limitLogEvery time.Duration
-
 	once sync.Once
 	srv  *connserver.Server
 }
@@ -86,7 +83,7 @@ func (s *Server) server() *connserver.Server {
 			ErrClosed:   ErrServerClosed,
 			Logger:      log,
 			ReadTimeout: s.ReadTimeout, IdleTimeout: s.IdleTimeout, RequestTimeout: s.RequestTimeout,
-			MaxConns: s.MaxConns, SlowRequest: s.SlowRequest, LimitLogEvery: s.limitLogEvery,
+			MaxConns: s.MaxConns, SlowRequest: s.SlowRequest,
 			NewSession: func(r *bufio.Reader, remote string) connserver.Session {
 				return &session{h: s.Handler, log: log, observe: s.Observe, remote: remote, d: NewDecoder(r, s.MaxRequestSize)}
 			},

@@ -1,10 +1,8 @@
-package policyd
+package connserver
 
 import (
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -14,20 +12,9 @@ import (
 )
 
 // phaseCounts returns how many of s's connections are in each phase.
-func phaseCounts(s *Server) (idle, busy, handler int) {
-	st := s.server().Stats()
+func phaseCounts(s *Server) (idle, active, handler int) {
+	st := s.Stats()
 	return st.Idle, st.Active, st.Handler
-}
-
-// waitFor polls cond for up to 5 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
 }
 
 // waitLong polls cond for up to 20 s: for properties that must hold
@@ -76,7 +63,7 @@ func watch(t *testing.T, nc net.Conn) *rawConn {
 	t.Helper()
 	r := &rawConn{nc: nc, closed: make(chan struct{})}
 	t.Cleanup(func() { nc.Close(); <-r.closed })
-	_ = nc.SetReadDeadline(time.Now().Add(time.Minute))
+	nc.SetReadDeadline(time.Now().Add(time.Minute))
 	go func() {
 		r.got, _ = io.ReadAll(nc)
 		r.at = time.Now()
@@ -104,8 +91,8 @@ func dialRaw(t *testing.T, addr string) net.Conn {
 	return nc
 }
 
-// drip writes payload to nc one byte per every, in the background, until
-// the test ends, a write fails or the payload ends.
+// drip writes payload to nc one byte per every until done, a write fails
+// or the payload ends. It returns when the goroutine has started.
 func drip(t *testing.T, nc net.Conn, payload string, every time.Duration) {
 	t.Helper()
 	done := make(chan struct{})
@@ -127,30 +114,51 @@ func drip(t *testing.T, nc net.Conn, payload string, every time.Duration) {
 	}()
 }
 
-// TestMaxConnsRefusalsRateLimited: with every connection inside the
+// TestMaxConnsEvictsIdle: at the limit, a new connection takes the
+// place of the connection idle for longest; Postfix reconnects silently.
+func TestMaxConnsEvictsIdle(t *testing.T) {
+	s := &Server{MaxConns: 2}
+	logs := newServer(s, newLineHandler(t))
+	addr := serve(t, s, logs)
+	a := dial(t, addr)
+	a.ask("a")
+	waitFor(t, "a idle", func() bool { idle, _, _ := phaseCounts(s); return idle == 1 })
+	b := dial(t, addr)
+	b.ask("b")
+	waitFor(t, "a and b idle", func() bool { idle, _, _ := phaseCounts(s); return idle == 2 })
+
+	c := dial(t, addr)
+	if got := c.ask("c"); got != "OK c" {
+		t.Fatalf("new connection at the limit: %q", got)
+	}
+	a.expectClosed(3 * time.Second)
+	if got := b.ask("b again"); got != "OK b again" {
+		t.Errorf("b after c came: %q", got)
+	}
+	if !strings.Contains(logs.String(), "closing the longest idle connection") {
+		t.Errorf("eviction not logged:\n%s", logs)
+	}
+}
+
+// TestMaxConnsRefusesWhenBusy: with every connection inside the
 // Handler, newcomers are closed at once (not queued), and the log gets one
 // line per window with a count of the rest.
-func TestMaxConnsRefusalsRateLimited(t *testing.T) {
+func TestMaxConnsRefusesWhenBusy(t *testing.T) {
 	t.Parallel()
-	entered := make(chan struct{}, 2)
-	release := make(chan struct{})
-	s := &Server{MaxConns: 2, RequestTimeout: time.Minute, Handler: HandlerFunc(func(context.Context, *Request) (Action, error) {
-		entered <- struct{}{}
-		<-release
-		return "DUNNO", nil
-	})}
-	s.limitLogEvery = time.Second
-	ts := startServer(t, s, nil)
-	a, b := dial(t, "tcp", ts.addr), dial(t, "tcp", ts.addr)
-	a.send("sender=a\n\n")
-	b.send("sender=b\n\n")
-	<-entered
-	<-entered
+	h := newLineHandler(t)
+	s := &Server{MaxConns: 2, RequestTimeout: time.Minute, LimitLogEvery: time.Second}
+	logs := newServer(s, h)
+	addr := serve(t, s, logs)
+	a, b := dial(t, addr), dial(t, addr)
+	a.send("slow")
+	b.send("slow")
+	<-h.entered
+	<-h.entered
 
 	const newcomers = 20
 	for i := range newcomers {
 		start := time.Now()
-		r := watch(t, dialRaw(t, ts.addr))
+		r := watch(t, dialRaw(t, addr))
 		r.waitClosed(t, "connection over the limit", 5*time.Second)
 		if len(r.got) != 0 {
 			t.Fatalf("refused connection %d got %q", i, r.got)
@@ -166,26 +174,27 @@ func TestMaxConnsRefusalsRateLimited(t *testing.T) {
 	const line = "closing new connection (no idle or slow connection to close)"
 	var refusals, lines int
 	waitLong(t, "every refusal logged or counted", func() bool {
-		refusals, lines = refusalLines(ts.log.String(), line)
+		refusals, lines = refusalLines(logs.String(), line)
 		return refusals == newcomers
 	})
 	if lines > newcomers/4 {
-		t.Errorf("%d log lines for %d refusals, want a few (rate-limited):\n%s", lines, newcomers, ts.log)
+		t.Errorf("%d log lines for %d refusals, want a few (rate-limited):\n%s", lines, newcomers, logs)
 	}
-	close(release)
-	if got := a.reply(); got != "DUNNO" {
+
+	h.free()
+	if got := a.reply(); got != "OK slow" {
 		t.Errorf("busy a: %q", got)
 	}
-	if got := b.reply(); got != "DUNNO" {
+	if got := b.reply(); got != "OK slow" {
 		t.Errorf("busy b: %q", got)
 	}
 }
 
-// TestMaxConnsSlowLoris: clients holding connections idle or dripping a
-// request one byte per 100 ms cannot lock Postfix out. Idle connections go
-// first; then the connection whose request has been arriving for longest
-// (over SlowRequest) makes room; normal clients get their answers
-// promptly, and no dripper ever gets one.
+// TestMaxConnsSlowLoris: clients holding connections idle or
+// dripping a request one byte per 100 ms cannot lock Postfix out. Idle
+// connections go first; then the connection whose request has been
+// arriving for longest (over SlowRequest) makes room; normal clients get
+// their answers promptly, and no dripper ever gets one.
 func TestMaxConnsSlowLoris(t *testing.T) {
 	t.Parallel()
 	const (
@@ -193,20 +202,21 @@ func TestMaxConnsSlowLoris(t *testing.T) {
 		readTimeout = 8 * time.Second
 		every       = 100 * time.Millisecond
 	)
-	s := &Server{Handler: HandlerFunc(echoSender), MaxConns: maxConns, ReadTimeout: readTimeout}
-	ts := startServer(t, s, nil)
+	s := &Server{MaxConns: maxConns, ReadTimeout: readTimeout}
+	logs := newServer(s, newLineHandler(t))
+	addr := serve(t, s, logs)
 	start := time.Now()
 	// A request that would take 20 s to arrive.
-	slow := "request=smtpd_access_policy\nsender=" + strings.Repeat("d", 160) + "@example.com\n\n"
+	slow := strings.Repeat("d", 200) + "\n"
 
-	idlers := []*rawConn{watch(t, dialRaw(t, ts.addr)), watch(t, dialRaw(t, ts.addr))}
+	idlers := []*rawConn{watch(t, dialRaw(t, addr)), watch(t, dialRaw(t, addr))}
 	waitFor(t, "2 idle connections", func() bool { idle, _, _ := phaseCounts(s); return idle == 2 })
 	var drippers []*rawConn
 	for i := range maxConns {
-		nc := dialRaw(t, ts.addr)
+		nc := dialRaw(t, addr)
 		drippers = append(drippers, watch(t, nc))
 		drip(t, nc, slow, every)
-		waitFor(t, "dripper in progress", func() bool { _, busy, _ := phaseCounts(s); return busy == i+1 })
+		waitFor(t, "dripper in progress", func() bool { _, active, _ := phaseCounts(s); return active == i+1 })
 	}
 	// The third and fourth dripper took the idle connections' places.
 	for i, r := range idlers {
@@ -220,11 +230,10 @@ func TestMaxConnsSlowLoris(t *testing.T) {
 	// normal client gets in, taking the place of the longest-dripping
 	// connection, and is answered at once.
 	time.Sleep(DefaultSlowRequest + 2*every)
-	request := func(name string) *client {
+	lookup := func(name string) *client {
 		t0 := time.Now()
-		c := dial(t, "tcp", ts.addr)
-		c.send(string(fixture(t, "postfix37-rcpt-tls13.txt")))
-		if got := c.reply(); got != "450 4.7.10 sender alice@bank.example" {
+		c := dial(t, addr)
+		if got := c.ask("normal"); got != "OK normal" {
 			t.Fatalf("%s: %q", name, got)
 		}
 		if el := time.Since(t0); el > readTimeout/4 {
@@ -232,13 +241,13 @@ func TestMaxConnsSlowLoris(t *testing.T) {
 		}
 		return c
 	}
-	first := request("first normal client")
+	first := lookup("first normal client")
 	drippers[0].waitClosed(t, "longest dripper", readTimeout/4)
 	waitFor(t, "first client idle", func() bool { idle, _, _ := phaseCounts(s); return idle == 1 })
 	// The next one takes the place of the idle client (which would
 	// reconnect), as idle connections go first.
-	request("second normal client")
-	first.expectClosed()
+	lookup("second normal client")
+	first.expectClosed(time.Second)
 	// The others are bounded by ReadTimeout; none gets an answer.
 	for i, r := range drippers {
 		r.waitClosed(t, "dripper", readTimeout+5*time.Second)
@@ -249,66 +258,60 @@ func TestMaxConnsSlowLoris(t *testing.T) {
 			t.Errorf("dripper %d closed after %v", i, el)
 		}
 	}
-	if !strings.Contains(ts.log.String(), "closing the connection whose request is slowest to arrive") {
-		t.Errorf("slow-loris eviction not logged:\n%s", ts.log)
+	if !strings.Contains(logs.String(), "closing the connection whose request is slowest to arrive") {
+		t.Errorf("slow-loris eviction not logged:\n%s", logs)
 	}
 }
 
-// TestMaxConnsPerListener: each listener has its own limit, so a flood on
-// one cannot lock out clients of another.
+// TestMaxConnsPerListener: each listener has its own limit, so a
+// flood on one cannot lock out clients of another.
 func TestMaxConnsPerListener(t *testing.T) {
-	entered := make(chan struct{}, 1)
-	release := make(chan struct{})
-	s := &Server{MaxConns: 1, RequestTimeout: time.Minute, Handler: HandlerFunc(func(_ context.Context, r *Request) (Action, error) {
-		if r.Get("sender") == "block" {
-			entered <- struct{}{}
-			<-release
-		}
-		return "DUNNO", nil
-	})}
-	ts := startServer(t, s, nil)
+	h := newLineHandler(t)
+	s := &Server{MaxConns: 1, RequestTimeout: time.Minute}
+	logs := newServer(s, h)
+	addr1 := serve(t, s, logs)
 	l2, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	go s.Serve(l2)
-	busy := dial(t, "tcp", ts.addr)
-	busy.send("sender=block\n\n")
-	<-entered
-	refused := watch(t, dialRaw(t, ts.addr))
+	busy := dial(t, addr1)
+	busy.send("slow")
+	<-h.entered
+	refused := watch(t, dialRaw(t, addr1))
 	refused.waitClosed(t, "second connection on the full listener", 2*time.Second)
 
-	other := dial(t, "tcp", l2.Addr().String())
-	other.send("sender=other\n\n")
-	if got := other.reply(); got != "DUNNO" {
+	other := dial(t, l2.Addr().String())
+	if got := other.ask("other"); got != "OK other" {
 		t.Fatalf("other listener: %q", got)
 	}
-	close(release)
-	if got := busy.reply(); got != "DUNNO" {
+	h.free()
+	if got := busy.reply(); got != "OK slow" {
 		t.Errorf("busy: %q", got)
 	}
 }
 
-// TestClientNotReading: a client that pipelines requests and never reads
-// the replies cannot hold its connection (and the replies' memory): the
-// blocked write fails within ReadTimeout and the connection closes.
+// TestClientNotReading: a client that pipelines requests and never
+// reads the replies cannot hold its connection (and the replies' memory):
+// the blocked write fails within ReadTimeout and the connection closes.
 func TestClientNotReading(t *testing.T) {
 	t.Parallel()
 	const rt = 300 * time.Millisecond
-	// 4 kB replies, so that a few hundred fill the socket buffers.
-	long := Action("450 4.7.10 " + strings.Repeat("x", 4000))
-	s := &Server{ReadTimeout: rt, IdleTimeout: time.Minute, Logger: slog.New(slog.DiscardHandler),
-		Handler: HandlerFunc(func(context.Context, *Request) (Action, error) { return long, nil })}
-	ts := startServer(t, s, nil)
-	nc := dialTinyWindow(t, ts.addr)
+	h := newLineHandler(t)
+	s := &Server{ReadTimeout: rt, IdleTimeout: time.Minute}
+	logs := newServer(s, h)
+	addr := serve(t, s, logs)
+	nc := dialTinyWindow(t, addr)
 	defer nc.Close()
-	// 20,000 requests: 80 MB of replies, far more than the socket
-	// buffers hold.
-	req := []byte(strings.Repeat("a=1\n\n", 20000))
-	go nc.Write(req)
-	waitFor(t, "a connection", func() bool { return s.server().Stats().All == 1 })
+	// 200 answers of 100 kB: far more than the socket buffers hold.
+	go nc.Write([]byte(strings.Repeat("big\n", 200)))
+	waitFor(t, "a connection", func() bool { return s.Stats().All == 1 })
 	// Closed by the write deadline, not left to IdleTimeout.
-	waitLong(t, "the connection closed", func() bool { return s.server().Stats().All == 0 })
+	waitLong(t, "the connection closed", func() bool { return s.Stats().All == 0 })
+	// It stopped at the first failed write: the rest were not answered.
+	if n := h.calls.Load(); n >= 200 {
+		t.Errorf("%d requests answered into a dead connection", n)
+	}
 }
 
 // dialTinyWindow connects with a 4 KiB receive buffer, so that the kernel
