@@ -148,6 +148,14 @@ func (p *Policy) PostfixMatch() string {
 	return strings.Join(out, ":")
 }
 
+// EnforcedPostfixPolicy returns what PostfixPolicy would be in mode
+// enforce: for a testing policy, what enforcing it would ask of Postfix.
+func (p *Policy) EnforcedPostfixPolicy() string {
+	q := *p
+	q.Mode = ModeEnforce
+	return q.PostfixPolicy()
+}
+
 // PostfixPolicy returns the Postfix TLS policy an enforced policy asks
 // for: "secure match=<patterns> servername=hostname". It is "" for the
 // testing and none modes, which enforce nothing.

@@ -57,6 +57,10 @@ type Config struct {
 	// reading the daemon's snapshot): a kind is on when its DANE or
 	// MTASTS field is set, which is then never called.
 	Offline bool
+	// OnPolicy, if set, is called after each fetch or refresh that keeps
+	// an MTA-STS policy in mode enforce or testing, so that the monitor
+	// can check the domain's MX hosts against it. It must not block.
+	OnPolicy func(*srccache.Record)
 }
 
 // Decision is what the sources say about a domain.
@@ -98,6 +102,10 @@ func New(cfg Config) (*Manager, error) {
 	}
 	return &Manager{cfg: cfg, log: log}, nil
 }
+
+// SetOnPolicy sets Config.OnPolicy. Call it before Run and the first
+// Resolve.
+func (m *Manager) SetOnPolicy(f func(*srccache.Record)) { m.cfg.OnPolicy = f }
 
 // Enabled reports whether any source is on.
 func (m *Manager) Enabled() bool { return m != nil && (m.cfg.DANE != nil || m.cfg.MTASTS != nil) }
@@ -213,6 +221,9 @@ func (m *Manager) fetch(kind srccache.Kind, domain string) <-chan singleflight.R
 		}
 		if err := m.cfg.Cache.Put(r); err != nil {
 			m.log.Warn("source cache", "error", err)
+		}
+		if m.cfg.OnPolicy != nil && r.MTASTS != nil && r.MTASTS.Policy != nil && r.MTASTS.Policy.Mode != mtasts.ModeNone {
+			m.cfg.OnPolicy(r)
 		}
 		m.dirty.Store(true)
 		return nil, nil

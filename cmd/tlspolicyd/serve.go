@@ -322,6 +322,7 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	metrics.CounterFunc("tlspolicyd_probe_cache_corrupt_total",
 		"Times the probe cache file was found damaged at start (kept aside as FILE.corrupt-<unix time>, what parsed salvaged).", cache.Corrupted)
 	eng.SetLearner(cache)
+	sourceChecks := make(chan *store.Entry, 64) // MTA-STS domains for the monitor
 	src, err := newSources(cfg, log.With("component", "sources"), func(r *srccache.Record) {
 		log.Info("source cache full: record evicted", "kind", r.Kind, "domain", r.Domain, "expires", r.Expires)
 	}, fl.sourceChanged)
@@ -330,6 +331,14 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	}
 	if src != nil {
 		eng.SetSources(src)
+		src.SetOnPolicy(func(r *srccache.Record) {
+			if e := engine.SourceEntry(r); e != nil {
+				select {
+				case sourceChecks <- e:
+				default: // checked at the domain's next refresh
+				}
+			}
+		})
 		fl.shareSources(src.Cache())
 	}
 	mon := &engine.Monitor{Engine: eng, Probe: probeFn, Cache: cache, Interval: cfg.Probe.Interval,
@@ -440,6 +449,7 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	go func() { _ = mon.Run(watchCtx) }()
 	if src != nil {
 		go func() { _ = src.Run(watchCtx) }()
+		go checkSources(watchCtx, mon, sourceChecks)
 	}
 	maillogDone := ml.start(watchCtx)
 	if cfg.TLSRPT.Enabled {

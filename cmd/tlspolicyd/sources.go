@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/x509"
 	"fmt"
 	"io"
@@ -13,12 +14,14 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/tlspolicyd/tlspolicyd/dane"
+	"github.com/tlspolicyd/tlspolicyd/engine"
 	"github.com/tlspolicyd/tlspolicyd/internal/config"
 	"github.com/tlspolicyd/tlspolicyd/internal/dnsq"
 	"github.com/tlspolicyd/tlspolicyd/mtasts"
 	"github.com/tlspolicyd/tlspolicyd/socketmap"
 	"github.com/tlspolicyd/tlspolicyd/sources"
 	"github.com/tlspolicyd/tlspolicyd/srccache"
+	"github.com/tlspolicyd/tlspolicyd/store"
 	"github.com/tlspolicyd/tlspolicyd/web"
 )
 
@@ -172,4 +175,18 @@ func webSources(src *sources.Manager) web.SourcesInfo {
 		return nil
 	}
 	return src
+}
+
+// checkSources has the monitor check each MTA-STS domain sent on ch (at
+// most once per probe.interval, within the prober's rate limit) until ctx
+// is done.
+func checkSources(ctx context.Context, mon *engine.Monitor, ch <-chan *store.Entry) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e := <-ch:
+			_, _ = mon.CheckSource(ctx, e)
+		}
+	}
 }
