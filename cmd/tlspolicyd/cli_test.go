@@ -47,6 +47,7 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{[]string{"chek"}, "tlspolicyd: \"chek\": unknown command; did you mean check?\nRun 'tlspolicyd --help' for usage.\n"},
 		{[]string{"qeury"}, "tlspolicyd: \"qeury\": unknown command; did you mean query?\nRun 'tlspolicyd --help' for usage.\n"},
+		{[]string{"help", "chek"}, "tlspolicyd help: \"chek\": unknown command; did you mean check?\nRun 'tlspolicyd --help' for usage.\n"},
 		{[]string{"frobnicate"}, "tlspolicyd: \"frobnicate\": unknown command\nRun 'tlspolicyd --help' for usage.\n"},
 		{[]string{"query", "--explian", "bank.example"}, "tlspolicyd query: flag provided but not defined: -explian; did you mean --explain?\nRun 'tlspolicyd query --help' for usage.\n"},
 		{[]string{"query", "--bogus", "bank.example"}, "tlspolicyd query: flag provided but not defined: -bogus\nRun 'tlspolicyd query --help' for usage.\n"},
