@@ -298,3 +298,36 @@ func mustRead(t *testing.T, path string) []byte {
 	}
 	return b
 }
+
+// TestFailClosedAndBounceRecorded: what Postfix 3.7 logged (end-to-end
+// test) for a failed tls_policy lookup (smtp), a failed tls_transport
+// lookup (error(8), relay=none) and a bounce: the first two are TLS policy
+// deferrals and make the domain stuck, the bounce and the bounce notice's
+// own deferral (origin.example: no DNS in the test) are not.
+func TestFailClosedAndBounceRecorded(t *testing.T) {
+	var pub published
+	tr := New(Config{Now: fixedNow, Publish: pub.add})
+	feed(t, tr, strings.Split(strings.TrimSpace(string(mustRead(t, "testdata/postfix37-maillog-failclosed.txt"))), "\n")...)
+	rows := map[string]DomainReport{}
+	for _, r := range tr.Report(time.Time{}) {
+		rows[r.Domain] = r
+	}
+	for dom, want := range map[string]struct {
+		reason  maillog.Reason
+		bounced uint64
+		stuck   int
+	}{
+		"temp.example":     {maillog.ReasonPolicyLookup, 0, 1},
+		"resolver.example": {maillog.ReasonResolverFailure, 0, 1},
+		"bounce.example":   {maillog.ReasonOther, 1, 0},
+		"origin.example":   {maillog.ReasonOther, 0, 0},
+	} {
+		r := rows[dom]
+		if r.Messages != 1 || r.Deferrals[string(want.reason)] != 1 || r.Bounced != want.bounced || r.Stuck != want.stuck {
+			t.Errorf("%s: %+v, want %+v", dom, r, want)
+		}
+	}
+	if evs := pub.all(); len(evs) != 2 {
+		t.Errorf("events %+v, want the two stuck domains", evs)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"mime"
 	"mime/multipart"
 	"mime/quotedprintable"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/mail"
@@ -21,6 +22,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-smtp"
 
 	"github.com/tlspolicyd/tlspolicyd/events"
 	"github.com/tlspolicyd/tlspolicyd/internal/probetest"
@@ -395,4 +398,97 @@ func tlspolicyd(t *testing.T, args ...string) string {
 	t.Helper()
 	out, _ := exec.Command(daemonBinary(t), args...).CombinedOutput()
 	return string(out)
+}
+
+// TestMaillogFailClosedAndBounce records what Postfix logs when the policy
+// lookup fails (TEMP for tls_policy: "client TLS configuration problem"),
+// when the tls_transport lookup fails ("address resolver failure") and
+// when a message bounces (the MX refuses the recipient), and checks that the daemon
+// following that log counts each under its reason, raises the stuck-mail
+// event for the two TLS policy deferrals and none for the bounce.
+func TestMaillogFailClosedAndBounce(t *testing.T) {
+	harness.RequirePostfix(t)
+	stub := harness.NewStubSocketmap(t, map[string]string{
+		"tls_policy temp.example":             "TEMP policy store unavailable",
+		"tls_transport user@resolver.example": "TEMP policy store unavailable",
+	})
+	mx := harness.NewFakeMX(t, "127.0.0.2")
+	rejecting := startRejectingMX(t, "127.0.0.6:"+itoa(mx.Port))
+	dir := t.TempDir()
+	link := filepath.Join(dir, "mail.log")
+	httpAddr := "127.0.0.1:" + itoa(harness.FreePort(t, "127.0.0.1"))
+	tablePath := filepath.Join(dir, "table.yaml")
+	writeFile(t, tablePath, "outbound: {}\n")
+	harness.StartDaemon(t, daemonBinary(t), tablePath, "--http", httpAddr, "--dane=false", "--mta-sts=false", "--maillog", link)
+	pf := harness.NewPostfix(t, harness.PostfixConfig{Socketmap: stub.Addr, MXPort: mx.Port,
+		Hosts: map[string]string{"temp.example": mx.Host, "resolver.example": mx.Host, "bounce.example": rejecting}})
+	if err := os.Symlink(pf.Maillog, link); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	qids := map[string]string{}
+	for _, dom := range []string{"temp", "resolver", "bounce"} {
+		qids[dom] = send(ctx, t, pf, "sender@origin.example", "user@"+dom+".example")
+	}
+	for _, dom := range []string{"temp", "resolver"} {
+		if _, err := pf.WaitDeferred(ctx, qids[dom], "user@"+dom+".example", 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pf.WaitGone(ctx, qids["bounce"], 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(pf.Log()) {
+		if strings.Contains(line, " to=<") {
+			t.Logf("recorded: %s", strings.TrimSpace(line))
+		}
+	}
+	rep := waitReport(ctx, t, httpAddr, func(rep web.Report, doms map[string]web.ReportDomain) bool {
+		return doms["temp.example"].OutboundTLS != nil && doms["resolver.example"].OutboundTLS != nil && doms["bounce.example"].OutboundTLS != nil &&
+			rep.EventTotals[events.OutboundDeferred] >= 2
+	})
+	doms := byDomain(rep)
+	for dom, reason := range map[string]string{"temp.example": "tls_policy_lookup_failed", "resolver.example": "address_resolver_failure"} {
+		o := doms[dom].OutboundTLS
+		if o.Deferred != 1 || o.Deferrals[reason] != 1 || o.Stuck != 1 {
+			t.Errorf("%s: %+v, want 1 deferral %s, stuck", dom, o, reason)
+		}
+		if evs := doms[dom].Events; len(evs) != 1 || evs[0].Kind != events.OutboundDeferred {
+			t.Errorf("%s events %+v", dom, evs)
+		}
+	}
+	if o := doms["bounce.example"].OutboundTLS; o.Bounced != 1 || o.Stuck != 0 || o.Deferrals["other"] != 1 || len(doms["bounce.example"].Events) != 0 {
+		t.Errorf("bounce.example: %+v, events %+v", o, doms["bounce.example"].Events)
+	}
+	if rep.EventTotals[events.OutboundDeferred] != 2 {
+		t.Errorf("event totals %v", rep.EventTotals)
+	}
+}
+
+// rejectingSession refuses every recipient permanently.
+type rejectingSession struct{}
+
+func (rejectingSession) Reset()                               {}
+func (rejectingSession) Logout() error                        { return nil }
+func (rejectingSession) Mail(string, *smtp.MailOptions) error { return nil }
+func (rejectingSession) Rcpt(string, *smtp.RcptOptions) error {
+	return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
+}
+func (rejectingSession) Data(io.Reader) error { return nil }
+
+// startRejectingMX serves an MX that refuses every recipient (so Postfix
+// bounces the message) on addr and returns its host.
+func startRejectingMX(t *testing.T, addr string) string {
+	t.Helper()
+	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return rejectingSession{}, nil }))
+	srv.Domain = "bounce.example"
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { srv.Close() })
+	host, _, _ := strings.Cut(addr, ":")
+	return host
 }
