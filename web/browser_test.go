@@ -21,6 +21,7 @@ import (
 
 	"github.com/tlspolicyd/tlspolicyd/events"
 	"github.com/tlspolicyd/tlspolicyd/internal/e2e"
+	"github.com/tlspolicyd/tlspolicyd/outbound"
 )
 
 var updateScreenshot = flag.Bool("update-screenshot", false, "write the status page screenshot to docs/status-page.png")
@@ -164,7 +165,19 @@ func TestStatusPageColumnsAlignInChromium(t *testing.T) {
 			f.pd.Check(ctx, request("sender="+s, fmt.Sprintf("instance=g%d-%d", i, j), "encryption_protocol=TLSv1.3"))
 		}
 	}
-	_, _, page := get(t, f.srv.URL+"/")
+	// The same engine, with Postfix's log followed too (its own table).
+	var asked time.Time
+	stuck := f.now.Add(-time.Hour)
+	ob := fakeOutbound{since: &asked, rows: []outbound.DomainReport{
+		{Domain: "bank.example", Counts: outbound.Counts{Messages: 1200, Sent: 1180, TLS: 1180, Verified: 1100, Trusted: 80, Versions: map[string]uint64{"TLSv1.3": 1180}}},
+		{Domain: "plain.example", Counts: outbound.Counts{Messages: 7, Deferred: 7, Deferrals: map[string]uint64{"starttls_not_offered": 7}},
+			Stuck: 3, StuckSince: &stuck, StuckReason: "TLS is required, but was not offered by host mx.plain.example[192.0.2.7]"},
+	}}
+	full := httptest.NewServer(New(Options{Engine: f.eng, Probes: probesAt(f.now), Metrics: f.m, Logger: quiet(),
+		Started: f.now.Add(-48 * time.Hour), Hostname: "mx1.ourcorp.example", Now: func() time.Time { return f.now },
+		Outbound: ob, Maillog: "/var/log/mail.log"}))
+	defer full.Close()
+	_, _, page := get(t, full.URL+"/")
 	measured := strings.Replace(page, "</body>", geometryScript+"</body>", 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -206,7 +219,7 @@ func TestStatusPageColumnsAlignInChromium(t *testing.T) {
 			}
 		}
 	}
-	if checked["Inbound TLS by sender domain"] < 12 || checked["Outbound"] < 8 {
+	if checked["Inbound TLS by sender domain"] < 12 || checked["Outbound"] < 8 || checked["Outbound TLS by destination domain"] < 10 {
 		t.Errorf("too few cells checked: %v", checked)
 	}
 }
