@@ -120,6 +120,11 @@ func (b *bench) run(ctx context.Context) error {
 	if err := b.generate(); err != nil {
 		return err
 	}
+	if b.o.steps["fleet"] && !b.o.steps["load"] && !b.inproc() {
+		if err := b.startRedis(ctx); err != nil {
+			return err
+		}
+	}
 	if b.o.steps["load"] || b.o.steps["reload"] {
 		if b.o.steps["load"] {
 			if err := b.startRedis(ctx); err != nil {
@@ -166,6 +171,11 @@ func (b *bench) run(ctx context.Context) error {
 	}
 	if b.o.steps["sources"] && !b.inproc() {
 		if err := b.sourcesStep(ctx); err != nil {
+			return err
+		}
+	}
+	if b.o.steps["fleet"] && !b.inproc() {
+		if err := b.fleetStep(ctx); err != nil {
 			return err
 		}
 	}

@@ -114,7 +114,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	profileStep := fs.String("profile-step", "", "steps to take a CPU profile of with -profile, comma-separated ids as in the step column: socketmap-N, policy-N, redis-N (the daemon idle), socketmap-exact-N, socketmap-parent-N, socketmap-miss-N, reload (default: socketmap and policy at the highest connection count); without -profile, profiles go to the working directory, which is kept")
 	seed := fs.Uint64("seed", 7, "seed of the generated lookups and requests")
 	daemonEnv := fs.String("daemon-env", "", "environment variables for the daemon alone (not redis, bench/floor or the load generator), comma-separated KEY=VALUE, e.g. GOMAXPROCS=1 or GOGC=400: for experiments; the run's first line names them")
-	steps := fs.String("steps", "load,reload,mem,sources", "steps to run, comma-separated: load (throughput and latency), reload (table replaced under load), mem (memory and start-up), sources (cached DANE/MTA-STS answers against table hits)")
+	steps := fs.String("steps", "load,reload,mem,sources,fleet", "steps to run, comma-separated: load (throughput and latency), reload (table replaced under load), mem (memory and start-up), sources (cached DANE/MTA-STS answers against table hits), fleet (lookups with the shared cache on against off)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -126,10 +126,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	o.steps = map[string]bool{}
 	for _, st := range strings.Split(*steps, ",") {
 		switch st = strings.TrimSpace(st); st {
-		case "load", "reload", "mem", "sources":
+		case "load", "reload", "mem", "sources", "fleet":
 			o.steps[st] = true
 		default:
-			fmt.Fprintf(stderr, "tlspolicyd-bench: -steps: unknown step %q (want load, reload, mem, sources)\n", st)
+			fmt.Fprintf(stderr, "tlspolicyd-bench: -steps: unknown step %q (want load, reload, mem, sources, fleet)\n", st)
 			return o, errors.New("usage")
 		}
 	}
@@ -247,6 +247,12 @@ func stepIDs(o options) []string {
 		c := targetConns(o.conns)
 		for n := 1; n <= sourcesRounds; n++ {
 			ids = append(ids, roundID("sources-table", c, n), roundID("sources-cached", c, n))
+		}
+	}
+	if o.steps["fleet"] {
+		c := targetConns(o.conns)
+		for n := 1; n <= fleetRounds; n++ {
+			ids = append(ids, roundID("fleet-off", c, n), roundID("fleet-on", c, n))
 		}
 	}
 	return ids

@@ -164,18 +164,8 @@ func (b *bench) sourcesStep(ctx context.Context) error {
 		return err
 	}
 	defer w.stop()
-	table := filepath.Join(b.work, "sources-table.yaml")
-	var tb strings.Builder
-	tb.WriteString("outbound:\n")
-	var tableCases, srcCases []lookupCase
-	for i := range sourcesDomains {
-		fmt.Fprintf(&tb, "  e%d.example: encrypt\n", i)
-		tableCases = append(tableCases, lookupCase{Key: fmt.Sprintf("e%d.example", i), Want: "OK encrypt"})
-		srcCases = append(srcCases,
-			lookupCase{Key: fmt.Sprintf("s%d.test", i), Want: fmt.Sprintf("OK secure match=mx.s%d.test:.mx.s%d.test servername=hostname", i, i)},
-			lookupCase{Key: fmt.Sprintf("d%d.test", i), Want: "OK dane-only"})
-	}
-	if err := os.WriteFile(table, []byte(tb.String()), 0o644); err != nil {
+	table, tableCases, srcCases, err := b.writeSourcesTable()
+	if err != nil {
 		return err
 	}
 	for name, cs := range map[string][]lookupCase{"sources-table.jsonl": tableCases, "sources-cached.jsonl": srcCases} {
@@ -231,6 +221,23 @@ func (b *bench) sourcesStep(ctx context.Context) error {
 		detail: fmt.Sprintf("median %.2fx the table hits' rate (%s)", m, eachRound("%.2fx", ratios))}
 	b.notes = append(b.notes, "the sources step's \"x redis\" column is the ratio to the table hits of the same round")
 	return nil
+}
+
+// writeSourcesTable writes the table of the sources and fleet steps and
+// returns its path, the lookups of its entries, and the lookups the
+// sources answer (sN.test by MTA-STS, dN.test by DANE).
+func (b *bench) writeSourcesTable() (table string, tableCases, srcCases []lookupCase, err error) {
+	table = filepath.Join(b.work, "sources-table.yaml")
+	var tb strings.Builder
+	tb.WriteString("outbound:\n")
+	for i := range sourcesDomains {
+		fmt.Fprintf(&tb, "  e%d.example: encrypt\n", i)
+		tableCases = append(tableCases, lookupCase{Key: fmt.Sprintf("e%d.example", i), Want: "OK encrypt"})
+		srcCases = append(srcCases,
+			lookupCase{Key: fmt.Sprintf("s%d.test", i), Want: fmt.Sprintf("OK secure match=mx.s%d.test:.mx.s%d.test servername=hostname", i, i)},
+			lookupCase{Key: fmt.Sprintf("d%d.test", i), Want: "OK dane-only"})
+	}
+	return table, tableCases, srcCases, os.WriteFile(table, []byte(tb.String()), 0o644)
 }
 
 // warmSources looks up every case once, waiting for each domain's first
