@@ -35,14 +35,17 @@ With --inbound, simulates a policy delegation request instead (from flags or
 a recorded request file) and prints the action the daemon would send.
 
 For one KEY the output is the socketmap reply (OK <policy>, NOTFOUND, TEMP or
-PERM); for several (or -), each line is KEY, a tab, and the reply. --explain adds which step and which file:line decided.
+PERM); for several (or -), each line is KEY, a tab, and the reply. --explain
+adds which step and which file:line decided.
+
 DANE and MTA-STS answers come from the daemon's source cache file as it is
 (sources.cache, by default sources.json next to probe.cache): nothing is
 looked up; tlspolicyd probe DOMAIN looks them up live.
+
 Exit status: 0 when every key was answered OK or NOTFOUND, 1 when a lookup
 failed (TEMP/PERM, unreadable table, daemon unreachable), 2 on usage errors.`,
 		Flags: append(configFlags(),
-			&cli.StringFlag{Name: "map", Aliases: []string{"m"}, Value: "tls_policy", Usage: "map `NAME`: tls_policy, tls_policy_<level>, tls_transport, tls_sender_transport"},
+			&cli.StringFlag{Name: "map", Aliases: []string{"m"}, Value: "tls_policy", Usage: "map `NAME`: tls_policy, tls_policy_encrypt, tls_policy_verify, tls_policy_secure, tls_transport or tls_sender_transport"},
 			&cli.StringFlag{Name: "server", Aliases: []string{"s"}, Usage: "ask the daemon at socketmap `ADDR` (host:port or unix:/path) instead of reading the table"},
 			&cli.BoolFlag{Name: "explain", Aliases: []string{"e"}, Usage: "say which step and table entry (file:line) decided each answer"},
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON array of results"},
@@ -53,7 +56,7 @@ failed (TEMP/PERM, unreadable table, daemon unreachable), 2 on usage errors.`,
 			&cli.StringFlag{Name: "recipient", Usage: "with --inbound: recipient `ADDRESS` (empty = MAIL stage)"},
 			&cli.StringFlag{Name: "client", Value: "203.0.113.1", Usage: "with --inbound: client `IP` address (the default, from TEST-NET-3, matches none of the example table's client rules)"},
 			&cli.StringFlag{Name: "client-name", Value: "unknown", Usage: "with --inbound: verified client `NAME`"},
-			&cli.StringFlag{Name: "tls", Usage: "with --inbound: the encryption_protocol Postfix sends, `TLSv1.3`, TLSv1.2, TLSv1.1 or TLSv1 (also tls1.3 … as the table spells them; empty = no TLS)"},
+			&cli.StringFlag{Name: "tls", Usage: "with --inbound: the `VERSION` Postfix sends as encryption_protocol, TLSv1.3, TLSv1.2, TLSv1.1 or TLSv1 (also tls1.3 … as the table spells them; empty = no TLS)"},
 			&cli.StringFlag{Name: "ccert-fingerprint", Usage: "with --inbound: client certificate SHA-256 `FINGERPRINT`"},
 			&cli.StringFlag{Name: "ccert-pubkey-fingerprint", Usage: "with --inbound: client public key SHA-256 `FINGERPRINT`"},
 			&cli.StringFlag{Name: "request", Usage: "with --inbound: read the request from `FILE` (name=value lines as Postfix sends them; - for stdin); flags override its attributes"},
