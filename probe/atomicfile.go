@@ -1,11 +1,12 @@
 package probe
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/tlspolicyd/tlspolicyd/internal/snapshot"
 )
 
 // staleTempAge is how old a temporary file of Save must be before a later
@@ -34,44 +35,9 @@ func (c *Cache) removeStaleTemps(path string) {
 
 // tempPrefix is the name prefix of writeFileAtomic's temporary files for
 // path.
-func tempPrefix(path string) string { return "." + filepath.Base(path) + ".tmp-" }
+func tempPrefix(path string) string { return snapshot.TempPrefix(path) }
 
-// writeFileAtomic replaces path with data: temp file in the same
-// directory (so rename is atomic), fsync, rename, fsync the directory.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, tempPrefix(path)+"*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err = tmp.Write(data); err != nil {
-		return fmt.Errorf("writing %s: %w", tmp.Name(), err)
-	}
-	if err = tmp.Chmod(perm); err != nil {
-		return fmt.Errorf("writing %s: %w", tmp.Name(), err)
-	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("syncing %s: %w", tmp.Name(), err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("closing %s: %w", tmp.Name(), err)
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("replacing %s: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("syncing directory %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err = d.Sync(); err != nil {
-		return fmt.Errorf("syncing directory %s: %w", dir, err)
-	}
-	return nil
+// writeFileAtomic replaces path with data (see snapshot.WriteAtomic).
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return snapshot.WriteAtomic(path, data, perm)
 }

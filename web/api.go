@@ -11,7 +11,7 @@ import (
 
 // InboundView is the answer of /api/inbound.
 type InboundView struct {
-	// CountedSince is when counting began (the daemon's start).
+	// CountedSince is when counting began (kept across restarts with the event log).
 	CountedSince time.Time            `json:"counted_since"`
 	Domains      []engine.DomainStats `json:"domains"`
 }

@@ -20,7 +20,7 @@ type Report struct {
 	Host      string    `json:"host"` // the daemon's host name
 	Generated time.Time `json:"generated"`
 	Since     time.Time `json:"since"` // events are counted from here
-	// InboundSince is when inbound counting began (the daemon's start):
+	// InboundSince is when inbound counting began (kept across restarts with the event log):
 	// inbound counters are not windowed.
 	InboundSince time.Time `json:"inbound_since"`
 	TableLoaded  bool      `json:"table_loaded"`

@@ -271,6 +271,12 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 		metrics.Fleet(fl)
 	}
 	eng := engine.New(nil, nil, ring, log)
+	// Inbound counters are kept beside the event log, so the report's
+	// inbound columns survive a restart as its events do.
+	statsPath, inboundSince := engine.StatsPath(cfg.Log.Events), time.Now()
+	if statsPath != "" {
+		inboundSince = eng.Stats().LoadFile(statsPath, inboundSince, log)
+	}
 	smHandler, pdHandler, err := withFaults(eng, log) // the engine itself, except in test builds
 	if err != nil {
 		return cli.Exit("tlspolicyd: "+err.Error(), 1)
@@ -408,7 +414,7 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 		return cli.Exit("tlspolicyd: "+err.Error(), 1)
 	} else if l != nil {
 		l = limitHTTP(l, nofile, len(servers)*cfg.MaxConnections, log.With("server", "http"))
-		srv := &http.Server{Handler: web.New(web.Options{Engine: eng, Probes: cache, Prober: health, Metrics: metrics, Sources: webSources(src), Fleet: fl.web(), Logger: log.With("server", "http"),
+		srv := &http.Server{Handler: web.New(web.Options{Engine: eng, Started: inboundSince, Probes: cache, Prober: health, Metrics: metrics, Sources: webSources(src), Fleet: fl.web(), Logger: log.With("server", "http"),
 			Outbound: ml.reporter(), Maillog: cfg.Maillog}),
 			ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: httpIdleTimeout}
 		servers = append(servers, server{"http", func() error { return srv.Serve(l) }, srv.Shutdown})
@@ -446,6 +452,9 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 		}()
 	}
 	go func() { _ = cache.Run(watchCtx) }()
+	if statsPath != "" {
+		go eng.Stats().RunSaver(watchCtx, statsPath, inboundSince, time.Minute, log)
+	}
 	go func() { _ = mon.Run(watchCtx) }()
 	if src != nil {
 		go func() { _ = src.Run(watchCtx) }()
@@ -540,6 +549,11 @@ loop:
 	if cfg.Probe.Cache != "" {
 		if err := cache.Save(); err != nil {
 			log.Warn("saving probe cache", "path", cfg.Probe.Cache, "error", err)
+		}
+	}
+	if statsPath != "" {
+		if err := eng.Stats().SaveFile(statsPath, inboundSince, time.Now()); err != nil {
+			log.Warn("saving inbound counters", "path", statsPath, "error", err)
 		}
 	}
 	if src != nil {
