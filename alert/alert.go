@@ -53,7 +53,7 @@ const shutdownTimeout = 5 * time.Second
 // maxPending bounds the alerts a failing sink keeps for its next attempt.
 const maxPending = 1000
 
-// Config configures an Alerter. Zero values take the defaults.
+// Config configures a Notifier. Zero values take the defaults.
 type Config struct {
 	// MailTo is the address (or comma-separated addresses) digests are
 	// mailed to; "" disables mail.
@@ -110,9 +110,9 @@ type Alert struct {
 	RecommendedAction string `json:"recommended_action"`
 }
 
-// Alerter delivers alerts. Use New, then Run in a goroutine, and Notify
+// Notifier delivers alerts. Use New, then Run in a goroutine, and Notify
 // (e.g. as an events.Ring subscriber) for every event.
-type Alerter struct {
+type Notifier struct {
 	cfg   Config
 	log   *slog.Logger
 	in    chan events.Event
@@ -131,8 +131,8 @@ type Alerter struct {
 	running sync.Mutex // one Run at a time
 }
 
-// New returns an Alerter for cfg. It sends nothing until Run is called.
-func New(cfg Config) *Alerter {
+// New returns a Notifier for cfg. It sends nothing until Run is called.
+func New(cfg Config) *Notifier {
 	if cfg.SMTP == "" {
 		cfg.SMTP = DefaultSMTP
 	}
@@ -166,7 +166,7 @@ func New(cfg Config) *Alerter {
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: cfg.Timeout}
 	}
-	a := &Alerter{cfg: cfg, log: cfg.Logger.With("component", "alert"), in: make(chan events.Event, cfg.Queue)}
+	a := &Notifier{cfg: cfg, log: cfg.Logger.With("component", "alert"), in: make(chan events.Event, cfg.Queue)}
 	if cfg.MailTo != "" {
 		a.sinks = append(a.sinks, &sink{name: "mail", send: a.sendMail})
 	}
@@ -177,12 +177,12 @@ func New(cfg Config) *Alerter {
 }
 
 // Enabled reports whether alerts go anywhere (mail or webhook configured).
-func (a *Alerter) Enabled() bool { return len(a.sinks) > 0 }
+func (a *Notifier) Enabled() bool { return len(a.sinks) > 0 }
 
 // Notify hands e to the alerter. It never blocks: when the queue is full
 // (Run is not keeping up or not running) the event is dropped and counted.
 // Its signature is the one events.Ring.Subscribe wants.
-func (a *Alerter) Notify(e events.Event) {
+func (a *Notifier) Notify(e events.Event) {
 	if !a.Enabled() {
 		return
 	}
@@ -203,7 +203,7 @@ func (a *Alerter) Notify(e events.Event) {
 const dropLogEvery = time.Minute
 
 // logDrops logs the events Notify dropped since the last report, n in all.
-func (a *Alerter) logDrops(n uint64) {
+func (a *Notifier) logDrops(n uint64) {
 	if prev := a.dropsShown.Swap(n); n > prev {
 		a.log.Warn("alert queue full: events dropped, not alerted (the event log, status page and metrics have them)",
 			"dropped", n-prev, "dropped_total", n)
@@ -221,7 +221,7 @@ type Stats struct {
 }
 
 // Stats returns the alerter's counters.
-func (a *Alerter) Stats() Stats {
+func (a *Notifier) Stats() Stats {
 	return Stats{Dropped: a.dropped.Load(), Suppressed: a.suppressed.Load(), Sent: a.sent.Load(), Failed: a.failed.Load(),
 		ClaimedElsewhere: a.claimedElsewhere.Load()}
 }
@@ -241,7 +241,7 @@ type limit struct {
 //
 // Cancel ctx only once nothing publishes events any more (the servers have
 // drained): an event notified later is queued to a channel nobody reads.
-func (a *Alerter) Run(ctx context.Context) error {
+func (a *Notifier) Run(ctx context.Context) error {
 	a.running.Lock()
 	defer a.running.Unlock()
 	if !a.Enabled() {
@@ -402,7 +402,7 @@ func (s *sink) init() { s.wake = make(chan struct{}, 1) }
 
 // add queues alerts for the next delivery, dropping the oldest beyond
 // maxPending (a relay that has been down for days).
-func (s *sink) add(alerts []Alert, a *Alerter) {
+func (s *sink) add(alerts []Alert, a *Notifier) {
 	s.mu.Lock()
 	s.pending = append(s.pending, alerts...)
 	if n := len(s.pending) - maxPending; n > 0 {
@@ -427,7 +427,7 @@ func (s *sink) take() []Alert {
 
 // putBack returns alerts that failed to the front of the queue, so the
 // next attempt sends them with whatever arrived meanwhile, in order.
-func (s *sink) putBack(alerts []Alert, a *Alerter) {
+func (s *sink) putBack(alerts []Alert, a *Notifier) {
 	s.mu.Lock()
 	more := s.pending
 	s.pending = nil
@@ -441,7 +441,7 @@ type permanentError struct{ error }
 
 func (e permanentError) Unwrap() error { return e.error }
 
-func (a *Alerter) runSink(ctx context.Context, quit <-chan struct{}, s *sink) {
+func (a *Notifier) runSink(ctx context.Context, quit <-chan struct{}, s *sink) {
 	backoff := a.cfg.MinBackoff
 	for {
 		select {

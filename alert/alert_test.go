@@ -130,7 +130,7 @@ func decode(t *testing.T, m received) (hdr mail.Header, subject, body string) {
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func start(t *testing.T, cfg Config) *Alerter {
+func start(t *testing.T, cfg Config) *Notifier {
 	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = quiet()

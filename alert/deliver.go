@@ -17,7 +17,7 @@ import (
 )
 
 // recipients splits MailTo into addresses.
-func (a *Alerter) recipients() []string {
+func (a *Notifier) recipients() []string {
 	var to []string
 	for _, r := range strings.Split(a.cfg.MailTo, ",") {
 		if r = strings.TrimSpace(r); r != "" {
@@ -29,7 +29,7 @@ func (a *Alerter) recipients() []string {
 
 // sendMail sends one digest through the relay with go-smtp's client. ctx
 // bounds the whole session: when it ends the connection is closed.
-func (a *Alerter) sendMail(ctx context.Context, alerts []Alert) error {
+func (a *Notifier) sendMail(ctx context.Context, alerts []Alert) error {
 	to := a.recipients()
 	msg := composeMail(alerts, a.cfg.From, to, a.cfg.Hostname, a.cfg.Interval, time.Now())
 	var d net.Dialer
@@ -79,7 +79,7 @@ type Payload struct {
 	Alerts []Alert `json:"alerts"`
 }
 
-func (a *Alerter) payload(alerts []Alert) Payload {
+func (a *Notifier) payload(alerts []Alert) Payload {
 	var b strings.Builder
 	b.WriteString(digestSubject(alerts))
 	for _, al := range alerts {
@@ -93,7 +93,7 @@ func (a *Alerter) payload(alerts []Alert) Payload {
 
 // postWebhook POSTs one digest. A 2xx answer is success; 408, 429 and 5xx
 // are retried; any other 4xx means the receiver will never take it.
-func (a *Alerter) postWebhook(ctx context.Context, alerts []Alert) error {
+func (a *Notifier) postWebhook(ctx context.Context, alerts []Alert) error {
 	body, err := json.Marshal(a.payload(alerts))
 	if err != nil {
 		return permanentError{fmt.Errorf("webhook: %w", err)}

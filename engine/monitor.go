@@ -48,7 +48,7 @@ const (
 // among the first of the next pass.
 type Monitor struct {
 	Engine *Engine
-	Probe  probe.ProbeFunc
+	Probe  probe.Func
 	Cache  *probe.Cache // results are stored here too (may be nil)
 	// Interval is the time between passes (default 1h, jittered by ±10%).
 	Interval time.Duration

@@ -186,7 +186,7 @@ func newMonitorWorld(t *testing.T, enforced, testing int) *monitorWorld {
 // in flight, holds each for a moment so that concurrency shows, and can
 // answer ErrRateLimited for chosen keys as a saturated prober would.
 type recorder struct {
-	probe  probe.ProbeFunc
+	probe  probe.Func
 	hold   time.Duration
 	refuse map[string]bool
 

@@ -20,13 +20,13 @@ const (
 	DefaultMaxEntries  = 50000
 )
 
-// ProbeFunc probes one target; (*Prober).Probe is one.
-type ProbeFunc func(ctx context.Context, target string) (*Result, error)
+// Func probes one target; (*Prober).Probe is one.
+type Func func(ctx context.Context, target string) (*Result, error)
 
 // CacheConfig configures a Cache. Zero values take the defaults.
 type CacheConfig struct {
 	// Probe is called by Run to (re)probe targets. Required for Run.
-	Probe ProbeFunc
+	Probe Func
 	// Path is the JSON file results are persisted to ("" keeps them in
 	// memory only). Load sets it too.
 	Path string

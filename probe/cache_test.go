@@ -306,7 +306,7 @@ func TestCacheCorruptFile(t *testing.T) {
 	}
 }
 
-// countingProbe is a ProbeFunc that records its calls and returns
+// countingProbe is a Func that records its calls and returns
 // synthetic results stamped with the cache clock.
 type countingProbe struct {
 	clk   *clock

@@ -197,7 +197,7 @@ func TestFleetOneAlert(t *testing.T) {
 		}
 	}))
 	defer hook.Close()
-	var alerters []*alert.Alerter
+	var alerters []*alert.Notifier
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for _, node := range []string{"a", "b"} {

@@ -619,7 +619,7 @@ func newProber(cfg config.Config, log *slog.Logger) *probe.Prober {
 // probeCacheConfig is the probe cache's configuration. The cache logs its
 // events itself (component=probe-cache); OnEvent only publishes those
 // that are enforcement events.
-func probeCacheConfig(log *slog.Logger, ring *events.Ring, probeFn probe.ProbeFunc, ttl time.Duration) probe.CacheConfig {
+func probeCacheConfig(log *slog.Logger, ring *events.Ring, probeFn probe.Func, ttl time.Duration) probe.CacheConfig {
 	return probe.CacheConfig{
 		Probe:  probeFn,
 		TTL:    ttl,
