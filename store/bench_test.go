@@ -137,32 +137,7 @@ func BenchmarkOutboundByKey(b *testing.B) {
 	}
 }
 
-// BenchmarkMemdbFirst is an exact lookup through a go-memdb read
-// transaction (of the inbound rules, by name, in a table of 100,000
-// rules): the reason resolution and OutboundByKey use Go maps instead.
-func BenchmarkMemdbFirst(b *testing.B) {
-	t := &Table{}
-	for i := range benchEntries {
-		t.Inbound = append(t.Inbound, &InboundRule{Name: fmt.Sprintf("d%d.example", i), Require: RequireTLS, Action: ActionDefer})
-	}
-	s, err := Build(t)
-	if err != nil {
-		b.Fatal(err)
-	}
-	keys := benchKeys(4096, func(i int) string { return fmt.Sprintf("d%d.example", i*11) })
-	b.ReportAllocs()
-	b.ResetTimer()
-	i := 0
-	for b.Loop() {
-		r, err := s.InboundRuleByName(keys[i%len(keys)])
-		if r == nil || err != nil {
-			b.Fatal("miss")
-		}
-		i++
-	}
-}
-
-// BenchmarkBuild: lookup maps and memdb for 100,000 entries (the cost of a
+// BenchmarkBuild: lookup maps for 100,000 entries (the cost of a
 // reload after parsing).
 func BenchmarkBuild(b *testing.B) {
 	t := benchTable(b)

@@ -23,10 +23,9 @@
 // the four floors (tls_policy, tls_policy_encrypt/verify/secure) are
 // computed once per distinct policy.
 //
-// The table's small parts (files, distinct policies, inbound rules,
-// testing entries) are also kept in go-memdb (schema.go) for the readers
-// InboundRuleByName, TestingEntries, Files and Policies; it is built when
-// one of them is first called, never on the lookup path or in a reload.
+// The table is not kept in go-memdb: nothing read it but tests, and a
+// read transaction costs far more than a keyIndex lookup (bench/README.md).
+// go-memdb holds the DANE/MTA-STS source cache instead (srccache).
 //
 // Most of what a load allocates is YAML nodes (go.yaml.in/yaml/v3 decodes
 // a document into a tree before it can be walked). LoadTable therefore
