@@ -11,6 +11,9 @@ var yamlLineRE = regexp.MustCompile(`(?s)^yaml: line (\d+): (.*)$`)
 
 var bracketKeyRE = regexp.MustCompile(`(?m)^[ \t]*\[[^\]\n]*\](:[^ \t\n]*)?:[ \t]`)
 
+// noSpaceAfterColon matches "key:value", a colon a blank should follow.
+var noSpaceAfterColon = regexp.MustCompile(`^\s*[^\s:#"'\[{]+:[^\s:]`)
+
 // tabIndentRE matches a line indented with a tab.
 var tabIndentRE = regexp.MustCompile(`(?m)^ *\t`)
 
@@ -43,6 +46,10 @@ func (p *parser) yamlError(file string, err error, data []byte) {
 		case strings.Contains(m[2], "expected ',' or ']'"), strings.Contains(m[2], "expected ',' or '}'"):
 			if l, ok := unclosedLine(data, line); ok {
 				line, hint = l, " (a \"[\" or \"{\" on this line is not closed)"
+			}
+		case strings.Contains(m[2], "could not find expected ':'"):
+			if l := lines(data); line <= len(l) && noSpaceAfterColon.MatchString(l[line-1]) {
+				hint = ` (write "key: value", with a blank after ":")`
 			}
 		case strings.Contains(m[2], "did not find expected key"), strings.Contains(m[2], "expected '-' indicator"):
 			if l, ok := badIndentLine(data, line); ok {

@@ -24,6 +24,8 @@ func TestYAMLErrorLine(t *testing.T) {
 			"t.yaml:4: YAML syntax: mapping values are not allowed in this context"},
 		{"missing colon", "outbound:\n  a.example: encrypt\n  b.example verify\n  c.example: may\n",
 			"t.yaml:3: YAML syntax: could not find expected ':'"},
+		{"no blank after the colon", "outbound:\n  a.example: encrypt\n  b.example:verify\n  c.example: may\n",
+			`t.yaml:3: YAML syntax: could not find expected ':' (write "key: value", with a blank after ":")`},
 	} {
 		_, err := ParseFile("t.yaml", strings.NewReader(tc.table))
 		if got := errLines(t, err); len(got) != 1 || got[0] != tc.want {
