@@ -300,7 +300,7 @@ func TestTableMemoryBound(t *testing.T) {
 		path := filepath.Join(dir, tc.name+".yaml")
 		writeFile(t, path, "outbound: ["+strings.Repeat("a,", tc.commas)+"a]\n")
 		code, out, rss := serve(path)
-		t.Logf("%s: %d MB file of [a,a,…]: daemon peak RSS %d MB", tc.name, (2*tc.commas+14)>>20, rss>>20)
+		t.Logf("%s: %.1f MB file of [a,a,…]: daemon peak RSS %d MiB", tc.name, float64(2*tc.commas+14)/1e6, rss>>20)
 		if code != 1 || !strings.Contains(out, tc.want) {
 			t.Errorf("%s: exit %d, output:\n%.2000s\nwant exit 1 and %q", tc.name, code, out, tc.want)
 		}
