@@ -70,6 +70,9 @@ func New(cfg Config, log *slog.Logger) (*Fleet, error) {
 		q: newQueue(cfg.QueueSize), since: time.Now()}, nil
 }
 
+// Redacted is the shared cache's URL without its password, for logs.
+func (f *Fleet) Redacted() string { return f.cfg.Redacted() }
+
 // Node is this daemon's name in the fleet.
 func (f *Fleet) Node() string { return f.cfg.Node }
 

@@ -226,3 +226,31 @@ func TestBadURL(t *testing.T) {
 		}
 	}
 }
+
+// The README's ACL for the fleet's Redis user is enough for everything a
+// node does: resync, writes, pub/sub, claims, heartbeats and events.
+func TestREADMEACL(t *testing.T) {
+	srv := redistest.Start(t, redistest.Binary(t), "--user", "default", "off",
+		"--user", "tlspolicyd", "on", ">pw123", "~tlspolicyd:*", "&tlspolicyd:*", "+@read", "+@write", "+@pubsub",
+		"+@stream", "+@keyspace", "+ping", "+info", "+@connection")
+	url := "redis://tlspolicyd:pw123@" + srv.Addr + "/0"
+	a, _, _ := startNode(t, Config{URL: url, Node: "a"}, "learned")
+	b, cb, _ := startNode(t, Config{URL: url, Node: "b"}, "learned")
+	waitFor(t, "both links up", 5*time.Second, func() bool { return a.Stats().Up && b.Stats().Up })
+	a.Publish(rec("acl.example", time.Hour))
+	a.PublishEvent(map[string]string{"kind": "learned"})
+	waitFor(t, "the record on b", 5*time.Second, func() bool { _, ok := cb.get("learned/acl.example"); return ok })
+	if !a.Claim(context.Background(), "kind", "acl.example", time.Minute) {
+		t.Error("claim refused")
+	}
+	if nodes, err := b.Nodes(context.Background()); err != nil || len(nodes) != 2 {
+		t.Errorf("Nodes = %v, %v", nodes, err)
+	}
+	waitFor(t, "the event in the stream", 5*time.Second, func() bool {
+		evs, err := b.Events(context.Background(), 5)
+		return err == nil && len(evs) == 1
+	})
+	if st := a.Stats(); st.WriteErrors != 0 {
+		t.Errorf("write errors: %+v", st)
+	}
+}

@@ -73,8 +73,8 @@ func (s *server) apiFleet(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, http.StatusOK, v)
 }
 
-// fleetEventView is one fleet event as the status page shows it.
-type fleetEventView struct {
+// FleetEvent is one event of the fleet's stream, decoded for display.
+type FleetEvent struct {
 	Node   string
 	Time   time.Time
 	Kind   string
@@ -82,8 +82,10 @@ type fleetEventView struct {
 	Reason string
 }
 
-func decodeFleetEvents(evs []fleet.NodeEvent) []fleetEventView {
-	out := make([]fleetEventView, 0, len(evs))
+// DecodeFleetEvents decodes the events of the fleet's stream; one that
+// does not decode is left out.
+func DecodeFleetEvents(evs []fleet.NodeEvent) []FleetEvent {
+	out := make([]FleetEvent, 0, len(evs))
 	for _, e := range evs {
 		var v struct {
 			Time   time.Time `json:"time"`
@@ -92,7 +94,7 @@ func decodeFleetEvents(evs []fleet.NodeEvent) []fleetEventView {
 			Reason string    `json:"reason"`
 		}
 		if json.Unmarshal(e.Event, &v) == nil {
-			out = append(out, fleetEventView{Node: e.Node, Time: v.Time, Kind: v.Kind, Domain: v.Domain, Reason: v.Reason})
+			out = append(out, FleetEvent{Node: e.Node, Time: v.Time, Kind: v.Kind, Domain: v.Domain, Reason: v.Reason})
 		}
 	}
 	return out

@@ -79,7 +79,7 @@ type pageData struct {
 	// Fleet is the shared cache's section (nil when off), FleetEvents
 	// the fleet's latest events with the node that saw each.
 	Fleet       *FleetView
-	FleetEvents []fleetEventView
+	FleetEvents []FleetEvent
 }
 
 // blindView is the status page's warning about a prober that learns
@@ -101,7 +101,7 @@ func (s *server) page(w http.ResponseWriter, r *http.Request) {
 	d.Table.Sources = s.sourcesView()
 	d.SourcesOn = s.Sources != nil
 	if d.Fleet = s.fleetView(r.Context(), 20); d.Fleet != nil {
-		d.FleetEvents = decodeFleetEvents(d.Fleet.Events)
+		d.FleetEvents = DecodeFleetEvents(d.Fleet.Events)
 	}
 	if len(d.Table.Sources) > pageEntries {
 		d.More["sources"] = len(d.Table.Sources) - pageEntries

@@ -42,13 +42,14 @@ func newFleet(cfg config.Config, log *slog.Logger, ring *events.Ring) (*fleetLin
 		return nil, err
 	}
 	var wentDown atomic.Bool
+	link := f.Redacted() // the event's source: which shared cache
 	f.OnLink = func(up bool, err error) {
 		if !up {
 			wentDown.Store(true)
-			ring.Publish(events.Event{Kind: events.FleetLinkDown, Rule: cfg.SharedCacheNode,
+			ring.Publish(events.Event{Kind: events.FleetLinkDown, Source: link,
 				Reason: "shared cache unreachable: " + firstLine(errString(err)) + "; answering from this node's own state"})
 		} else if wentDown.Load() {
-			ring.Publish(events.Event{Kind: events.FleetLinkUp, Rule: cfg.SharedCacheNode,
+			ring.Publish(events.Event{Kind: events.FleetLinkUp, Source: link,
 				Reason: "shared cache reachable again; resynchronised"})
 		}
 	}

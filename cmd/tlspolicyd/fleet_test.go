@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -171,6 +172,20 @@ func TestServeFleet(t *testing.T) {
 		t.Fatalf("%d of %d lookups failed or answered wrong (first: %v)", failures.Load(), lookups.Load(), firstFailure.Load())
 	}
 	t.Logf("%d lookups during the outage and recovery, none failed", lookups.Load())
+	// B's report shows the fleet: both nodes, and A's events with A's name.
+	pollUntil(t, "A's link events in the fleet's stream", 10*time.Second, func() bool {
+		for _, e := range fleetOf(t, b["http"]).Events {
+			if e.Node == "a" {
+				return true
+			}
+		}
+		return false
+	})
+	out, errOut, code := runCLI(t, "report", "--server", b["http"], "--fleet")
+	if code != 0 || !strings.Contains(out, "Fleet, seen from b: link up") || !strings.Contains(out, "node a ") ||
+		!strings.Contains(out, "node b ") || !regexp.MustCompile(`(?m)^  \S+ \S+ UTC  a +fleet_link_down`).MatchString(out) {
+		t.Errorf("report --fleet on B (exit %d):\n%s%s", code, out, errOut)
+	}
 	// The link's down and up are events on both nodes, in the fleet's stream too.
 	for _, n := range []map[string]string{a, b} {
 		code, body := get(t, "http://"+n["http"]+"/api/events")

@@ -42,6 +42,7 @@ unix:/path for a unix socket.`,
 			&cli.StringFlag{Name: "server", Aliases: []string{"s"}, Value: defaultReportServer, Usage: "the daemon's HTTP `URL` (or host:port, unix:/path)"},
 			&cli.StringFlag{Name: "since", Value: "24h", Usage: "events of the last `PERIOD` (24h, 7d) or since an RFC 3339 time"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
+			&cli.BoolFlag{Name: "fleet", Usage: "add the fleet's nodes and latest events, each with the node that saw it (a daemon with shared_cache)"},
 			durationFlag("timeout", 10*time.Second, "", "give up on the daemon after `DURATION`"),
 		},
 		Action: reportAction,
@@ -51,6 +52,9 @@ unix:/path for a unix socket.`,
 func reportAction(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return cli.Exit("tlspolicyd report: unexpected arguments: "+strings.Join(c.Args().Slice(), " "), 2)
+	}
+	if c.Bool("json") && c.Bool("fleet") {
+		return cli.Exit("tlspolicyd report: --fleet prints text; for JSON, GET /api/fleet", 2)
 	}
 	since := c.String("since")
 	if _, err := web.ParseSince(since, time.Now()); err != nil {
@@ -74,7 +78,15 @@ func reportAction(c *cli.Context) error {
 	if err := json.Unmarshal(body, &rep); err != nil {
 		return cli.Exit(fmt.Sprintf("tlspolicyd report: %s answered something that is not a report: %v", base, err), 1)
 	}
-	return printReport(c.App.Writer, &rep, since)
+	if err := printReport(c.App.Writer, &rep, since); err != nil {
+		return err
+	}
+	if c.Bool("fleet") {
+		if err := printFleet(ctx, c.App.Writer, client, base); err != nil {
+			return cli.Exit("tlspolicyd report: "+err.Error(), 1)
+		}
+	}
+	return nil
 }
 
 // httpTarget turns --server into a base URL and a client: "unix:/path"
