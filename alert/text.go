@@ -73,6 +73,10 @@ func describe(al *Alert) {
 		al.Title = fmt.Sprintf("Learned encryption to %s dropped early: probe cache full", dom)
 		al.Explanation = "The mail servers of the following domain offered STARTTLS before, so encryption to them was learned and is required; the probe cache reached its limit of learned policies and dropped this one, the least recently confirmed, before learn_max_age. Until a probe learns it again, encryption to the domain is no longer required: an attacker who strips STARTTLS on the way (a downgrade attack) would get the mail in clear text, unnoticed. A flood of newly learned domains can cause this."
 		al.RecommendedAction = fmt.Sprintf("If encryption to %s must stay required, add an explicit outbound entry for it to the policy table (e.g. encrypt). If this happens for many domains, look for what floods the cache with newly learned domains.", dom)
+	case events.SourceEvicted:
+		al.Title = fmt.Sprintf("MTA-STS or DANE policy of %s dropped early: source cache full", dom)
+		al.Explanation = "The following domain publishes an MTA-STS or DANE policy that the daemon enforced; the source cache reached its limit and dropped this policy, one of those expiring first, before it expired. The next lookup fetches it again; if that fetch fails or is tampered with (an attacker blocking the policy host or DNS), the policy is not enforced meanwhile. A flood of lookups of new domains can cause this."
+		al.RecommendedAction = fmt.Sprintf("If TLS to %s must stay enforced, add an explicit outbound entry for it to the policy table. If this happens for many domains, look for what floods the daemon with lookups of new domains.", dom)
 	case events.CertExpiring:
 		al.Title = fmt.Sprintf("Certificate of a %s mail server expires soon", dom)
 		al.Explanation = "A mail server of the following domain, for which our policy requires a verified certificate (verify or secure), presents a certificate that expires soon. Once it has expired, mail to the domain will be deferred."
@@ -124,6 +128,8 @@ func policyLine(al *Alert) string {
 		if al.Rule != "" {
 			s = fmt.Sprintf("learned policy for %q", clean(al.Rule))
 		}
+	case events.SourceEvicted:
+		s = "source cache (DANE/MTA-STS)"
 	case events.CacheCorrupt:
 		s = "probe cache"
 	case events.ReloadFailed:

@@ -34,6 +34,7 @@ const (
 	ProberBlind         Kind = "prober_blind"          // every recent probe failed temporarily (DNS or network down): enforced entries go unchecked
 	FleetLinkDown       Kind = "fleet_link_down"       // the shared cache (Redis/Valkey) cannot be reached: this node learns alone
 	FleetLinkUp         Kind = "fleet_link_up"         // the shared cache is reachable again after being down
+	SourceEvicted       Kind = "source_evicted"        // a DANE or MTA-STS policy in force was dropped early: the source cache was full
 )
 
 // Event is one decision that blocks or would block mail.

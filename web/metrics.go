@@ -43,7 +43,7 @@ var probeStatuses = []string{probe.StatusOK, probe.StatusNoSTARTTLS, probe.Statu
 var eventKinds = []events.Kind{events.InboundBlocked, events.InboundWouldBlock, events.OutboundProbeFailed, events.BackupMXFailed,
 	events.LearnedDowngrade, events.LearnedEvicted, events.CertExpiring, events.ReloadFailed, events.CacheCorrupt,
 	events.OutboundDeferred, events.OutboundDelivered, events.ProberBlind,
-	events.FleetLinkDown, events.FleetLinkUp}
+	events.FleetLinkDown, events.FleetLinkUp, events.SourceEvicted}
 
 // latencyBuckets span a map lookup (microseconds) to the request timeout
 // (5 s), in seconds.

@@ -331,6 +331,9 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 	sourceChecks := make(chan *store.Entry, 64) // MTA-STS domains for the monitor
 	src, err := newSources(cfg, log.With("component", "sources"), func(r *srccache.Record) {
 		log.Info("source cache full: record evicted", "kind", r.Kind, "domain", r.Domain, "expires", r.Expires)
+		if ev, ok := sourceEvictedEvent(r, time.Now()); ok {
+			ring.Publish(ev)
+		}
 	}, fl.sourceChanged)
 	if err != nil {
 		return cli.Exit("tlspolicyd: "+err.Error(), 1)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tlspolicyd/tlspolicyd/dane"
 	"github.com/tlspolicyd/tlspolicyd/engine"
+	"github.com/tlspolicyd/tlspolicyd/events"
 	"github.com/tlspolicyd/tlspolicyd/internal/config"
 	"github.com/tlspolicyd/tlspolicyd/internal/dnsq"
 	"github.com/tlspolicyd/tlspolicyd/mtasts"
@@ -189,4 +190,15 @@ func checkSources(ctx context.Context, mon *engine.Monitor, ch <-chan *store.Ent
 			_, _ = mon.CheckSource(ctx, e)
 		}
 	}
+}
+
+// sourceEvictedEvent is the event for a record the full source cache
+// evicted: only a policy still in force is one (dropping it early weakens
+// enforcement until the next fetch); ok is false for the others.
+func sourceEvictedEvent(r *srccache.Record, now time.Time) (ev events.Event, ok bool) {
+	if r.Answer == "" || !r.Valid(now) {
+		return events.Event{}, false
+	}
+	return events.Event{Kind: events.SourceEvicted, Domain: r.Domain, Rule: r.Answer, Source: string(r.Kind),
+		Reason: "source cache full: policy dropped before it expired at " + r.Expires.UTC().Format(time.RFC3339)}, true
 }

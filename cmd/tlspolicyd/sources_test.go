@@ -13,9 +13,11 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/tlspolicyd/tlspolicyd/events"
 	"github.com/tlspolicyd/tlspolicyd/internal/probetest"
 	"github.com/tlspolicyd/tlspolicyd/internal/sourcetest"
 	"github.com/tlspolicyd/tlspolicyd/socketmap"
+	"github.com/tlspolicyd/tlspolicyd/srccache"
 )
 
 // sourcesWorld is a validating resolver and an MTA-STS policy host (its
@@ -266,5 +268,23 @@ func TestProbeShowsSources(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("probe --json lacks %s:\n%s", want, out)
 		}
+	}
+}
+
+// TestSourceEvictedEvent: evicting a policy still in force is an event;
+// a record without a policy, or expired, is not.
+func TestSourceEvictedEvent(t *testing.T) {
+	now := time.Now()
+	r := &srccache.Record{Kind: srccache.KindMTASTS, Domain: "sts.test", Answer: "secure match=mx.sts.test servername=hostname", Expires: now.Add(time.Hour)}
+	ev, ok := sourceEvictedEvent(r, now)
+	if !ok || ev.Kind != events.SourceEvicted || ev.Domain != "sts.test" || ev.Source != "mta-sts" || !strings.Contains(ev.Reason, "before it expired") {
+		t.Fatalf("%+v %v", ev, ok)
+	}
+	if _, ok := sourceEvictedEvent(&srccache.Record{Kind: srccache.KindDANE, Domain: "x.test", Expires: now.Add(time.Hour)}, now); ok {
+		t.Error("event for a record without policy")
+	}
+	r.Expires = now.Add(-time.Second)
+	if _, ok := sourceEvictedEvent(r, now); ok {
+		t.Error("event for an expired record")
 	}
 }
