@@ -212,7 +212,14 @@ func (s *server) apiReport(w http.ResponseWriter, r *http.Request) {
 		s.busy(w)
 		return
 	}
-	rep := s.gate.cachedReport(r.URL.Query().Get("since"), s.Now(), func() Report { return s.report(since) })
+	body, err := s.gate.cachedReport(r.URL.Query().Get("since"), s.Now(), func() Report { return s.report(since) })
 	s.gate.release()
-	s.writeJSON(w, http.StatusOK, rep)
+	if err != nil {
+		s.Logger.Error("encoding the report", "error", err)
+		http.Error(w, "cannot encode the report", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(body)
 }

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"sync"
@@ -21,7 +22,7 @@ type scanGate struct {
 	mu     sync.Mutex
 	key    string // the "since" parameter of last
 	at     time.Time
-	last   Report
+	last   []byte       // the last report, encoded: re-encoding a large one costs as much as building it
 	builds atomic.Int64 // reports built (tests)
 }
 
@@ -46,20 +47,23 @@ func (s *server) busy(w http.ResponseWriter) {
 }
 
 // cachedReport returns the report for since (the raw parameter, key),
-// built by build unless one for the same key is younger than
-// reportReuse. The caller holds the gate.
-func (g *scanGate) cachedReport(key string, now time.Time, build func() Report) Report {
+// encoded as writeJSON does, built by build unless one for the same key is
+// younger than reportReuse. The caller holds the gate.
+func (g *scanGate) cachedReport(key string, now time.Time, build func() Report) ([]byte, error) {
 	g.mu.Lock()
-	if g.key == key && !g.at.IsZero() && now.Sub(g.at) < reportReuse && now.Sub(g.at) >= 0 {
-		rep := g.last
+	if g.key == key && g.last != nil && now.Sub(g.at) < reportReuse && now.Sub(g.at) >= 0 {
+		b := g.last
 		g.mu.Unlock()
-		return rep
+		return b, nil
 	}
 	g.mu.Unlock()
-	rep := build()
+	var buf bytes.Buffer
+	if err := encodeJSON(&buf, build()); err != nil {
+		return nil, err
+	}
 	g.builds.Add(1)
 	g.mu.Lock()
-	g.key, g.at, g.last = key, now, rep
+	g.key, g.at, g.last = key, now, buf.Bytes()
 	g.mu.Unlock()
-	return rep
+	return buf.Bytes(), nil
 }

@@ -18,6 +18,7 @@ package web
 
 import (
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -137,12 +138,17 @@ func (s *server) writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
+	if err := encodeJSON(w, v); err != nil {
+		s.Logger.Debug("http: writing response", "error", err)
+	}
+}
+
+// encodeJSON writes v indented, as every JSON answer is written.
+func encodeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false) // protocols=>=TLSv1.2, not \u003e: served as application/json, nosniff
-	if err := enc.Encode(v); err != nil {
-		s.Logger.Debug("http: writing response", "error", err)
-	}
+	return enc.Encode(v)
 }
 
 // apiError is the body of every API error.
