@@ -309,3 +309,30 @@ func TestTableMemoryBound(t *testing.T) {
 		}
 	}
 }
+
+// TestEmptyTableKeepsServing: a table file truncated to nothing used to
+// be swapped in (every answer gone). The daemon keeps the old table and
+// raises a reload_failed event saying why; allow_empty lets it load.
+func TestEmptyTableKeepsServing(t *testing.T) {
+	httpAddr := "127.0.0.1:" + itoa(harness.FreePort(t, "127.0.0.1"))
+	path := filepath.Join(t.TempDir(), "table.yaml")
+	writeFile(t, path, "outbound:\n  empty.example: encrypt\n")
+	d := harness.StartDaemon(t, daemonBinary(t), path, "--http", httpAddr)
+	n := len(d.Stderr())
+	writeFile(t, path, "")
+	waitLog(t, d, n, "the new table is empty", "table truncated")
+	if got := lookup(t, d, "empty.example"); got != "encrypt" {
+		t.Errorf("empty.example answers %q after the truncation, want the old table's encrypt", got)
+	}
+	resp, err := http.Get("http://" + httpAddr + "/api/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "reload_failed") || !strings.Contains(string(body), "the new table is empty") {
+		t.Errorf("/api/events has no reload_failed event for the empty table: %s", body)
+	}
+	writeFile(t, path, "defaults:\n  allow_empty: true\n")
+	waitLookup(t, d, "empty.example", "", "allow_empty")
+}
