@@ -15,7 +15,7 @@ import (
 // Defaults of Config.
 const (
 	DefaultDays       = 35
-	DefaultMaxDomains = 20000
+	DefaultMaxDomains = 10000
 	DefaultInterval   = time.Hour
 	// stuckExpiry drops a message not seen deferred again for this long
 	// (Postfix's maximal_queue_lifetime is 5 days; a message removed from
@@ -39,7 +39,7 @@ type Config struct {
 	// Interval is the least time between two stuck-mail events of a
 	// domain while its count grows (the alerter de-duplicates too).
 	Interval time.Duration
-	// Days of counts kept (default 35); MaxDomains rows a day (default 20000).
+	// Days of counts kept (default 35); MaxDomains rows a day (default 10000).
 	Days, MaxDomains int
 	Logger           *slog.Logger
 	// Now gives the year of syslog stamps without one (default time.Now).

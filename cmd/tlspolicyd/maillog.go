@@ -35,11 +35,24 @@ func outboundStatePath(cfg config.Config) string {
 
 // maillogReader follows Postfix's log into an outbound.Tracker.
 type maillogReader struct {
-	tracker  *outbound.Tracker
-	follower logfollow.Follower
-	journal  bool
-	state    string
-	log      *slog.Logger
+	tracker *outbound.Tracker
+	source  string // cfg.Maillog: a path or "journal"
+	journal bool
+	state   string
+	log     *slog.Logger
+}
+
+// retryFollow is the wait before following the log again after it failed
+// (a file that cannot be opened, journalctl missing).
+const retryFollow = 30 * time.Second
+
+// follower returns a follower resuming where the tracker's counts end.
+func (m *maillogReader) follower() logfollow.Follower {
+	start := m.tracker.Resume(m.source)
+	if m.journal {
+		return &logfollow.Journal{Start: start, Logger: m.log}
+	}
+	return &logfollow.File{Path: m.source, Start: start, Logger: m.log}
 }
 
 // newMaillog returns the follower of cfg.Maillog, or nil when it is off.
@@ -50,18 +63,12 @@ func newMaillog(cfg config.Config, log *slog.Logger, ring *events.Ring, eng *eng
 		return nil
 	}
 	log = log.With("component", "maillog")
-	m := &maillogReader{journal: cfg.Maillog == "journal", state: outboundStatePath(cfg), log: log}
+	m := &maillogReader{source: cfg.Maillog, journal: cfg.Maillog == "journal", state: outboundStatePath(cfg), log: log}
 	m.tracker = outbound.New(outbound.Config{Publish: ring.Publish, Policy: outboundPolicy(eng), Interval: cfg.Alerts.Interval, Logger: log})
 	if m.state != "" {
 		if err := m.tracker.Load(m.state); err != nil {
 			log.Warn("outbound state not restored: counting starts afresh at the end of the log", "error", err)
 		}
-	}
-	start := m.tracker.Resume(cfg.Maillog)
-	if m.journal {
-		m.follower = &logfollow.Journal{Start: start, Logger: log}
-	} else {
-		m.follower = &logfollow.File{Path: cfg.Maillog, Start: start, Logger: log}
 	}
 	metrics.CounterFunc("tlspolicyd_maillog_lines_total", "Lines read from Postfix's log (maillog).", m.tracker.Lines)
 	metrics.CounterFunc("tlspolicyd_maillog_deliveries_total", "Delivery status lines (one per recipient and attempt) read from Postfix's log.", m.tracker.Deliveries)
@@ -91,8 +98,17 @@ func (m *maillogReader) start(ctx context.Context) <-chan struct{} {
 	}
 	go func() {
 		defer close(done)
-		if err := m.tracker.Follow(ctx, m.follower, m.journal, m.state, saveEvery); err != nil {
-			m.log.Error("following Postfix's log stopped", "error", err)
+		for {
+			err := m.tracker.Follow(ctx, m.follower(), m.journal, m.state, saveEvery)
+			if ctx.Err() != nil {
+				return
+			}
+			m.log.Error("following Postfix's log failed; trying again", "path", m.source, "error", err, "retry_in", retryFollow)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(retryFollow):
+			}
 		}
 	}()
 	return done
