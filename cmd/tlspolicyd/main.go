@@ -65,13 +65,16 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Description: `tlspolicyd answers Postfix socketmap lookups for smtp_tls_policy_maps,
 transport_maps and sender_dependent_default_transport_maps (outbound TLS),
 and Postfix policy delegation requests (inbound TLS), from a policy table of
-YAML files kept in git. See README.md and examples/ for the Postfix settings.
+YAML files kept in git. See README.md and examples/ for the Postfix settings
+(installed: /usr/share/doc/tlspolicyd/).
 
 Quick start:
   tlspolicyd serve --table examples/table --policyd "" --http ""
   postmap -q bank.example socketmap:inet:127.0.0.1:10041:tls_policy
   tlspolicyd query --table examples/table --explain sub.bank.example
   tlspolicyd check --table examples/table`,
+		Version:                buildVersion(),
+		EnableBashCompletion:   true, // packaging/tlspolicyd.bash-completion asks --generate-bash-completion
 		Writer:                 stdout,
 		ErrWriter:              stderr,
 		UseShortOptionHandling: false,
@@ -105,6 +108,7 @@ Quick start:
 					return nil
 				},
 			},
+			manCommand(),
 		),
 	}
 }
