@@ -1,4 +1,4 @@
-// Package config reads the daemon configuration (DESIGN §3): a YAML file
+// Package config reads the daemon configuration (README.md, "Daemon configuration"): a YAML file
 // whose every key also has a command-line flag; a flag wins over the file.
 package config
 
@@ -141,7 +141,7 @@ type TLSRPT struct {
 }
 
 // Default returns the configuration used for every key the file and the
-// flags leave unset: the values documented in DESIGN §3.
+// flags leave unset: the values README.md documents.
 func Default() Config {
 	return Config{
 		Table: "/etc/tlspolicyd/table",
