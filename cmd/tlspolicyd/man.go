@@ -15,7 +15,17 @@ func manCommand() *cli.Command {
 		Usage:  "print the tlspolicyd(8) man page (roff)",
 		Hidden: true,
 		Action: func(c *cli.Context) error {
-			page, err := c.App.ToManWithSection(8)
+			// Without the help command: urfave/cli's is one global value
+			// that running "help" can make its own subcommand, and the
+			// page generator would then recurse forever.
+			app := *c.App
+			app.Commands = nil
+			for _, cmd := range c.App.Commands {
+				if cmd.Name != "help" {
+					app.Commands = append(app.Commands, cmd)
+				}
+			}
+			page, err := app.ToManWithSection(8)
 			if err != nil {
 				return fmt.Errorf("man page: %w", err)
 			}

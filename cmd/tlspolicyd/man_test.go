@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestVersion: --version and the version command print the version set at
@@ -23,7 +24,26 @@ func TestVersion(t *testing.T) {
 // TestManPage: the hidden man command renders tlspolicyd(8) from the CLI's
 // help: every visible command and its flags are in it, and it is roff.
 func TestManPage(t *testing.T) {
-	out, errOut, code := runCLI(t, "man")
+	// "help" first: it used to make urfave/cli's global help command its
+	// own subcommand, and the page generator then never returned.
+	runCLI(t, "help")
+	runCLI(t, "help", "query")
+	type result struct {
+		out, errOut string
+		code        int
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, errOut, code := runCLI(t, "man")
+		done <- result{out, errOut, code}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("tlspolicyd man did not return within 30 s")
+	}
+	out, errOut, code := r.out, r.errOut, r.code
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
