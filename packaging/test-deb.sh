@@ -154,8 +154,11 @@ read -r -a cmd < <(sed -n 's/^ExecStart=//p' "$unit")
 # A table entry added to the installed table (purge must remove it too).
 printf 'outbound:\n  bank.example: encrypt\n  .bank.example: verify\n' > /etc/tlspolicyd/table/zz-test.yaml
 # Ports from the kernel: the packaged 10041-10043 may be in use by others.
+# Nothing may leave this machine: no resolver (a closed loopback port), no
+# DANE or MTA-STS lookups for the keys asked below.
 (cd / && exec setpriv --reuid="$user" --regid="$user" --init-groups --no-new-privs -- \
-	"${cmd[@]}" --socketmap 127.0.0.1:0 --policyd 127.0.0.1:0 --http 127.0.0.1:0) > "$tmp/daemon.log" 2>&1 &
+	"${cmd[@]}" --socketmap 127.0.0.1:0 --policyd 127.0.0.1:0 --http 127.0.0.1:0 \
+	--resolver 127.0.0.1:1 --dane=false --mta-sts=false) > "$tmp/daemon.log" 2>&1 &
 daemon_pid=$!
 addr() { sed -n "s/.*msg=listening server=$1 addr=\([0-9.:]*\).*/\1/p" "$tmp/daemon.log" | head -n1; }
 for _ in $(seq 1 300); do

@@ -208,8 +208,12 @@ func Load(path string, missingOK bool) (Config, error) {
 // absolute; flags are applied later and stay relative to the working
 // directory, as a shell user expects. A new path key belongs here.
 func (c *Config) resolvePaths(dir string) {
-	for _, p := range []*string{&c.Table, &c.Probe.Cache, &c.Log.Events, &c.SharedCachePasswordFile, &c.SharedCacheCA} {
+	for _, p := range []*string{&c.Table, &c.Probe.Cache, &c.Log.Events, &c.SharedCachePasswordFile, &c.SharedCacheCA,
+		&c.Sources.Cache, &c.Sources.HTTPSCA} {
 		*p = resolvePath(dir, *p)
+	}
+	if c.Maillog != "journal" {
+		c.Maillog = resolvePath(dir, c.Maillog)
 	}
 	for _, p := range []*string{&c.Listen.Socketmap, &c.Listen.Policyd, &c.Listen.HTTP, &c.Listen.Pprof} {
 		if rest, ok := strings.CutPrefix(*p, "unix:"); ok {

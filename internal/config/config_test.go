@@ -151,6 +151,10 @@ probe:
   cache: state/probes.json
 log:
   events: /var/log/events.jsonl
+sources:
+  cache: sources.json
+  https_ca: ca.pem
+maillog: log/mail.log
 `
 	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
 		t.Fatal(err)
@@ -168,6 +172,9 @@ log:
 		{"listen.pprof", c.Listen.Pprof, ""},
 		{"probe.cache", c.Probe.Cache, filepath.Join(dir, "state/probes.json")},
 		{"log.events", c.Log.Events, "/var/log/events.jsonl"},
+		{"sources.cache", c.Sources.Cache, filepath.Join(dir, "sources.json")},
+		{"sources.https_ca", c.Sources.HTTPSCA, filepath.Join(dir, "ca.pem")},
+		{"maillog", c.Maillog, filepath.Join(dir, "log/mail.log")},
 	} {
 		if got.got != got.want {
 			t.Errorf("%s = %q, want %q", got.name, got.got, got.want)
@@ -182,5 +189,13 @@ log:
 	}
 	if want := filepath.Join(filepath.Base(dir), "table"); c.Table != want {
 		t.Errorf("with a relative --config, table = %q, want %q", c.Table, want)
+	}
+
+	// maillog: journal is a source, not a file.
+	if err := os.WriteFile(path, []byte("maillog: journal\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if c, err = Load(path, false); err != nil || c.Maillog != "journal" {
+		t.Errorf("maillog: journal = %q, %v; want journal", c.Maillog, err)
 	}
 }
