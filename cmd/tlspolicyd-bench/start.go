@@ -188,7 +188,10 @@ func (b *bench) startServe(logFile string, args ...string) (*proc, error) {
 	pc.Close()
 	// DANE and MTA-STS are off but in the sources step, which turns them
 	// on: a closed resolver would make each miss a first lookup.
+	// No event log: the default is the installed package's
+	// /var/lib/tlspolicyd, where a bench run as root left root-owned files.
 	args = append([]string{"serve", "--http", "", "--resolver", closed, "--probe-port", "9", "--dane=false", "--mta-sts=false",
+		"--event-log", "",
 		"--probe-cache", filepath.Join(b.work, fmt.Sprintf("probes-%d.json", time.Now().UnixNano()))}, args...)
 	return startProc("tlspolicyd", logFile, b.daemonBin, b.o.daemonEnv, args...)
 }
