@@ -99,23 +99,36 @@ func ParsePolicy(b []byte) (*Policy, error) {
 }
 
 // checkPattern accepts a host name or "*." followed by one (RFC 8461 §3.2,
-// §4.1: the wildcard stands for one leftmost label), in the characters a
-// DNS host name and a Postfix match= value may hold.
+// §4.1: the wildcard stands for one leftmost label) that Postfix accepts
+// in a match= list, as store.checkHostname checks it: labels of letters,
+// digits, '-' and '_', not starting or ending with '-', the name not all
+// digits.
 func checkPattern(p string) error {
 	h := strings.TrimPrefix(p, "*.")
 	if h == "" || len(h) > 253 {
 		return errors.New("empty or too long")
 	}
+	numeric := true
 	for _, label := range strings.Split(h, ".") {
 		if label == "" || len(label) > 63 {
 			return errors.New("empty or over-long label")
 		}
+		if label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Errorf("label %q starts or ends with '-'", label)
+		}
 		for i := 0; i < len(label); i++ {
 			c := label[i]
-			if !isAlnumByte(c) && c != '-' && c != '_' {
+			switch {
+			case c >= '0' && c <= '9':
+			case isAlnumByte(c) || c == '-' || c == '_':
+				numeric = false
+			default:
 				return fmt.Errorf("character %q", c)
 			}
 		}
+	}
+	if numeric {
+		return errors.New("all-numeric name")
 	}
 	return nil
 }

@@ -105,3 +105,22 @@ func TestRefreshIdle(t *testing.T) {
 		t.Fatal("expired idle record not deleted")
 	}
 }
+
+// Lookup times of domains the cache no longer holds are forgotten.
+func TestSweepUsed(t *testing.T) {
+	e := newEnv(t, 5*time.Second, "u.test")
+	e.resolve(t, "gone.test")
+	if _, ok := e.m.used.Load("gone.test"); !ok {
+		t.Fatal("lookup time not recorded")
+	}
+	_ = e.m.Cache().Delete(srccache.KindMTASTS, "gone.test")
+	e.m.sweepUsed()
+	if _, ok := e.m.used.Load("gone.test"); !ok {
+		t.Fatal("forgotten while its DANE record is still cached")
+	}
+	_ = e.m.Cache().Delete(srccache.KindDANE, "gone.test")
+	e.m.sweepUsed()
+	if _, ok := e.m.used.Load("gone.test"); ok {
+		t.Fatal("lookup time of a domain without records kept")
+	}
+}

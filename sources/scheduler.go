@@ -44,6 +44,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-save.C:
 			t.Stop()
 			m.saveIfDirty()
+			m.sweepUsed()
 		}
 	}
 }
@@ -98,6 +99,18 @@ func (m *Manager) enabled(k srccache.Kind) bool {
 		return m.cfg.MTASTS != nil
 	}
 	return false
+}
+
+// sweepUsed forgets the lookup times of domains the cache no longer holds
+// (evicted, or deleted while a lookup was recording its time), so that
+// they cannot accumulate.
+func (m *Manager) sweepUsed() {
+	m.used.Range(func(k, _ any) bool {
+		if d := k.(string); len(m.cfg.Cache.ByDomain(d)) == 0 {
+			m.used.Delete(d)
+		}
+		return true
+	})
 }
 
 // saveIfDirty snapshots the cache if it changed since the last save.
