@@ -21,6 +21,11 @@ type Reporter struct {
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// OnReported is called once a day's reports were sent.
+	OnReported func()
+	// CheckEvery is how often Run looks for due reports and retries
+	// (default 10 min).
+	CheckEvery time.Duration
 }
 
 // Planned is one domain's report and where it goes.
@@ -72,27 +77,41 @@ func (r *Reporter) Plan(ctx context.Context, day string, counts map[string]outbo
 	return plans, failed
 }
 
+// Undelivered is one report delivery that failed.
+type Undelivered struct {
+	Plan  *Planned
+	RUA   string
+	Err   error
+	Tries int
+}
+
 // Send delivers every planned report to each of its rua URIs and returns
-// how many deliveries succeeded and the errors of those that failed.
-func (r *Reporter) Send(ctx context.Context, plans []Planned) (sent int, errs []error) {
-	for _, p := range plans {
-		for _, rua := range p.RUAs {
-			if err := r.Sender.Send(ctx, rua, p.Report, p.Gzip); err != nil {
-				errs = append(errs, err)
+// how many deliveries succeeded and those that failed.
+func (r *Reporter) Send(ctx context.Context, plans []Planned) (sent int, failed []Undelivered) {
+	for i := range plans {
+		for _, rua := range plans[i].RUAs {
+			if err := r.Sender.Send(ctx, rua, plans[i].Report, plans[i].Gzip); err != nil {
+				failed = append(failed, Undelivered{Plan: &plans[i], RUA: rua, Err: err, Tries: 1})
 				continue
 			}
 			sent++
 		}
 	}
-	return sent, errs
+	return sent, failed
 }
+
+// maxTries is how often Run tries a delivery (every checkEvery) before
+// giving up on it.
+const maxTries = 6
 
 // checkEvery is how often Run looks whether a day's reports are due.
 const checkEvery = 10 * time.Minute
 
 // Run sends, once after each UTC midnight, the reports of the day before
 // from the tracker's counts, and records that day as reported (saved with
-// the tracker's state, so a restart does not send them twice).
+// the tracker's state, so a restart does not send them twice; OnReported,
+// if set, is called then, e.g. to save it at once). A delivery that fails
+// is tried again every checkEvery, maxTries times in all.
 func (r *Reporter) Run(ctx context.Context, t *outbound.Tracker) {
 	log := r.Logger
 	if log == nil {
@@ -102,24 +121,50 @@ func (r *Reporter) Run(ctx context.Context, t *outbound.Tracker) {
 	if now == nil {
 		now = time.Now
 	}
+	var retry []Undelivered
 	for {
+		var again []Undelivered
+		for _, u := range retry {
+			if err := r.Sender.Send(ctx, u.RUA, u.Plan.Report, u.Plan.Gzip); err != nil {
+				u.Err, u.Tries = err, u.Tries+1
+				if u.Tries < maxTries {
+					again = append(again, u)
+				} else {
+					log.Warn("tlsrpt: report not delivered; giving up", "domain", u.Plan.Domain, "rua", u.RUA, "tries", u.Tries, "error", err)
+				}
+				continue
+			}
+			log.Info("tlsrpt: report delivered on a later try", "domain", u.Plan.Domain, "rua", u.RUA, "tries", u.Tries+1)
+		}
+		retry = again
 		yesterday := now().UTC().AddDate(0, 0, -1).Format(time.DateOnly)
 		if t.Reported() < yesterday {
 			plans, failed := r.Plan(ctx, yesterday, t.Day(yesterday))
 			for d, err := range failed {
 				log.Warn("tlsrpt: no report for a domain: its _smtp._tls lookup failed", "domain", d, "day", yesterday, "error", err)
 			}
-			sent, errs := r.Send(ctx, plans)
-			for _, err := range errs {
-				log.Warn("tlsrpt: report not delivered", "day", yesterday, "error", err)
+			sent, undelivered := r.Send(ctx, plans)
+			for _, u := range undelivered {
+				log.Warn("tlsrpt: report not delivered; trying again later", "domain", u.Plan.Domain, "rua", u.RUA, "day", yesterday, "error", u.Err)
 			}
-			log.Info("tlsrpt: reports sent", "day", yesterday, "domains", len(plans), "deliveries", sent, "failed", len(errs))
+			retry = append(retry, undelivered...)
+			log.Info("tlsrpt: reports sent", "day", yesterday, "domains", len(plans), "deliveries", sent, "failed", len(undelivered))
 			t.SetReported(yesterday)
+			if r.OnReported != nil {
+				r.OnReported()
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(checkEvery):
+		case <-time.After(r.every()):
 		}
 	}
+}
+
+func (r *Reporter) every() time.Duration {
+	if r.CheckEvery > 0 {
+		return r.CheckEvery
+	}
+	return checkEvery
 }

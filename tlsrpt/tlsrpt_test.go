@@ -195,9 +195,9 @@ func TestPlanAndSend(t *testing.T) {
 	if len(failed) != 0 || len(plans) != 1 || plans[0].Domain != "verifyfail.example" || len(plans[0].RUAs) != 2 {
 		t.Fatalf("plans %+v failed %v", plans, failed)
 	}
-	sent, errs := r.Send(ctx, plans)
-	if sent != 2 || len(errs) != 0 {
-		t.Fatalf("sent %d, errors %v", sent, errs)
+	sent, failedSends := r.Send(ctx, plans)
+	if sent != 2 || len(failedSends) != 0 {
+		t.Fatalf("sent %d, failed %v", sent, failedSends)
 	}
 
 	check := func(where string, gz []byte) {
@@ -311,5 +311,58 @@ func TestRunSendsYesterdayOnce(t *testing.T) {
 	defer box.mu.Unlock()
 	if len(box.msgs) != 1 {
 		t.Fatalf("%d mails after a second run, want 1", len(box.msgs))
+	}
+}
+
+// TestRunRetries: a report the relay did not take is tried again at the
+// next check and arrives once the relay is back; OnReported runs once.
+func TestRunRetries(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // the relay is down at first
+	zone := probetest.NewZone(t)
+	zone.Add(t, `_smtp._tls.plain.example. 300 IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@plain.example"`)
+	tr := maillogtest.Recorded(t, "testdata/postfix37-maillog-tls.txt")
+	var reported sync.WaitGroup
+	reported.Add(1)
+	r := &Reporter{Meta: meta, DNS: &dnsq.Client{Server: zone.Addr, Timeout: 2 * time.Second},
+		Sender:     &Sender{SMTP: addr, From: "tlspolicyd@mail.ourcorp.example", Submitter: meta.Submitter},
+		Now:        func() time.Time { return time.Date(2026, 12, 8, 0, 30, 0, 0, time.UTC) },
+		CheckEvery: 50 * time.Millisecond, OnReported: reported.Done}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.Run(ctx, tr) }()
+	reported.Wait() // the first attempt failed
+	box := &sink{}
+	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &sinkSession{s: box}, nil }))
+	l, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(l) }()
+	defer srv.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		box.mu.Lock()
+		n := len(box.msgs)
+		box.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d mails after the relay came back, want 1", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // no second copy
+	cancel()
+	<-done
+	box.mu.Lock()
+	defer box.mu.Unlock()
+	if len(box.msgs) != 1 {
+		t.Fatalf("%d mails, want 1", len(box.msgs))
 	}
 }

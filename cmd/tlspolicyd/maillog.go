@@ -77,6 +77,17 @@ func newMaillog(cfg config.Config, log *slog.Logger, ring *events.Ring, eng *eng
 	return m
 }
 
+// save writes the outbound state now (e.g. once TLS-RPT reports are sent,
+// so that a restart does not send them again).
+func (m *maillogReader) save() {
+	if m.state == "" {
+		return
+	}
+	if err := m.tracker.Save(m.state); err != nil {
+		m.log.Warn("saving the outbound state", "path", m.state, "error", err)
+	}
+}
+
 // reporter returns the tracker as web.Options wants it: an untyped nil
 // when the log is not followed.
 func (m *maillogReader) reporter() interface {

@@ -470,6 +470,7 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 			return cli.Exit("tlspolicyd: "+err.Error(), 1)
 		}
 		rep.Logger = log.With("component", "tlsrpt")
+		rep.OnReported = ml.save
 		go rep.Run(watchCtx, ml.tracker)
 	}
 	acfg := alertConfig(cfg, log)

@@ -169,12 +169,12 @@ func tlsrptAction(c *cli.Context) error {
 		}
 		return nil
 	}
-	sent, errs := rep.Send(c.Context, plans)
-	for _, err := range errs {
-		fmt.Fprintf(c.App.ErrWriter, "tlspolicyd tlsrpt: %v\n", err)
+	sent, undelivered := rep.Send(c.Context, plans)
+	for _, u := range undelivered {
+		fmt.Fprintf(c.App.ErrWriter, "tlspolicyd tlsrpt: %v\n", u.Err)
 	}
-	fmt.Fprintf(out, "TLS-RPT %s: %d reports, %d deliveries sent, %d failed.\n", day, len(plans), sent, len(errs))
-	if len(errs) > 0 || len(failed) > 0 {
+	fmt.Fprintf(out, "TLS-RPT %s: %d reports, %d deliveries sent, %d failed.\n", day, len(plans), sent, len(undelivered))
+	if len(undelivered) > 0 || len(failed) > 0 {
 		return cli.Exit("", 1)
 	}
 	return nil
