@@ -9,10 +9,10 @@ import (
 	"mime/quotedprintable"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/tlspolicyd/tlspolicyd/events"
+	"github.com/tlspolicyd/tlspolicyd/internal/safetext"
 )
 
 // describe fills in the texts of al from its event: a title, what it
@@ -244,17 +244,9 @@ func composeMail(alerts []Alert, from string, to []string, host string, interval
 	return b.Bytes()
 }
 
-// clean removes control characters (CR and LF included) from text that
-// came from the network or the table, so it cannot forge mail headers or
-// lines.
-func clean(s string) string {
-	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return -1
-		}
-		return r
-	}, s)
-}
+// clean makes text that came from the network or the table one safe line
+// (internal/safetext), so it cannot forge mail headers or lines.
+func clean(s string) string { return safetext.Line(s, 0) }
 
 func headerSafe(s string) string { return clean(s) }
 

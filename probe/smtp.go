@@ -14,7 +14,8 @@ import (
 	"os"
 	"strings"
 	"time"
-	"unicode/utf8"
+
+	"github.com/tlspolicyd/tlspolicyd/internal/safetext"
 )
 
 // maxSessionBytes caps what one SMTP session may make us read in clear
@@ -143,12 +144,12 @@ func (s *session) run(ctx context.Context) error {
 	case code == 220:
 	case code >= 400 && code < 500:
 		s.quit(tp, conn)
-		return fail(ClassBannerTemp, "banner: %d %s", code, firstLine(msg))
+		return fail(ClassBannerTemp, "banner: %d %s", code, safetext.FirstLine(msg))
 	case code >= 500 && code < 600:
 		s.quit(tp, conn)
-		return fail(ClassBannerRefused, "banner: %d %s", code, firstLine(msg))
+		return fail(ClassBannerRefused, "banner: %d %s", code, safetext.FirstLine(msg))
 	default:
-		return fail(ClassProtocol, "banner: unexpected reply %d %s", code, firstLine(msg))
+		return fail(ClassProtocol, "banner: unexpected reply %d %s", code, safetext.FirstLine(msg))
 	}
 
 	// EHLO.
@@ -178,7 +179,7 @@ func (s *session) run(ctx context.Context) error {
 	}
 	if code != 220 {
 		s.quit(tp, conn)
-		return fail(ClassSTARTTLS, "STARTTLS refused: %d %s", code, firstLine(msg))
+		return fail(ClassSTARTTLS, "STARTTLS refused: %d %s", code, safetext.FirstLine(msg))
 	}
 	// Bytes that came after the 220, before the handshake, belong to no
 	// command: the mark of a plaintext injection (CVE-2011-0411) on the
@@ -301,11 +302,11 @@ func (s *session) ehlo(tp *textConn, conn net.Conn) (map[string]bool, error) {
 	case code == 250:
 	case code >= 400 && code < 500:
 		s.quit(tp, conn)
-		return nil, fail(ClassEHLOTemp, "EHLO: %d %s", code, firstLine(msg))
+		return nil, fail(ClassEHLOTemp, "EHLO: %d %s", code, safetext.FirstLine(msg))
 	case code >= 500 && code < 600:
 		return nil, nil
 	default:
-		return nil, fail(ClassProtocol, "EHLO: unexpected reply %d %s", code, firstLine(msg))
+		return nil, fail(ClassProtocol, "EHLO: unexpected reply %d %s", code, safetext.FirstLine(msg))
 	}
 	caps := map[string]bool{}
 	lines := strings.Split(msg, "\n")
@@ -326,46 +327,19 @@ func (s *session) quit(tp *textConn, conn net.Conn) {
 	_, _, _ = tp.ReadResponse(0)
 }
 
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i] + " …"
-	}
-	return s
-}
-
 // maxTextLen caps one text field of a result (banner, error, certificate
 // name): the remote server chose it.
 const maxTextLen = 4096
 
-// printable returns s as safe text: control characters (C0 except '\n'
-// when keepNL, DEL, C1) and invalid UTF-8 become '?', and it is cut to
-// maxTextLen bytes. Banners, replies and certificate names come from the
-// remote server and go to logs, events, alert mails, the status page and
-// terminals (the probe command): an escape sequence or a bare CR must not
-// reach any of them.
+// printable returns s as safe text (internal/safetext), line feeds kept
+// if keepNL, cut to maxTextLen bytes. Banners, replies and certificate
+// names come from the remote server and go to logs, events, alert mails,
+// the status page and terminals (the probe command).
 func printable(s string, keepNL bool) string {
-	clean := len(s) <= maxTextLen
-	for i := 0; clean && i < len(s); i++ {
-		c := s[i]
-		clean = c >= 0x20 && c < 0x7f || c == '\n' && keepNL
+	if keepNL {
+		return safetext.Text(s, maxTextLen)
 	}
-	if clean {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		if b.Len() >= maxTextLen {
-			b.WriteString("…")
-			break
-		}
-		switch {
-		case r == '\n' && keepNL:
-		case r < 0x20, r >= 0x7f && r < 0xa0, r == utf8.RuneError:
-			r = '?'
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
+	return safetext.Line(s, maxTextLen)
 }
 
 // cleanText makes every text field the remote server could influence

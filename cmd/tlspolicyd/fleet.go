@@ -9,6 +9,7 @@ import (
 	"github.com/tlspolicyd/tlspolicyd/events"
 	"github.com/tlspolicyd/tlspolicyd/fleet"
 	"github.com/tlspolicyd/tlspolicyd/internal/config"
+	"github.com/tlspolicyd/tlspolicyd/internal/safetext"
 	"github.com/tlspolicyd/tlspolicyd/probe"
 	"github.com/tlspolicyd/tlspolicyd/srccache"
 	"github.com/tlspolicyd/tlspolicyd/web"
@@ -47,7 +48,7 @@ func newFleet(cfg config.Config, log *slog.Logger, ring *events.Ring) (*fleetLin
 		if !up {
 			wentDown.Store(true)
 			ring.Publish(events.Event{Kind: events.FleetLinkDown, Source: link,
-				Reason: "shared cache unreachable: " + firstLine(errString(err)) + "; answering from this node's own state"})
+				Reason: "shared cache unreachable: " + safetext.FirstLine(errString(err)) + "; answering from this node's own state"})
 		} else if wentDown.Load() {
 			ring.Publish(events.Event{Kind: events.FleetLinkUp, Source: link,
 				Reason: "shared cache reachable again; resynchronised"})

@@ -18,6 +18,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tlspolicyd/tlspolicyd/events"
+	"github.com/tlspolicyd/tlspolicyd/internal/safetext"
 	"github.com/tlspolicyd/tlspolicyd/web"
 )
 
@@ -336,12 +337,5 @@ func dash(s string) string {
 }
 
 // oneLine keeps a table cell on one line and free of control characters
-// (the text may come from the network).
-func oneLine(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-}
+// (the text may come from the network): internal/safetext.
+func oneLine(s string) string { return safetext.Line(s, 0) }

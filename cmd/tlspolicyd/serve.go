@@ -24,6 +24,7 @@ import (
 	"github.com/tlspolicyd/tlspolicyd/internal/config"
 	"github.com/tlspolicyd/tlspolicyd/internal/listen"
 	"github.com/tlspolicyd/tlspolicyd/internal/logbuf"
+	"github.com/tlspolicyd/tlspolicyd/internal/safetext"
 	"github.com/tlspolicyd/tlspolicyd/policyd"
 	"github.com/tlspolicyd/tlspolicyd/probe"
 	"github.com/tlspolicyd/tlspolicyd/socketmap"
@@ -311,7 +312,7 @@ func serve(ctx context.Context, cfg config.Config, logw interface{ Write([]byte)
 		OnReload: func(err error) {
 			metrics.Reload(err)
 			if err != nil {
-				ring.Publish(events.Event{Kind: events.ReloadFailed, Reason: firstLine(err.Error()), Source: cfg.Table})
+				ring.Publish(events.Event{Kind: events.ReloadFailed, Reason: safetext.FirstLine(err.Error()), Source: cfg.Table})
 				return
 			}
 			// Called after the swap, under the reloader's lock: Store is
@@ -656,14 +657,6 @@ func probeRingEvent(e probe.Event) (ev events.Event, ok bool) {
 		return events.Event{}, false
 	}
 	return events.Event{Kind: kind, Domain: e.Target, Reason: e.Reason}, true
-}
-
-// firstLine returns s up to its first newline.
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i] + " (and more)"
-	}
-	return s
 }
 
 // activatedListeners returns the sockets systemd passed (LISTEN_FDS, see
