@@ -34,8 +34,9 @@ const (
 )
 
 // Monitor re-probes, on a schedule, every outbound entry that enforces TLS
-// or is in testing, so the postmaster hears that enforcement blocks (or
-// would block) mail while it is still queued, not after it bounced.
+// or is in testing, and the domains of recipients: and senders: entries
+// (see addressWatches), so the postmaster hears that enforcement blocks
+// (or would block) mail while it is still queued, not after it bounced.
 //
 // Run makes one pass over the table every Interval (jittered by ±10%),
 // spreading the pass's probes evenly over 90% of the interval (at most 10
