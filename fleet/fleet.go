@@ -66,6 +66,7 @@ func New(cfg Config, log *slog.Logger) (*Fleet, error) {
 	if err != nil {
 		return nil, err
 	}
+	quietLibrary(log)
 	return &Fleet{cfg: cfg, log: log, rdb: rdb, kinds: map[string]ApplyFunc{},
 		q: newQueue(cfg.QueueSize), since: time.Now()}, nil
 }

@@ -2,17 +2,21 @@ package fleet
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tlspolicyd/tlspolicyd/internal/probetest"
 	"github.com/tlspolicyd/tlspolicyd/internal/redistest"
 )
 
@@ -112,12 +116,17 @@ func TestShareAndResync(t *testing.T) {
 	waitFor(t, "late.example on b", 5*time.Second, func() bool { _, ok := cb.get("learned/late.example"); return ok })
 
 	// Another cluster shares nothing.
-	_, cc, _ := startNode(t, Config{URL: url, Cluster: "c2", Node: "c"}, "learned")
+	c, cc, _ := startNode(t, Config{URL: url, Cluster: "c2", Node: "c"}, "learned")
+	d, _, _ := startNode(t, Config{URL: url, Cluster: "c2", Node: "d"}, "learned")
+	waitFor(t, "c's and d's links up", 5*time.Second, func() bool { return c.Stats().Up && d.Stats().Up })
 	b.Publish(rec("b.example", time.Hour))
 	waitFor(t, "b's write", 5*time.Second, func() bool { return b.Stats().Written >= 1 })
-	time.Sleep(200 * time.Millisecond)
-	if _, ok := cc.get("learned/early.example"); ok {
-		t.Error("cluster c2 received a record of cluster c1")
+	d.Publish(rec("d.example", time.Hour)) // written after b's: c gets it, and would have got b's first
+	waitFor(t, "d's record on c", 5*time.Second, func() bool { _, ok := cc.get("learned/d.example"); return ok })
+	for _, k := range []string{"learned/early.example", "learned/late.example", "learned/b.example"} {
+		if _, ok := cc.get(k); ok {
+			t.Errorf("cluster c2 received %s of cluster c1", k)
+		}
 	}
 
 	// The key expires with the record.
@@ -128,7 +137,7 @@ func TestShareAndResync(t *testing.T) {
 		t.Errorf("PTTL of the record = %v, %v; want about 1h", ttl, err)
 	}
 	nodes, err := a.Nodes(context.Background())
-	if err != nil || len(nodes) != 2 || nodes[0].Node != "a" || nodes[1].Node != "b" {
+	if err != nil || len(nodes) != 2 || nodes[0].Node != "a" || nodes[1].Node != "b" { // c and d are in c2
 		t.Errorf("Nodes = %+v, %v; want a and b", nodes, err)
 	}
 	if !la.saw(true) {
@@ -197,9 +206,9 @@ func TestPasswordFile(t *testing.T) {
 	waitFor(t, "link up with the password from the file", 5*time.Second, func() bool { return f.Stats().Up })
 
 	bad, _, _ := startNode(t, Config{URL: "redis://" + srv.Addr, Node: "b"}, "x")
-	time.Sleep(500 * time.Millisecond)
-	if st := bad.Stats(); st.Up || st.LastError == "" {
-		t.Errorf("link without the password: %+v; want down with an error", st)
+	waitFor(t, "an error without the password", 10*time.Second, func() bool { return bad.Stats().LastError != "" })
+	if bad.Stats().Up {
+		t.Error("link up without the password")
 	}
 }
 
@@ -252,5 +261,44 @@ func TestREADMEACL(t *testing.T) {
 	})
 	if st := a.Stats(); st.WriteErrors != 0 {
 		t.Errorf("write errors: %+v", st)
+	}
+}
+
+// rediss:// with the fleet's own CA (shared_cache_ca) and a password
+// file: the README's production set-up.
+func TestTLSAndPassword(t *testing.T) {
+	ca := probetest.NewCA(t)
+	cert := ca.Issue(t, []string{"localhost"}, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	dir := t.TempDir()
+	certFile, keyFile, caFile, pw := filepath.Join(dir, "redis.crt"), filepath.Join(dir, "redis.key"), filepath.Join(dir, "ca.crt"), filepath.Join(dir, "pw")
+	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for f, b := range map[string][]byte{
+		certFile: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}),
+		keyFile:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+		caFile:   pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}),
+		pw:       []byte("s3cret\n"),
+	} {
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := redistest.StartTLS(t, redistest.Binary(t), certFile, keyFile, ca.Pool, "--requirepass", "s3cret")
+	url := "rediss://localhost:" + strings.TrimPrefix(srv.Addr, "127.0.0.1:") + "/0"
+	a, _, _ := startNode(t, Config{URL: url, PasswordFile: pw, CAFile: caFile, Node: "a"}, "learned")
+	b, cb, _ := startNode(t, Config{URL: url, PasswordFile: pw, CAFile: caFile, Node: "b"}, "learned")
+	waitFor(t, "both links up over TLS", 5*time.Second, func() bool { return a.Stats().Up && b.Stats().Up })
+	a.Publish(rec("tls.example", time.Hour))
+	waitFor(t, "the record on b", 5*time.Second, func() bool { _, ok := cb.get("learned/tls.example"); return ok })
+
+	// Without the fleet's CA the server's certificate is not trusted.
+	c, _, _ := startNode(t, Config{URL: url, PasswordFile: pw, Node: "c"}, "learned")
+	waitFor(t, "a certificate error without the CA", 10*time.Second, func() bool {
+		return strings.Contains(c.Stats().LastError, "certificate")
+	})
+	if c.Stats().Up {
+		t.Error("link up without the fleet's CA")
 	}
 }

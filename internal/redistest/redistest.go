@@ -5,6 +5,8 @@ package redistest
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"os"
@@ -25,6 +27,7 @@ type Server struct {
 	dir  string
 	args []string
 	cmd  *exec.Cmd
+	tls  *tls.Config // set for a TLS-only server (StartTLS)
 }
 
 // Binary returns the server binary to use: $TLSPOLICYD_REDIS_SERVER, else
@@ -42,21 +45,50 @@ func Binary(t testing.TB) string {
 }
 
 // Start runs bin on a free loopback port with extra config directives
-// (e.g. "requirepass", "secret").
+// (e.g. "--requirepass", "secret").
 func Start(t testing.TB, bin string, extra ...string) *Server {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	port := freePort(t)
 	s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(port), t: t, bin: bin, dir: t.TempDir()}
 	s.args = append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", s.dir, "--daemonize", "no"}, extra...)
 	s.start()
 	t.Cleanup(s.Kill)
 	return s
+}
+
+// StartTLS runs bin serving TLS only, with the certificate and key files
+// given, whose name must be localhost; clients are not asked for
+// certificates. roots verify it.
+func StartTLS(t testing.TB, bin, certFile, keyFile string, roots *x509.CertPool, extra ...string) *Server {
+	t.Helper()
+	port := freePort(t)
+	s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(port), t: t, bin: bin, dir: t.TempDir(),
+		tls: &tls.Config{RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS12}}
+	s.args = append([]string{"--port", "0", "--tls-port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-auth-clients", "no",
+		"--save", "", "--appendonly", "no", "--dir", s.dir, "--daemonize", "no"}, extra...)
+	s.start()
+	t.Cleanup(s.Kill)
+	return s
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// dial connects as a client would, over TLS for a TLS-only server.
+func (s *Server) dial() (net.Conn, error) {
+	if s.tls != nil {
+		return tls.DialWithDialer(&net.Dialer{Timeout: 200 * time.Millisecond}, "tcp", s.Addr, s.tls)
+	}
+	return net.DialTimeout("tcp", s.Addr, 200*time.Millisecond)
 }
 
 func (s *Server) start() {
@@ -73,7 +105,7 @@ func (s *Server) start() {
 	s.cmd = cmd
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if c, err := net.DialTimeout("tcp", s.Addr, 200*time.Millisecond); err == nil {
+		if c, err := s.dial(); err == nil {
 			fmt.Fprintf(c, "PING\r\n")
 			c.SetReadDeadline(time.Now().Add(time.Second))
 			line, _ := bufio.NewReader(c).ReadString('\n')
