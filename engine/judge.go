@@ -11,9 +11,9 @@ import (
 	"github.com/tlspolicyd/tlspolicyd/store"
 )
 
-// CertWarning is how long before a certificate's expiry an enforced
+// certWarning is how long before a certificate's expiry an enforced
 // verify/secure destination raises an event.
-const CertWarning = 14 * 24 * time.Hour
+const certWarning = 14 * 24 * time.Hour
 
 // Finding is what one probe says about one outbound entry.
 type Finding struct {
@@ -48,10 +48,10 @@ func CheckLevel(p *store.Policy) string {
 	return ""
 }
 
-// Probeable reports whether the monitor checks e: an outbound entry that
+// probeable reports whether the monitor checks e: an outbound entry that
 // enforces TLS or is being tested, for a key the prober can reach (not a
 // .parent wildcard).
-func Probeable(e *store.Entry) bool {
+func probeable(e *store.Entry) bool {
 	return CheckLevel(e.Policy) != "" && !strings.HasPrefix(e.Key, ".")
 }
 
@@ -146,7 +146,7 @@ func judge(e *store.Entry, r *probe.Result, now time.Time, subj subject) []Findi
 					continue
 				}
 				na := a.TLS.Chain[0].NotAfter
-				if left := na.Sub(now); left > 0 && left < CertWarning {
+				if left := na.Sub(now); left > 0 && left < certWarning {
 					days := fmt.Sprintf("%d days", int(left.Hours()/24)+1)
 					if left < 24*time.Hour {
 						days = "1 day"

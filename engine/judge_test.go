@@ -188,8 +188,8 @@ func TestJudgeDane(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := Probeable(&store.Entry{Key: "example.com", Policy: p, Testing: true}); got != tc.want {
-			t.Errorf("Probeable(%s) = %v, want %v", tc.policy, got, tc.want)
+		if got := probeable(&store.Entry{Key: "example.com", Policy: p, Testing: true}); got != tc.want {
+			t.Errorf("probeable(%s) = %v, want %v", tc.policy, got, tc.want)
 		}
 	}
 }

@@ -138,7 +138,7 @@ func (m *Monitor) init() {
 // hands the probe to one of its workers.
 func (m *Monitor) Kick(e *store.Entry) {
 	m.init()
-	if !Probeable(e) {
+	if !probeable(e) {
 		return
 	}
 	select {
@@ -250,7 +250,7 @@ func (m *Monitor) seed() {
 	defer m.mu.Unlock()
 	ws := addressWatches(s)
 	for _, e := range s.Table().Outbound {
-		if Probeable(e) {
+		if probeable(e) {
 			ws = append(ws, outboundWatch(e))
 		}
 	}
@@ -288,7 +288,7 @@ func (m *Monitor) kicked(ctx context.Context, work chan<- job) {
 			continue
 		}
 		e, err := s.OutboundByKey(key)
-		if err != nil || e == nil || !Probeable(e) {
+		if err != nil || e == nil || !probeable(e) {
 			continue
 		}
 		select {

@@ -29,7 +29,7 @@ func (m *Monitor) due() []queued {
 	}
 	var ws []watch
 	for _, e := range s.Table().Outbound {
-		if Probeable(e) {
+		if probeable(e) {
 			ws = append(ws, outboundWatch(e))
 		}
 	}

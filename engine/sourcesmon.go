@@ -35,7 +35,7 @@ func SourceEntry(r *srccache.Record) *store.Entry {
 // untrusted, no STARTTLS) is an event and an alert before mail is stuck.
 func (m *Monitor) CheckSource(ctx context.Context, e *store.Entry) ([]Finding, error) {
 	m.init()
-	if e == nil || !Probeable(e) {
+	if e == nil || !probeable(e) {
 		return nil, nil
 	}
 	w := outboundWatch(e)

@@ -99,11 +99,11 @@ func (r *Ring) Publish(e Event) {
 // Cap returns how many events the ring keeps.
 func (r *Ring) Cap() int { return len(r.buf) }
 
-// Restore puts events (oldest first), e.g. read back from a Log at start,
+// restore puts events (oldest first), e.g. read back from a Log at start,
 // into the ring as if they had been published before every later event.
 // They are neither counted in Totals (which count this process's events)
 // nor handed to subscribers (they were handled when they happened).
-func (r *Ring) Restore(evs []Event) {
+func (r *Ring) restore(evs []Event) {
 	if len(evs) > len(r.buf) {
 		evs = evs[len(evs)-len(r.buf):]
 	}

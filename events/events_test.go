@@ -43,7 +43,7 @@ func TestRingRestoreAndSince(t *testing.T) {
 	}
 	var notified int
 	r.Subscribe(func(Event) { notified++ })
-	r.Restore(old)
+	r.restore(old)
 	if notified != 0 || len(r.Totals()) != 0 {
 		t.Errorf("Restore notified %d subscribers, totals %v", notified, r.Totals())
 	}

@@ -392,13 +392,13 @@ func (l *Log) reopenCurrent() error {
 // events — a line torn by a crash, damage — are skipped and logged, never
 // an error; a missing file is an empty log.
 func (l *Log) Tail(n int) ([]Event, error) {
-	return ReadTail(l.path, l.opts.Keep, n, l.log)
+	return readTail(l.path, l.opts.Keep, n, l.log)
 }
 
-// ReadTail is Log.Tail for a log that is not open: the last n valid events
+// readTail is Log.Tail for a log that is not open: the last n valid events
 // of the file at path and its rotated files path.1 … path.keep, oldest
 // first. log (may be nil) hears about skipped lines.
-func ReadTail(path string, keep, n int, log *slog.Logger) ([]Event, error) {
+func readTail(path string, keep, n int, log *slog.Logger) ([]Event, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -513,7 +513,7 @@ func linesBackwards(file *os.File, size int64, partialTail bool, f func(line []b
 // daemon can log it and go on.
 func (l *Log) Attach(r *Ring) error {
 	evs, err := l.Tail(r.Cap())
-	r.Restore(evs)
+	r.restore(evs)
 	r.Subscribe(l.Append)
 	r.mu.Lock()
 	r.log = l // Scan reads the period's events from the files

@@ -71,7 +71,7 @@ func TestLogSurvivesRestart(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	got, err := ReadTail(path, DefaultLogKeep, 100, nil)
+	got, err := readTail(path, DefaultLogKeep, 100, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,12 +103,12 @@ func TestLogTornLastLine(t *testing.T) {
 			f.WriteString(tc.tail)
 			f.Close()
 
-			got, err := ReadTail(path, 0, 10, nil)
+			got, err := readTail(path, 0, 10, nil)
 			if err != nil || reasons(got) != "0,1" {
-				t.Fatalf("ReadTail = %s, %v; want 0,1", reasons(got), err)
+				t.Fatalf("readTail = %s, %v; want 0,1", reasons(got), err)
 			}
 			writeEvents(t, path, LogOptions{}, 2, 3)
-			got, err = ReadTail(path, 0, 10, nil)
+			got, err = readTail(path, 0, 10, nil)
 			if err != nil || reasons(got) != "0,1,2" {
 				t.Fatalf("after appending: %s, %v; want 0,1,2", reasons(got), err)
 			}
@@ -135,7 +135,7 @@ func TestLogRotatesBySize(t *testing.T) {
 	if _, err := os.Stat(path + ".3"); err == nil {
 		t.Errorf("%s.3 exists; Keep is 2", path)
 	}
-	got, err := ReadTail(path, opts.Keep, 100, nil)
+	got, err := readTail(path, opts.Keep, 100, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func TestLogRotatesBySize(t *testing.T) {
 	if len(got) != 25 || got[0].Reason != "30" || got[24].Reason != "54" {
 		t.Fatalf("tail across rotated files = %s", reasons(got))
 	}
-	got, _ = ReadTail(path, opts.Keep, 7, nil)
+	got, _ = readTail(path, opts.Keep, 7, nil)
 	if reasons(got) != "48,49,50,51,52,53,54" {
 		t.Fatalf("last 7 = %s", reasons(got))
 	}
@@ -165,7 +165,7 @@ func TestReadTailBlocks(t *testing.T) {
 	if err := os.WriteFile(path, b.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	got, err := ReadTail(path, 0, 5000, nil)
+	got, err := readTail(path, 0, 5000, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,16 +190,16 @@ func TestLogAppendNeverBlocks(t *testing.T) {
 	}
 	l.Close()
 	l.Append(ev(1))
-	got, _ := ReadTail(path, 0, 20000, nil)
+	got, _ := readTail(path, 0, 20000, nil)
 	if uint64(len(got))+l.Dropped() != 10001 {
 		t.Errorf("written %d + dropped %d != 10001 appended", len(got), l.Dropped())
 	}
 }
 
 func TestReadTailMissingFile(t *testing.T) {
-	got, err := ReadTail(filepath.Join(t.TempDir(), "none"), 3, 10, nil)
+	got, err := readTail(filepath.Join(t.TempDir(), "none"), 3, 10, nil)
 	if err != nil || len(got) != 0 {
-		t.Fatalf("ReadTail of a missing log = %v, %v; want empty, nil", got, err)
+		t.Fatalf("readTail of a missing log = %v, %v; want empty, nil", got, err)
 	}
 }
 
@@ -263,7 +263,7 @@ func TestLogFailedReopenKeepsRotatedFiles(t *testing.T) {
 				l.Append(ev(i))
 				deadline := time.Now().Add(10 * time.Second)
 				for {
-					got, _ := ReadTail(path, 2, 100, slog.New(slog.DiscardHandler))
+					got, _ := readTail(path, 2, 100, slog.New(slog.DiscardHandler))
 					if l.WriteErrors() > failed || len(got) > 0 && got[len(got)-1].Reason == fmt.Sprint(i) {
 						return
 					}

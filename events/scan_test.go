@@ -48,7 +48,7 @@ func waitWritten(t *testing.T, path string, keep, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		got, err := ReadTail(path, keep, n+1, nil)
+		got, err := readTail(path, keep, n+1, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
