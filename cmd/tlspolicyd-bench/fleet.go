@@ -73,23 +73,16 @@ func (b *bench) fleetStep(ctx context.Context) error {
 	}
 	b.logf("fleet daemons: shared cache off (pid %d), on (pid %d, redis-server %s)", ds[0].p.pid(), ds[1].p.pid(), b.redisAddr)
 	b.printHeader()
-	var ratios []float64
-	for n := 1; n <= fleetRounds; n++ {
-		var off *result
-		for _, d := range ds {
-			r, err := b.step(ctx, stepSpec{id: roundID("fleet-"+d.name, c, n), name: "shared cache " + d.name, proto: "socketmap",
-				addr: d.addr, cases: "fleet.jsonl", conns: c, d: b.o.dur, srvPID: d.p.pid(), daemon: true})
-			if err != nil {
-				return err
-			}
-			if off == nil {
-				off = r
-				b.add(r, nil)
-				continue
-			}
-			b.add(r, off) // the "x redis" column: the ratio to the unlinked daemon
-			ratios = append(ratios, r.ratio)
+	ratios, err := b.pairedRounds(ctx, fleetRounds, func(n int) [2]stepSpec {
+		var specs [2]stepSpec
+		for i, d := range ds {
+			specs[i] = stepSpec{id: roundID("fleet-"+d.name, c, n), name: "shared cache " + d.name, proto: "socketmap",
+				addr: d.addr, cases: "fleet.jsonl", conns: c, d: b.o.dur, srvPID: d.p.pid(), daemon: true}
 		}
+		return specs
+	})
+	if err != nil {
+		return err
 	}
 	m := median(ratios, true)
 	b.targets["fleet-rate"] = target{ok: m >= fleetRateMin,

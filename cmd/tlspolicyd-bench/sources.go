@@ -195,32 +195,44 @@ func (b *bench) sourcesStep(ctx context.Context) error {
 	b.logf("sources daemon (pid %d): first lookups of %d DANE and %d MTA-STS domains in %s",
 		p.pid(), sourcesDomains, sourcesDomains, time.Since(t0).Round(time.Millisecond))
 	b.printHeader()
-	var ratios []float64
-	for n := 1; n <= sourcesRounds; n++ {
-		var tr *result
-		for _, s := range []struct{ id, name, cases string }{
-			{roundID("sources-table", c, n), "table hits (same daemon)", "sources-table.jsonl"},
-			{roundID("sources-cached", c, n), "cached DANE/MTA-STS answers", "sources-cached.jsonl"},
-		} {
-			r, err := b.step(ctx, stepSpec{id: s.id, name: s.name, proto: "socketmap", addr: addr, cases: s.cases,
-				conns: c, d: b.o.dur, srvPID: p.pid(), daemon: true})
-			if err != nil {
-				return err
-			}
-			if tr == nil {
-				tr = r
-				b.add(r, nil)
-				continue
-			}
-			b.add(r, tr) // the "x redis" column: the ratio to the table hits
-			ratios = append(ratios, r.ratio)
+	ratios, err := b.pairedRounds(ctx, sourcesRounds, func(n int) [2]stepSpec {
+		return [2]stepSpec{
+			{id: roundID("sources-table", c, n), name: "table hits (same daemon)", proto: "socketmap", addr: addr,
+				cases: "sources-table.jsonl", conns: c, d: b.o.dur, srvPID: p.pid(), daemon: true},
+			{id: roundID("sources-cached", c, n), name: "cached DANE/MTA-STS answers", proto: "socketmap", addr: addr,
+				cases: "sources-cached.jsonl", conns: c, d: b.o.dur, srvPID: p.pid(), daemon: true},
 		}
+	})
+	if err != nil {
+		return err
 	}
 	m := median(ratios, true)
 	b.targets["sources-rate"] = target{ok: m >= sourcesRateMin,
 		detail: fmt.Sprintf("median %.2fx the table hits' rate (%s)", m, eachRound("%.2fx", ratios))}
 	b.notes = append(b.notes, "the sources step's \"x redis\" column is the ratio to the table hits of the same round")
 	return nil
+}
+
+// pairedRounds runs rounds of two steps each, the second judged against
+// the first of its round: its ratio goes in the "x redis" column and in
+// the ratios returned.
+func (b *bench) pairedRounds(ctx context.Context, rounds int, specs func(round int) [2]stepSpec) ([]float64, error) {
+	var ratios []float64
+	for n := 1; n <= rounds; n++ {
+		s := specs(n)
+		ref, err := b.step(ctx, s[0])
+		if err != nil {
+			return nil, err
+		}
+		b.add(ref, nil)
+		r, err := b.step(ctx, s[1])
+		if err != nil {
+			return nil, err
+		}
+		b.add(r, ref)
+		ratios = append(ratios, r.ratio)
+	}
+	return ratios, nil
 }
 
 // writeSourcesTable writes the table of the sources and fleet steps and
