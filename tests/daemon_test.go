@@ -22,6 +22,7 @@ import (
 // file:line, before any listener opens (README: "at start the daemon exits
 // 1").
 func TestServeRefusesInvalidTableAtStart(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	tests := []struct {
 		name, table, want string
@@ -57,6 +58,7 @@ func TestServeRefusesInvalidTableAtStart(t *testing.T) {
 // the table's directory watch gets no event, and only the signal makes
 // the daemon read the file again.
 func TestSIGHUPAppliesChange(t *testing.T) {
+	t.Parallel()
 	d, path := startDaemon(t, "outbound:\n  hup.example: encrypt\n", false)
 	if got := lookup(t, d, "hup.example"); got != "encrypt" {
 		t.Fatalf("initial answer %q, want encrypt", got)
@@ -86,6 +88,7 @@ func TestSIGHUPAppliesChange(t *testing.T) {
 // burn a core), keeps answering the connections it has, and accepts again
 // once descriptors are free.
 func TestAcceptBackoffOnEMFILE(t *testing.T) {
+	t.Parallel()
 	prlimit, err := exec.LookPath("prlimit")
 	if err != nil {
 		e2e.Skipf(t, "prlimit (util-linux) not installed")

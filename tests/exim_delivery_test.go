@@ -63,6 +63,7 @@ remote_mx:
 // deliver), and protocols= is ignored (delivered over TLS 1.2).
 func TestEximDelivery(t *testing.T) {
 	exim.Require(t)
+	t.Parallel()
 	d, _ := startDaemon(t, eximDeliveryTable, false)
 	ca := harness.NewTestCA(t, "tlspolicyd exim trusted CA")
 	other := harness.NewTestCA(t, "tlspolicyd exim untrusted CA")

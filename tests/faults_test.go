@@ -29,6 +29,7 @@ const faultRules = "tls_policy:perror.example=error;tls_policy:ppanic.example=pa
 // deferrals come from the faults. The daemon survives them all.
 func TestRealDaemonFaultsFailClosed(t *testing.T) {
 	harness.RequirePostfix(t)
+	t.Parallel()
 	bin := faultBinary(t)
 	dir := t.TempDir()
 	table := dir + "/table.yaml"

@@ -18,6 +18,7 @@ import (
 // without STARTTLS, while mail to an unlisted IPv4 literal is delivered.
 func TestIPv6NextHop(t *testing.T) {
 	harness.RequirePostfix(t)
+	t.Parallel()
 	if l, err := net.Listen("tcp", "[::1]:0"); err != nil {
 		e2e.Skipf(t, "no IPv6 loopback: %v", err)
 	} else {

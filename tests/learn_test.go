@@ -24,6 +24,7 @@ import (
 //     report that enforcing it would defer mail.
 func TestProbeDrivenPolicies(t *testing.T) {
 	harness.RequirePostfix(t)
+	t.Parallel()
 	zone := probetest.NewZone(t)
 	plainMX := harness.NewFakeMX(t, "127.0.0.2")
 	ca := harness.NewTestCA(t, "tlspolicyd learn CA")

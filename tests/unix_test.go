@@ -23,6 +23,7 @@ import (
 // sender without TLS is deferred at RCPT while the same over TLS passes.
 func TestUnixSockets(t *testing.T) {
 	harness.RequirePostfix(t)
+	t.Parallel()
 	mx := harness.NewFakeMX(t, "127.0.0.2")
 	ca := harness.NewTestCA(t, "tlspolicyd unix CA")
 	smtpd := "127.0.0.1:" + itoa(harness.FreePort(t, "127.0.0.1"))

@@ -22,6 +22,7 @@ import (
 // that is not the MX's, both stay deferred.
 func TestOutboundVerifiedDelivery(t *testing.T) {
 	harness.RequirePostfix(t)
+	t.Parallel()
 	ca := harness.NewTestCA(t, "tlspolicyd trusted CA")
 	other := harness.NewTestCA(t, "tlspolicyd untrusted CA") // not in smtp_tls_CAfile
 	pinned := other.Issue(t, "pinned.example")
