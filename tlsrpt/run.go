@@ -108,7 +108,8 @@ const maxTries = 6
 const checkEvery = 10 * time.Minute
 
 // Run sends, once after each UTC midnight, the reports of the day before
-// from the tracker's counts, and records that day as reported (saved with
+// (and of up to maxCatchUp earlier days not reported while the daemon was
+// down) from the tracker's counts, and records that day as reported (saved with
 // the tracker's state, so a restart does not send them twice; OnReported,
 // if set, is called then, e.g. to save it at once). A delivery that fails
 // is tried again every checkEvery, maxTries times in all.
@@ -137,19 +138,18 @@ func (r *Reporter) Run(ctx context.Context, t *outbound.Tracker) {
 			log.Info("tlsrpt: report delivered on a later try", "domain", u.Plan.Domain, "rua", u.RUA, "tries", u.Tries+1)
 		}
 		retry = again
-		yesterday := now().UTC().AddDate(0, 0, -1).Format(time.DateOnly)
-		if t.Reported() < yesterday {
-			plans, failed := r.Plan(ctx, yesterday, t.Day(yesterday))
+		for _, day := range dueDays(t.Reported(), now()) {
+			plans, failed := r.Plan(ctx, day, t.Day(day))
 			for d, err := range failed {
-				log.Warn("tlsrpt: no report for a domain: its _smtp._tls lookup failed", "domain", d, "day", yesterday, "error", err)
+				log.Warn("tlsrpt: no report for a domain: its _smtp._tls lookup failed", "domain", d, "day", day, "error", err)
 			}
 			sent, undelivered := r.Send(ctx, plans)
 			for _, u := range undelivered {
-				log.Warn("tlsrpt: report not delivered; trying again later", "domain", u.Plan.Domain, "rua", u.RUA, "day", yesterday, "error", u.Err)
+				log.Warn("tlsrpt: report not delivered; trying again later", "domain", u.Plan.Domain, "rua", u.RUA, "day", day, "error", u.Err)
 			}
 			retry = append(retry, undelivered...)
-			log.Info("tlsrpt: reports sent", "day", yesterday, "domains", len(plans), "deliveries", sent, "failed", len(undelivered))
-			t.SetReported(yesterday)
+			log.Info("tlsrpt: reports sent", "day", day, "domains", len(plans), "deliveries", sent, "failed", len(undelivered))
+			t.SetReported(day)
 			if r.OnReported != nil {
 				r.OnReported()
 			}
@@ -160,6 +160,29 @@ func (r *Reporter) Run(ctx context.Context, t *outbound.Tracker) {
 		case <-time.After(r.every()):
 		}
 	}
+}
+
+// maxCatchUp is how many past days Run reports after the daemon was down
+// over midnight.
+const maxCatchUp = 7
+
+// dueDays returns the UTC days whose reports are due at now, oldest first:
+// those after reported up to yesterday (at most maxCatchUp of them), or
+// yesterday alone when nothing was reported yet.
+func dueDays(reported string, now time.Time) []string {
+	yesterday := now.UTC().AddDate(0, 0, -1)
+	last, err := time.Parse(time.DateOnly, reported)
+	if err != nil || reported == "" {
+		return []string{yesterday.Format(time.DateOnly)}
+	}
+	var days []string
+	for d := last.AddDate(0, 0, 1); !d.After(yesterday); d = d.AddDate(0, 0, 1) {
+		days = append(days, d.Format(time.DateOnly))
+	}
+	if len(days) > maxCatchUp {
+		days = days[len(days)-maxCatchUp:]
+	}
+	return days
 }
 
 func (r *Reporter) every() time.Duration {

@@ -366,3 +366,21 @@ func TestRunRetries(t *testing.T) {
 		t.Fatalf("%d mails, want 1", len(box.msgs))
 	}
 }
+
+func TestDueDays(t *testing.T) {
+	now := time.Date(2026, 12, 8, 0, 30, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		reported string
+		want     string
+	}{
+		{"", "2026-12-07"},
+		{"2026-12-07", ""},
+		{"2026-12-05", "2026-12-06 2026-12-07"},
+		{"2026-11-01", "2026-12-01 2026-12-02 2026-12-03 2026-12-04 2026-12-05 2026-12-06 2026-12-07"},
+		{"2026-12-09", ""}, // the clock went back
+	} {
+		if got := strings.Join(dueDays(tc.reported, now), " "); got != tc.want {
+			t.Errorf("reported %q: %q, want %q", tc.reported, got, tc.want)
+		}
+	}
+}
