@@ -62,6 +62,9 @@ func TestParsePolicyModes(t *testing.T) {
 		{"version: STSv1\nmode: enforce\nmx: *.*.a.test\nmax_age: 1\n", false, "", ""},            // two wildcards
 		{"version: STSv1\nmode: enforce\nmode: none\nmx: mx.a.test\nmax_age: 1\n", false, "", ""}, // repeated
 		{"version: STSv1\nmode enforce\nmx: mx.a.test\nmax_age: 1\n", false, "", ""},              // no colon
+		{"version: STSv1\nmode: enforce\nmx: 0.0\nmax_age: 1\n", false, "", ""},                   // all-numeric (found by FuzzParsePolicy)
+		{"version: STSv1\nmode: enforce\nmx: -mx.a.test\nmax_age: 1\n", false, "", ""},            // a label starting with -
+		{"version: STSv1\nmode: enforce\nmx: 1.example\nmax_age: 1\n", true, ModeEnforce, "secure match=1.example servername=hostname"},
 	} {
 		p, err := ParsePolicy([]byte(c.in))
 		if (err == nil) != c.ok {
