@@ -44,6 +44,7 @@ import (
 // domain whose DNS publishes _smtp._tls, received by an SMTP and an HTTPS
 // sink and checked field by field.
 func TestMaillogRealPostfix(t *testing.T) {
+	t.Parallel()
 	harness.RequirePostfix(t)
 	ca := harness.NewTestCA(t, "tlspolicyd trusted CA")
 	other := harness.NewTestCA(t, "tlspolicyd untrusted CA")
@@ -407,6 +408,7 @@ func tlspolicyd(t *testing.T, args ...string) string {
 // following that log counts each under its reason, raises the stuck-mail
 // event for the two TLS policy deferrals and none for the bounce.
 func TestMaillogFailClosedAndBounce(t *testing.T) {
+	t.Parallel()
 	harness.RequirePostfix(t)
 	stub := harness.NewStubSocketmap(t, map[string]string{
 		"tls_policy temp.example":             "TEMP policy store unavailable",
