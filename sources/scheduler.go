@@ -66,7 +66,7 @@ func (m *Manager) refreshBatch(ctx context.Context, due []*srccache.Record, now 
 				_ = m.cfg.Cache.Delete(r.Kind, r.Domain)
 				m.used.Delete(r.Domain)
 			} else if r.Refresh.Before(r.Expires) {
-				_ = m.cfg.Cache.Put(keepUntil(r))
+				_ = m.cfg.Cache.Reschedule(r, r.Expires)
 			}
 			m.dirty.Store(true)
 			continue
@@ -82,13 +82,6 @@ func (m *Manager) refreshBatch(ctx context.Context, due []*srccache.Record, now 
 		}()
 	}
 	wg.Wait()
-}
-
-// keepUntil returns r to be looked at again when it expires.
-func keepUntil(r *srccache.Record) *srccache.Record {
-	c := *r
-	c.Refresh = r.Expires
-	return &c
 }
 
 func (m *Manager) enabled(k srccache.Kind) bool {

@@ -20,7 +20,8 @@ type Options struct {
 	MaxRecords int
 	// Path is the snapshot file Save writes and Load reads ("" = none).
 	Path string
-	// OnChange, if set, is called after every committed change with the
+	// OnChange, if set, is called after every committed Put and Delete
+	// (not for Reschedule or Load) and eviction, with the
 	// record before (nil for a new one) and after (nil when deleted or
 	// evicted). It runs on the writer's goroutine, under the write lock:
 	// it must not block or call back into the cache;
@@ -118,7 +119,20 @@ func (c *Cache) Evicted() uint64 { return c.evicted.Load() }
 // Put inserts r, replacing the record of the same kind and domain, and
 // evicts the records expiring first if the cache is over its bound. r
 // must not be modified afterwards.
-func (c *Cache) Put(r *Record) error {
+func (c *Cache) Put(r *Record) error { return c.put(r, true) }
+
+// Reschedule replaces r's record with a copy whose Refresh is refresh:
+// the scheduler's own bookkeeping, not a new fact about the domain, so
+// OnChange is not called.
+func (c *Cache) Reschedule(r *Record, refresh time.Time) error {
+	cp := *r
+	cp.Refresh = refresh
+	return c.put(&cp, false)
+}
+
+// put inserts r; notify says whether OnChange hears of it (evictions are
+// always reported).
+func (c *Cache) put(r *Record, notify bool) error {
 	if r == nil || r.Kind == "" || r.Domain == "" {
 		return errors.New("srccache: record without kind or domain")
 	}
@@ -162,7 +176,9 @@ func (c *Cache) Put(r *Record) error {
 		prev = old.(*Record)
 	}
 	if c.opts.OnChange != nil {
-		c.opts.OnChange(prev, r)
+		if notify {
+			c.opts.OnChange(prev, r)
+		}
 		for _, v := range evicted {
 			c.opts.OnChange(v, nil)
 		}

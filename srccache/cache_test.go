@@ -132,3 +132,31 @@ func TestSnapshot(t *testing.T) {
 		t.Fatalf("left %v", m)
 	}
 }
+
+// Rescheduling and restoring a snapshot are not changes OnChange hears
+// of (a shared cache would republish every record at each start);
+// rescheduling moves the record in the refresh index.
+func TestQuietWrites(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sources.json")
+	changes := 0
+	c, _ := New(Options{Path: path, OnChange: func(_, _ *Record) { changes++ }})
+	r := rec(KindMTASTS, "a.test", time.Hour, 24*time.Hour)
+	_ = c.Put(r)
+	if err := c.Reschedule(r, t0.Add(20*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if due, next := c.Due(t0.Add(2*time.Hour), 10); len(due) != 0 || !next.Equal(t0.Add(20*time.Hour)) {
+		t.Fatalf("after Reschedule: due %v, next %v", due, next)
+	}
+	if got := c.Get(KindMTASTS, "a.test"); got.Refresh != t0.Add(20*time.Hour) || r.Refresh != t0.Add(time.Hour) {
+		t.Fatalf("Reschedule changed the record in place or not at all: %v, %v", got.Refresh, r.Refresh)
+	}
+	_ = c.Save()
+	d, _ := New(Options{Path: path, OnChange: func(_, _ *Record) { changes++ }})
+	if n, err := d.Load(t0); n != 1 || err != nil {
+		t.Fatalf("Load = %d, %v", n, err)
+	}
+	if changes != 1 {
+		t.Fatalf("OnChange called %d times, want once (the Put)", changes)
+	}
+}

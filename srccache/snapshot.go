@@ -60,8 +60,9 @@ func (c *Cache) Save() error {
 }
 
 // Load reads the snapshot at Options.Path into the cache, skipping
-// records that have expired by now. A missing file is not an error; a
-// corrupt one is, and leaves the cache as it was.
+// records that have expired by now. OnChange does not hear of the
+// records restored (they were changes when fetched). A missing file is
+// not an error; a corrupt one is, and leaves the cache as it was.
 func (c *Cache) Load(now time.Time) (int, error) {
 	if c.opts.Path == "" {
 		return 0, nil
@@ -85,7 +86,7 @@ func (c *Cache) Load(now time.Time) (int, error) {
 		if r == nil || r.Kind == "" || r.Domain == "" || !r.Valid(now) {
 			continue
 		}
-		if err := c.Put(r); err != nil {
+		if err := c.put(r, false); err != nil {
 			return n, err
 		}
 		n++
