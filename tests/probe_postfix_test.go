@@ -14,7 +14,7 @@ import (
 	"github.com/tlspolicyd/tlspolicyd/tests/internal/harness"
 )
 
-// TestProbeRealPostfix probes a real Postfix smtpd as the MX (issue 5): an
+// TestProbeRealPostfix probes a real Postfix smtpd as the MX: an
 // in-process DNS zone gives tls.tlspolicyd-test.invalid an MX host whose
 // certificate (from a test CA) names it, served by Postfix with STARTTLS;
 // notls.tlspolicyd-test.invalid points at a Postfix listener without TLS.

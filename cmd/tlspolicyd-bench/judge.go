@@ -17,7 +17,7 @@ type target struct {
 	detail string
 }
 
-// targetIDs are issue 7's targets in the order the summary prints them.
+// targetIDs are the performance targets in the order the summary prints them.
 var targetIDs = []string{"sm-rate", "sm-p99", "pd-rate", "errors", "reload-time", "reload-clean", "mem-rss", "mem-startup", "sources-rate", "fleet-rate"}
 
 // Issue 7's thresholds, as ratios to redis GET at the target count.
@@ -164,7 +164,7 @@ func median(v []float64, higherIsBetter bool) float64 {
 	return s[m]
 }
 
-// summary prints one line per target of issue 7 (PASS, FAIL, or SKIP
+// summary prints one line per performance target (PASS, FAIL, or SKIP
 // when the run did not measure it); it reports whether none failed.
 func (b *bench) summary() bool {
 	b.judgeLoad()
@@ -198,7 +198,7 @@ func (b *bench) summary() bool {
 		b.targets["errors"] = target{ok: errs == 0 && wrong == 0,
 			detail: fmt.Sprintf("errors=%d wrong=%d of %s checked answers", errs, wrong, thousands(int(checked)))}
 	}
-	fmt.Fprintf(b.out, "\ntargets of issue 7 (%s in all):\n", time.Since(b.start).Round(time.Second))
+	fmt.Fprintf(b.out, "\nperformance targets (%s in all):\n", time.Since(b.start).Round(time.Second))
 	all := true
 	for _, id := range targetIDs {
 		t, ok := b.targets[id]
@@ -216,9 +216,9 @@ func (b *bench) summary() bool {
 		switch {
 		case t.skip:
 		case (id == "sm-rate" || id == "sm-p99" || id == "pd-rate") && c != 32:
-			detail += " [issue 7 sets it at 32 connections]"
+			detail += " [the target is set at 32 connections]"
 		case (id == "mem-rss" || id == "mem-startup") && b.o.memEntries != 1_000_000:
-			detail += " [issue 7 sets it at 1,000,000 entries]"
+			detail += " [the target is set at 1,000,000 entries]"
 		}
 		if id == "pd-rate" && !t.skip && b.o.unmet != defaultUnmet {
 			// Also beside the connection count's note: both depart from

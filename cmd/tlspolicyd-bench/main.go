@@ -1,5 +1,5 @@
 // Command tlspolicyd-bench measures tlspolicyd on this machine against
-// redis-server in one run (issue 7, bench/README.md): it generates a
+// redis-server in one run (bench/README.md): it generates a
 // 100,000-entry policy table with 10,000 inbound rules, starts the daemon
 // built from this repository and a redis-server loaded with the same keys,
 // drives both with bench/loadgen at 1, 8 and 32 connections (every answer
@@ -8,8 +8,8 @@
 // memory and start-up time of a 1,000,000-entry table. The daemon runs as
 // shipped, its monitor included (prober confined to loopback). It prints
 // rates, latency percentiles, the servers' CPU per request, ratios to
-// redis GET, what the daemon spent while idle, and PASS/FAIL per target of
-// issue 7; the exit status is 1 if a target failed.
+// redis GET, what the daemon spent while idle, and PASS/FAIL per
+// performance target; the exit status is 1 if a target failed.
 //
 //	go run ./cmd/tlspolicyd-bench                        # full run
 //	go run ./cmd/tlspolicyd-bench -quick                 # smoke run on smaller tables
@@ -217,7 +217,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 const defaultUnmet = 50
 
 // targetConns is the connection count the throughput and p99 targets are
-// judged at: issue 7's 32 when it is measured, else the highest.
+// judged at: the targets' 32 when it is measured, else the highest.
 func targetConns(conns []int) int {
 	if slices.Contains(conns, 32) {
 		return 32
