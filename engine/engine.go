@@ -1,7 +1,8 @@
 // Package engine is the policy engine behind both protocol servers: it holds
 // the current policy table (swapped atomically on reload), resolves
 // socketmap lookups with store.Store.Resolve (socketmap.Handler), and
-// evaluates inbound rules for policy delegation requests (policyd.Handler).
+// evaluates inbound rules for policy delegation requests (policyd.Handler,
+// decided in inbound.go).
 // It fails closed: anything it cannot decide is an error, which the servers
 // answer with TEMP or "450 4.7.10", never a weaker answer than the table says.
 package engine
@@ -10,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -211,26 +211,6 @@ func newEventText(in *inboundRequest) *eventText {
 	b = b[:min(len(b), n3+sanitizeMax)]
 	s := string(b)
 	return &eventText{domain: s[:n1], sender: s[n1:n2], recipient: s[n2:n3], client: s[n3:]}
-}
-
-// fromRequest reads the attributes rules look at, and normalises them.
-func fromRequest(req *policyd.Request) inboundRequest {
-	in := inboundRequest{
-		Sender:        req.Get("sender"),
-		Recipient:     req.Get("recipient"),
-		ClientAddress: req.Get("client_address"),
-		ClientName:    req.Get("client_name"),
-		Protocol:      req.Get("encryption_protocol"),
-		CertFP:        req.Get("ccert_fingerprint"),
-		PubkeyFP:      req.Get("ccert_pubkey_fingerprint"),
-	}
-	in.sender = parseAddress(in.Sender)
-	in.recipient = parseAddress(in.Recipient)
-	if a, err := netip.ParseAddr(in.ClientAddress); err == nil {
-		in.client = a.Unmap()
-	}
-	in.name = verifiedName(in.ClientName)
-	return in
 }
 
 var (
