@@ -29,6 +29,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if file := os.Getenv(peakRSSEnv); file != "" {
+		os.Exit(peakRSSHelper(file))
+	}
 	dir, err := os.MkdirTemp("", "tlspolicyd-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tests: temp dir:", err)
