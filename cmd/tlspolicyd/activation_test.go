@@ -19,7 +19,12 @@ import (
 // TestMain lets the test binary act as the daemon: with
 // TLSPOLICYD_RUN_MAIN=1 it runs the CLI instead of the tests, so a test
 // can exec it with inherited sockets as systemd would.
+//
+// Neither reads the system's config file: an installed package's
+// (sources.cache: /var/lib/tlspolicyd/sources.json, …) overrode the
+// defaults the tests assert.
 func TestMain(m *testing.M) {
+	defaultConfigPath = "/nonexistent/tlspolicyd-test/tlspolicyd.yaml"
 	if os.Getenv("TLSPOLICYD_RUN_MAIN") == "1" {
 		os.Exit(run(os.Args, os.Stdout, os.Stderr))
 	}

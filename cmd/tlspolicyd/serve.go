@@ -33,7 +33,9 @@ import (
 	"github.com/tlspolicyd/tlspolicyd/web"
 )
 
-const defaultConfigPath = "/etc/tlspolicyd/tlspolicyd.yaml"
+// defaultConfigPath is the --config default, read when it exists. A var
+// so that tests do not read the file a package installed on the machine.
+var defaultConfigPath = "/etc/tlspolicyd/tlspolicyd.yaml"
 
 func configFlags() []cli.Flag {
 	return []cli.Flag{
