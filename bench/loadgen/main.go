@@ -15,15 +15,12 @@ package main
 
 import (
 	"bufio"
-	"bytes"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,28 +29,6 @@ import (
 
 // startedLine is what -announce prints when the measured run begins.
 const startedLine = "loadgen: load started"
-
-// testCase is one line of a -cases file (JSON lines).
-type testCase struct {
-	// Key is the socketmap key or redis key; for policy requests without
-	// Req it is the sender domain filled into a built-in request.
-	Key string `json:"key"`
-	// Req is a complete policy delegation request (name=value lines,
-	// without the final empty line).
-	Req string `json:"req,omitempty"`
-	// Want is the exact reply: the socketmap payload ("OK encrypt",
-	// "NOTFOUND "), the redis value ("(nil)" for a missing key), or the
-	// policy reply without the final newlines ("action=DUNNO").
-	Want string `json:"want,omitempty"`
-	// Prefix and Contains check the reply when Want is empty.
-	Prefix   string `json:"prefix,omitempty"`
-	Contains string `json:"contains,omitempty"`
-	// Next is the exact reply after a reload (socketmap and redis): the
-	// reply may then be Want or Next, never Want again once Next was seen.
-	Next string `json:"next,omitempty"`
-
-	wire []byte // the request as sent
-}
 
 // stats is what one connection measured.
 type stats struct {
@@ -236,166 +211,4 @@ func main() {
 		line += fmt.Sprintf(" old=%d new=%d stale=%d first_new_unix_ns=%d", nold, nnew, stale, fn)
 	}
 	fmt.Println(line)
-}
-
-// check compares reply with what tc expects; t0 and t1 are the send and
-// receive times, recorded for the reload check.
-func (s *stats) check(tc *testCase, reply string, t0, t1 time.Time) error {
-	switch {
-	case tc.Next != "" && reply == tc.Next:
-		if s.firstNew.IsZero() {
-			s.firstNew = t1
-		}
-		s.new++
-		return nil
-	case tc.Next != "" && reply == tc.Want:
-		if !s.firstNew.IsZero() {
-			s.wrong++
-			return fmt.Errorf("old reply %q for %q after this connection saw the new table", reply, tc.Key)
-		}
-		s.oldSent = append(s.oldSent, t0)
-		s.old++
-		return nil
-	case tc.Want != "":
-		if reply != tc.Want {
-			s.wrong++
-			if tc.Next != "" {
-				return fmt.Errorf("reply %q for %q, want %q (old) or %q (new)", reply, tc.Key, tc.Want, tc.Next)
-			}
-			return fmt.Errorf("reply %q for %q, want %q", reply, tc.Key, tc.Want)
-		}
-	}
-	if tc.Prefix != "" && !strings.HasPrefix(reply, tc.Prefix) {
-		s.wrong++
-		return fmt.Errorf("unexpected reply %q for %q, want prefix %q", reply, tc.Key, tc.Prefix)
-	}
-	if tc.Contains != "" && !strings.Contains(reply, tc.Contains) {
-		s.wrong++
-		return fmt.Errorf("unexpected reply %q for %q, want it to contain %q", reply, tc.Key, tc.Contains)
-	}
-	return nil
-}
-
-// encode builds the request bytes for one case once, so the generator
-// spends its CPU on the sockets rather than on formatting.
-func encode(proto, mapName string, c *testCase, n int) []byte {
-	var b bytes.Buffer
-	switch proto {
-	case "socketmap":
-		q := mapName + " " + c.Key
-		fmt.Fprintf(&b, "%d:%s,", len(q), q)
-	case "policy":
-		if c.Req != "" {
-			b.WriteString(strings.TrimRight(c.Req, "\n"))
-			b.WriteString("\n\n")
-		} else {
-			k := c.Key
-			fmt.Fprintf(&b, "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nclient_address=192.0.2.%d\nclient_name=mx.%s\nreverse_client_name=mx.%s\nhelo_name=mx.%s\nsender=alice@%s\nrecipient=bob@ourcorp.example\nrecipient_count=0\nqueue_id=\ninstance=%x.1\nsize=1234\nencryption_protocol=TLSv1.3\nencryption_cipher=TLS_AES_256_GCM_SHA384\nencryption_keysize=256\n\n", n%250, k, k, k, k, n)
-		}
-	case "redis":
-		fmt.Fprintf(&b, "*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n", len(c.Key), c.Key)
-	default:
-		fmt.Fprintf(os.Stderr, "loadgen: unknown -proto %q\n", proto)
-		os.Exit(2)
-	}
-	return b.Bytes()
-}
-
-func readKeys(name string) ([]*testCase, error) {
-	b, err := os.ReadFile(name)
-	if err != nil {
-		return nil, err
-	}
-	var cs []*testCase
-	for _, l := range strings.Split(string(b), "\n") {
-		if l = strings.TrimSpace(l); l != "" {
-			cs = append(cs, &testCase{Key: l})
-		}
-	}
-	return cs, nil
-}
-
-func readCases(name string) ([]*testCase, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var cs []*testCase
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for line := 1; sc.Scan(); line++ {
-		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
-			continue
-		}
-		c := new(testCase)
-		if err := json.Unmarshal(sc.Bytes(), c); err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", name, line, err)
-		}
-		cs = append(cs, c)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	return cs, nil
-}
-
-func readNetstring(r *bufio.Reader) (string, error) {
-	ls, err := r.ReadSlice(':')
-	if err != nil {
-		return "", err
-	}
-	n, err := strconv.Atoi(string(ls[:len(ls)-1]))
-	if err != nil || n < 0 || n > 100000 {
-		return "", fmt.Errorf("bad netstring length %q", ls)
-	}
-	buf := make([]byte, n+1)
-	if _, err := io.ReadFull(r, buf); err != nil {
-		return "", err
-	}
-	if buf[n] != ',' {
-		return "", fmt.Errorf("netstring without comma")
-	}
-	return string(buf[:n]), nil
-}
-
-// readPolicy reads a policy reply and returns it without the final
-// newlines ("action=DUNNO").
-func readPolicy(r *bufio.Reader) (string, error) {
-	var sb strings.Builder
-	for {
-		l, err := r.ReadSlice('\n')
-		if err != nil {
-			return "", err
-		}
-		if len(l) == 1 {
-			if sb.Len() == 0 {
-				return "", fmt.Errorf("empty policy reply")
-			}
-			return strings.TrimSuffix(sb.String(), "\n"), nil
-		}
-		sb.Write(l)
-	}
-}
-
-// readRESP reads a RESP reply: a bulk string's value, "(nil)" for a
-// missing key, or the line of any other reply.
-func readRESP(r *bufio.Reader) (string, error) {
-	l, err := r.ReadString('\n')
-	if err != nil {
-		return "", err
-	}
-	if strings.HasPrefix(l, "$") {
-		n, err := strconv.Atoi(strings.TrimSpace(l[1:]))
-		if err != nil {
-			return "", fmt.Errorf("bad RESP length %q", l)
-		}
-		if n < 0 {
-			return "(nil)", nil
-		}
-		buf := make([]byte, n+2)
-		_, err = io.ReadFull(r, buf)
-		return string(buf[:n]), err
-	}
-	return strings.TrimRight(l, "\r\n"), nil
 }
