@@ -243,3 +243,27 @@ func TestResolveDANEFailClosed(t *testing.T) {
 		t.Errorf("stats %+v", e.m.Stats())
 	}
 }
+
+// Past sources.timeout, a domain whose last DANE answer found TLSA
+// records gets TEMP (records known to exist), never a weaker answer.
+func TestResolveTimeoutKnownDANE(t *testing.T) {
+	e := newEnv(t, 300*time.Millisecond, "unused.test")
+	e.dns.Add(t, "k.test. 300 IN MX 10 mx.k.test.")
+	e.dns.Add(t, "mx.k.test. 300 IN A 192.0.2.1")
+	e.dns.Add(t, "_25._tcp.mx.k.test. 300 IN TLSA 3 1 1 "+digest)
+	e.dns.Sign("k.test")
+	if d := e.resolve(t, "k.test"); d.Policy != "dane-only" {
+		t.Fatalf("k.test: %+v", d)
+	}
+	r := *e.m.Cache().Get(srccache.KindDANE, "k.test")
+	r.Expires = time.Now().Add(-time.Second)
+	_ = e.m.Cache().Put(&r)
+	e.dns.Delay(time.Second)
+	start := time.Now()
+	if _, err := e.m.Resolve(context.Background(), "k.test"); !errors.Is(err, ErrTemp) {
+		t.Fatalf("lookup past the bound: err %v, want ErrTemp", err)
+	}
+	if el := time.Since(start); el > 900*time.Millisecond {
+		t.Fatalf("waited %v with a 300ms bound", el)
+	}
+}
