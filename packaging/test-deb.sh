@@ -29,9 +29,16 @@ pkg_known() { # dpkg has it in any state but not-installed (installed, config-fi
 	status=$(dpkg-query -W -f='${Status}' tlspolicyd 2>/dev/null) || return 1
 	[ -n "$status" ] && [[ "$status" != *" not-installed" ]]
 }
-if ! command -v lintian >/dev/null; then
+# lintian, systemd for systemd-analyze and man-db for its check of the
+# units' Documentation=man:tlspolicyd(8) (a container image may lack them).
+missing=""
+command -v lintian >/dev/null || missing="$missing lintian"
+command -v systemd-analyze >/dev/null || missing="$missing systemd"
+command -v man >/dev/null || missing="$missing man-db"
+if [ -n "$missing" ]; then
 	apt_get update
-	apt_get install lintian
+	# shellcheck disable=SC2086
+	apt_get install $missing
 fi
 for tool in postmap setpriv systemd-analyze lintian dpkg-deb; do
 	command -v "$tool" >/dev/null || fail "$tool not found (Postfix: tests/install-deps.sh)"
@@ -130,7 +137,7 @@ got=$(tlspolicyd --version)
 # (grep -q on a pipe could end the writer with SIGPIPE, failing under pipefail)
 man_page=$(zcat /usr/share/man/man8/tlspolicyd.8.gz)
 grep -q '^\.TH tlspolicyd 8' <<<"$man_page" || fail "man page is not tlspolicyd(8)"
-if command -v man >/dev/null && MANWIDTH=80 man --warnings -l /usr/share/man/man8/tlspolicyd.8.gz 2>&1 >/dev/null | grep .; then
+if MANWIDTH=80 man --warnings -l /usr/share/man/man8/tlspolicyd.8.gz 2>&1 >/dev/null | grep .; then
 	fail "man reports problems in the page"
 fi
 completion=$(tlspolicyd --generate-bash-completion)
