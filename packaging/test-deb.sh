@@ -70,6 +70,16 @@ if pkg_known; then
 	apt_get purge tlspolicyd >/dev/null
 fi
 
+# A daemon run as root with the default paths (tests, benchmarks) creates
+# /var/lib/tlspolicyd with root-owned files the packaged daemon cannot
+# write: the package did not make them, so they go before it is installed.
+for d in /var/lib/tlspolicyd /etc/tlspolicyd; do
+	if [ -e "$d" ]; then
+		echo "test-deb: removing $d, left without the package: $(ls -A "$d" | tr '\n' ' ')"
+		rm -rf "$d"
+	fi
+done
+
 # --- build and lint ---------------------------------------------------------
 DIST="$tmp/dist1" bash packaging/build-deb.sh
 deb1=$(ls "$tmp"/dist1/tlspolicyd_*.deb)
