@@ -40,7 +40,7 @@ func TestServeRefusesInvalidTableAtStart(t *testing.T) {
 				writeFile(t, path, tc.table)
 			}
 			addr := "127.0.0.1:" + itoa(harness.FreePort(t, "127.0.0.1"))
-			code, out := runBinary(t, "serve", "--table", path, "--socketmap", addr, "--policyd", "", "--http", "",
+			code, out := runBinary(t, "serve", "--config", harness.EmptyConfig(t), "--table", path, "--socketmap", addr, "--policyd", "", "--http", "",
 				"--event-log", "", "--probe-cache", "", "--resolver", harness.NoResolver)
 			if code != 1 || !strings.Contains(out, tc.want) {
 				t.Errorf("exit %d, output:\n%s\nwant exit 1 and %q", code, out, tc.want)

@@ -109,6 +109,20 @@ func StartDaemon(t testing.TB, bin, table string, extra ...string) *Daemon {
 	return StartDaemonEnv(t, nil, bin, table, extra...)
 }
 
+// EmptyConfig writes an empty daemon configuration file and returns its
+// path, for --config: without it the daemon reads
+// /etc/tlspolicyd/tlspolicyd.yaml when that exists (an installed package,
+// e.g. while packaging/test-deb.sh runs), whose log, cache and source
+// settings would leak into a test.
+func EmptyConfig(t testing.TB) string {
+	t.Helper()
+	conf := filepath.Join(t.TempDir(), "tlspolicyd.yaml")
+	if err := os.WriteFile(conf, []byte("# tests: every setting from the command line\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return conf
+}
+
 // StartDaemonEnv is StartDaemon with env (NAME=value) added to the
 // daemon's environment, e.g. TLSPOLICYD_FAULTS for a FaultsTag build.
 func StartDaemonEnv(t testing.TB, env []string, bin, table string, extra ...string) *Daemon {
@@ -121,7 +135,7 @@ func StartDaemonEnv(t testing.TB, env []string, bin, table string, extra ...stri
 // queue directory, which its chrooted clients reach as private/NAME).
 func StartDaemonAt(t testing.TB, env []string, bin, table, addr string, extra ...string) *Daemon {
 	t.Helper()
-	args := append([]string{"serve", "--table", table, "--socketmap", addr, "--policyd", "", "--http", "",
+	args := append([]string{"serve", "--config", EmptyConfig(t), "--table", table, "--socketmap", addr, "--policyd", "", "--http", "",
 		"--probe-cache", filepath.Join(t.TempDir(), "probes.json"),
 		"--event-log", filepath.Join(t.TempDir(), "events.jsonl"),
 		// The daemon's prober must never query the machine's resolver (a
