@@ -27,7 +27,8 @@ const (
 // InboundRule is one rule of the inbound section (DESIGN.md §7). List
 // entries are normalized: lower-case names and addresses, canonical IP
 // addresses and prefixes, fingerprints as upper-case hex with colons (the
-// form Postfix sends in ccert_fingerprint).
+// form Postfix sends in ccert_fingerprint). The engine compiles, checks
+// and decides them (engine/inbound.go).
 type InboundRule struct {
 	Name         string
 	From         []string // sender address, domain, .domain, or "<>" for the null sender
