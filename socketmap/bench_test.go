@@ -7,9 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/tlspolicyd/tlspolicyd/internal/memconn"
 )
 
 // BenchmarkDecode measures parsing buffered request netstrings.
@@ -145,64 +146,6 @@ func BenchmarkRequestRoundTrip(b *testing.B) {
 	})
 }
 
-// memConn is a net.Conn that serves a fixed request to every Read until n
-// requests have been read, then io.EOF, and discards what is written. It
-// lets BenchmarkServeLoop measure the server's own work per request with
-// no system call and no scheduler in the way.
-type memConn struct {
-	req    []byte
-	n      int
-	closed chan struct{}
-	once   sync.Once
-}
-
-func (c *memConn) Read(p []byte) (int, error) {
-	if c.n == 0 {
-		return 0, io.EOF
-	}
-	c.n--
-	return copy(p, c.req), nil
-}
-
-func (c *memConn) Write(p []byte) (int, error) { return len(p), nil }
-func (c *memConn) Close() error {
-	c.once.Do(func() { close(c.closed) })
-	return nil
-}
-func (c *memConn) LocalAddr() net.Addr              { return memAddr{} }
-func (c *memConn) RemoteAddr() net.Addr             { return memAddr{} }
-func (c *memConn) SetDeadline(time.Time) error      { return nil }
-func (c *memConn) SetReadDeadline(time.Time) error  { return nil }
-func (c *memConn) SetWriteDeadline(time.Time) error { return nil }
-
-type memAddr struct{}
-
-func (memAddr) Network() string { return "mem" }
-func (memAddr) String() string  { return "mem" }
-
-// oneConnListener hands out one connection, then blocks until closed.
-type oneConnListener struct {
-	c      net.Conn
-	closed chan struct{}
-	once   sync.Once
-}
-
-func (l *oneConnListener) Accept() (net.Conn, error) {
-	if c := l.c; c != nil {
-		l.c = nil
-		return c, nil
-	}
-	<-l.closed
-	return nil, net.ErrClosed
-}
-
-func (l *oneConnListener) Close() error {
-	l.once.Do(func() { close(l.closed) })
-	return nil
-}
-
-func (l *oneConnListener) Addr() net.Addr { return memAddr{} }
-
 // BenchmarkServeLoop measures the server's own work per request (reading
 // and parsing the request, the Handler call under its timeout, encoding
 // and flushing the reply) on an in-memory connection that answers each
@@ -227,8 +170,8 @@ func BenchmarkServeLoopObserve(b *testing.B) {
 // serveLoop runs BenchmarkServeLoop with the Observe hook given.
 func serveLoop(b *testing.B, observe func(string, Status, time.Duration)) {
 	b.ReportAllocs()
-	conn := &memConn{req: AppendNetstring(nil, "tls_policy mail.bank.example"), n: b.N, closed: make(chan struct{})}
-	l := &oneConnListener{c: conn, closed: make(chan struct{})}
+	conn := memconn.New(AppendNetstring(nil, "tls_policy mail.bank.example"), b.N)
+	l := memconn.NewListener(conn)
 	s := &Server{
 		Handler: HandlerFunc(func(context.Context, string, string) (Reply, error) { return benchReply, nil }),
 		Observe: observe,
@@ -236,7 +179,7 @@ func serveLoop(b *testing.B, observe func(string, Status, time.Duration)) {
 	}
 	b.ResetTimer()
 	go s.Serve(l)
-	<-conn.closed
+	<-conn.Closed()
 	b.StopTimer()
 	if err := s.Shutdown(context.Background()); err != nil {
 		b.Fatal(err)
