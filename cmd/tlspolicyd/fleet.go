@@ -113,8 +113,8 @@ func (l *fleetLink) sourceChanged(_, cur *srccache.Record) {
 	l.publish(fleetSource+string(cur.Kind), cur.Domain, cur.Expires, cur)
 }
 
-// shareSources applies MTA-STS and DANE records from the fleet to c,
-// unless c holds one checked later.
+// shareSources applies MTA-STS and DANE records from the fleet to c when
+// they are better than what c holds (betterSource).
 func (l *fleetLink) shareSources(c *srccache.Cache) {
 	if l == nil || c == nil {
 		return
@@ -125,7 +125,7 @@ func (l *fleetLink) shareSources(c *srccache.Cache) {
 			if json.Unmarshal(r.Data, rec) != nil || rec.Kind != k || rec.Domain != r.Key {
 				return
 			}
-			if cur := c.Get(k, rec.Domain); cur != nil && !rec.Checked.After(cur.Checked) {
+			if !betterSource(rec, c.Get(k, rec.Domain)) {
 				return
 			}
 			l.applying.Store(rec)
@@ -133,6 +133,20 @@ func (l *fleetLink) shareSources(c *srccache.Cache) {
 			_ = c.Put(rec)
 		})
 	}
+}
+
+// betterSource reports whether a record from the fleet should replace
+// cur: one checked later does; so does an MTA-STS policy where cur has
+// none or only a failed attempt, for a known policy stays in force until
+// its max_age (RFC 8461 §5) whatever this node's own lookups found.
+func betterSource(remote, cur *srccache.Record) bool {
+	if cur == nil {
+		return true
+	}
+	if remote.MTASTS != nil && remote.MTASTS.Policy != nil && (cur.MTASTS == nil || cur.MTASTS.Policy == nil) {
+		return true
+	}
+	return remote.Checked.After(cur.Checked)
 }
 
 // web returns the link for the status page (an untyped nil when off).

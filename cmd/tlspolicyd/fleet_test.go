@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/tlspolicyd/tlspolicyd/alert"
 	"github.com/tlspolicyd/tlspolicyd/events"
 	"github.com/tlspolicyd/tlspolicyd/internal/config"
@@ -65,7 +67,7 @@ func pollUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
 // restarted: no lookup fails or changes its answer, both nodes report the
 // link down and up again, and a policy A fetched meanwhile reaches B.
 func TestServeFleet(t *testing.T) {
-	redis := redistest.Start(t, redistest.Binary(t))
+	rsrv := redistest.Start(t, redistest.Binary(t))
 	w := newSourcesWorld(t, "sts.test", "sts2.test")
 	w.host.SetPolicy(sourcetest.Policy("enforce", 86400, "mx1.sts.test"))
 	farm := probetest.NewFarm(t, probetest.NewCA(t))
@@ -79,7 +81,7 @@ func TestServeFleet(t *testing.T) {
 		t.Fatal(err)
 	}
 	common := []string{"--table", table, "--socketmap", "127.0.0.1:0", "--policyd", "", "--http", "127.0.0.1:0",
-		"--event-log", "", "--shared-cache", "redis://" + redis.Addr + "/0", "--shared-cache-cluster", "t1",
+		"--event-log", "", "--shared-cache", "redis://" + rsrv.Addr + "/0", "--shared-cache-cluster", "t1",
 		"--allow-private", "--probe-timeout", "3s", "--helo", "test.invalid"}
 	argsA := append(w.args("--probe-port", strconv.Itoa(farm.Port), "--shared-cache-node", "a",
 		"--probe-cache", filepath.Join(dir, "a-probes.json"), "--sources-cache", filepath.Join(dir, "a-sources.json")), common...)
@@ -101,7 +103,14 @@ func TestServeFleet(t *testing.T) {
 		"--probe-cache", filepath.Join(dir, "b-probes.json"), "--sources-cache", filepath.Join(dir, "b-sources.json")}, common...)
 	b := startServe(t, []string{"socketmap", "http"}, argsB...)
 	clB := dialSocketmap(t, b["socketmap"])
-	pollUntil(t, "B's resync", 10*time.Second, func() bool { return fleetOf(t, b["http"]).Applied >= 2 })
+	// B has resynchronised once it applied every record A wrote.
+	rdb := redis.NewClient(&redis.Options{Addr: rsrv.Addr})
+	defer rdb.Close()
+	recs, err := rdb.Keys(context.Background(), "tlspolicyd:t1:rec:*").Result()
+	if err != nil || len(recs) < 3 {
+		t.Fatalf("records in Redis: %v, %v; want at least the policy, the learned record and a probe result", recs, err)
+	}
+	pollUntil(t, "B's resync", 10*time.Second, func() bool { return fleetOf(t, b["http"]).Applied >= uint64(len(recs)) })
 	if got := lookup(t, clB, "tls_policy", "sts.test"); got != sts {
 		t.Errorf("B: sts.test = %q, want A's policy %q", got, sts)
 	}
@@ -153,7 +162,7 @@ func TestServeFleet(t *testing.T) {
 			}
 		}()
 	}
-	redis.Kill()
+	rsrv.Kill()
 	pollUntil(t, "both links down", 15*time.Second, func() bool { return !fleetOf(t, a["http"]).Up && !fleetOf(t, b["http"]).Up })
 	// A fetches a policy while the link is down: it waits in A's queue.
 	w.host.SetPolicy(sourcetest.Policy("enforce", 86400, "mx1.sts2.test"))
@@ -161,7 +170,7 @@ func TestServeFleet(t *testing.T) {
 	if got := lookup(t, clA, "tls_policy", "sts2.test"); got != sts2 {
 		t.Fatalf("A: sts2.test = %q", got)
 	}
-	redis.Restart()
+	rsrv.Restart()
 	pollUntil(t, "both links up again", 20*time.Second, func() bool { return fleetOf(t, a["http"]).Up && fleetOf(t, b["http"]).Up })
 	pollUntil(t, "B to answer the policy A fetched while Redis was down", 10*time.Second, func() bool {
 		return lookup(t, clB, "tls_policy", "sts2.test") == sts2
@@ -200,7 +209,7 @@ func quietLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
 // TestFleetOneAlert: two nodes of a fleet see the same failure; the
 // webhook gets one alert, not two.
 func TestFleetOneAlert(t *testing.T) {
-	redis := redistest.Start(t, redistest.Binary(t))
+	rsrv := redistest.Start(t, redistest.Binary(t))
 	var mu sync.Mutex
 	var got []alert.Payload
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -217,7 +226,7 @@ func TestFleetOneAlert(t *testing.T) {
 	defer cancel()
 	for _, node := range []string{"a", "b"} {
 		cfg := config.Default()
-		cfg.SharedCache, cfg.SharedCacheNode, cfg.Alerts.Webhook = "redis://"+redis.Addr, node, hook.URL
+		cfg.SharedCache, cfg.SharedCacheNode, cfg.Alerts.Webhook = "redis://"+rsrv.Addr, node, hook.URL
 		fl, err := newFleet(cfg, quietLog(), events.NewRing(10))
 		if err != nil {
 			t.Fatal(err)
