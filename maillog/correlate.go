@@ -59,6 +59,40 @@ type Correlator struct {
 // NewCorrelator returns an empty Correlator.
 func NewCorrelator() *Correlator { return &Correlator{procs: map[int]*proc{}} }
 
+// Pending is a process's open TLS session and a verification failure
+// waiting for its TLS line: the state a restart must carry over, since a
+// session's TLS line and its status lines may fall on either side of it.
+type Pending struct {
+	PID        int       `json:"pid"`
+	Session    *Session  `json:"session,omitempty"`
+	Verify     string    `json:"verify,omitempty"`
+	VerifyPeer Endpoint  `json:"verify_peer,omitempty"`
+	Used       bool      `json:"used,omitempty"`
+	Seen       time.Time `json:"seen"`
+}
+
+// Pending returns the per-process state (for saving).
+func (c *Correlator) Pending() []Pending {
+	out := make([]Pending, 0, len(c.procs))
+	for pid, p := range c.procs {
+		if p.session == nil && p.verify == "" {
+			continue
+		}
+		out = append(out, Pending{PID: pid, Session: p.session, Verify: p.verify, VerifyPeer: p.vpeer, Used: p.used, Seen: p.seen})
+	}
+	return out
+}
+
+// Restore puts back what Pending returned (before any line is fed).
+func (c *Correlator) Restore(ps []Pending) {
+	for _, q := range ps {
+		if q.PID <= 0 || len(c.procs) >= maxProcs {
+			continue
+		}
+		c.procs[q.PID] = &proc{session: q.Session, verify: q.Verify, vpeer: q.VerifyPeer, used: q.Used, seen: q.Seen}
+	}
+}
+
 // Result is what one line gave.
 type Result struct {
 	Delivery  *Delivery // a status line

@@ -12,7 +12,6 @@ import (
 // JSON records when journal is set, else syslog lines whose stamps without
 // a zone are in loc), correlates it and observes the result.
 func (t *Tracker) Handler(journal bool, loc *time.Location) logfollow.Handler {
-	c := maillog.NewCorrelator()
 	return func(text string, pos logfollow.Position) {
 		var l maillog.Line
 		var ok bool
@@ -21,11 +20,7 @@ func (t *Tracker) Handler(journal bool, loc *time.Location) logfollow.Handler {
 		} else {
 			l, ok = maillog.ParseSyslog(text, t.cfg.Now(), loc)
 		}
-		var r maillog.Result
-		if ok {
-			r = c.Feed(l)
-		}
-		t.Observe(r, pos)
+		t.Observe(l, ok, pos)
 	}
 }
 

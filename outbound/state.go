@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/tlspolicyd/tlspolicyd/logfollow"
+	"github.com/tlspolicyd/tlspolicyd/maillog"
 )
 
 // stateVersion is the version of the state file's format.
@@ -24,6 +25,8 @@ type state struct {
 	Days     map[string]map[string]*Counts `json:"days"`
 	Stuck    map[string]*stuck             `json:"stuck"`
 	Reported string                        `json:"tlsrpt_reported,omitempty"`
+	// Sessions are the smtp processes' open TLS sessions at Position.
+	Sessions []maillog.Pending `json:"sessions,omitempty"`
 }
 
 // Save writes the tracker's state to path atomically (temporary file,
@@ -34,7 +37,8 @@ func (t *Tracker) Save(path string) error {
 		t.mu.Unlock()
 		return nil
 	}
-	b, err := json.Marshal(state{Version: stateVersion, Source: t.source, Position: t.pos, Days: t.days, Stuck: t.stuck, Reported: t.reported})
+	b, err := json.Marshal(state{Version: stateVersion, Source: t.source, Position: t.pos, Days: t.days, Stuck: t.stuck,
+		Reported: t.reported, Sessions: t.corr.Pending()})
 	t.dirty = false
 	t.mu.Unlock()
 	if err != nil {
@@ -104,6 +108,8 @@ func (t *Tracker) Load(path string) error {
 		t.stuck = s.Stuck
 	}
 	t.pos, t.source, t.reported = s.Position, s.Source, s.Reported
+	t.corr = maillog.NewCorrelator()
+	t.corr.Restore(s.Sessions)
 	return nil
 }
 
@@ -117,6 +123,7 @@ func (t *Tracker) Resume(source string) *logfollow.Position {
 	prev := t.source
 	t.source = source
 	if prev != source || (t.pos.Inode == 0 && t.pos.Cursor == "") {
+		t.corr = maillog.NewCorrelator() // sessions of another log
 		return nil
 	}
 	p := t.pos

@@ -68,6 +68,9 @@ type Tracker struct {
 	source   string // what pos is a position in: the file's path or "journal"
 	reported string // the last day TLS-RPT reports were sent for
 	dirty    bool
+	// corr ties TLS lines to status lines; under mu, so that Save sees
+	// it consistent with pos.
+	corr *maillog.Correlator
 
 	lines, deliveries, malformed atomic.Uint64
 }
@@ -92,7 +95,7 @@ func New(cfg Config) *Tracker {
 	if cfg.Publish == nil {
 		cfg.Publish = func(events.Event) {}
 	}
-	return &Tracker{cfg: cfg, log: cfg.Logger, days: map[string]map[string]*Counts{}, stuck: map[string]*stuck{}}
+	return &Tracker{cfg: cfg, log: cfg.Logger, days: map[string]map[string]*Counts{}, stuck: map[string]*stuck{}, corr: maillog.NewCorrelator()}
 }
 
 // Lines, Deliveries and Malformed count the log lines read, the status
@@ -101,14 +104,17 @@ func (t *Tracker) Lines() uint64      { return t.lines.Load() }
 func (t *Tracker) Deliveries() uint64 { return t.deliveries.Load() }
 func (t *Tracker) Malformed() uint64  { return t.malformed.Load() }
 
-// Observe records what one line gave and the log position past it.
-func (t *Tracker) Observe(r maillog.Result, pos logfollow.Position) {
+// Observe feeds one parsed line (ok false: a line that is no log record)
+// to the correlator, counts what it gave and records the log position
+// past it.
+func (t *Tracker) Observe(l maillog.Line, ok bool, pos logfollow.Position) {
 	t.lines.Add(1)
-	if r.Malformed {
-		t.malformed.Add(1)
-	}
 	var ev *pending
 	t.mu.Lock()
+	var r maillog.Result
+	if ok {
+		r = t.corr.Feed(l)
+	}
 	t.pos, t.dirty = pos, true
 	if d := r.Delivery; d != nil && d.Domain != "" {
 		t.deliveries.Add(1)
@@ -116,6 +122,9 @@ func (t *Tracker) Observe(r maillog.Result, pos logfollow.Position) {
 		ev = t.watchLocked(d)
 	}
 	t.mu.Unlock()
+	if r.Malformed {
+		t.malformed.Add(1)
+	}
 	// The policy is looked up outside the lock: a source may take time.
 	if ev != nil {
 		t.cfg.Publish(ev.event(t.policy(ev.d.Domain)))
@@ -230,7 +239,7 @@ func stuckEvent(d *maillog.Delivery, st *stuck, n int, pol, src string) events.E
 	if src != "" {
 		why += ", " + src
 	}
-	return events.Event{Time: d.Time, Kind: events.OutboundDeferred, Domain: d.Domain, Rule: pol, Source: src, Action: "deferred",
+	return events.Event{Kind: events.OutboundDeferred, Domain: d.Domain, Rule: pol, Source: src, Action: "deferred",
 		Reason: fmt.Sprintf("%s to %s deferred by TLS policy since %s (%s)",
 			plural(n, "message", "messages"), d.Domain, st.Since.UTC().Format(timeLayout), why)}
 }
@@ -240,7 +249,7 @@ func deliveredEvent(d *maillog.Delivery, st *stuck, _ int, pol, src string) even
 	if d.TLS != nil {
 		how = fmt.Sprintf("over %s (%s)", d.TLS.Protocol, d.TLS.Trust)
 	}
-	return events.Event{Time: d.Time, Kind: events.OutboundDelivered, Domain: d.Domain, Rule: pol, Source: src, Action: "sent",
+	return events.Event{Kind: events.OutboundDelivered, Domain: d.Domain, Rule: pol, Source: src, Action: "sent",
 		Reason: fmt.Sprintf("mail to %s delivered again %s to %s; it was deferred by TLS policy since %s (%s)",
 			d.Domain, how, d.Relay, st.Since.UTC().Format(timeLayout), st.Reason)}
 }

@@ -189,7 +189,9 @@ func TestRestartNeitherLosesNorDoubleCounts(t *testing.T) {
 	lines := fixtureLines(t)
 	appendText(t, logPath, "Dec 07 17:28:00 mail postfix/master[1]: daemon started\n")
 
+	first := true
 	run := func(pub *published, upto int, write func()) *Tracker {
+		defer func() { first = false }()
 		tr := New(Config{Now: fixedNow, Publish: pub.add, Policy: policyFunc})
 		if err := tr.Load(statePath); err != nil {
 			t.Fatal(err)
@@ -198,10 +200,13 @@ func TestRestartNeitherLosesNorDoubleCounts(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- tr.Follow(ctx, f, false, statePath, time.Hour) }()
-		time.Sleep(100 * time.Millisecond) // the follower has opened the file at its end
+		base := uint64(0)
+		if first {
+			base = waitFollowing(t, logPath, tr.Lines)
+		}
 		write()
 		deadline := time.Now().Add(10 * time.Second)
-		for tr.Lines() < uint64(upto) {
+		for tr.Lines() < base+uint64(upto) {
 			if time.Now().After(deadline) {
 				t.Fatalf("read %d lines, want %d", tr.Lines(), upto)
 			}
@@ -245,6 +250,24 @@ func TestRestartNeitherLosesNorDoubleCounts(t *testing.T) {
 	if p := tr.Resume("journal"); p != nil {
 		t.Errorf("a file's position resumes the journal: %+v", p)
 	}
+}
+
+// waitFollowing appends a harmless line to path until lines (a follower's
+// count) moves, i.e. the follower, started at the end of the file, reads
+// it; it returns the count then.
+func waitFollowing(t *testing.T, path string, lines func() uint64) uint64 {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for lines() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the follower read nothing within 10 s")
+		}
+		appendText(t, path, "Dec 07 17:28:01 mail postfix/anvil[2]: statistics: marker\n")
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Markers written just before the first was read may still come.
+	time.Sleep(100 * time.Millisecond)
+	return lines()
 }
 
 func appendText(t *testing.T, path, s string) {
@@ -330,4 +353,40 @@ func TestFailClosedAndBounceRecorded(t *testing.T) {
 	if evs := pub.all(); len(evs) != 2 {
 		t.Errorf("events %+v, want the two stuck domains", evs)
 	}
+}
+
+// TestRestartBetweenTLSAndStatusLine: a restart after a session's TLS line
+// and before its status line still ties them (the open sessions are saved
+// with the position).
+func TestRestartBetweenTLSAndStatusLine(t *testing.T) {
+	lines := fixtureLines(t)
+	cut := -1
+	for i, l := range lines {
+		if strings.Contains(l, "Verified TLS connection established to mx.secure.example") {
+			cut = i + 1
+		}
+	}
+	if cut < 0 {
+		t.Fatal("fixture changed")
+	}
+	path := filepath.Join(t.TempDir(), "outbound.json")
+	tr := New(Config{Now: fixedNow})
+	feed(t, tr, lines[:cut]...)
+	if err := tr.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	tr = New(Config{Now: fixedNow})
+	if err := tr.Load(path); err != nil {
+		t.Fatal(err)
+	}
+	feed(t, tr, lines[cut:]...)
+	for _, r := range tr.Report(time.Time{}) {
+		if r.Domain == "secure.example" {
+			if r.Sent != 1 || r.Verified != 1 || r.Versions["TLSv1.3"] != 1 {
+				t.Fatalf("secure.example after a restart between its TLS and status lines: %+v", r)
+			}
+			return
+		}
+	}
+	t.Fatal("secure.example not counted")
 }

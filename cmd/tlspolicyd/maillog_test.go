@@ -49,23 +49,35 @@ func TestServeMaillog(t *testing.T) {
 	}
 	t.Run("first run", func(t *testing.T) {
 		url := "http://" + startServe(t, []string{"http"}, args...)["http"]
-		time.Sleep(300 * time.Millisecond) // the follower is at the end of the file
+		// The follower starts at the end of the file: lines are appended
+		// until it has read one, so that the fixture comes after.
+		deadline := time.Now().Add(10 * time.Second)
+		for strings.Contains(metricsText(t, url), "tlspolicyd_maillog_lines_total 0") {
+			if time.Now().After(deadline) {
+				t.Fatal("the follower read nothing within 10 s")
+			}
+			f, _ := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND, 0)
+			f.WriteString("Dec 01 00:00:01 mail postfix/anvil[2]: statistics: marker\n")
+			f.Close()
+			time.Sleep(100 * time.Millisecond)
+		}
 		f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		f.Write(fixture)
 		f.Close()
-		deadline := time.Now().Add(10 * time.Second)
+		// /api/report answers from a cache for up to 10 s.
+		deadline = time.Now().Add(30 * time.Second)
 		for {
 			rep, doms := report(t, url)
 			if o := doms["untrusted.example"].OutboundTLS; o != nil && rep.EventTotals[events.OutboundDeferred] == 2 {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("outbound report not filled within 10 s: %+v", rep)
+				t.Fatalf("outbound report not filled within 30 s: %+v", rep)
 			}
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(100 * time.Millisecond)
 		}
 		rep, doms := report(t, url)
 		if rep.Maillog != logPath {
@@ -112,4 +124,10 @@ func TestServeMaillog(t *testing.T) {
 			t.Errorf("after restart: event totals %v (the stuck events must not repeat)", rep.EventTotals)
 		}
 	})
+}
+
+func metricsText(t *testing.T, url string) string {
+	t.Helper()
+	_, body := get(t, url+"/metrics")
+	return string(body)
 }
