@@ -136,15 +136,18 @@ func (l *fleetLink) shareSources(c *srccache.Cache) {
 }
 
 // betterSource reports whether a record from the fleet should replace
-// cur: one checked later does; so does an MTA-STS policy where cur has
-// none or only a failed attempt, for a known policy stays in force until
-// its max_age (RFC 8461 §5) whatever this node's own lookups found.
+// cur: one checked later does, except that between an MTA-STS policy and
+// no policy (none published, or a failed attempt) the policy wins either
+// way: a known policy stays in force until its max_age (RFC 8461 §5),
+// whatever a node's later lookups found.
 func betterSource(remote, cur *srccache.Record) bool {
 	if cur == nil {
 		return true
 	}
-	if remote.MTASTS != nil && remote.MTASTS.Policy != nil && (cur.MTASTS == nil || cur.MTASTS.Policy == nil) {
-		return true
+	remotePolicy := remote.MTASTS != nil && remote.MTASTS.Policy != nil
+	curPolicy := cur.MTASTS != nil && cur.MTASTS.Policy != nil
+	if remotePolicy != curPolicy && cur.Kind == srccache.KindMTASTS {
+		return remotePolicy
 	}
 	return remote.Checked.After(cur.Checked)
 }

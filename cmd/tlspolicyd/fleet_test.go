@@ -24,7 +24,9 @@ import (
 	"github.com/tlspolicyd/tlspolicyd/internal/probetest"
 	"github.com/tlspolicyd/tlspolicyd/internal/redistest"
 	"github.com/tlspolicyd/tlspolicyd/internal/sourcetest"
+	"github.com/tlspolicyd/tlspolicyd/mtasts"
 	"github.com/tlspolicyd/tlspolicyd/socketmap"
+	"github.com/tlspolicyd/tlspolicyd/srccache"
 )
 
 // fleetState is what /api/fleet says.
@@ -252,5 +254,32 @@ func TestFleetOneAlert(t *testing.T) {
 	defer mu.Unlock()
 	if len(got) != 1 {
 		t.Fatalf("%d alerts for one failure seen by two nodes, want 1", len(got))
+	}
+}
+
+func TestBetterSource(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	policy := &srccache.MTASTS{ID: "1", Policy: &mtasts.Policy{Mode: "enforce", MX: []string{"mx.example"}, MaxAge: 86400}}
+	fetched := &srccache.Record{Kind: srccache.KindMTASTS, Domain: "d.example", Checked: t0, MTASTS: policy}
+	failed := &srccache.Record{Kind: srccache.KindMTASTS, Domain: "d.example", Checked: t0.Add(time.Minute), Error: "lookup failed"}
+	none := &srccache.Record{Kind: srccache.KindMTASTS, Domain: "d.example", Checked: t0.Add(time.Minute), MTASTS: &srccache.MTASTS{}}
+	newer := &srccache.Record{Kind: srccache.KindMTASTS, Domain: "d.example", Checked: t0.Add(time.Hour), MTASTS: policy}
+	for _, c := range []struct {
+		name        string
+		remote, cur *srccache.Record
+		want        bool
+	}{
+		{"nothing here", fetched, nil, true},
+		{"a policy over a later failed attempt", fetched, failed, true},
+		{"a policy over a later empty lookup", fetched, none, true},
+		{"an older policy over a newer one", fetched, newer, false},
+		{"a newer policy", newer, fetched, true},
+		{"the same record again", fetched, fetched, false},
+		{"a later failed attempt over a policy", failed, fetched, false},
+		{"a later empty lookup over a policy", none, fetched, false},
+	} {
+		if got := betterSource(c.remote, c.cur); got != c.want {
+			t.Errorf("%s: betterSource = %v, want %v", c.name, got, c.want)
+		}
 	}
 }
