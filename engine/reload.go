@@ -272,6 +272,14 @@ func (r *Reloader) Run(ctx context.Context) error {
 	sync := func() {
 		for d := range ws.dirs {
 			if !watched[d] {
+				if resolveDir(d) != d {
+					// A link that dangled when the set was computed and
+					// leads to a directory now: watching it would put a
+					// second name on that inode's one inotify watch, and
+					// removing this name later would remove the watch.
+					// The set computed after the next event has the target.
+					continue
+				}
 				if err := w.Add(d); err != nil {
 					if d == ws.root && errors.Is(err, fs.ErrNotExist) {
 						// Replaced by rename, the new one not there yet:
