@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os/exec"
 	"time"
@@ -50,6 +51,9 @@ func (j *Journal) Run(ctx context.Context, h Handler) error {
 		})
 		if ctx.Err() != nil {
 			return nil
+		}
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+			return err // no journalctl: the caller says so and decides
 		}
 		log.Warn("maillog: journalctl stopped; running it again", "error", err, "retry_in", wait)
 		if !sleep(ctx, wait) {

@@ -1,6 +1,7 @@
 package logfollow
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,5 +40,21 @@ exec sleep 60
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	if len(lines) != 2 || lines[0] != "-f -o json --no-pager -n 0 SYSLOG_FACILITY=2" || lines[1] != "-f -o json --no-pager --after-cursor=c2 SYSLOG_FACILITY=2" {
 		t.Fatalf("journalctl arguments:\n%s", b)
+	}
+}
+
+// TestJournalWithoutJournalctl: a missing journalctl is an error Run
+// returns, not a loop of restarts.
+func TestJournalWithoutJournalctl(t *testing.T) {
+	j := &Journal{Command: []string{filepath.Join(t.TempDir(), "no-journalctl")}, Restart: time.Millisecond}
+	done := make(chan error, 1)
+	go func() { done <- j.Run(context.Background(), func(string, Position) {}) }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Run returned nil without journalctl")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run keeps restarting a missing journalctl")
 	}
 }
