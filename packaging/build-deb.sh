@@ -77,7 +77,7 @@ install -d "$root/usr/share/man/man8" "$root/usr/share/bash-completion/completio
 if [ "$goarch" = "$(go env GOHOSTARCH)" ]; then
 	"$root/usr/bin/tlspolicyd" man > "$work/tlspolicyd.8"
 else
-	go run ./cmd/tlspolicyd man > "$work/tlspolicyd.8"
+	GOARCH=$(go env GOHOSTARCH) GOARM= go run ./cmd/tlspolicyd man > "$work/tlspolicyd.8"
 fi
 [ -s "$work/tlspolicyd.8" ] || die "the man page is empty"
 gzip -9n < "$work/tlspolicyd.8" > "$root/usr/share/man/man8/tlspolicyd.8.gz"
