@@ -287,8 +287,8 @@ func (m *Monitor) kicked(ctx context.Context, work chan<- job) {
 		if s == nil {
 			continue
 		}
-		e, err := s.OutboundByKey(key)
-		if err != nil || e == nil || !probeable(e) {
+		e := s.OutboundByKey(key)
+		if e == nil || !probeable(e) {
 			continue
 		}
 		select {

@@ -63,10 +63,9 @@ func (s *Store) Table() *Table { return s.table }
 func (s *Store) InboundRules() []*InboundRule { return s.table.Inbound }
 
 // OutboundByKey returns the outbound entry with the given key (normalized
-// first), or nil, nil if there is none. Testing entries are returned too.
-// The error is always nil.
-func (s *Store) OutboundByKey(key string) (*Entry, error) {
-	return s.idx.out.get(NormalizeKey(key)), nil
+// first), or nil if there is none. Testing entries are returned too.
+func (s *Store) OutboundByKey(key string) *Entry {
+	return s.idx.out.get(NormalizeKey(key))
 }
 
 // RecipientByKey returns the recipients entry with the given key
