@@ -26,15 +26,11 @@ func (b *bench) fleetStep(ctx context.Context) error {
 		return nil
 	}
 	c := targetConns(b.o.conns)
-	w, err := startSourcesWorld(b.work, sourcesDomains)
+	w, table, tableCases, srcCases, err := b.sourcesSetup()
 	if err != nil {
 		return err
 	}
 	defer w.stop()
-	table, tableCases, srcCases, err := b.writeSourcesTable()
-	if err != nil {
-		return err
-	}
 	if err := writeCases(filepath.Join(b.cases, "fleet.jsonl"), append(tableCases, srcCases...)); err != nil {
 		return err
 	}

@@ -159,15 +159,11 @@ func sourcesCert(names []string) (tls.Certificate, []byte, error) {
 // sourcesStep runs the sources step and sets the sources-rate target.
 func (b *bench) sourcesStep(ctx context.Context) error {
 	c := targetConns(b.o.conns)
-	w, err := startSourcesWorld(b.work, sourcesDomains)
+	w, table, tableCases, srcCases, err := b.sourcesSetup()
 	if err != nil {
 		return err
 	}
 	defer w.stop()
-	table, tableCases, srcCases, err := b.writeSourcesTable()
-	if err != nil {
-		return err
-	}
 	for name, cs := range map[string][]lookupCase{"sources-table.jsonl": tableCases, "sources-cached.jsonl": srcCases} {
 		if err := writeCases(filepath.Join(b.cases, name), cs); err != nil {
 			return err
@@ -235,10 +231,11 @@ func (b *bench) pairedRounds(ctx context.Context, rounds int, specs func(round i
 	return ratios, nil
 }
 
-// writeSourcesTable writes the table of the sources and fleet steps and
-// returns its path, the lookups of its entries, and the lookups the
-// sources answer (sN.test by MTA-STS, dN.test by DANE).
-func (b *bench) writeSourcesTable() (table string, tableCases, srcCases []lookupCase, err error) {
+// sourcesSetup starts the DNS and HTTPS side of the sources and fleet
+// steps and writes their table; it returns the world (stop it), the
+// table's path, the lookups of its entries, and the lookups the sources
+// answer (sN.test by MTA-STS, dN.test by DANE).
+func (b *bench) sourcesSetup() (w *sourcesWorld, table string, tableCases, srcCases []lookupCase, err error) {
 	table = filepath.Join(b.work, "sources-table.yaml")
 	var tb strings.Builder
 	tb.WriteString("outbound:\n")
@@ -249,7 +246,11 @@ func (b *bench) writeSourcesTable() (table string, tableCases, srcCases []lookup
 			lookupCase{Key: fmt.Sprintf("s%d.test", i), Want: fmt.Sprintf("OK secure match=mx.s%d.test:.mx.s%d.test servername=hostname", i, i)},
 			lookupCase{Key: fmt.Sprintf("d%d.test", i), Want: "OK dane-only"})
 	}
-	return table, tableCases, srcCases, os.WriteFile(table, []byte(tb.String()), 0o644)
+	if err := os.WriteFile(table, []byte(tb.String()), 0o644); err != nil {
+		return nil, "", nil, nil, err
+	}
+	w, err = startSourcesWorld(b.work, sourcesDomains)
+	return w, table, tableCases, srcCases, err
 }
 
 // warmSources looks up every case once, waiting for each domain's first
