@@ -22,7 +22,7 @@ type levels [4]bool
 
 func (r *Result) levelBits() levels {
 	var l levels
-	for i, name := range Levels {
+	for i, name := range judgedLevels {
 		l[i] = r.Levels[name].OK
 	}
 	return l

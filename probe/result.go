@@ -2,6 +2,7 @@ package probe
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,8 +40,12 @@ const (
 	LevelSecure  = "secure"
 )
 
-// Levels lists the levels a Result judges, weakest first.
-var Levels = []string{LevelMay, LevelEncrypt, LevelVerify, LevelSecure}
+// judgedLevels lists the levels a Result judges, weakest first.
+var judgedLevels = [...]string{LevelMay, LevelEncrypt, LevelVerify, LevelSecure}
+
+// Levels returns the levels a Result judges, weakest first; the slice is
+// the caller's own copy.
+func Levels() []string { return slices.Clone(judgedLevels[:]) }
 
 // Error classes of AddrResult.ErrorClass, MXResult.ErrorClass and
 // Result.ErrorClass.
@@ -257,9 +262,9 @@ const maxReasons = 3
 // judge fills r.Levels, r.Status and r.Reason from r.MX. A DNS-level
 // outcome (no-mail, nxdomain, dns-temp) must already be in r.Status.
 func (r *Result) judge() {
-	r.Levels = make(map[string]LevelVerdict, len(Levels))
+	r.Levels = make(map[string]LevelVerdict, len(judgedLevels))
 	if r.Status != "" { // decided by DNS
-		for _, l := range Levels {
+		for _, l := range judgedLevels {
 			r.Levels[l] = LevelVerdict{Reason: r.Reason}
 		}
 		return
@@ -298,12 +303,12 @@ func (r *Result) judge() {
 		if len(unreached) == 0 {
 			r.Reason = "no MX address to probe"
 		}
-		for _, l := range Levels {
+		for _, l := range judgedLevels {
 			r.Levels[l] = LevelVerdict{Reason: r.Reason}
 		}
 		return
 	}
-	for _, l := range Levels {
+	for _, l := range judgedLevels {
 		if f := failures[l]; len(f) > 0 {
 			r.Levels[l] = LevelVerdict{Reason: joinReasons(f)}
 		} else {

@@ -1,6 +1,9 @@
 package probe
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 func TestCheckProtocols(t *testing.T) {
 	tests := []struct {
@@ -26,5 +29,16 @@ func TestCheckProtocols(t *testing.T) {
 		if v, ok := TLSVersion(n); !ok || v != uint16(0x0301+i) || tlsVersionName(v) != n {
 			t.Errorf("TLSVersion(%q) = %#x, %v", n, v, ok)
 		}
+	}
+}
+
+// TestLevelsIsACopy: a caller writing into Levels' slice cannot change the
+// levels every Result is judged on.
+func TestLevelsIsACopy(t *testing.T) {
+	want := []string{LevelMay, LevelEncrypt, LevelVerify, LevelSecure}
+	l := Levels()
+	l[0] = "none"
+	if got := Levels(); !slices.Equal(got, want) {
+		t.Errorf("Levels() = %v after a caller's write, want %v", got, want)
 	}
 }

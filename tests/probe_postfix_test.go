@@ -76,7 +76,7 @@ func TestProbeRealPostfix(t *testing.T) {
 	if !a.STARTTLS || a.TLS == nil || a.TLS.Version != "TLSv1.3" || !strings.Contains(a.Banner, "ESMTP Postfix") {
 		t.Errorf("address result: %+v tls %+v", a, a.TLS)
 	}
-	for _, l := range probe.Levels {
+	for _, l := range probe.Levels() {
 		if !r.Levels[l].OK {
 			t.Errorf("level %s should deliver to Postfix with a CA-issued certificate for %s: %s", l, mxName, r.Levels[l].Reason)
 		}

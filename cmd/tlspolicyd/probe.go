@@ -104,7 +104,7 @@ TARGET, 1 when not, 2 on usage errors.`,
 }
 
 func validProbeLevel(l string) bool {
-	for _, v := range probe.Levels {
+	for _, v := range probe.Levels() {
 		if l == v {
 			return true
 		}

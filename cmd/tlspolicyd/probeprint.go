@@ -175,7 +175,7 @@ func printProbe(w io.Writer, r *probe.Result) {
 	if r.Reachable() == 0 {
 		parts = append(parts, "not judged: no MX address was reached")
 	}
-	for _, l := range probe.Levels {
+	for _, l := range probe.Levels() {
 		if r.Reachable() == 0 {
 			break
 		}
