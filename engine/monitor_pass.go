@@ -120,6 +120,15 @@ feed:
 			}
 		}
 		st.wg.Add(1)
+		// A free worker takes the entry even when this goroutine woke
+		// after end (a slot just before it, a loaded machine): only an
+		// entry no worker could take by end is not reached.
+		select {
+		case work <- job{w: q.w, st: st}:
+			handed++
+			continue
+		default:
+		}
 		select {
 		case work <- job{w: q.w, st: st}:
 			handed++

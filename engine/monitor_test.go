@@ -354,7 +354,11 @@ func TestMonitorRunSpreadsPasses(t *testing.T) {
 	w := newMonitorWorld(t, 9, 3)
 	rec := &recorder{probe: w.prober.Probe}
 	interval := 1500 * time.Millisecond
-	m := &Monitor{Engine: w.engine, Probe: rec.Probe, Workers: 2, Interval: interval, Logger: quietLogger(),
+	// A worker per entry: each probe is handed over at its time however
+	// long real probes take under -race on a loaded machine. With 2
+	// workers, probes slower than two gaps (225 ms) left the last entry
+	// waiting for a worker at the pass's end (NotReached).
+	m := &Monitor{Engine: w.engine, Probe: rec.Probe, Workers: len(w.keys), Interval: interval, Logger: quietLogger(),
 		firstDelay: 10 * time.Millisecond}
 	passes, _ := runMonitor(t, m, rec)
 	first := nextPass(t, passes, 20*time.Second)
