@@ -65,9 +65,6 @@ type Monitor struct {
 	// several passes, least recently probed first; each pass logs how many
 	// entries it had no time for.
 	MaxPerMinute int
-	// OnPass, if set, is called after every pass of Run and CheckAll with
-	// its counts (metrics, tests).
-	OnPass func(PassStats)
 	// OnInconclusive, if set, is called (from the workers, concurrently)
 	// for every entry whose probe said nothing about its TLS: the probe
 	// failed or was not started (rate limit), or the destination was
@@ -78,7 +75,8 @@ type Monitor struct {
 	Logger         *slog.Logger
 	Now            func() time.Time
 
-	firstDelay time.Duration // before Run's first pass (default 5s; tests shorten it)
+	firstDelay time.Duration   // before Run's first pass (default 5s; tests shorten it)
+	onPass     func(passStats) // if set, called after every pass of Run and CheckAll (tests)
 
 	once    sync.Once
 	kick    chan string
@@ -93,8 +91,8 @@ type checkState struct {
 	pass uint64    // last pass that found the key in the table
 }
 
-// PassStats sums up one pass over the monitored entries.
-type PassStats struct {
+// passStats sums up one pass over the monitored entries.
+type passStats struct {
 	Start    time.Time
 	Duration time.Duration
 	// Entries is the number of monitored entries when the pass began.

@@ -74,7 +74,7 @@ type job struct {
 
 // passState is the running count of one pass.
 type passState struct {
-	PassStats
+	passStats
 	collect  bool // keep findings (CheckAll)
 	mu       sync.Mutex
 	findings []Finding
@@ -147,7 +147,7 @@ feed:
 }
 
 // passDone logs one line for a finished pass (whatever its size and its
-// refused probes) and calls OnPass.
+// refused probes) and calls onPass.
 func (m *Monitor) passDone(ctx context.Context, st *passState) {
 	if ctx.Err() != nil {
 		return
@@ -163,8 +163,8 @@ func (m *Monitor) passDone(ctx context.Context, st *passState) {
 	default:
 		m.Logger.Info("monitor pass finished", args...)
 	}
-	if m.OnPass != nil {
-		m.OnPass(st.PassStats)
+	if m.onPass != nil {
+		m.onPass(st.passStats)
 	}
 }
 

@@ -270,10 +270,10 @@ func (l *monLog) lines(substr string) []string {
 }
 
 // pass is one finished pass of Run and the probes rec had seen by then
-// (OnPass runs before the next pass is scheduled, so these are exactly
+// (onPass runs before the next pass is scheduled, so these are exactly
 // the probes of this pass and the ones before).
 type pass struct {
-	PassStats
+	passStats
 	calls  []string
 	starts []time.Time
 }
@@ -282,7 +282,7 @@ type pass struct {
 func runMonitor(t *testing.T, m *Monitor, rec *recorder) (passes <-chan pass, stop func()) {
 	t.Helper()
 	ch := make(chan pass, 16)
-	m.OnPass = func(s PassStats) {
+	m.onPass = func(s passStats) {
 		calls, starts, _ := rec.snapshot()
 		ch <- pass{s, calls, starts}
 	}
@@ -320,9 +320,9 @@ func TestMonitorWorkersBoundConcurrency(t *testing.T) {
 	for _, workers := range []int{1, 3} {
 		t.Run(fmt.Sprint(workers, " workers"), func(t *testing.T) {
 			rec := &recorder{probe: w.prober.Probe, hold: 20 * time.Millisecond}
-			var got PassStats
+			var got passStats
 			m := &Monitor{Engine: w.engine, Probe: rec.Probe, Workers: workers, Logger: quietLogger(),
-				OnPass: func(s PassStats) { got = s }}
+				onPass: func(s passStats) { got = s }}
 			m.CheckAll(context.Background())
 			calls, _, maxIn := rec.snapshot()
 			if maxIn > workers {
@@ -409,7 +409,7 @@ func TestMonitorLimitedPassRotates(t *testing.T) {
 	stop()
 
 	if first.RateLimited != 2 || first.NotReached == 0 || first.Probed+first.RateLimited+first.NotReached != 20 {
-		t.Fatalf("first pass = %+v", first.PassStats)
+		t.Fatalf("first pass = %+v", first.passStats)
 	}
 	if slices.ContainsFunc(first.calls, func(c string) bool { return counts(first.calls)[c] > 1 }) {
 		t.Errorf("first pass probed an entry twice (retrying a refused probe?): %v", first.calls)
@@ -629,8 +629,8 @@ func TestMonitorPassGoroutinesFlat(t *testing.T) {
 		}
 		return w.prober.Probe(ctx, key)
 	}
-	var got PassStats
-	m := &Monitor{Engine: w.engine, Probe: probeFn, Workers: 4, Logger: quietLogger(), OnPass: func(s PassStats) { got = s }}
+	var got passStats
+	m := &Monitor{Engine: w.engine, Probe: probeFn, Workers: 4, Logger: quietLogger(), onPass: func(s passStats) { got = s }}
 	m.CheckAll(context.Background())
 	if got.Probed != 400 {
 		t.Fatalf("pass = %+v", got)
