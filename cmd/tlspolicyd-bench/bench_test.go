@@ -353,14 +353,16 @@ func TestWaitQuiet(t *testing.T) {
 	}
 	for _, tt := range []struct {
 		name      string
-		script    string
+		bin       string
+		env       []string
+		args      []string
 		wantQuiet bool
 	}{
-		{"idle", "exec sleep 30", true},
-		{"busy", "while :; do :; done", false},
+		{"idle", "/bin/sh", nil, []string{"-c", "exec sleep 30"}, true},
+		{"busy", os.Args[0], []string{spinEnv + "=1", "GOMAXPROCS=8"}, nil, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := startProc(tt.name, filepath.Join(t.TempDir(), "log"), "/bin/sh", nil, "-c", tt.script)
+			p, err := startProc(tt.name, filepath.Join(t.TempDir(), "log"), tt.bin, tt.env, tt.args...)
 			if err != nil {
 				t.Fatal(err)
 			}
