@@ -17,8 +17,8 @@
 //
 // Entries (outbound, recipients, senders) are found through a keyIndex
 // (keyindex.go): an open-addressing hash table of uint64 slots over the
-// Table's own entry lists, which serves resolution and OutboundByKey,
-// RecipientByKey and SenderByKey. Each distinct policy text is parsed
+// Table's own entry lists, which serves resolution and OutboundByKey.
+// Each distinct policy text is parsed
 // once and its *Policy shared by every entry that has it; its answers for
 // the four floors (tls_policy, tls_policy_encrypt/verify/secure) are
 // computed once per distinct policy.

@@ -48,7 +48,7 @@ func (s *keyed) get(k string) *Entry {
 }
 
 // index holds the lookup structures of a Store. They serve resolution
-// and OutboundByKey, RecipientByKey, SenderByKey: a keyIndex lookup
+// and OutboundByKey: a keyIndex lookup
 // allocates nothing and costs far less per key than go-memdb
 // (BenchmarkResolveExact and BenchmarkMemdbFirst).
 type index struct {

@@ -239,13 +239,13 @@ func TestStoreReads(t *testing.T) {
 	if e := s.OutboundByKey(""); e != nil {
 		t.Errorf("OutboundByKey(\"\") = %v", e)
 	}
-	if e, _ := s.RecipientByKey("cfo@partner.example"); e == nil || e.Policy.Level != LevelEncrypt {
+	if e := s.recipientByKey("cfo@partner.example"); e == nil || e.Policy.Level != LevelEncrypt {
 		t.Errorf("RecipientByKey = %v", e)
 	}
-	if e, _ := s.SenderByKey("compliance@ourcorp.example"); e == nil {
+	if e := s.senderByKey("compliance@ourcorp.example"); e == nil {
 		t.Error("SenderByKey: nil")
 	}
-	if e, _ := s.SenderByKey("cfo@partner.example"); e != nil {
+	if e := s.senderByKey("cfo@partner.example"); e != nil {
 		t.Errorf("SenderByKey(recipient) = %v", e)
 	}
 	if rules := s.InboundRules(); len(rules) != 2 || rules[0].Name != "r1" {
@@ -349,4 +349,16 @@ func TestBuildAfterTableChanged(t *testing.T) {
 	if _, err := Build(tb); err == nil || !strings.Contains(err.Error(), "duplicate key") {
 		t.Errorf("appended duplicate: Build error %v", err)
 	}
+}
+
+// recipientByKey returns the recipients entry with the given key
+// (normalized first), or nil.
+func (s *Store) recipientByKey(key string) *Entry {
+	return s.idx.rcpt.get(NormalizeKey(key))
+}
+
+// senderByKey returns the senders entry with the given key (normalized
+// first), or nil.
+func (s *Store) senderByKey(key string) *Entry {
+	return s.idx.snd.get(NormalizeKey(key))
 }

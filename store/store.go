@@ -7,8 +7,7 @@ import (
 )
 
 // Store is an immutable, fully built policy table with the key indexes
-// resolution uses, which also serve OutboundByKey, RecipientByKey and
-// SenderByKey. Build it with Build or Load; its contents never change
+// resolution uses, which also serve OutboundByKey. Build it with Build or Load; its contents never change
 // afterwards, so any number of goroutines may use it, and a reload
 // replaces the whole Store.
 type Store struct {
@@ -66,16 +65,4 @@ func (s *Store) InboundRules() []*InboundRule { return s.table.Inbound }
 // first), or nil if there is none. Testing entries are returned too.
 func (s *Store) OutboundByKey(key string) *Entry {
 	return s.idx.out.get(NormalizeKey(key))
-}
-
-// RecipientByKey returns the recipients entry with the given key
-// (normalized first), or nil, nil. The error is always nil.
-func (s *Store) RecipientByKey(key string) (*Entry, error) {
-	return s.idx.rcpt.get(NormalizeKey(key)), nil
-}
-
-// SenderByKey returns the senders entry with the given key (normalized
-// first), or nil, nil. The error is always nil.
-func (s *Store) SenderByKey(key string) (*Entry, error) {
-	return s.idx.snd.get(NormalizeKey(key)), nil
 }
