@@ -11,11 +11,7 @@ package engine
 //	inbound_require.go  whether a request meets a rule's requirement
 //	sanitize.go         request text made safe for replies and logs
 
-import (
-	"strings"
-
-	"github.com/tlspolicyd/tlspolicyd/store"
-)
+import "github.com/tlspolicyd/tlspolicyd/store"
 
 // RuleResult is one inbound rule that matched a request, and whether the
 // request met its requirement.
@@ -34,11 +30,6 @@ type Decision struct {
 	Rule *store.InboundRule
 	// Matched lists every rule that matched, in table order.
 	Matched []RuleResult
-}
-
-// Blocked reports whether the decision defers or rejects the mail.
-func (d Decision) Blocked() bool {
-	return strings.HasPrefix(d.Action, "450 ") || strings.HasPrefix(d.Action, "550 ")
 }
 
 // evaluate applies the inbound rules to req (DESIGN §7): among the rules
