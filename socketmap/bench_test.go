@@ -39,7 +39,7 @@ func BenchmarkParseRequest(b *testing.B) {
 	p := []byte("tls_policy mail.bank.example")
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, _, err := ParseRequest(p); err != nil {
+		if _, _, err := parseRequest(p); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -10,7 +10,7 @@
 // configured, one space, the key (possibly empty: the null sender). A reply
 // is the netstring "OK <data>", "NOTFOUND ", "TEMP <reason>",
 // "TIMEOUT <reason>" or "PERM <reason>", at most MaxReplySize bytes.
-// Decoder, ParseRequest, AppendNetstring and AppendReply are the codec;
+// Decoder, AppendNetstring and AppendReply are the codec;
 // the decoder is strict (digits only, no leading zeros, ':' and ',' required,
 // the length capped before anything is read or allocated) because a
 // netstring stream cannot be resynchronised after an error.

@@ -231,18 +231,10 @@ func AppendNetstring(dst []byte, s string) []byte {
 	return append(dst, ',')
 }
 
-// ParseRequest splits a request payload "<map> <key>" at its first space.
-// The map name must be non-empty; the key may be empty (the null sender
-// arrives as "map " with an empty key) and may contain spaces.
-func ParseRequest(b []byte) (mapName, key string, err error) {
-	name, k, err := splitRequest(b)
-	if err != nil {
-		return "", "", err
-	}
-	return string(name), string(k), nil
-}
-
-// splitRequest is ParseRequest without copying.
+// splitRequest splits a request payload "<map> <key>" at its first space,
+// without copying. The map name must be non-empty; the key may be empty
+// (the null sender arrives as "map " with an empty key) and may contain
+// spaces.
 func splitRequest(b []byte) (name, key []byte, err error) {
 	i := bytes.IndexByte(b, ' ')
 	switch {

@@ -232,15 +232,15 @@ func TestParseRequest(t *testing.T) {
 		{in: " ", wantErr: true},
 	}
 	for _, tt := range tests {
-		name, key, err := ParseRequest([]byte(tt.in))
+		name, key, err := parseRequest([]byte(tt.in))
 		if tt.wantErr {
 			if !errors.Is(err, ErrMalformed) {
-				t.Errorf("ParseRequest(%q) err = %v, want ErrMalformed", tt.in, err)
+				t.Errorf("parseRequest(%q) err = %v, want ErrMalformed", tt.in, err)
 			}
 			continue
 		}
 		if err != nil || name != tt.name || key != tt.key {
-			t.Errorf("ParseRequest(%q) = %q, %q, %v; want %q, %q", tt.in, name, key, err, tt.name, tt.key)
+			t.Errorf("parseRequest(%q) = %q, %q, %v; want %q, %q", tt.in, name, key, err, tt.name, tt.key)
 		}
 	}
 }
@@ -337,7 +337,7 @@ func FuzzRequest(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		name, key, err := ParseRequest(data)
+		name, key, err := parseRequest(data)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("error %v is not ErrMalformed", err)
@@ -357,4 +357,13 @@ func FuzzRequest(f *testing.F) {
 			t.Fatalf("reply %q does not decode: %q, %v", reply, p, err)
 		}
 	})
+}
+
+// parseRequest is splitRequest with copied strings, for the tests.
+func parseRequest(b []byte) (mapName, key string, err error) {
+	name, k, err := splitRequest(b)
+	if err != nil {
+		return "", "", err
+	}
+	return string(name), string(k), nil
 }

@@ -236,7 +236,7 @@ func wantStream(data []byte) []byte {
 		if err != nil {
 			return AppendReply(out, Reply{Status: StatusPerm, Data: "bad request"})
 		}
-		name, key, err := ParseRequest(p)
+		name, key, err := parseRequest(p)
 		if err != nil {
 			out = AppendReply(out, Reply{Status: StatusPerm, Data: "bad request"})
 			continue
