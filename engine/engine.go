@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -35,6 +36,7 @@ type Engine struct {
 	log     *slog.Logger
 	events  *events.Ring
 	stats   *Stats
+	warned  requestWarnings // undecidable requests logged (inbound_state.go)
 
 	// OnTesting, if set, is called for every testing entry a lookup passed
 	// over, so the prober can check what enforcing it would do. It must not
@@ -144,10 +146,17 @@ func (e *Engine) Check(ctx context.Context, req *policyd.Request) (policyd.Actio
 	if sn == nil {
 		return "", ErrNoTable
 	}
+	state, ok := e.protocolState(ctx, req)
+	if !ok {
+		return "DUNNO", nil
+	}
 	in := fromRequest(req)
 	e.stats.observe(req.Get("instance"), &in.sender, in.Protocol)
 	var buf [4]RuleResult
 	decided, rule, matched := sn.inbound.decide(&in, buf[:0])
+	if state == "END-OF-MESSAGE" && strings.HasPrefix(decided, "PREPEND") {
+		decided = "DUNNO" // Postfix ignores PREPEND there; the event still says what a rule found
+	}
 	var text *eventText // built at the first event, shared by the others
 	for _, m := range matched {
 		if m.Met {

@@ -182,7 +182,7 @@ func TestReportAgainstDaemonAPI(t *testing.T) {
 	eng := engine.New(s, nil, events.NewRing(100), quiet)
 	ctx := context.Background()
 	for i, tls := range []string{"", "TLSv1.3", "TLSv1.3", "TLSv1.2"} {
-		req := policyd.NewRequest(map[string]string{"request": "smtpd_access_policy", "sender": "alice@bank.example",
+		req := policyd.NewRequest(map[string]string{"request": "smtpd_access_policy", "protocol_state": "RCPT", "sender": "alice@bank.example",
 			"recipient": "bob@ourcorp.example", "client_address": "192.0.2.1", "client_name": "mx.bank.example",
 			"encryption_protocol": tls, "instance": string(rune('a' + i))})
 		if _, err := eng.Check(ctx, req); err != nil {
@@ -264,7 +264,7 @@ func TestReportCountsBeyondTheRing(t *testing.T) {
 		if i == 0 {
 			sender = "p@pilot.example"
 		}
-		req := policyd.NewRequest(map[string]string{"request": "smtpd_access_policy", "sender": sender,
+		req := policyd.NewRequest(map[string]string{"request": "smtpd_access_policy", "protocol_state": "RCPT", "sender": sender,
 			"recipient": "bob@ourcorp.example", "client_address": "192.0.2.1", "client_name": "mx.bank.example",
 			"instance": fmt.Sprint(i)})
 		if _, err := eng.Check(context.Background(), req); err != nil {
