@@ -48,8 +48,9 @@ type Fleet struct {
 	// OnLink, when set before Run, hears every change of the link's state.
 	OnLink func(up bool, err error)
 
-	kinds map[string]ApplyFunc
-	q     *queue
+	kinds   map[string]ApplyFunc
+	q       *queue
+	started time.Time // when New made the link: the heartbeat's Started
 
 	mu        sync.Mutex
 	up        bool
@@ -68,7 +69,7 @@ func New(cfg Config, log *slog.Logger) (*Fleet, error) {
 	}
 	quietLibrary(log)
 	return &Fleet{cfg: cfg, log: log, rdb: rdb, kinds: map[string]ApplyFunc{},
-		q: newQueue(cfg.QueueSize), since: time.Now()}, nil
+		q: newQueue(cfg.QueueSize), since: time.Now(), started: time.Now()}, nil
 }
 
 // Redacted is the shared cache's URL without its password, for logs.

@@ -15,12 +15,10 @@ type NodeInfo struct {
 	LastSeen time.Time `json:"last_seen"`
 }
 
-var started = time.Now()
-
 func (f *Fleet) nodeKey(node string) string { return f.prefix() + "node:" + node }
 
 func (f *Fleet) heartbeat(ctx context.Context) error {
-	b, _ := json.Marshal(NodeInfo{Node: f.cfg.Node, Started: started, LastSeen: time.Now()})
+	b, _ := json.Marshal(NodeInfo{Node: f.cfg.Node, Started: f.started, LastSeen: time.Now()})
 	return f.rdb.Set(ctx, f.nodeKey(f.cfg.Node), b, 3*f.cfg.Heartbeat).Err()
 }
 

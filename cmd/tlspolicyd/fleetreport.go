@@ -14,21 +14,13 @@ import (
 // printFleet asks the daemon for its fleet (/api/fleet) and writes the
 // nodes and the fleet's latest events, each with the node that saw it.
 func printFleet(ctx context.Context, out io.Writer, client *http.Client, base string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/fleet", nil)
+	body, err := fetchAPI(ctx, client, base, "/api/fleet")
 	if err != nil {
 		return err
 	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s: %w", base, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound {
-		return fmt.Errorf("%s: the daemon has no shared cache (shared_cache): no fleet to report", base)
-	}
 	var v web.FleetView
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&v); err != nil || resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: /api/fleet: %s %v", base, resp.Status, err)
+	if err := json.Unmarshal(body, &v); err != nil {
+		return fmt.Errorf("%s: /api/fleet answered something that is not a fleet: %w", base, err)
 	}
 	state := "up"
 	if !v.Up {

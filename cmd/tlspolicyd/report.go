@@ -111,7 +111,13 @@ func httpTarget(s string) (string, *http.Client, error) {
 }
 
 func fetchReport(ctx context.Context, client *http.Client, base, since string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/report?since="+url.QueryEscape(since), nil)
+	return fetchAPI(ctx, client, base, "/api/report?since="+url.QueryEscape(since))
+}
+
+// fetchAPI GETs path from the daemon's HTTP API; an answer other than 200
+// is an error carrying the API's own error text.
+func fetchAPI(ctx context.Context, client *http.Client, base, path string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", base, err)
 	}
