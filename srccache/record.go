@@ -1,9 +1,10 @@
 // Package srccache is the daemon's cache of what it learned about
 // destinations from outside the policy table (MTA-STS policies, DANE
-// results): one go-memdb database with records indexed by kind and domain,
-// by domain, by next refresh time (the refresh scheduler walks it) and by
-// expiry (eviction), written in transactions, bounded in size, and
-// snapshotted to disk atomically.
+// results, probe results, learned policies) and of the monitor's schedule:
+// one go-memdb database with records indexed by kind and key, by domain,
+// by next refresh time (the one refresh Scheduler walks it) and by expiry
+// (eviction), written in transactions, bounded per kind, and snapshotted
+// to disk atomically.
 package srccache
 
 import (
@@ -11,6 +12,7 @@ import (
 
 	"github.com/tlspolicyd/tlspolicyd/dane"
 	"github.com/tlspolicyd/tlspolicyd/mtasts"
+	"github.com/tlspolicyd/tlspolicyd/probe"
 )
 
 // Kind says what a record holds; each kind has its own payload field.
@@ -18,11 +20,15 @@ type Kind string
 
 // Kinds.
 const (
-	KindMTASTS Kind = "mta-sts"
-	KindDANE   Kind = "dane"
+	KindMTASTS  Kind = "mta-sts"
+	KindDANE    Kind = "dane"
+	KindProbe   Kind = "probe"   // Domain is the probe target (probe.Canonical)
+	KindLearned Kind = "learned" // Domain is the bare domain
+	KindWatch   Kind = "watch"   // Domain is the monitored key
 )
 
-// Record is one cached fact about a domain. Records are immutable once
+// Record is one cached fact about a domain (Domain is the key of every
+// kind: a domain, a probe target or a monitored key). Records are immutable once
 // Put: a change is a new Record replacing the old one.
 type Record struct {
 	Kind    Kind         `json:"kind"`
@@ -37,6 +43,11 @@ type Record struct {
 	Why     string       `json:"why,omitempty"`     // one line saying why, for query --explain
 	MTASTS  *MTASTS      `json:"mta_sts,omitempty"` // KindMTASTS
 	DANE    *dane.Result `json:"dane,omitempty"`    // KindDANE; nil when no lookup has succeeded
+	// Used is the last lookup of the key known when the record was written.
+	Used    time.Time            `json:"used,omitzero"`
+	Probe   *probe.Result        `json:"probe,omitempty"`   // KindProbe
+	Learned *probe.LearnedRecord `json:"learned,omitempty"` // KindLearned
+	Watch   *Watch               `json:"watch,omitempty"`   // KindWatch
 }
 
 // MTASTS is an MTA-STS record: the TXT id and the policy it named. A nil
