@@ -10,16 +10,21 @@ import (
 	memdb "github.com/hashicorp/go-memdb"
 )
 
-// DefaultMaxRecords bounds a cache whose Options leave MaxRecords at 0.
+// DefaultMaxRecords bounds each kind of record whose bound Options.Max
+// leaves at 0.
 const DefaultMaxRecords = 100000
 
 // Options configure a Cache.
 type Options struct {
-	// MaxRecords bounds the records kept; past it, the records expiring
-	// first are evicted (DefaultMaxRecords if 0).
-	MaxRecords int
+	// Max bounds the records kept of each kind (DefaultMaxRecords for a
+	// kind missing or <= 0); past it, the records of that kind expiring
+	// first are evicted, so a flood of one kind never evicts another.
+	Max map[Kind]int
 	// Path is the snapshot file Save writes and Load reads ("" = none).
 	Path string
+	// ReadOnly: Load never moves a damaged file aside and Save writes
+	// nothing (a command reading the daemon's file).
+	ReadOnly bool
 	// OnChange, if set, is called after every committed Put and Delete
 	// (not for Reschedule or Load) and eviction, with the
 	// record before (nil for a new one) and after (nil when deleted or
@@ -28,7 +33,8 @@ type Options struct {
 	// it is where a shared cache would publish records.
 	OnChange func(old, cur *Record)
 	// OnEvict, if set, is called for every record dropped to stay within
-	// MaxRecords, after OnChange.
+	// its kind's bound, after OnChange and the kind's own listeners
+	// (Cache.OnEvict).
 	OnEvict func(*Record)
 }
 
@@ -46,7 +52,15 @@ type Cache struct {
 	db      *memdb.MemDB
 	n       atomic.Int64
 	evicted atomic.Uint64
+	changed atomic.Bool
 	wake    chan struct{}
+	kinds   map[Kind]int             // records per kind; under wmu
+	counts  sync.Map                 // Kind -> *atomic.Int64, for Count
+	onEvict map[Kind][]func(*Record) // set before use
+
+	saveMu    sync.Mutex
+	upgraded  string    // the older format Load read ("" if none): Save keeps that file as PATH.v1; under saveMu
+	cleanOnce sync.Once // stale temporary files removed at the first Save
 
 	wmu   sync.Mutex // serializes writers: the database and front change together
 	rmu   sync.RWMutex
@@ -60,15 +74,47 @@ type frontKey struct {
 
 // New returns an empty cache.
 func New(opts Options) (*Cache, error) {
-	if opts.MaxRecords <= 0 {
-		opts.MaxRecords = DefaultMaxRecords
-	}
 	db, err := memdb.NewMemDB(dbSchema())
 	if err != nil {
 		return nil, fmt.Errorf("srccache: schema: %w", err)
 	}
-	return &Cache{opts: opts, db: db, wake: make(chan struct{}, 1), front: map[frontKey]*Record{}}, nil
+	return &Cache{opts: opts, db: db, wake: make(chan struct{}, 1), front: map[frontKey]*Record{},
+		kinds: map[Kind]int{}, onEvict: map[Kind][]func(*Record){}}, nil
 }
+
+// OnEvict adds a listener for the records of kind evicted to stay within
+// the kind's bound. Call it before the cache is used. It runs under the
+// write lock: it must not block or call back into the cache.
+func (c *Cache) OnEvict(kind Kind, f func(*Record)) {
+	c.onEvict[kind] = append(c.onEvict[kind], f)
+}
+
+// max is kind's bound.
+func (c *Cache) max(kind Kind) int {
+	if n := c.opts.Max[kind]; n > 0 {
+		return n
+	}
+	return DefaultMaxRecords
+}
+
+// Count returns the number of records of kind.
+func (c *Cache) Count(kind Kind) int {
+	if v, ok := c.counts.Load(kind); ok {
+		return int(v.(*atomic.Int64).Load())
+	}
+	return 0
+}
+
+// addCount changes kind's count by d; c.wmu is held.
+func (c *Cache) addCount(kind Kind, d int) {
+	c.kinds[kind] += d
+	v, _ := c.counts.LoadOrStore(kind, new(atomic.Int64))
+	v.(*atomic.Int64).Store(int64(c.kinds[kind]))
+	c.n.Add(int64(d))
+}
+
+// Changed reports whether the cache changed since the last Save.
+func (c *Cache) Changed() bool { return c.changed.Load() }
 
 // Get returns the record of kind for domain, or nil. It does not look at
 // expiry: see Record.Valid. It allocates nothing.
@@ -97,6 +143,9 @@ func (c *Cache) ByDomain(domain string) []*Record {
 
 // All returns every record, by kind and domain.
 func (c *Cache) All() []*Record { return c.list(indexID) }
+
+// ByKind returns every record of kind, by key.
+func (c *Cache) ByKind(kind Kind) []*Record { return c.list(indexID+"_prefix", string(kind)) }
 
 func (c *Cache) list(index string, args ...any) []*Record {
 	it, err := c.db.Txn(false).Get(tableRecords, index, args...)
@@ -147,30 +196,25 @@ func (c *Cache) put(r *Record, notify bool) error {
 	if err := txn.Insert(tableRecords, r); err != nil {
 		return fmt.Errorf("srccache: insert %s %s: %w", r.Kind, r.Domain, err)
 	}
-	n := c.n.Load()
+	n := c.kinds[r.Kind]
 	if old == nil {
 		n++
 	}
-	var evicted []*Record
-	for n > int64(c.opts.MaxRecords) {
-		raw, err := txn.First(tableRecords, indexExpires)
-		if err != nil || raw == nil {
-			break
-		}
-		v := raw.(*Record)
-		if err := txn.Delete(tableRecords, v); err != nil {
-			return fmt.Errorf("srccache: evict %s %s: %w", v.Kind, v.Domain, err)
-		}
-		evicted = append(evicted, v)
-		n--
+	evicted, err := c.evictLocked(txn, r.Kind, n)
+	if err != nil {
+		return err
 	}
 	txn.Commit()
 	c.setFront(r.Kind, r.Domain, r)
 	for _, v := range evicted {
 		c.setFront(v.Kind, v.Domain, nil)
 	}
-	c.n.Store(n)
+	if old == nil {
+		c.addCount(r.Kind, 1)
+	}
+	c.addCount(r.Kind, -len(evicted))
 	c.evicted.Add(uint64(len(evicted)))
+	c.changed.Store(true)
 	var prev *Record
 	if old != nil {
 		prev = old.(*Record)
@@ -183,8 +227,11 @@ func (c *Cache) put(r *Record, notify bool) error {
 			c.opts.OnChange(v, nil)
 		}
 	}
-	if c.opts.OnEvict != nil {
-		for _, v := range evicted {
+	for _, v := range evicted {
+		for _, f := range c.onEvict[v.Kind] {
+			f(v)
+		}
+		if c.opts.OnEvict != nil {
 			c.opts.OnEvict(v)
 		}
 	}
@@ -193,6 +240,26 @@ func (c *Cache) put(r *Record, notify bool) error {
 	default:
 	}
 	return nil
+}
+
+// evictLocked deletes, in txn, the records of kind expiring first while
+// the kind holds more than its bound (n records with the one just
+// inserted, which is never the victim of its own insertion unless it
+// expires first).
+func (c *Cache) evictLocked(txn *memdb.Txn, kind Kind, n int) ([]*Record, error) {
+	var evicted []*Record
+	for limit := c.max(kind); n > limit; n-- {
+		raw, err := txn.First(tableRecords, indexKindExpires+"_prefix", string(kind))
+		if err != nil || raw == nil {
+			break
+		}
+		v := raw.(*Record)
+		if err := txn.Delete(tableRecords, v); err != nil {
+			return nil, fmt.Errorf("srccache: evict %s %s: %w", v.Kind, v.Domain, err)
+		}
+		evicted = append(evicted, v)
+	}
+	return evicted, nil
 }
 
 // Delete removes the record of kind for domain, if any.
@@ -210,7 +277,8 @@ func (c *Cache) Delete(kind Kind, domain string) error {
 	}
 	txn.Commit()
 	c.setFront(kind, domain, nil)
-	c.n.Add(-1)
+	c.addCount(kind, -1)
+	c.changed.Store(true)
 	if c.opts.OnChange != nil {
 		c.opts.OnChange(raw.(*Record), nil)
 	}
@@ -227,6 +295,27 @@ func (c *Cache) Due(now time.Time, limit int) (due []*Record, next time.Time) {
 	}
 	for raw := it.Next(); raw != nil; raw = it.Next() {
 		r := raw.(*Record)
+		if r.Refresh.After(now) || len(due) >= limit {
+			return due, r.Refresh
+		}
+		due = append(due, r)
+	}
+	return due, time.Time{}
+}
+
+// DueKind returns up to limit records of kind whose Refresh time is not
+// after now, earliest first, and the Refresh time of the first record of
+// kind not returned (zero if there is none).
+func (c *Cache) DueKind(kind Kind, now time.Time, limit int) (due []*Record, next time.Time) {
+	it, err := c.db.Txn(false).LowerBound(tableRecords, indexKindRefresh, string(kind), time.Time{})
+	if err != nil {
+		return nil, time.Time{}
+	}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		r := raw.(*Record)
+		if r.Kind != kind {
+			break
+		}
 		if r.Refresh.After(now) || len(due) >= limit {
 			return due, r.Refresh
 		}

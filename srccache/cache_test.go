@@ -1,6 +1,7 @@
 package srccache
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"sync"
@@ -87,49 +88,154 @@ func TestPutGetDue(t *testing.T) {
 }
 
 func TestEviction(t *testing.T) {
-	var evicted []string
-	c, _ := New(Options{MaxRecords: 2, OnEvict: func(r *Record) { evicted = append(evicted, r.Domain) }})
+	var evicted, heard []string
+	c, _ := New(Options{Max: map[Kind]int{KindMTASTS: 2}, OnEvict: func(r *Record) { evicted = append(evicted, r.Domain) }})
+	c.OnEvict(KindMTASTS, func(r *Record) { heard = append(heard, string(r.Kind)+" "+r.Domain) })
+	_ = c.Put(rec(KindDANE, "dane.test", time.Hour, time.Minute)) // expires first, but of another kind
 	_ = c.Put(rec(KindMTASTS, "late.test", time.Hour, 48*time.Hour))
 	_ = c.Put(rec(KindMTASTS, "soon.test", time.Hour, time.Hour))
 	_ = c.Put(rec(KindMTASTS, "mid.test", time.Hour, 24*time.Hour))
-	if c.Len() != 2 || c.Get(KindMTASTS, "soon.test") != nil || len(evicted) != 1 || evicted[0] != "soon.test" || c.Evicted() != 1 {
-		t.Fatalf("Len %d, evicted %v", c.Len(), evicted)
+	if c.Count(KindMTASTS) != 2 || c.Count(KindDANE) != 1 || c.Len() != 3 || c.Get(KindMTASTS, "soon.test") != nil ||
+		len(evicted) != 1 || evicted[0] != "soon.test" || c.Evicted() != 1 {
+		t.Fatalf("Len %d, mta-sts %d, evicted %v", c.Len(), c.Count(KindMTASTS), evicted)
+	}
+	if len(heard) != 1 || heard[0] != "mta-sts soon.test" {
+		t.Fatalf("kind listener heard %v", heard)
+	}
+	if got := c.ByKind(KindMTASTS); len(got) != 2 || got[0].Domain != "late.test" || got[1].Domain != "mid.test" {
+		t.Fatalf("ByKind = %v", got)
+	}
+}
+
+// DueKind walks one kind's refresh order only.
+func TestDueKind(t *testing.T) {
+	c, _ := New(Options{})
+	_ = c.Put(rec(KindDANE, "d1.test", time.Minute, time.Hour))
+	_ = c.Put(rec(KindMTASTS, "m2.test", 3*time.Hour, 24*time.Hour))
+	_ = c.Put(rec(KindMTASTS, "m1.test", 2*time.Hour, 24*time.Hour))
+	_ = c.Put(rec(KindWatch, "w.test", 0, 24*time.Hour))
+	due, next := c.DueKind(KindMTASTS, t0.Add(2*time.Hour), 10)
+	if len(due) != 1 || due[0].Domain != "m1.test" || !next.Equal(t0.Add(3*time.Hour)) {
+		t.Fatalf("DueKind = %v, next %v", due, next)
+	}
+	if due, next := c.DueKind(KindMTASTS, t0.Add(5*time.Hour), 1); len(due) != 1 || !next.Equal(t0.Add(3*time.Hour)) {
+		t.Fatalf("DueKind limit 1 = %v, next %v", due, next)
+	}
+	if due, next := c.DueKind(KindProbe, t0.Add(5*time.Hour), 10); len(due) != 0 || !next.IsZero() {
+		t.Fatalf("DueKind of an empty kind = %v, %v", due, next)
+	}
+	if due, _ := c.DueKind(KindDANE, t0.Add(time.Minute), 10); len(due) != 1 || due[0].Domain != "d1.test" {
+		t.Fatalf("DueKind dane = %v", due)
 	}
 }
 
 func TestSnapshot(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "sources.json")
+	path := filepath.Join(t.TempDir(), "cache.json")
 	c, _ := New(Options{Path: path})
 	_ = c.Put(rec(KindMTASTS, "a.test", time.Hour, 24*time.Hour))
 	_ = c.Put(rec(KindMTASTS, "old.test", time.Hour, 2*time.Hour))
-	if err := c.Save(); err != nil {
-		t.Fatal(err)
+	if !c.Changed() {
+		t.Fatal("Changed false after Put")
+	}
+	if err := c.Save(); err != nil || c.Changed() {
+		t.Fatalf("Save: %v, Changed %v", err, c.Changed())
 	}
 	d, _ := New(Options{Path: path})
-	n, err := d.Load(t0.Add(3 * time.Hour)) // old.test has expired by then
-	if err != nil || n != 1 {
-		t.Fatalf("Load = %d, %v", n, err)
+	rep, err := d.Load(t0.Add(3 * time.Hour)) // old.test has expired by then
+	if err != nil || rep.Records != 1 || rep.Corrupt != nil || rep.Upgraded != "" {
+		t.Fatalf("Load = %+v, %v", rep, err)
 	}
 	r := d.Get(KindMTASTS, "a.test")
 	if r == nil || r.MTASTS.Policy.MX[0] != "mx.a.test" || !r.Expires.Equal(t0.Add(24*time.Hour)) {
 		t.Fatalf("loaded %+v", r)
 	}
-	// A corrupt file is an error and loads nothing.
-	if err := os.WriteFile(path, []byte(`{"version":1,"records":[{"kind":`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e, _ := New(Options{Path: path})
-	if n, err := e.Load(t0); err == nil || n != 0 || e.Len() != 0 {
-		t.Fatalf("corrupt snapshot: %d, %v", n, err)
-	}
 	// A missing file is fine.
 	f, _ := New(Options{Path: filepath.Join(t.TempDir(), "none.json")})
-	if n, err := f.Load(t0); err != nil || n != 0 {
-		t.Fatalf("missing snapshot: %d, %v", n, err)
+	if rep, err := f.Load(t0); err != nil || rep.Records != 0 {
+		t.Fatalf("missing snapshot: %+v, %v", rep, err)
 	}
 	// No temporary file is left behind.
 	if m, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "*.tmp*")); len(m) != 0 {
 		t.Fatalf("left %v", m)
+	}
+}
+
+// A damaged snapshot is kept aside, what parses is restored, and the next
+// Save writes the salvaged records.
+func TestSnapshotCorrupt(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "cache.json")
+	good, _ := json.Marshal(rec(KindMTASTS, "a.test", time.Hour, 24*time.Hour))
+	for name, body := range map[string]string{
+		"torn":           `{"version":2,"records":[` + string(good) + `,{"kind":`,
+		"invalid record": `{"version":2,"records":[` + string(good) + `,{"kind":"mta-sts","domain":"b.test"},{"kind":"nonsense","domain":"c.test"}]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, _ := New(Options{Path: path})
+			rep, err := c.Load(t0)
+			if err != nil || rep.Records != 1 || rep.Corrupt == nil || rep.Corrupt.Salvaged != 1 || c.Get(KindMTASTS, "a.test") == nil {
+				t.Fatalf("Load = %+v, %v", rep, err)
+			}
+			aside, err := os.ReadFile(rep.Corrupt.Aside)
+			if err != nil || string(aside) != body {
+				t.Fatalf("kept aside %q: %q, %v", rep.Corrupt.Aside, aside, err)
+			}
+			if !c.Changed() || c.Save() != nil {
+				t.Fatal("salvaged records not saved")
+			}
+			d, _ := New(Options{Path: path})
+			if rep, err := d.Load(t0); err != nil || rep.Records != 1 || rep.Corrupt != nil {
+				t.Fatalf("reload = %+v, %v", rep, err)
+			}
+		})
+	}
+	// An unknown version loads nothing and is kept aside, never misread.
+	if err := os.WriteFile(path, []byte(`{"version":9,"records":[`+string(good)+`]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := New(Options{Path: path})
+	if rep, err := c.Load(t0); err != nil || rep.Records != 0 || rep.Corrupt == nil || rep.Corrupt.Lost != 1 {
+		t.Fatalf("unknown version: %+v, %v", rep, err)
+	}
+}
+
+// A version 1 source cache is read, and the first Save keeps it as
+// PATH.v1; Import merges another file, the later fetch winning.
+func TestSnapshotUpgradeAndImport(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "cache.json")
+	r := rec(KindMTASTS, "a.test", time.Hour, 24*time.Hour)
+	v1, _ := json.Marshal(map[string]any{"version": 1, "records": []*Record{r}})
+	if err := os.WriteFile(path, v1, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := New(Options{Path: path})
+	rep, err := c.Load(t0)
+	if err != nil || rep.Records != 1 || rep.Upgraded != "source cache version 1" || !c.Changed() {
+		t.Fatalf("Load v1 = %+v, %v", rep, err)
+	}
+	if err := c.Save(); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(path + ".v1"); err != nil || string(b) != string(v1) {
+		t.Fatalf("old file not kept as .v1: %q, %v", b, err)
+	}
+	other := filepath.Join(dir, "sources.json")
+	newer := rec(KindMTASTS, "a.test", time.Hour, 48*time.Hour)
+	newer.Fetched = t0.Add(time.Minute)
+	older := rec(KindDANE, "b.test", time.Hour, 24*time.Hour)
+	b, _ := json.Marshal(map[string]any{"version": 1, "records": []*Record{newer, older}})
+	if err := os.WriteFile(other, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Import(other, t0); err != nil || n != 2 || !c.Get(KindMTASTS, "a.test").Expires.Equal(t0.Add(48*time.Hour)) {
+		t.Fatalf("Import = %d, %v", n, err)
+	}
+	if n, err := c.Import(other, t0); err != nil || n != 0 {
+		t.Fatalf("second Import = %d, %v (nothing newer)", n, err)
 	}
 }
 
@@ -153,8 +259,8 @@ func TestQuietWrites(t *testing.T) {
 	}
 	_ = c.Save()
 	d, _ := New(Options{Path: path, OnChange: func(_, _ *Record) { changes++ }})
-	if n, err := d.Load(t0); n != 1 || err != nil {
-		t.Fatalf("Load = %d, %v", n, err)
+	if rep, err := d.Load(t0); rep.Records != 1 || err != nil {
+		t.Fatalf("Load = %+v, %v", rep, err)
 	}
 	if changes != 1 {
 		t.Fatalf("OnChange called %d times, want once (the Put)", changes)

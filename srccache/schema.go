@@ -13,10 +13,11 @@ import (
 const (
 	tableRecords = "records"
 
-	indexID      = "id"      // kind, then domain: unique
-	indexDomain  = "domain"  // every kind of one domain
-	indexRefresh = "refresh" // next refresh time, earliest first
-	indexExpires = "expires" // expiry, earliest first: what eviction drops
+	indexID          = "id"           // kind, then key: unique
+	indexDomain      = "domain"       // every kind of one key
+	indexRefresh     = "refresh"      // next refresh time, earliest first
+	indexKindRefresh = "kind_refresh" // one kind's records by next refresh time: what the Scheduler walks
+	indexKindExpires = "kind_expires" // one kind's records by expiry, earliest first: what eviction drops
 )
 
 func dbSchema() *memdb.DBSchema {
@@ -37,7 +38,12 @@ func recordsTableSchema() *memdb.TableSchema {
 			},
 			indexDomain:  {Name: indexDomain, Indexer: &memdb.StringFieldIndex{Field: "Domain"}},
 			indexRefresh: {Name: indexRefresh, Indexer: timeIndex(func(r *Record) time.Time { return r.Refresh })},
-			indexExpires: {Name: indexExpires, Indexer: timeIndex(func(r *Record) time.Time { return r.Expires })},
+			indexKindRefresh: {Name: indexKindRefresh, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+				&memdb.StringFieldIndex{Field: "Kind"}, timeIndex(func(r *Record) time.Time { return r.Refresh }),
+			}}},
+			indexKindExpires: {Name: indexKindExpires, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+				&memdb.StringFieldIndex{Field: "Kind"}, timeIndex(func(r *Record) time.Time { return r.Expires }),
+			}}},
 		},
 	}
 }

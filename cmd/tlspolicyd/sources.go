@@ -58,10 +58,10 @@ func newSources(cfg config.Config, log *slog.Logger, onEvict func(*srccache.Reco
 	if err != nil {
 		return nil, err
 	}
-	if n, err := cache.Load(time.Now()); err != nil {
+	if rep, err := cache.Load(time.Now()); err != nil {
 		log.Warn("source cache not restored (ignored; policies are fetched again)", "path", sourcesCachePath(cfg), "error", err)
-	} else if n > 0 {
-		log.Info("source cache restored", "path", sourcesCachePath(cfg), "records", n)
+	} else if rep.Records > 0 {
+		log.Info("source cache restored", "path", sourcesCachePath(cfg), "records", rep.Records)
 	}
 	return m, nil
 }
@@ -148,7 +148,7 @@ func offlineSources(cfg config.Config, errw io.Writer) *sources.Manager {
 	if _, err := os.Stat(path); err != nil {
 		return nil
 	}
-	cache, err := srccache.New(srccache.Options{Path: path})
+	cache, err := srccache.New(srccache.Options{Path: path, ReadOnly: true})
 	if err != nil {
 		return nil
 	}
