@@ -172,16 +172,19 @@ func (c *Cache) Put(r *Record) error { return c.put(r, true) }
 
 // Reschedule replaces r's record with a copy whose Refresh is refresh:
 // the scheduler's own bookkeeping, not a new fact about the domain, so
-// OnChange is not called.
+// OnChange is not called. If r is no longer the record held (a writer
+// replaced or deleted it meanwhile), nothing changes: the newer record
+// keeps its own schedule.
 func (c *Cache) Reschedule(r *Record, refresh time.Time) error {
 	cp := *r
 	cp.Refresh = refresh
-	return c.put(&cp, false)
+	return c.put(&cp, false, r)
 }
 
 // put inserts r; notify says whether OnChange hears of it (evictions are
-// always reported).
-func (c *Cache) put(r *Record, notify bool) error {
+// always reported). With expect set, r replaces expect only: if the
+// record held is another (or none), put does nothing.
+func (c *Cache) put(r *Record, notify bool, expect ...*Record) error {
 	if r == nil || r.Kind == "" || r.Domain == "" {
 		return errors.New("srccache: record without kind or domain")
 	}
@@ -192,6 +195,9 @@ func (c *Cache) put(r *Record, notify bool) error {
 	old, err := txn.First(tableRecords, indexID, string(r.Kind), r.Domain)
 	if err != nil {
 		return fmt.Errorf("srccache: %w", err)
+	}
+	if len(expect) > 0 && (old == nil || old.(*Record) != expect[0]) {
+		return nil
 	}
 	if err := txn.Insert(tableRecords, r); err != nil {
 		return fmt.Errorf("srccache: insert %s %s: %w", r.Kind, r.Domain, err)
