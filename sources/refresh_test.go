@@ -35,7 +35,7 @@ func TestRefresh(t *testing.T) {
 
 	// Same id, fresh policy: the TXT record is checked, no fetch.
 	e.due(t, "r.test")
-	e.m.refreshBatch(ctx, []*srccache.Record{e.m.Cache().Get(srccache.KindMTASTS, "r.test")}, time.Now())
+	e.m.refreshDue(ctx, e.m.Cache().Get(srccache.KindMTASTS, "r.test"), time.Now())
 	if n := e.host.Requests(); n != 1 {
 		t.Fatalf("%d fetches after an unchanged id, want 1", n)
 	}
@@ -48,7 +48,7 @@ func TestRefresh(t *testing.T) {
 	e.dns.Add(t, `_mta-sts.r.test. 300 IN TXT "v=STSv1; id=2"`)
 	e.host.SetPolicy(sourcetest.Policy("enforce", 86400, "mx2.r.test"))
 	e.due(t, "r.test")
-	e.m.refreshBatch(ctx, []*srccache.Record{e.m.Cache().Get(srccache.KindMTASTS, "r.test")}, time.Now())
+	e.m.refreshDue(ctx, e.m.Cache().Get(srccache.KindMTASTS, "r.test"), time.Now())
 	if d := e.resolve(t, "r.test"); d.Policy != "secure match=mx2.r.test servername=hostname" {
 		t.Fatalf("after id change: %+v", d)
 	}
@@ -59,7 +59,7 @@ func TestRefresh(t *testing.T) {
 	e.dns.Add(t, `_mta-sts.r.test. 300 IN TXT "v=STSv1; id=3"`)
 	e.host.SetHandler(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "down", http.StatusInternalServerError) })
 	e.due(t, "r.test")
-	e.m.refreshBatch(ctx, []*srccache.Record{e.m.Cache().Get(srccache.KindMTASTS, "r.test")}, time.Now())
+	e.m.refreshDue(ctx, e.m.Cache().Get(srccache.KindMTASTS, "r.test"), time.Now())
 	d := e.resolve(t, "r.test")
 	if d.Policy != "secure match=mx2.r.test servername=hostname" || d.Record.Error == "" {
 		t.Fatalf("failed refresh: %+v (error %q)", d, d.Record.Error)
@@ -67,7 +67,7 @@ func TestRefresh(t *testing.T) {
 	// The TXT record disappears: the cached policy is still in force (§8.3).
 	e.dns.Remove("_mta-sts.r.test", dns.TypeTXT)
 	e.due(t, "r.test")
-	e.m.refreshBatch(ctx, []*srccache.Record{e.m.Cache().Get(srccache.KindMTASTS, "r.test")}, time.Now())
+	e.m.refreshDue(ctx, e.m.Cache().Get(srccache.KindMTASTS, "r.test"), time.Now())
 	if d := e.resolve(t, "r.test"); d.Source != SourceMTASTS {
 		t.Fatalf("TXT removed: %+v", d)
 	}
@@ -93,14 +93,14 @@ func TestRefreshIdle(t *testing.T) {
 	r.Refresh = time.Now().Add(-time.Second)
 	r.Checked = time.Now().Add(time.Hour) // not looked up since
 	_ = e.m.Cache().Put(&r)
-	e.m.refreshBatch(context.Background(), []*srccache.Record{&r}, time.Now())
+	e.m.refreshDue(context.Background(), &r, time.Now())
 	got := e.m.Cache().Get(srccache.KindMTASTS, "idle.test")
 	if e.dns.Count("_mta-sts.idle.test", dns.TypeTXT) != 1 || !got.Refresh.Equal(got.Expires) {
 		t.Fatalf("idle record refreshed or not kept to expiry: %+v", got)
 	}
 	r = *got
 	r.Expires = time.Now().Add(-time.Second)
-	e.m.refreshBatch(context.Background(), []*srccache.Record{&r}, time.Now())
+	e.m.refreshDue(context.Background(), &r, time.Now())
 	if e.m.Cache().Get(srccache.KindMTASTS, "idle.test") != nil {
 		t.Fatal("expired idle record not deleted")
 	}
@@ -122,5 +122,36 @@ func TestSweepUsed(t *testing.T) {
 	e.m.sweepUsed()
 	if _, ok := e.m.used.Load("gone.test"); ok {
 		t.Fatal("lookup time of a domain without records kept")
+	}
+}
+
+// Through the cache's one Scheduler: a due record looked up since its
+// last check is refetched, and the refetched policy answers.
+func TestRegisterRefreshesThroughScheduler(t *testing.T) {
+	e := newEnv(t, 5*time.Second, "s.test")
+	e.sts(t, "s.test", "1")
+	e.host.SetPolicy(sourcetest.Policy("enforce", 86400, "mx1.s.test"))
+	if d := e.resolve(t, "s.test"); d.Policy != "secure match=mx1.s.test servername=hostname" {
+		t.Fatalf("first: %+v", d)
+	}
+	e.dns.Remove("_mta-sts.s.test", dns.TypeTXT)
+	e.dns.Add(t, `_mta-sts.s.test. 300 IN TXT "v=STSv1; id=2"`)
+	e.host.SetPolicy(sourcetest.Policy("enforce", 86400, "mx2.s.test"))
+	s := srccache.NewScheduler(e.m.Cache(), srccache.SchedulerOptions{})
+	e.m.Register(s)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	e.due(t, "s.test")
+	deadline := time.Now().Add(10 * time.Second)
+	for e.m.Cache().Get(srccache.KindMTASTS, "s.test").MTASTS.ID != "2" {
+		if time.Now().After(deadline) {
+			t.Fatal("the scheduler did not refetch the changed policy")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if d := e.resolve(t, "s.test"); d.Policy != "secure match=mx2.s.test servername=hostname" {
+		t.Fatalf("after the scheduled refresh: %+v", d)
 	}
 }

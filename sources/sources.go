@@ -1,7 +1,7 @@
 // Package sources answers TLS policies for destinations the policy table
 // does not list, from DANE (RFC 7672) and MTA-STS (RFC 8461), DANE first
 // (RFC 8461 §2). What it learns is kept in the go-memdb source cache
-// (srccache) and refreshed in the background by one scheduler; a lookup
+// (srccache) and refreshed in the background by its one Scheduler; a lookup
 // of a cached domain reads the cache only. A first lookup of a domain
 // fetches once however many lookups wait for it (singleflight), waits at
 // most Config.Timeout, and past that answers what the RFCs say when no
@@ -48,11 +48,8 @@ type Config struct {
 	MTASTS  *mtasts.Fetcher // nil: MTA-STS is not a source
 	Cache   *srccache.Cache
 	Timeout time.Duration // a lookup's wait for a first fetch; DefaultTimeout if 0
-	Workers int           // refreshes in flight at most (4 if 0)
+	Workers int           // refreshes of each kind in flight at most (4 if 0)
 	Logger  *slog.Logger
-	// SaveEvery is how often the scheduler snapshots a changed cache to
-	// disk (5 min if 0).
-	SaveEvery time.Duration
 	// Offline answers from the cache as it is and never fetches (query
 	// reading the daemon's snapshot): a kind is on when its DANE or
 	// MTASTS field is set, which is then never called.
@@ -79,7 +76,6 @@ type Manager struct {
 	sf    singleflight.Group
 	used  sync.Map // domain -> *atomic.Int64: Unix second of the last lookup
 	stats stats
-	dirty atomic.Bool
 }
 
 // New returns a Manager. cfg.Cache is required.
@@ -92,9 +88,6 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = 4
-	}
-	if cfg.SaveEvery <= 0 {
-		cfg.SaveEvery = 5 * time.Minute
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -225,7 +218,6 @@ func (m *Manager) fetch(kind srccache.Kind, domain string) <-chan singleflight.R
 		if m.cfg.OnPolicy != nil && r.MTASTS != nil && r.MTASTS.Policy != nil && r.MTASTS.Policy.Mode != mtasts.ModeNone {
 			m.cfg.OnPolicy(r)
 		}
-		m.dirty.Store(true)
 		return nil, nil
 	})
 }

@@ -52,6 +52,8 @@ type daemon struct {
 	health       *engine.ProbeHealth
 	probe        probe.Func // the prober, counted: see probeFunc
 	cache        *probe.Cache
+	srcCache     *srccache.Cache     // every record the daemon learns about destinations
+	sched        *srccache.Scheduler // the one refresh scheduler of srcCache
 	rl           *engine.Reloader
 	src          *sources.Manager // nil without sources
 	sourceChecks chan *store.Entry
@@ -103,6 +105,9 @@ func newDaemon(cfg config.Config, logw io.Writer) (_ *daemon, err error) {
 	}
 	d.openEvents()
 	if err := d.newEngine(); err != nil {
+		return nil, err
+	}
+	if err := d.newCache(); err != nil {
 		return nil, err
 	}
 	if err := d.newProbing(); err != nil {
@@ -245,17 +250,12 @@ func (d *daemon) probeFunc() probe.Func {
 	return d.probe
 }
 
-// newSources makes the DANE and MTA-STS sources, if configured; MTA-STS
-// domains go to the monitor through sourceChecks.
+// newSources makes the DANE and MTA-STS sources on the daemon's cache, if
+// configured; MTA-STS domains go to the monitor through sourceChecks.
 func (d *daemon) newSources() error {
 	log := d.log
 	d.sourceChecks = make(chan *store.Entry, 64)
-	src, err := newSources(d.cfg, log.With("component", "sources"), func(r *srccache.Record) {
-		log.Info("source cache full: record evicted", "kind", r.Kind, "domain", r.Domain, "expires", r.Expires)
-		if ev, ok := sourceEvictedEvent(r, time.Now()); ok {
-			d.ring.Publish(ev)
-		}
-	}, d.fl.sourceChanged)
+	src, err := newSources(d.cfg, log.With("component", "sources"), d.srcCache)
 	if err != nil {
 		return cli.Exit("tlspolicyd: "+err.Error(), 1)
 	}
@@ -264,6 +264,7 @@ func (d *daemon) newSources() error {
 	}
 	d.src = src
 	d.eng.SetSources(src)
+	src.Register(d.sched)
 	src.SetOnPolicy(func(r *srccache.Record) {
 		if e := engine.SourceEntry(r); e != nil {
 			select {

@@ -185,12 +185,12 @@ func (d *daemon) listen() ([]server, error) {
 // all until ctx ends. It returns when the maillog follower is done.
 func (d *daemon) startBackground(ctx context.Context) (maillogDone <-chan struct{}, err error) {
 	go func() { _ = d.cache.Run(ctx) }()
+	go func() { _ = d.sched.Run(ctx) }()
 	if d.statsPath != "" {
 		go d.eng.Stats().RunSaver(ctx, d.statsPath, d.inboundSince, time.Minute, d.log)
 	}
 	go func() { _ = d.mon.Run(ctx) }()
 	if d.src != nil {
-		go func() { _ = d.src.Run(ctx) }()
 		go checkSources(ctx, d.mon, d.sourceChecks)
 	}
 	maillogDone = d.ml.start(ctx)
@@ -264,9 +264,7 @@ func (d *daemon) save() {
 			log.Warn("saving inbound counters", "path", d.statsPath, "error", err)
 		}
 	}
-	if d.src != nil {
-		if err := d.src.Save(); err != nil {
-			log.Warn("saving source cache", "path", sourcesCachePath(cfg), "error", err)
-		}
+	if err := d.srcCache.Save(); err != nil {
+		log.Warn("saving the cache", "path", sourcesCachePath(cfg), "error", err)
 	}
 }

@@ -107,7 +107,8 @@ func (l *fleetLink) shareProbes(c *probe.Cache) {
 // fetched successfully is shared. Failed attempts stay local (each node
 // retries on its own), and so do records applied from the fleet.
 func (l *fleetLink) sourceChanged(_, cur *srccache.Record) {
-	if l == nil || cur == nil || cur == l.applying.Load() || cur.Error != "" {
+	if l == nil || cur == nil || cur == l.applying.Load() || cur.Error != "" ||
+		cur.Kind != srccache.KindMTASTS && cur.Kind != srccache.KindDANE {
 		return
 	}
 	l.publish(fleetSource+string(cur.Kind), cur.Domain, cur.Expires, cur)

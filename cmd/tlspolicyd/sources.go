@@ -39,9 +39,9 @@ func sourcesCachePath(cfg config.Config) string {
 	return ""
 }
 
-// newSources builds the DANE and MTA-STS sources with their cache, or
-// returns nil when both are off. The resolver is the prober's.
-func newSources(cfg config.Config, log *slog.Logger, onEvict func(*srccache.Record), onChange func(old, cur *srccache.Record)) (*sources.Manager, error) {
+// newSources builds the DANE and MTA-STS sources on cache, or returns nil
+// when both are off. The resolver is the prober's.
+func newSources(cfg config.Config, log *slog.Logger, cache *srccache.Cache) (*sources.Manager, error) {
 	if !cfg.Sources.DANE && !cfg.Sources.MTASTS {
 		return nil, nil
 	}
@@ -49,21 +49,7 @@ func newSources(cfg config.Config, log *slog.Logger, onEvict func(*srccache.Reco
 	if err != nil {
 		return nil, err
 	}
-	cache, err := srccache.New(srccache.Options{Path: sourcesCachePath(cfg), OnEvict: onEvict, OnChange: onChange})
-	if err != nil {
-		return nil, err
-	}
-	mc := sources.Config{Cache: cache, Timeout: cfg.Sources.Timeout, Logger: log, DANE: danes, MTASTS: fetcher}
-	m, err := sources.New(mc)
-	if err != nil {
-		return nil, err
-	}
-	if rep, err := cache.Load(time.Now()); err != nil {
-		log.Warn("source cache not restored (ignored; policies are fetched again)", "path", sourcesCachePath(cfg), "error", err)
-	} else if rep.Records > 0 {
-		log.Info("source cache restored", "path", sourcesCachePath(cfg), "records", rep.Records)
-	}
-	return m, nil
+	return sources.New(sources.Config{Cache: cache, Timeout: cfg.Sources.Timeout, Logger: log, DANE: danes, MTASTS: fetcher})
 }
 
 // resolverServer returns probe.resolver, else the first name server of
@@ -152,9 +138,11 @@ func offlineSources(cfg config.Config, errw io.Writer) *sources.Manager {
 	if err != nil {
 		return nil
 	}
-	if _, err := cache.Load(time.Now()); err != nil {
-		fmt.Fprintf(errw, "tlspolicyd: source cache %s not read: %v\n", path, err)
-		return nil
+	if rep, err := cache.Load(time.Now()); err != nil || rep.Corrupt != nil {
+		if err == nil {
+			err = rep.Corrupt.Err
+		}
+		fmt.Fprintf(errw, "tlspolicyd: cache %s not read whole: %v\n", path, err)
 	}
 	mc := sources.Config{Cache: cache, Offline: true}
 	if cfg.Sources.DANE {

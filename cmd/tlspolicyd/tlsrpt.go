@@ -147,7 +147,7 @@ func tlsrptAction(c *cli.Context) error {
 	}
 	// The sources' cache snapshot tells which domains had an MTA-STS or
 	// DANE policy; without it every report says no-policy-found.
-	src, err := newSources(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil)
+	src, err := newSources(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), readCache(cfg))
 	if err != nil {
 		src = nil
 	}
