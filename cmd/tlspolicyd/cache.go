@@ -17,7 +17,7 @@ import (
 func (d *daemon) newCache() error {
 	cfg, log := d.cfg, d.log.With("component", "cache")
 	path := sourcesCachePath(cfg)
-	c, err := srccache.New(srccache.Options{Path: path, OnChange: d.fl.sourceChanged})
+	c, err := srccache.New(srccache.Options{Path: path, OnChange: d.fl.sourceChanged, Max: cacheBounds(cfg)})
 	if err != nil {
 		return cli.Exit("tlspolicyd: "+err.Error(), 1)
 	}
@@ -53,4 +53,12 @@ func readCache(cfg config.Config) *srccache.Cache {
 	}
 	_, _ = c.Load(time.Now())
 	return c
+}
+
+// cacheBounds is each kind's bound from the configuration.
+func cacheBounds(cfg config.Config) map[srccache.Kind]int {
+	return map[srccache.Kind]int{
+		srccache.KindDANE: cfg.Sources.MaxRecords, srccache.KindMTASTS: cfg.Sources.MaxRecords,
+		srccache.KindProbe: cfg.Probe.MaxEntries, srccache.KindLearned: cfg.Probe.MaxEntries,
+	}
 }

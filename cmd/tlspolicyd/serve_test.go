@@ -330,6 +330,7 @@ func TestServeFlagsOverrideConfig(t *testing.T) {
 		{"probe.interval", "probe-interval", "10m", "20m", 20 * time.Minute},
 		{"probe.max_per_minute", "probe-max-per-minute", "60", "0", 0},
 		{"probe.monitor_workers", "probe-monitor-workers", "2", "8", 8},
+		{"probe.max_entries", "probe-max-entries", "100", "200", 200},
 		{"alerts.mail_to", "alert-mail-to", "a@file.example", "postmaster@flag.example", "postmaster@flag.example"},
 		{"alerts.smtp", "alert-smtp", "127.0.0.1:2525", "[::1]:25", "[::1]:25"},
 		{"alerts.webhook", "alert-webhook", "https://file.example/hook", "https://flag.example/hook", "https://flag.example/hook"},
@@ -346,6 +347,7 @@ func TestServeFlagsOverrideConfig(t *testing.T) {
 		{"sources.https_ca", "https-ca", "/file/ca.pem", "/flag/ca.pem", "/flag/ca.pem"},
 		{"sources.mta_sts_port", "mta-sts-port", "8443", "9443", 9443},
 		{"sources.cache", "sources-cache", "/file/sources.json", "/flag/sources.json", "/flag/sources.json"},
+		{"sources.max_records", "sources-max-records", "1000", "2000", 2000},
 		{"maillog", "maillog", "/var/log/mail.log", "journal", "journal"},
 		{"tlsrpt.enabled", "tlsrpt", "true", "false", false},
 		{"tlsrpt.organization", "tlsrpt-organization", "File Corp", "Flag Corp", "Flag Corp"},
@@ -412,6 +414,8 @@ func TestServeFlagValidated(t *testing.T) {
 		{"--alert-from=tlspolicyd@mailhost", `--alert-from: alerts.from "tlspolicyd@mailhost": want an address local@domain.example`},
 		{"--sources-timeout=0s", "--sources-timeout: sources.timeout 0s: want a positive duration"},
 		{"--mta-sts-port=0", "--mta-sts-port: sources.mta_sts_port 0: want 1-65535"},
+		{"--sources-max-records=0", "--sources-max-records: sources.max_records 0: want at least 1"},
+		{"--probe-max-entries=0", "--probe-max-entries: probe.max_entries 0: want at least 1"},
 	} {
 		_, err := loadServeConfig(t, "--table", "testdata/table", tt.arg)
 		if err == nil || !strings.HasPrefix(err.Error(), tt.want) {

@@ -288,3 +288,34 @@ func TestSourceEvictedEvent(t *testing.T) {
 		t.Error("event for an expired record")
 	}
 }
+
+// TestServeSourcesBound: sources.max_records bounds the MTA-STS records;
+// a policy in force evicted to make room is a source_evicted event.
+func TestServeSourcesBound(t *testing.T) {
+	w := newSourcesWorld(t, "a.test", "b.test")
+	w.host.SetPolicy(sourcetest.Policy("enforce", 86400, "mx1.a.test"))
+	dir := t.TempDir()
+	table := filepath.Join(dir, "table.yaml")
+	if err := os.WriteFile(table, []byte("outbound: {}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	evlog := filepath.Join(dir, "events.jsonl")
+	cl := dialSocketmap(t, startServe(t, []string{"socketmap"}, w.args("--table", table, "--socketmap", "127.0.0.1:0",
+		"--policyd", "", "--http", "", "--probe-cache", "", "--event-log", evlog, "--sources-max-records", "1")...)["socketmap"])
+	for _, d := range []string{"a.test", "b.test"} {
+		if got := lookup(t, cl, "tls_policy", d); !strings.HasPrefix(got, "OK secure") {
+			t.Fatalf("%s: %q", d, got)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(evlog)
+		if strings.Contains(string(b), `"source_evicted"`) && strings.Contains(string(b), `"a.test"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no source_evicted event for a.test:\n%s", b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

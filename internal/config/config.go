@@ -52,6 +52,9 @@ type Probe struct {
 	MaxPerMinute int `yaml:"max_per_minute"`
 	// MonitorWorkers is how many probes the monitor has in flight at most.
 	MonitorWorkers int `yaml:"monitor_workers"`
+	// MaxEntries bounds the probe results kept, and separately the
+	// learned policies; past it the oldest make room.
+	MaxEntries int `yaml:"max_entries"`
 }
 
 // Alerts configures alert delivery.
@@ -95,6 +98,10 @@ type Sources struct {
 	// Cache is the source cache's snapshot file; "" puts sources.json
 	// next to probe.cache (memory only when that is "" too).
 	Cache string `yaml:"cache"`
+	// MaxRecords bounds the DANE records kept, and separately the MTA-STS
+	// records; past it those expiring first are evicted (an event when
+	// one still in force goes).
+	MaxRecords int `yaml:"max_records"`
 }
 
 // Config is the daemon configuration.
@@ -160,10 +167,10 @@ func Default() Config {
 			Cache:          "/var/lib/tlspolicyd/probes.json",
 			Interval:       time.Hour,
 			MaxPerMinute:   120,
-			MonitorWorkers: 4,
+			MonitorWorkers: 4, MaxEntries: 50000,
 		},
 		Alerts:  Alerts{SMTP: "127.0.0.1:25", Interval: time.Hour},
-		Sources: Sources{DANE: true, MTASTS: true, Timeout: 5 * time.Second, MTASTSPort: 443},
+		Sources: Sources{DANE: true, MTASTS: true, Timeout: 5 * time.Second, MTASTSPort: 443, MaxRecords: 100000},
 		Log: Log{Format: "text", Level: "info", Events: "/var/lib/tlspolicyd/events.jsonl",
 			EventsMaxMB: 10, EventsKeep: 3},
 	}
@@ -361,6 +368,12 @@ func (c Config) Validate() error {
 	}
 	if c.Probe.MonitorWorkers < 1 {
 		return keyErrorf("probe.monitor_workers", "%d: want at least 1", c.Probe.MonitorWorkers)
+	}
+	if c.Probe.MaxEntries < 1 {
+		return keyErrorf("probe.max_entries", "%d: want at least 1", c.Probe.MaxEntries)
+	}
+	if c.Sources.MaxRecords < 1 {
+		return keyErrorf("sources.max_records", "%d: want at least 1", c.Sources.MaxRecords)
 	}
 	return nil
 }
