@@ -39,6 +39,12 @@ type PostfixConfig struct {
 	Main map[string]string
 	// Master holds extra master.cf lines (e.g. an smtpd listener).
 	Master []string
+	// ChrootFiles are written under the queue directory (the chrooted
+	// clients' root), paths relative to it, replacing the harness's
+	// etc/resolv.conf, etc/nsswitch.conf or etc/hosts of the same name:
+	// e.g. a resolv.conf naming an in-process DNS server for a test
+	// that turns DNS on (the machine's /etc/resolv.conf is never used).
+	ChrootFiles map[string]string
 }
 
 // baseMaster is master.cf for a client-side instance: the services Postfix
@@ -207,6 +213,13 @@ func (p *Postfix) write(cfg PostfixConfig) error {
 		filepath.Join(p.QueueDir, "etc", "nsswitch.conf"): "hosts: files\n",
 		filepath.Join(p.QueueDir, "etc", "resolv.conf"):   "# no DNS in throwaway instances\n",
 		filepath.Join(p.QueueDir, "etc", "hosts"):         "127.0.0.1 localhost\n",
+	}
+	for name, content := range cfg.ChrootFiles {
+		path := filepath.Join(p.QueueDir, filepath.Clean("/"+name))
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return fmt.Errorf("mkdir: %w", err)
+		}
+		files[path] = content
 	}
 	for path, content := range files {
 		if err := writeConfig(path, content); err != nil {

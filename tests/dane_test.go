@@ -1,0 +1,233 @@
+package tests
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/tlspolicyd/tlspolicyd/internal/e2e"
+	"github.com/tlspolicyd/tlspolicyd/internal/sourcetest"
+	"github.com/tlspolicyd/tlspolicyd/tests/internal/harness"
+)
+
+// TestOutboundDANE: Postfix 3.7 with examples/postfix, DNS on and
+// smtp_dns_support_level = dnssec (the README's DANE settings), delivers
+// to domains the table does not list as their DANE TLSA records require.
+// Postfix's chrooted smtp client and the daemon ask one in-process DNS
+// server that plays a validating resolver (AD on the signed names) on a
+// private loopback address, port 53, named by the chroot's resolv.conf
+// ("options trust-ad": glibc passes the AD bit on only then). The fake MX
+// hosts listen on port 25 (the TLSA names are _25._tcp.<mx>), with
+// certificates from a CA nobody trusts: only DANE can verify them.
+//   - TLSA 3 1 1 matching the MX's key: the daemon answers dane-only,
+//     Postfix delivers, "Verified TLS connection established";
+//   - TLSA 3 1 1 of another key: deferred, dsn=4.7.5 "Server certificate
+//     not verified", no MAIL;
+//   - TLSA lookup SERVFAIL in a signed zone: the daemon answers TEMP,
+//     Postfix defers (4.7.5 "client TLS configuration problem") without
+//     connecting to the MX.
+func TestOutboundDANE(t *testing.T) {
+	harness.RequirePostfix(t)
+	res := sourcetest.NewResolver(t)
+	ns := serveDNSOnPort53(t, validatedRoot{res})
+	ca := harness.NewTestCA(t, "tlspolicyd DANE test CA, trusted by nobody")
+
+	type daneCase struct {
+		domain, ip string
+		tlsa       string // "match", "other" or "servfail"
+		reason     string // "" = delivered
+	}
+	cases := []daneCase{
+		{domain: "dane-ok.test", ip: "127.0.25.1", tlsa: "match"},
+		{domain: "dane-wrong.test", ip: "127.0.25.2", tlsa: "other", reason: "Server certificate not verified"},
+		{domain: "dane-servfail.test", ip: "127.0.25.3", tlsa: "servfail", reason: "client TLS configuration problem"},
+	}
+	other := ca.Issue(t, "someone-else.test")
+	mxs := make([]*harness.FakeMX, len(cases))
+	for i, tc := range cases {
+		mx := "mx." + tc.domain
+		requireListen(t, tc.ip, 25)
+		cert := ca.Issue(t, mx)
+		mxs[i] = harness.NewTLSFakeMX(t, cert, tc.ip, harness.OnPort(25))
+		res.Sign(tc.domain)
+		res.Add(t, tc.domain+". 300 IN MX 10 "+mx+".")
+		res.Add(t, mx+". 300 IN A "+tc.ip)
+		tlsa := "_25._tcp." + mx + "."
+		switch tc.tlsa {
+		case "match":
+			res.Add(t, tlsa+" 300 IN TLSA 3 1 1 "+spkiSHA256(cert))
+		case "other":
+			res.Add(t, tlsa+" 300 IN TLSA 3 1 1 "+spkiSHA256(other))
+		case "servfail":
+			res.Fail(tlsa, dns.TypeTLSA, dns.RcodeServerFailure)
+		}
+	}
+
+	table := filepath.Join(t.TempDir(), "table.yaml")
+	writeFile(t, table, "outbound:\n  listed.example: may\n")
+	d := harness.StartDaemon(t, daemonBinary(t), table, "--resolver", net.JoinHostPort(ns, "53"), "--dane=true")
+	pf := harness.NewPostfix(t, harness.PostfixConfig{
+		Socketmap: d.Addr,
+		MXPort:    25,
+		Main: map[string]string{
+			"smtp_dns_support_level": "dnssec",
+			"smtp_host_lookup":       "dns",
+		},
+		ChrootFiles: map[string]string{
+			"etc/resolv.conf": "nameserver " + ns + "\noptions trust-ad\n",
+		},
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	qids := make([]string, len(cases))
+	for i, tc := range cases {
+		qids[i] = send(ctx, t, pf, "sender@origin.example", "user@"+tc.domain)
+	}
+	for i, tc := range cases {
+		t.Run(tc.domain, func(t *testing.T) {
+			rcpt, mx, qid := "user@"+tc.domain, mxs[i], qids[i]
+			if tc.reason != "" {
+				r, err := pf.WaitDeferred(ctx, qid, rcpt, 30*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !strings.Contains(r.DelayReason, tc.reason) {
+					t.Errorf("delay_reason %q, want %q", r.DelayReason, tc.reason)
+				}
+				if st := statusLine(pf.Log(), qid, rcpt); !strings.Contains(st, "dsn=4.7.5") {
+					t.Errorf("status line %q, want dsn=4.7.5", st)
+				}
+				if m := mx.Mails(); len(m) != 0 {
+					t.Errorf("the MX received MAIL: %+v", m)
+				}
+				switch tc.tlsa {
+				case "other": // Postfix did look at the certificate
+					if mx.TLSHandshakes() == 0 {
+						t.Errorf("no TLS handshake with the MX: Postfix did not get to compare its TLSA records")
+					}
+				case "servfail": // nothing sent, not even a connection
+					if n := mx.Sessions(); n != 0 {
+						t.Errorf("the MX saw %d SMTP sessions, want none", n)
+					}
+				}
+				return
+			}
+			if err := pf.WaitGone(ctx, qid, 30*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			got := mx.ReceivedFor(rcpt)
+			if len(got) != 1 || !got[0].TLS {
+				t.Fatalf("MX received %+v, want one message over TLS", got)
+			}
+			want := "Verified TLS connection established to mx." + tc.domain + "[" + tc.ip + "]:25"
+			if !strings.Contains(pf.Log(), want) {
+				t.Errorf("maillog lacks %q", want)
+			}
+		})
+	}
+
+	// The answers came from the daemon's DANE step, and Postfix's lookups
+	// through the chroot's resolver were authenticated.
+	want := map[string]string{"dane-ok.test": "dane-only", "dane-wrong.test": "dane-only"}
+	for dom, policy := range want {
+		if got := answer(t, query(t, pf.ConfigDir, d, "tls_policy", dom)); got != policy {
+			t.Errorf("tls_policy %s = %q, want %q", dom, got, policy)
+		}
+	}
+	if r := query(t, pf.ConfigDir, d, "tls_policy", "dane-servfail.test"); r.Stdout != "" || !strings.Contains(r.Stderr, "dane-servfail.test") {
+		t.Errorf("tls_policy dane-servfail.test: %s, want a lookup error (TEMP)", r)
+	}
+	if log := pf.Log(); strings.Contains(log, "DNSSEC validation may be unavailable") {
+		t.Errorf("Postfix's DNSSEC probe through the chroot's resolver got no AD bit:\n%s", grepLines(log, "DNSSEC"))
+	}
+}
+
+// spkiSHA256 is the data of a TLSA 3 1 1 record for cert: the SHA-256 of
+// its SubjectPublicKeyInfo in hex.
+func spkiSHA256(cert harness.CertFiles) string {
+	sum := sha256.Sum256(cert.Leaf.RawSubjectPublicKeyInfo)
+	return hex.EncodeToString(sum[:])
+}
+
+// validatedRoot answers the root zone's NS query that Postfix sends once
+// per process (dnssec_probe = ns:.) with AD set, as a validating resolver
+// would, so that Postfix logs no "DNSSEC validation may be unavailable";
+// every other query goes to next.
+type validatedRoot struct{ next dns.Handler }
+
+func (h validatedRoot) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	if len(req.Question) != 1 || req.Question[0].Name != "." {
+		h.next.ServeDNS(w, req)
+		return
+	}
+	m := new(dns.Msg)
+	m.SetReply(req)
+	m.RecursionAvailable = true
+	m.AuthenticatedData = true
+	if req.Question[0].Qtype == dns.TypeNS {
+		rr, _ := dns.NewRR(". 300 IN NS root.tlspolicyd-test.invalid.")
+		m.Answer = append(m.Answer, rr)
+	}
+	if o := req.IsEdns0(); o != nil {
+		m.SetEdns0(o.UDPSize(), o.Do())
+	}
+	_ = w.WriteMsg(m)
+}
+
+// dnsPort53Hosts are the loopback addresses tried for the DNS server a
+// chrooted Postfix reaches through resolv.conf (which has no port: 53).
+// 127.0.0.53 is systemd-resolved's; these are private to the tests.
+var dnsPort53Hosts = []string{"127.53.83.1", "127.53.83.2", "127.53.84.1"}
+
+// serveDNSOnPort53 serves h over UDP and TCP on port 53 of the first free
+// address of dnsPort53Hosts until the end of the test and returns that
+// address. Without one (not root, all taken) it skips (e2e.Skipf: fails
+// in CI).
+func serveDNSOnPort53(t *testing.T, h dns.Handler) string {
+	t.Helper()
+	var errs []string
+	for _, ip := range dnsPort53Hosts {
+		addr := net.JoinHostPort(ip, "53")
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			_ = pc.Close()
+			errs = append(errs, err.Error())
+			continue
+		}
+		for _, srv := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: l, Handler: h}} {
+			started := make(chan struct{})
+			srv.NotifyStartedFunc = func() { close(started) }
+			go func() { _ = srv.ActivateAndServe() }()
+			<-started
+			t.Cleanup(func() { _ = srv.Shutdown() })
+		}
+		return ip
+	}
+	e2e.Skipf(t, "cannot serve DNS on port 53 of a private loopback address: %s", strings.Join(errs, "; "))
+	return ""
+}
+
+// requireListen skips t (e2e.Skipf: fails in CI) when ip:port cannot be
+// listened on, e.g. because an MTA on the machine holds *:25.
+func requireListen(t *testing.T, ip string, port int) {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, itoa(port)))
+	if err != nil {
+		e2e.Skipf(t, "a fake MX needs %s:%d (the TLSA names are _%d._tcp.<mx>): %v", ip, port, port, err)
+		return
+	}
+	_ = l.Close()
+}
