@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,9 +22,12 @@ import (
 // smtp_dns_support_level = dnssec (the README's DANE settings), delivers
 // to domains the table does not list as their DANE TLSA records require.
 // Postfix's chrooted smtp client and the daemon ask one in-process DNS
-// server that plays a validating resolver (AD on the signed names) on a
-// private loopback address, port 53, named by the chroot's resolv.conf
-// ("options trust-ad": glibc passes the AD bit on only then). The fake MX
+// server that plays a validating resolver (AD on the signed names):
+// Postfix on a private loopback address, port 53, named by the chroot's
+// resolv.conf (a plain "nameserver" line: Postfix sets RES_TRUSTAD itself
+// for DNSSEC lookups, so glibc keeps the AD bit without "options
+// trust-ad"), the daemon on another port (--resolver). The machine's
+// /etc/resolv.conf is neither read nor changed. The fake MX
 // hosts listen on port 25 (the TLSA names are _25._tcp.<mx>), with
 // certificates from a CA nobody trusts: only DANE can verify them.
 //   - TLSA 3 1 1 matching the MX's key: the daemon answers dane-only,
@@ -36,7 +40,10 @@ import (
 func TestOutboundDANE(t *testing.T) {
 	harness.RequirePostfix(t)
 	res := sourcetest.NewResolver(t)
-	ns := serveDNSOnPort53(t, validatedRoot{res})
+	// Postfix's queries are logged apart from the daemon's, which go to
+	// the same resolver's own address (res.Addr).
+	pfDNS := &queryLog{next: res, seen: map[string]int{}}
+	ns := serveDNSOnPort53(t, pfDNS)
 	ca := harness.NewTestCA(t, "tlspolicyd DANE test CA, trusted by nobody")
 
 	type daneCase struct {
@@ -72,7 +79,7 @@ func TestOutboundDANE(t *testing.T) {
 
 	table := filepath.Join(t.TempDir(), "table.yaml")
 	writeFile(t, table, "outbound:\n  listed.example: may\n")
-	d := harness.StartDaemon(t, daemonBinary(t), table, "--resolver", net.JoinHostPort(ns, "53"), "--dane=true")
+	d := harness.StartDaemon(t, daemonBinary(t), table, "--resolver", res.Addr, "--dane=true")
 	pf := harness.NewPostfix(t, harness.PostfixConfig{
 		Socketmap: d.Addr,
 		MXPort:    25,
@@ -81,11 +88,11 @@ func TestOutboundDANE(t *testing.T) {
 			"smtp_host_lookup":       "dns",
 		},
 		ChrootFiles: map[string]string{
-			"etc/resolv.conf": "nameserver " + ns + "\noptions trust-ad\n",
+			"etc/resolv.conf": "nameserver " + ns + "\n",
 		},
 	})
 
-	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	qids := make([]string, len(cases))
 	for i, tc := range cases {
@@ -93,6 +100,8 @@ func TestOutboundDANE(t *testing.T) {
 	}
 	for i, tc := range cases {
 		t.Run(tc.domain, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+			defer cancel()
 			rcpt, mx, qid := "user@"+tc.domain, mxs[i], qids[i]
 			if tc.reason != "" {
 				r, err := pf.WaitDeferred(ctx, qid, rcpt, 30*time.Second)
@@ -109,9 +118,13 @@ func TestOutboundDANE(t *testing.T) {
 					t.Errorf("the MX received MAIL: %+v", m)
 				}
 				switch tc.tlsa {
-				case "other": // Postfix did look at the certificate
+				case "other": // Postfix compared the certificate with the TLSA records
 					if mx.TLSHandshakes() == 0 {
 						t.Errorf("no TLS handshake with the MX: Postfix did not get to compare its TLSA records")
+					}
+					want := "server certificate verification failed for mx." + tc.domain + "[" + tc.ip + "]:25: num=65:no matching DANE TLSA records"
+					if !strings.Contains(pf.Log(), want) {
+						t.Errorf("maillog lacks %q", want)
 					}
 				case "servfail": // nothing sent, not even a connection
 					if n := mx.Sessions(); n != 0 {
@@ -134,16 +147,29 @@ func TestOutboundDANE(t *testing.T) {
 		})
 	}
 
-	// The answers came from the daemon's DANE step, and Postfix's lookups
-	// through the chroot's resolver were authenticated.
+	// The answers came from the daemon's DANE step.
 	want := map[string]string{"dane-ok.test": "dane-only", "dane-wrong.test": "dane-only"}
 	for dom, policy := range want {
 		if got := answer(t, query(t, pf.ConfigDir, d, "tls_policy", dom)); got != policy {
 			t.Errorf("tls_policy %s = %q, want %q", dom, got, policy)
 		}
 	}
-	if r := query(t, pf.ConfigDir, d, "tls_policy", "dane-servfail.test"); r.Stdout != "" || !strings.Contains(r.Stderr, "dane-servfail.test") {
-		t.Errorf("tls_policy dane-servfail.test: %s, want a lookup error (TEMP)", r)
+	r := query(t, pf.ConfigDir, d, "tls_policy", "dane-servfail.test")
+	if r.Stdout != "" || !strings.Contains(r.Stderr, "socketmap server temporary error: dane-servfail.test") {
+		t.Errorf("tls_policy dane-servfail.test: %s, want a temporary error (TEMP)", r)
+	}
+	// Postfix did its own DNSSEC lookups through the chroot's resolver:
+	// MX and address, then TLSA unless the policy lookup failed; every
+	// answer was authenticated (after an unauthenticated one Postfix
+	// probes the resolver, dnssec_probe = ns:., and warns).
+	for _, tc := range cases {
+		mx := "mx." + tc.domain
+		for _, q := range [][2]string{{tc.domain, "MX"}, {mx, "A"}, {"_25._tcp." + mx, "TLSA"}} {
+			want := q[1] != "TLSA" || tc.tlsa != "servfail"
+			if got := pfDNS.asked(q[0], q[1]); got != want {
+				t.Errorf("Postfix asked %s %s through the chroot's resolver: %v, want %v", q[0], q[1], got, want)
+			}
+		}
 	}
 	if log := pf.Log(); strings.Contains(log, "DNSSEC validation may be unavailable") {
 		t.Errorf("Postfix's DNSSEC probe through the chroot's resolver got no AD bit:\n%s", grepLines(log, "DNSSEC"))
@@ -157,29 +183,29 @@ func spkiSHA256(cert harness.CertFiles) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// validatedRoot answers the root zone's NS query that Postfix sends once
-// per process (dnssec_probe = ns:.) with AD set, as a validating resolver
-// would, so that Postfix logs no "DNSSEC validation may be unavailable";
-// every other query goes to next.
-type validatedRoot struct{ next dns.Handler }
+// queryLog is a dns.Handler that records which names and types were
+// asked ("name TYPE") before passing each query to next.
+type queryLog struct {
+	next dns.Handler
+	mu   sync.Mutex
+	seen map[string]int
+}
 
-func (h validatedRoot) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
-	if len(req.Question) != 1 || req.Question[0].Name != "." {
-		h.next.ServeDNS(w, req)
-		return
+func (h *queryLog) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	if len(req.Question) == 1 {
+		q := req.Question[0]
+		h.mu.Lock()
+		h.seen[strings.ToLower(q.Name)+" "+dns.TypeToString[q.Qtype]]++
+		h.mu.Unlock()
 	}
-	m := new(dns.Msg)
-	m.SetReply(req)
-	m.RecursionAvailable = true
-	m.AuthenticatedData = true
-	if req.Question[0].Qtype == dns.TypeNS {
-		rr, _ := dns.NewRR(". 300 IN NS root.tlspolicyd-test.invalid.")
-		m.Answer = append(m.Answer, rr)
-	}
-	if o := req.IsEdns0(); o != nil {
-		m.SetEdns0(o.UDPSize(), o.Do())
-	}
-	_ = w.WriteMsg(m)
+	h.next.ServeDNS(w, req)
+}
+
+// asked reports whether name and type (e.g. "TLSA") were asked.
+func (h *queryLog) asked(name, qtype string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.seen[dns.Fqdn(name)+" "+qtype] > 0
 }
 
 // dnsPort53Hosts are the loopback addresses tried for the DNS server a
