@@ -31,7 +31,8 @@ import (
 // hosts listen on port 25 (the TLSA names are _25._tcp.<mx>), with
 // certificates from a CA nobody trusts: only DANE can verify them.
 //   - TLSA 3 1 1 matching the MX's key: the daemon answers dane-only,
-//     Postfix delivers, "Verified TLS connection established";
+//     Postfix delivers, "Verified TLS connection established"; so does a
+//     domain without MX records, its own MX host (RFC 7672 §2.2.1);
 //   - TLSA 3 1 1 of another key: deferred, dsn=4.7.5 "Server certificate
 //     not verified", no MAIL;
 //   - TLSA lookup SERVFAIL in a signed zone: the daemon answers TEMP,
@@ -48,25 +49,30 @@ func TestOutboundDANE(t *testing.T) {
 
 	type daneCase struct {
 		domain, ip string
+		implicit   bool   // no MX record: the domain is its own MX host
 		tlsa       string // "match", "other" or "servfail"
 		reason     string // "" = delivered
 	}
+	host := func(tc daneCase) string {
+		if tc.implicit {
+			return tc.domain
+		}
+		return "mx." + tc.domain
+	}
 	cases := []daneCase{
 		{domain: "dane-ok.test", ip: "127.0.25.1", tlsa: "match"},
+		{domain: "dane-implicit.test", ip: "127.0.25.4", implicit: true, tlsa: "match"},
 		{domain: "dane-wrong.test", ip: "127.0.25.2", tlsa: "other", reason: "Server certificate not verified"},
 		{domain: "dane-servfail.test", ip: "127.0.25.3", tlsa: "servfail", reason: "client TLS configuration problem"},
 	}
 	other := ca.Issue(t, "someone-else.test")
 	mxs := make([]*harness.FakeMX, len(cases))
 	for i, tc := range cases {
-		mx := "mx." + tc.domain
+		mx := host(tc)
 		requireListen(t, tc.ip, 25)
 		cert := ca.Issue(t, mx)
 		mxs[i] = harness.NewTLSFakeMX(t, cert, tc.ip, harness.OnPort(25))
-		res.Sign(tc.domain)
-		res.Add(t, tc.domain+". 300 IN MX 10 "+mx+".")
-		res.Add(t, mx+". 300 IN A "+tc.ip)
-		tlsa := "_25._tcp." + mx + "."
+		tlsa := publishMX(t, res, tc.domain, mx, tc.ip)
 		switch tc.tlsa {
 		case "match":
 			res.Add(t, tlsa+" 300 IN TLSA 3 1 1 "+spkiSHA256(cert))
@@ -140,7 +146,7 @@ func TestOutboundDANE(t *testing.T) {
 			if len(got) != 1 || !got[0].TLS {
 				t.Fatalf("MX received %+v, want one message over TLS", got)
 			}
-			want := "Verified TLS connection established to mx." + tc.domain + "[" + tc.ip + "]:25"
+			want := "Verified TLS connection established to " + host(tc) + "[" + tc.ip + "]:25"
 			if !strings.Contains(pf.Log(), want) {
 				t.Errorf("maillog lacks %q", want)
 			}
@@ -148,7 +154,7 @@ func TestOutboundDANE(t *testing.T) {
 	}
 
 	// The answers came from the daemon's DANE step.
-	want := map[string]string{"dane-ok.test": "dane-only", "dane-wrong.test": "dane-only"}
+	want := map[string]string{"dane-ok.test": "dane-only", "dane-implicit.test": "dane-only", "dane-wrong.test": "dane-only"}
 	for dom, policy := range want {
 		if got := answer(t, query(t, pf.ConfigDir, d, "tls_policy", dom)); got != policy {
 			t.Errorf("tls_policy %s = %q, want %q", dom, got, policy)
@@ -163,7 +169,7 @@ func TestOutboundDANE(t *testing.T) {
 	// answer was authenticated (after an unauthenticated one Postfix
 	// probes the resolver, dnssec_probe = ns:., and warns).
 	for _, tc := range cases {
-		mx := "mx." + tc.domain
+		mx := host(tc)
 		for _, q := range [][2]string{{tc.domain, "MX"}, {mx, "A"}, {"_25._tcp." + mx, "TLSA"}} {
 			want := q[1] != "TLSA" || tc.tlsa != "servfail"
 			if got := pfDNS.asked(q[0], q[1]); got != want {
@@ -174,6 +180,85 @@ func TestOutboundDANE(t *testing.T) {
 	if log := pf.Log(); strings.Contains(log, "DNSSEC validation may be unavailable") {
 		t.Errorf("Postfix's DNSSEC probe through the chroot's resolver got no AD bit:\n%s", grepLines(log, "DNSSEC"))
 	}
+}
+
+// TestOutboundDANEPostfixNotValidating: the daemon's resolver validates
+// but the one in Postfix's chroot does not (its answers lack the AD bit,
+// as a non-validating resolver's do). The daemon's dane-only answer is not
+// weakened: Postfix defers, dsn=4.7.5 "non DNSSEC destination", and never
+// connects to the MX, although the TLSA record would match; it logs
+// "DNSSEC validation may be unavailable".
+func TestOutboundDANEPostfixNotValidating(t *testing.T) {
+	harness.RequirePostfix(t)
+	res := sourcetest.NewResolver(t)
+	pfDNS := &queryLog{next: noAD{res}, seen: map[string]int{}}
+	ns := serveDNSOnPort53(t, pfDNS)
+	const domain, mxName, ip = "dane-novalidate.test", "mx.dane-novalidate.test", "127.0.25.5"
+	requireListen(t, ip, 25)
+	cert := harness.NewTestCA(t, "tlspolicyd DANE test CA, trusted by nobody").Issue(t, mxName)
+	mx := harness.NewTLSFakeMX(t, cert, ip, harness.OnPort(25))
+	res.Add(t, publishMX(t, res, domain, mxName, ip)+" 300 IN TLSA 3 1 1 "+spkiSHA256(cert))
+
+	table := filepath.Join(t.TempDir(), "table.yaml")
+	writeFile(t, table, "outbound:\n  listed.example: may\n")
+	d := harness.StartDaemon(t, daemonBinary(t), table, "--resolver", res.Addr, "--dane=true")
+	pf := harness.NewPostfix(t, harness.PostfixConfig{
+		Socketmap:   d.Addr,
+		MXPort:      25,
+		Main:        map[string]string{"smtp_dns_support_level": "dnssec", "smtp_host_lookup": "dns"},
+		ChrootFiles: map[string]string{"etc/resolv.conf": "nameserver " + ns + "\n"},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+	rcpt := "user@" + domain
+	qid := send(ctx, t, pf, "sender@origin.example", rcpt)
+	r, err := pf.WaitDeferred(ctx, qid, rcpt, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(r.DelayReason, "non DNSSEC destination") {
+		t.Errorf("delay_reason %q, want %q", r.DelayReason, "non DNSSEC destination")
+	}
+	if st := statusLine(pf.Log(), qid, rcpt); !strings.Contains(st, "dsn=4.7.5") {
+		t.Errorf("status line %q, want dsn=4.7.5", st)
+	}
+	if n := mx.Sessions(); n != 0 {
+		t.Errorf("the MX saw %d SMTP sessions, want none", n)
+	}
+	if log := pf.Log(); !strings.Contains(log, "warning: DNSSEC validation may be unavailable") {
+		t.Errorf("maillog lacks Postfix's warning about its resolver:\n%s", grepLines(log, "DNSSEC"))
+	}
+	if !pfDNS.asked(domain, "MX") {
+		t.Errorf("Postfix never asked the chroot's resolver for %s MX", domain)
+	}
+	if got := answer(t, query(t, pf.ConfigDir, d, "tls_policy", domain)); got != "dane-only" {
+		t.Errorf("tls_policy %s = %q, want dane-only", domain, got)
+	}
+}
+
+// publishMX signs domain and publishes mx (domain itself: no MX record)
+// at ip; it returns the owner name of mx's TLSA records.
+func publishMX(t *testing.T, res *sourcetest.Resolver, domain, mx, ip string) string {
+	t.Helper()
+	res.Sign(domain)
+	if mx != domain {
+		res.Add(t, domain+". 300 IN MX 10 "+mx+".")
+	}
+	res.Add(t, mx+". 300 IN A "+ip)
+	return "_25._tcp." + mx + "."
+}
+
+// noAD passes queries to next and clears the AD bit of its answers, as a
+// resolver that does not validate answers.
+type noAD struct{ next dns.Handler }
+
+func (h noAD) ServeDNS(w dns.ResponseWriter, req *dns.Msg) { h.next.ServeDNS(noADWriter{w}, req) }
+
+type noADWriter struct{ dns.ResponseWriter }
+
+func (w noADWriter) WriteMsg(m *dns.Msg) error {
+	m.AuthenticatedData = false
+	return w.ResponseWriter.WriteMsg(m)
 }
 
 // spkiSHA256 is the data of a TLSA 3 1 1 record for cert: the SHA-256 of
