@@ -20,9 +20,6 @@ const (
 	DefaultMaxEntries  = 50000
 )
 
-// Func probes one target; (*Prober).Probe is one.
-type Func func(ctx context.Context, target string) (*Result, error)
-
 // CacheConfig configures a Cache. Zero values take the defaults.
 type CacheConfig struct {
 	// Probe is called by Run to (re)probe targets. Required for Run.

@@ -48,7 +48,7 @@ func synthetic(domain string, at time.Time, starttls bool) *Result {
 	}
 	r := &Result{Target: domain, NextHop: domain, Port: 25, Time: at,
 		MX: []MXResult{{Host: "mx1." + domain, Preference: 10, Addrs: []AddrResult{a}}}}
-	r.judge()
+	r.Judge()
 	return r
 }
 
@@ -95,7 +95,7 @@ func TestLearnedSTRIPTLS(t *testing.T) {
 	}
 	// Temporary failures change nothing either.
 	tmp := &Result{Target: "lawfirm.example", Time: clk.Now(), Status: StatusTemporary, Reason: "SERVFAIL"}
-	tmp.judge()
+	tmp.Judge()
 	c.Put(tmp)
 	if _, _, ok := c.Learned("lawfirm.example"); !ok {
 		t.Fatal("a temporary failure undid the learned policy")

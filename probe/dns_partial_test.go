@@ -102,8 +102,8 @@ func TestProbePartialAddressLookup(t *testing.T) {
 			if tc.fail != 0 {
 				wantClass = ClassDNSTemp
 			}
-			if r.MX[0].ErrorClass != wantClass || addrsKnown(r) != tc.learned {
-				t.Errorf("MX error class %q, addrsKnown %v; want %q, %v\n%s", r.MX[0].ErrorClass, addrsKnown(r), wantClass, tc.learned, dump)
+			if r.MX[0].ErrorClass != wantClass || AddrsKnown(r) != tc.learned {
+				t.Errorf("MX error class %q, AddrsKnown %v; want %q, %v\n%s", r.MX[0].ErrorClass, AddrsKnown(r), wantClass, tc.learned, dump)
 			}
 
 			var ev events
@@ -137,7 +137,7 @@ func TestLearnNeedsEveryAddress(t *testing.T) {
 		}
 		r.MX = append(r.MX, mx)
 		r.Status, r.Reason = "", ""
-		r.judge()
+		r.Judge()
 		noteIncomplete(r)
 		return r
 	}

@@ -5,50 +5,8 @@ import (
 	"time"
 )
 
-// Event kinds reported through CacheConfig.OnEvent.
-const (
-	// EventLearned: a domain was learned as "encrypt" for the first time
-	// (or again after its learned state had lapsed).
-	EventLearned = "learned"
-	// EventDowngradeRefused: a probe found a learned domain without
-	// working STARTTLS; the learned "encrypt" stays until LearnMaxAge has
-	// passed since the last confirmation (STRIPTLS defence). Alert on it.
-	EventDowngradeRefused = "learned-downgrade-refused"
-	// EventUnlearned: a probe found no working STARTTLS after LearnMaxAge
-	// had passed since the last confirmation; the domain is forgotten.
-	EventUnlearned = "unlearned"
-	// EventLearnedEvicted: the learned records reached MaxEntries and the
-	// one confirmed least recently was dropped although LearnMaxAge had
-	// not passed: a learned "encrypt" undone early, which a flood of newly
-	// learned domains can cause. Alert on it. (A lapsed record dropped
-	// this way is no event: it no longer answered.)
-	EventLearnedEvicted = "learned-evicted"
-	// EventCorrupt: Load found the cache file damaged (not JSON, an
-	// unknown version, invalid records): it kept the file aside, salvaged
-	// what parsed, and learned policies may be lost. Target is the file.
-	EventCorrupt = "cache-corrupt"
-)
-
-// Event is something the cache noticed that operators should hear about.
-type Event struct {
-	Time   time.Time `json:"time"`
-	Kind   string    `json:"kind"`
-	Target string    `json:"target"`
-	Reason string    `json:"reason"`
-}
-
-// learnedRec is the learned state of one domain.
-type learnedRec struct {
-	Domain string `json:"domain"`
-	// FirstLearned is when a probe first showed STARTTLS on every
-	// reachable MX; LastConfirmed the latest probe that showed it again.
-	FirstLearned  time.Time `json:"first_learned"`
-	LastConfirmed time.Time `json:"last_confirmed"`
-	// LastContradicted is the latest probe that found STARTTLS missing
-	// while learned, and ContradictedBy what it found.
-	LastContradicted time.Time `json:"last_contradicted,omitzero"`
-	ContradictedBy   string    `json:"contradicted_by,omitempty"`
-}
+// learnedRec is the learned state of one domain (see LearnedRecord).
+type learnedRec = LearnedRecord
 
 // SetLearnMaxAge sets how long a learned "encrypt" is kept without a probe
 // confirming it, as CacheConfig.LearnMaxAge does (d <= 0: the default). It
@@ -123,7 +81,7 @@ func (c *Cache) Learned(domain string) (level string, why string, ok bool) {
 }
 
 // learnLocked updates the learned state of r's domain; c.mu is held. A
-// result with part of the addresses unknown (see addrsKnown) neither
+// result with part of the addresses unknown (see AddrsKnown) neither
 // teaches nor confirms a learned policy: an address not seen may lack
 // STARTTLS, and "encrypt" would then defer mail to it. It still counts
 // against a learned policy when an address it saw lacks STARTTLS.
@@ -131,7 +89,7 @@ func (c *Cache) learnLocked(r *Result, now time.Time) []Event {
 	rec := c.learned[r.Target]
 	maxAge := c.LearnMaxAge()
 	switch {
-	case r.Status == StatusOK && r.Levels[LevelEncrypt].OK && r.Reachable() > 0 && addrsKnown(r):
+	case r.Status == StatusOK && r.Levels[LevelEncrypt].OK && r.Reachable() > 0 && AddrsKnown(r):
 		if rec == nil || r.Time.Sub(rec.LastConfirmed) > maxAge {
 			c.learned[r.Target] = &learnedRec{Domain: r.Target, FirstLearned: r.Time, LastConfirmed: r.Time}
 			evs := []Event{{Time: now, Kind: EventLearned, Target: r.Target,

@@ -53,7 +53,7 @@ func TestLearnedContradictedByTLSFailure(t *testing.T) {
 	a := &r.MX[0].Addrs[0]
 	a.TLS, a.ErrorClass, a.Error = nil, ClassHandshake, "TLS handshake after STARTTLS timed out"
 	r.Status, r.Reason = "", ""
-	r.judge()
+	r.Judge()
 	if r.Status != StatusTLSFailed {
 		t.Fatalf("status %q, want %q", r.Status, StatusTLSFailed)
 	}

@@ -206,13 +206,13 @@ func (p *Prober) probe(ctx context.Context, t target) *Result {
 
 	if err := p.acquire(ctx); err != nil {
 		r.Status, r.ErrorClass, r.Reason = StatusTemporary, ClassDNSTemp, err.Error()
-		r.judge()
+		r.Judge()
 		return r
 	}
 	r.MX = p.resolve(ctx, t, r)
 	p.release()
 	if r.Status != "" {
-		r.judge()
+		r.Judge()
 		return r
 	}
 
@@ -246,7 +246,7 @@ func (p *Prober) probe(ctx context.Context, t target) *Result {
 		}
 	}
 	wg.Wait()
-	r.judge()
+	r.Judge()
 	noteIncomplete(r)
 	return r
 }
@@ -270,13 +270,13 @@ func noteIncomplete(r *Result) {
 	r.Reason += "address lookup incomplete: " + joinReasons(notes)
 }
 
-// addrsKnown reports whether r's MX lookup and every MX host's address
+// AddrsKnown reports whether r's MX lookup and every MX host's address
 // lookups completed, so that r shows every address a delivery could use:
 // no MX host's lookup failed temporarily (SERVFAIL, timeout), not even
 // for one address family. A learned policy is derived only from such a
 // result. A host that does not exist or has no address is known too: the
 // Postfix SMTP client skips it as well.
-func addrsKnown(r *Result) bool {
+func AddrsKnown(r *Result) bool {
 	if r.ErrorClass == ClassDNSTemp {
 		return false
 	}

@@ -259,9 +259,10 @@ func (a *AddrResult) LevelFailure(level string) string {
 // maxReasons caps how many failures a reason lists.
 const maxReasons = 3
 
-// judge fills r.Levels, r.Status and r.Reason from r.MX. A DNS-level
+// Judge fills r.Levels, r.Status and r.Reason from r.MX (the prober does;
+// a result built by hand, as in tests, needs it too). A DNS-level
 // outcome (no-mail, nxdomain, dns-temp) must already be in r.Status.
-func (r *Result) judge() {
+func (r *Result) Judge() {
 	r.Levels = make(map[string]LevelVerdict, len(judgedLevels))
 	if r.Status != "" { // decided by DNS
 		for _, l := range judgedLevels {

@@ -4,9 +4,6 @@ import (
 	"time"
 )
 
-// LearnedRecord is the learned state of one domain as a fleet shares it.
-type LearnedRecord = learnedRec
-
 // Shared is what the cache tells a fleet of daemons, and takes from it
 // (see MergeLearned and PutShared). Both hooks are called outside the
 // cache's locks and must not block.

@@ -139,3 +139,47 @@ func checkDomain(d string) error {
 	}
 	return nil
 }
+
+// BareDomain returns the canonical form of s if s is a bare domain (no
+// [host] form, no port): the key of a learned policy. A domain already in
+// canonical form (lower case, no trailing dot) costs no allocation, for
+// the learned-policy lookup is on every lookup's path.
+func BareDomain(s string) (string, bool) {
+	if canonicalDomain(s) {
+		return s, true
+	}
+	t, err := parseTarget(s, DefaultPort)
+	if err != nil || !t.useMX || t.key != t.host {
+		return "", false
+	}
+	return t.key, true
+}
+
+// canonicalDomain reports whether s is a domain parseTarget would keep as
+// it is: checkDomain's rules, checked without allocating, and a character
+// other than digits and dots, so that s cannot be an IPv4 address.
+func canonicalDomain(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	label, name := 0, false
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '.':
+			if label == 0 {
+				return false
+			}
+			label = 0
+			continue
+		case c >= '0' && c <= '9':
+		case c >= 'a' && c <= 'z' || c == '-' || c == '_':
+			name = true
+		default:
+			return false
+		}
+		if label++; label > 63 {
+			return false
+		}
+	}
+	return label > 0 && name
+}

@@ -133,3 +133,25 @@ func TestDefaultResolver(t *testing.T) {
 		t.Errorf("defaultResolver() = %q: %v", s, err)
 	}
 }
+
+func TestBareDomain(t *testing.T) {
+	for in, want := range map[string]string{
+		"example.com": "example.com", "Example.COM.": "example.com", "mx_1.a-b.test": "mx_1.a-b.test",
+		"1.2.3": "1.2.3", "[mx.example]": "", "example.com:25": "", "1.2.3.4": "", "a..b": "", ".a": "", "a.": "a",
+		"": "", "exa mple.com": "", strings.Repeat("a", 64) + ".test": "",
+	} {
+		got, ok := BareDomain(in)
+		if got != want || ok != (want != "") {
+			t.Errorf("BareDomain(%q) = %q, %v; want %q", in, got, ok, want)
+		}
+		// The fast path agrees with the parser.
+		if canonicalDomain(in) {
+			if tg, err := parseTarget(in, DefaultPort); err != nil || tg.key != in || !tg.useMX {
+				t.Errorf("canonicalDomain(%q) but parseTarget gives %+v, %v", in, tg, err)
+			}
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { BareDomain("mail.example.com") }); n != 0 {
+		t.Errorf("BareDomain of a canonical domain allocates %v times", n)
+	}
+}

@@ -244,14 +244,8 @@ func validRecord(r *Record) error {
 			return errors.New("mta-sts record without its MTA-STS part")
 		}
 	case KindDANE, KindWatch:
-	case KindProbe:
-		if r.Probe == nil {
-			return errors.New("probe record without a result")
-		}
-	case KindLearned:
-		if r.Learned == nil {
-			return errors.New("learned record without its learned state")
-		}
+	case KindProbe, KindLearned:
+		return validProbeRecord(r)
 	default:
 		return fmt.Errorf("unknown kind %q", r.Kind)
 	}

@@ -1,0 +1,80 @@
+package srccache
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// A result's last lookup decides whether it is refreshed (used within
+// IdleAfter) or dropped once stale. Records are immutable, and rewriting
+// one per lookup would cost a write transaction on every lookup's path,
+// so the lookups are kept here, per target, at minute granularity, and
+// written into Record.Used whenever the record is written.
+
+// sweepEvery is how often the last-lookup map drops targets the cache no
+// longer holds.
+const sweepEvery = time.Hour
+
+// touch notes a lookup of key, whose record exists, at now. It allocates
+// only for a target whose record was neither written nor restored here.
+func (p *Probes) touch(key string, now time.Time) {
+	m := now.Unix() / 60
+	p.umu.RLock()
+	u := p.used[key]
+	p.umu.RUnlock()
+	if u == nil {
+		p.umu.Lock()
+		if u = p.used[key]; u == nil {
+			u = new(atomic.Int64)
+			p.used[key] = u
+		}
+		p.umu.Unlock()
+	}
+	if u.Load() < m {
+		u.Store(m)
+	}
+}
+
+// lastUsed is key's last lookup: the later of the one noted here and r's
+// Used (a restored record's).
+func (p *Probes) lastUsed(key string, r *Record) time.Time {
+	last := r.Used
+	p.umu.RLock()
+	u := p.used[key]
+	p.umu.RUnlock()
+	if u != nil {
+		if t := time.Unix(u.Load()*60, 0); t.After(last) {
+			last = t
+		}
+	}
+	return last
+}
+
+// forget drops key's last lookup (its record is gone).
+func (p *Probes) forget(key string) {
+	p.umu.Lock()
+	delete(p.used, key)
+	p.umu.Unlock()
+}
+
+// sweep drops, at most once per sweepEvery, the last lookups of targets
+// whose record is gone (a lookup racing with a removal may leave one).
+func (p *Probes) sweep(now time.Time) {
+	next := p.nextSweep.Load()
+	if now.UnixNano() < next || !p.nextSweep.CompareAndSwap(next, now.Add(sweepEvery).UnixNano()) {
+		return
+	}
+	var gone []string // found under the read lock: lookups go on meanwhile
+	p.umu.RLock()
+	for key := range p.used {
+		if p.c.Get(KindProbe, key) == nil {
+			gone = append(gone, key)
+		}
+	}
+	p.umu.RUnlock()
+	for _, key := range gone {
+		if p.c.Get(KindProbe, key) == nil {
+			p.forget(key)
+		}
+	}
+}
