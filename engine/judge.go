@@ -23,6 +23,9 @@ type Finding struct {
 	OK     bool   // Postfix delivers under Level (see deliver), perhaps not through every MX
 	Kind   events.Kind
 	Reason string // the event text ("" when OK and nothing expires)
+	// Why is, for a deferral (OutboundProbeFailed, not OK), what fails
+	// at the addresses tried, without the sentence around it.
+	Why string
 }
 
 // CheckLevel is the probe level whose verdict Judge starts from, or ""
@@ -118,6 +121,7 @@ func judge(e *store.Entry, r *probe.Result, now time.Time, subj subject) []Findi
 	var out []Finding
 	switch {
 	case !d.delivered:
+		f.Why = why
 		if e.Testing {
 			f.Reason = fmt.Sprintf("enforcing %s for %s would defer mail: %s", e.Policy.Text, subj.noun, why)
 		} else {

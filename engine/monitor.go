@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/tlspolicyd/tlspolicyd/events"
 	"github.com/tlspolicyd/tlspolicyd/probe"
+	"github.com/tlspolicyd/tlspolicyd/srccache"
 	"github.com/tlspolicyd/tlspolicyd/store"
 )
 
@@ -20,99 +22,89 @@ const (
 	DefaultMonitorWorkers = 4
 	// DefaultMonitorInterval is the default of Monitor.Interval.
 	DefaultMonitorInterval = time.Hour
-	// maxGap is the longest wait between two probes of a pass, so that a
-	// small table is checked within minutes of start, not over an hour.
+	// maxGap is the longest wait between the first checks of keys new to
+	// the monitor, so that a small table is checked within minutes of
+	// start, not over an hour.
 	maxGap = 10 * time.Second
 	// probeWait bounds one monitor probe, including its wait for a turn
 	// under the prober's per-minute cap: a probe whose turn would come
-	// later is not started (ErrRateLimited) and comes first next pass.
+	// later is not started (ErrRateLimited) and is retried within a
+	// minute.
 	probeWait = 10 * time.Minute
-	// spanShare is the share of Interval a pass spreads its probes over;
-	// the rest absorbs the ±10% jitter of the next pass's start and the
-	// last probes' durations, so passes do not overlap.
+	// spanShare is the share of Interval the first checks of many new
+	// keys are spread over.
 	spanShare = 0.9
+	// watchKeep is how long a watch record outlives its next check: a
+	// daemon stopped longer forgets it (and checks the key as new).
+	watchKeep = 7 * 24 * time.Hour
 )
 
+// ResultStore keeps the probe results the monitor gets (the probe-result
+// cache, for the status page and learned policies).
+type ResultStore interface{ Put(*probe.Result) }
+
 // Monitor re-probes, on a schedule, every outbound entry that enforces TLS
-// or is in testing, and the domains of recipients: and senders: entries
-// (see addressWatches), so the postmaster hears that enforcement blocks
+// or is in testing, the domains of recipients: and senders: entries (see
+// addressWatches) and every domain whose cached MTA-STS policy is in
+// enforce or testing mode, so the postmaster hears that enforcement blocks
 // (or would block) mail while it is still queued, not after it bounced.
 //
-// Run makes one pass over the table every Interval (jittered by ±10%),
-// spreading the pass's probes evenly over 90% of the interval (at most 10
-// s apart, so a small table is checked within minutes, and at most
-// MaxPerMinute a minute) and handing them, in order, to Workers
-// goroutines: the monitor's memory and load stay flat whatever the size of
-// the table. A pass takes testing entries first, then entries never
-// probed, then the rest, least recently probed first; an entry the pass
-// had no time for, or whose probe the prober's cap refused, is therefore
-// among the first of the next pass.
+// The schedule is the source cache's: one KindWatch record per monitored
+// key (see srccache.Watch), whose Refresh is its next check, run by the
+// one srccache.Scheduler (Register). A key new to the monitor is checked
+// soon (testing ones first, spread at most 10 s apart and within
+// MaxPerMinute, so that a small table is checked within minutes and a
+// large one is not probed at once), then every Interval ±10%; the
+// scheduler takes the most overdue first, so a table too large for the
+// rate is covered in turn. Sync follows the table and the MTA-STS
+// policies; Kick asks for an early check; CheckAll probes everything now,
+// without the scheduler (`check --probe`).
 type Monitor struct {
 	Engine *Engine
 	Probe  probe.Func
-	Cache  *probe.Cache // results are stored here too (may be nil)
-	// Interval is the time between passes (default 1h, jittered by ±10%).
+	Cache  ResultStore // results are stored here too (may be nil)
+	// Interval is the time between two checks of a key (default 1h,
+	// jittered by ±10%).
 	Interval time.Duration
 	// Workers is how many probes the monitor has in flight at most
 	// (default DefaultMonitorWorkers). The prober's own Concurrency bounds
 	// the connections of all its callers.
 	Workers int
-	// MaxPerMinute paces a pass to at most this many probe starts a
-	// minute: set it to the prober's probe.Config.MaxPerMinute so that a
-	// pass keeps to the cap instead of queueing for it (0 or negative: no
-	// pacing beyond spreading the pass over the interval). A table too
-	// large to probe within an interval at this rate is probed over
-	// several passes, least recently probed first; each pass logs how many
-	// entries it had no time for.
+	// MaxPerMinute caps the monitor's probe starts a minute: set it to the
+	// prober's probe.Config.MaxPerMinute so that the monitor keeps to the
+	// cap instead of queueing for it (0 or negative: no cap of its own).
+	// A table too large to probe within an interval at this rate is probed
+	// in turn, least recently probed first; the summary log line says how
+	// many checks are behind.
 	MaxPerMinute int
-	// OnInconclusive, if set, is called (from the workers, concurrently)
-	// for every entry whose probe said nothing about its TLS: the probe
-	// failed or was not started (rate limit), or the destination was
-	// unreachable, failed temporarily or accepts no mail (null MX). Judge
-	// yields no finding then; `check --probe` reports these, so that a
-	// CI gate does not pass an entry it could not probe.
+	// OnInconclusive, if set, is called (concurrently) for every entry
+	// whose probe said nothing about its TLS: the probe failed or was not
+	// started (rate limit), or the destination was unreachable, failed
+	// temporarily or accepts no mail (null MX). Judge yields no finding
+	// then; `check --probe` reports these, so that a CI gate does not pass
+	// an entry it could not probe.
 	OnInconclusive func(e *store.Entry, why string)
 	Logger         *slog.Logger
 	Now            func() time.Time
 
-	firstDelay time.Duration   // before Run's first pass (default 5s; tests shorten it)
-	onPass     func(passStats) // if set, called after every pass of Run and CheckAll (tests)
+	firstDelay   time.Duration // before the first check of a new key (default 5s; tests shorten it)
+	maxGap       time.Duration // maxGap (tests shorten it)
+	summaryEvery time.Duration // between summary log lines (default Interval)
 
 	once    sync.Once
-	kick    chan string
+	watches *srccache.Cache     // nil until Register
+	sched   *srccache.Scheduler // nil until Register
 	mu      sync.Mutex
-	checked map[string]checkState // key → last probe
-	passNo  uint64
-}
-
-// checkState is what the monitor remembers of one entry's probes.
-type checkState struct {
-	at   time.Time // start of the last probe (zero: never)
-	pass uint64    // last pass that found the key in the table
-}
-
-// passStats sums up one pass over the monitored entries.
-type passStats struct {
-	Start    time.Time
-	Duration time.Duration
-	// Entries is the number of monitored entries when the pass began.
-	Entries int
-	// Probed counts probes that returned a result; Findings the entries
-	// among them that raised an event, Inconclusive those whose result
-	// says nothing about TLS (temporary failure, unreachable).
-	Probed, Findings, Inconclusive int
-	// RateLimited counts probes the prober refused under its per-minute
-	// cap, Failed other probe errors. Neither counts as probed.
-	RateLimited, Failed int
-	// NotReached counts the entries the pass had no time for within the
-	// interval (Run only).
-	NotReached int
+	addr    map[string]watch // the recipients:/senders: watches of the table last synced
+	synced  bool             // Sync ran once: later ones keep overdue records' places
+	backlog []*store.Entry   // entries new to the monitor still without a record (see newWindow)
+	fresh   map[string]bool  // keys whose records await their first check (at most newWindow)
+	slots   slots            // the first checks' times since the last Sync
+	st      monitorStats     // since the last summary
 }
 
 func (m *Monitor) init() {
 	m.once.Do(func() {
-		m.kick = make(chan string, 256)
-		m.checked = map[string]checkState{}
 		if m.Interval <= 0 {
 			m.Interval = DefaultMonitorInterval
 		}
@@ -121,6 +113,12 @@ func (m *Monitor) init() {
 		}
 		if m.firstDelay <= 0 {
 			m.firstDelay = 5 * time.Second
+		}
+		if m.maxGap <= 0 {
+			m.maxGap = maxGap
+		}
+		if m.summaryEvery <= 0 {
+			m.summaryEvery = m.Interval
 		}
 		if m.Logger == nil {
 			m.Logger = slog.Default()
@@ -131,207 +129,126 @@ func (m *Monitor) init() {
 	})
 }
 
+// Register makes the monitor's schedule the KindWatch records of c, run
+// by s (at most Workers probes in flight, MaxPerMinute starts a minute).
+// Call it before s.Run, then Sync.
+func (m *Monitor) Register(s *srccache.Scheduler, c *srccache.Cache) {
+	m.init()
+	m.watches, m.sched = c, s
+	m.st.since = m.Now()
+	s.Handle(srccache.KindWatch, srccache.KindOptions{Workers: m.Workers, PerMinute: max(m.MaxPerMinute, 0),
+		Lease: probeWait + time.Minute}, m.handle)
+}
+
 // Kick asks for a probe of a testing or enforced entry that a lookup just
-// used, unless it was probed within the interval. It never blocks; Run
-// hands the probe to one of its workers.
+// used, unless it was probed within the interval. It never blocks: the
+// scheduler takes the key before the due ones.
 func (m *Monitor) Kick(e *store.Entry) {
-	m.init()
-	if !probeable(e) {
+	if m.sched == nil || !probeable(e) {
 		return
 	}
-	select {
-	case m.kick <- e.Key:
-	default:
-	}
-}
-
-// CheckAll probes every monitored entry of the current table now, at most
-// Workers at once, in the order of a pass, publishes events for its
-// findings and returns them.
-func (m *Monitor) CheckAll(ctx context.Context) []Finding {
-	m.init()
-	entries := m.due()
-	if len(entries) == 0 {
-		return nil
-	}
-	work := make(chan job)
-	var wg sync.WaitGroup
-	for range m.Workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			m.work(ctx, work)
-		}()
-	}
-	st := m.pass(ctx, work, entries, 0, time.Time{}, true)
-	close(work)
-	wg.Wait()
-	m.passDone(ctx, st)
-	return st.findings
-}
-
-// Run probes every monitored entry shortly after start and then every
-// Interval (see Monitor), plus entries kicked by lookups, until ctx ends.
-// It returns once its workers have stopped.
-func (m *Monitor) Run(ctx context.Context) error {
-	m.init()
-	m.seed()
-	work := make(chan job)
-	var wg sync.WaitGroup
-	for range m.Workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			m.work(ctx, work)
-		}()
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		m.kicked(ctx, work)
-	}()
-	defer wg.Wait()
-
-	timer := time.NewTimer(m.firstDelay)
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-timer.C:
-		}
-		start := time.Now()
-		span := time.Duration(spanShare * float64(m.Interval))
-		entries := m.due()
-		gap := passGap(len(entries), span, m.MaxPerMinute)
-		st := m.pass(ctx, work, entries, gap, start.Add(span), false)
-		if ctx.Err() != nil {
-			return nil
-		}
-		m.passDone(ctx, st)
-		jitter := time.Duration((rand.Float64()*0.2 - 0.1) * float64(m.Interval))
-		timer.Reset(max(time.Until(start.Add(m.Interval+jitter)), time.Second))
-	}
-}
-
-// passGap is the time between the starts of consecutive probes of a pass
-// over n entries: the pass spread evenly over span, but at most maxGap
-// apart and no closer than perMinute (when positive) allows.
-func passGap(n int, span time.Duration, perMinute int) time.Duration {
-	if n <= 0 {
-		return 0
-	}
-	gap := min(span/time.Duration(n), maxGap)
-	if perMinute > 0 {
-		gap = max(gap, time.Minute/time.Duration(perMinute))
-	}
-	return gap
-}
-
-// seed takes the probe times of results already in the cache (a previous
-// run's, loaded from its file) as the entries' last probes, so that after
-// a restart a pass starts with the entries not probed for longest.
-func (m *Monitor) seed() {
-	s := m.Engine.Store()
-	if m.Cache == nil || s == nil {
+	key := outboundKey(e.Key)
+	if m.recent(m.watches.Get(srccache.KindWatch, key)) {
 		return
 	}
-	results := m.Cache.All()
-	if len(results) == 0 {
+	m.sched.Queue(srccache.KindWatch, key)
+}
+
+// recent reports whether r's key was probed within the interval.
+func (m *Monitor) recent(r *srccache.Record) bool {
+	return r != nil && r.Watch != nil && !r.Watch.Probed.IsZero() && m.Now().Sub(r.Watch.Probed) < m.Interval
+}
+
+// handle is the scheduler's KindWatch handler: it probes and judges the
+// key's destination as the table (or MTA-STS policy) now says, publishes
+// the findings, and writes the record with its next check. A key no
+// longer monitored loses its record.
+func (m *Monitor) handle(ctx context.Context, key string, r *srccache.Record) {
+	w, ok := m.resolve(key)
+	if !ok {
+		_ = m.watches.Delete(srccache.KindWatch, key)
+		m.checked(key)
 		return
 	}
-	byTarget := make(map[string]time.Time, len(results))
-	for _, r := range results {
-		byTarget[r.Target] = r.Time
+	now := m.Now()
+	if r != nil && r.Refresh.After(now) && m.recent(r) {
+		// Queued by a kick that raced a check: not due, probed within
+		// the interval. The lease moved it: back to its own time.
+		m.restore(key, r.Refresh)
+		return
 	}
+	fs, res, err := m.check(ctx, w)
+	if ctx.Err() != nil {
+		if r != nil {
+			m.restore(key, r.Refresh) // keeps its place for the next run
+		}
+		return
+	}
+	_ = m.watches.Put(m.record(w, r, now, res, fs, err))
+	m.checked(key)
+	m.count(ctx, res, fs, err)
+}
+
+// checked notes that key's record no longer awaits its first check and
+// tops the window of new records up (see newWindow).
+func (m *Monitor) checked(key string) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	ws := addressWatches(s)
-	for _, e := range s.Table().Outbound {
-		if probeable(e) {
-			ws = append(ws, outboundWatch(e))
-		}
-	}
-	for _, w := range ws {
-		key, err := probe.Canonical(w.e.Key)
-		if err != nil {
-			continue
-		}
-		if at, ok := byTarget[key]; ok && m.checked[w.key].at.IsZero() {
-			m.checked[w.key] = checkState{at: at}
-		}
+	delete(m.fresh, key)
+	m.mu.Unlock()
+	m.topUp()
+}
+
+// restore gives key's record (as the scheduler's lease left it) back its
+// next check at refresh.
+func (m *Monitor) restore(key string, refresh time.Time) {
+	if cur := m.watches.Get(srccache.KindWatch, key); cur != nil {
+		_ = m.watches.Reschedule(cur, refresh)
 	}
 }
 
-// queued is one entry of a pass, with its last probe time (UnixNano; 0:
-
-// kicked hands kicked entries not probed within the interval to work
-// until ctx ends.
-func (m *Monitor) kicked(ctx context.Context, work chan<- job) {
-	for {
-		var key string
-		select {
-		case <-ctx.Done():
-			return
-		case key = <-m.kick:
+// record is the watch record after a check of w that started at now:
+// the result's verdict and the next check an Interval (±10%) later, or,
+// when the probe failed or was not started, the last verdict kept and a
+// retry within a tenth of the interval (a minute at most).
+func (m *Monitor) record(w watch, prev *srccache.Record, now time.Time, res *probe.Result, fs []Finding, err error) *srccache.Record {
+	wt := &srccache.Watch{Policy: w.e.Policy.Text, Level: CheckLevel(w.e.Policy), Testing: w.e.Testing, ID: w.id}
+	r := &srccache.Record{Kind: srccache.KindWatch, Domain: w.key, Checked: now, Watch: wt}
+	if err != nil {
+		if prev != nil && prev.Watch != nil {
+			old := prev.Watch
+			wt.Probed, wt.Status, wt.Defer, wt.Inconclusive, wt.Findings = old.Probed, old.Status, old.Defer, old.Inconclusive, old.Findings
+			r.Fetched = prev.Fetched
 		}
-		m.mu.Lock()
-		last := m.checked[key].at
-		m.mu.Unlock()
-		if !last.IsZero() && m.Now().Sub(last) < m.Interval {
-			continue
+		r.Error = err.Error()
+		r.Refresh = now.Add(jitter(min(m.Interval/10, time.Minute)))
+	} else {
+		wt.Probed, wt.Status = now, res.Status
+		r.Fetched = now
+		for _, f := range fs {
+			wt.Findings = append(wt.Findings, f.Reason)
+			if f.Kind == events.OutboundProbeFailed && !f.OK {
+				wt.Defer = f.Why
+			}
 		}
-		s := m.Engine.Store()
-		if s == nil {
-			continue
+		if res.SaysNothingOfTLS() {
+			wt.Inconclusive = strings.TrimSuffix(res.Status+": "+res.Reason, ": ")
 		}
-		e := s.OutboundByKey(key)
-		if e == nil || !probeable(e) {
-			continue
-		}
-		select {
-		case work <- job{w: outboundWatch(e)}:
-		case <-ctx.Done():
-			return
-		}
+		r.Refresh = now.Add(jitter(m.Interval))
 	}
+	r.Expires = r.Refresh.Add(max(watchKeep, 2*m.Interval))
+	return r
 }
 
-// claim records that a probe of key starts now and returns the previous
-// state. With ifDue it claims only a key not probed within the interval
-// (a kick racing a pass or another kick).
-func (m *Monitor) claim(key string, now time.Time, ifDue bool) (prev checkState, ok bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	prev = m.checked[key]
-	if ifDue && !prev.at.IsZero() && now.Sub(prev.at) < m.Interval {
-		return prev, false
-	}
-	m.checked[key] = checkState{at: now, pass: prev.pass}
-	return prev, true
+// jitter returns d ±10%.
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration((rand.Float64()*0.2-0.1)*float64(d))
 }
 
-// unclaim undoes claim when the probe did not happen (refused, failed,
-// cancelled), so that the entry keeps its place at the front of a pass.
-func (m *Monitor) unclaim(key string, now time.Time, prev checkState) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if cs, ok := m.checked[key]; ok && cs.at.Equal(now) {
-		prev.pass = cs.pass
-		m.checked[key] = prev
-	}
-}
-
-// checkOne probes e, judges the result and publishes its findings. The
-// error is the probe's; a refused kick (probed within the interval) is
-// (nil, nil, nil).
-func (m *Monitor) checkOne(ctx context.Context, w watch, kick bool) ([]Finding, *probe.Result, error) {
+// check probes w's destination, judges the result and publishes its
+// findings. The error is the probe's.
+func (m *Monitor) check(ctx context.Context, w watch) ([]Finding, *probe.Result, error) {
 	e := w.e
 	now := m.Now()
-	prev, ok := m.claim(w.key, now, kick)
-	if !ok {
-		return nil, nil, nil
-	}
 	pctx, cancel := context.WithTimeout(ctx, probeWait)
 	r, err := m.Probe(pctx, e.Key)
 	cancel()
@@ -339,14 +256,13 @@ func (m *Monitor) checkOne(ctx context.Context, w watch, kick bool) ([]Finding, 
 		err = fmt.Errorf("probe %s: no result", e.Key)
 	}
 	if err != nil {
-		m.unclaim(w.key, now, prev)
 		if m.OnInconclusive != nil && ctx.Err() == nil {
 			m.OnInconclusive(e, err.Error())
 		}
 		switch {
 		case ctx.Err() != nil:
 		case errors.Is(err, probe.ErrRateLimited):
-			// Counted and logged once per pass: a flood of these must
+			// Counted and logged in the summary: a flood of these must
 			// not become a flood of log lines.
 			m.Logger.Debug("probe not started", "entry", w.rule, "error", err)
 		default:

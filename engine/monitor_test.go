@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"github.com/tlspolicyd/tlspolicyd/store"
-	"log/slog"
 	"net"
 	"runtime"
 	"slices"
@@ -18,6 +17,7 @@ import (
 	"github.com/tlspolicyd/tlspolicyd/events"
 	"github.com/tlspolicyd/tlspolicyd/internal/probetest"
 	"github.com/tlspolicyd/tlspolicyd/probe"
+	"github.com/tlspolicyd/tlspolicyd/srccache"
 )
 
 // TestMonitorReportsWhatEnforcementDoes probes real loopback MX servers
@@ -50,7 +50,7 @@ outbound:
 	e := New(s, nil, ev, nil)
 	p := probe.New(probe.Config{Resolver: z.Addr, Port: farm.Port, Timeout: 3 * time.Second,
 		AllowPrivate: true, Roots: ca.Pool, HELO: "test.invalid"})
-	cache := probe.NewCache(probe.CacheConfig{Probe: p.Probe})
+	cache := &results{}
 	m := &Monitor{Engine: e, Probe: p.Probe, Cache: cache}
 
 	fs := m.CheckAll(context.Background())
@@ -74,11 +74,11 @@ outbound:
 		t.Errorf("expiring.example: %+v", f)
 	}
 	for _, k := range []string{".good.example", "opportunistic.example"} {
-		if _, probed := cache.Get(k); probed {
+		if cache.get(k) != nil {
 			t.Errorf("%s should not be probed", k)
 		}
 	}
-	if r, ok := cache.Get("good.example"); !ok || r.Status != probe.StatusOK {
+	if r := cache.get("good.example"); r == nil || r.Status != probe.StatusOK {
 		t.Errorf("cache has no good result for good.example: %+v", r)
 	}
 	totals := ev.Totals()
@@ -269,60 +269,42 @@ func (l *monLog) lines(substr string) []string {
 	return out
 }
 
-// pass is one finished pass of Run and the probes rec had seen by then
-// (onPass runs before the next pass is scheduled, so these are exactly
-// the probes of this pass and the ones before).
-type pass struct {
-	passStats
-	calls  []string
-	starts []time.Time
+// results is a ResultStore for tests: the last result per target.
+type results struct {
+	mu sync.Mutex
+	m  map[string]*probe.Result
 }
 
-// runMonitor runs m until the test ends and returns its passes.
-func runMonitor(t *testing.T, m *Monitor, rec *recorder) (passes <-chan pass, stop func()) {
-	t.Helper()
-	ch := make(chan pass, 16)
-	m.onPass = func(s passStats) {
-		calls, starts, _ := rec.snapshot()
-		ch <- pass{s, calls, starts}
+func (c *results) Put(r *probe.Result) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]*probe.Result{}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = m.Run(ctx)
-	}()
-	stop = func() {
-		cancel()
-		<-done
-	}
-	t.Cleanup(stop)
-	return ch, stop
+	c.m[r.Target] = r
 }
 
-func nextPass(t *testing.T, passes <-chan pass, within time.Duration) pass {
-	t.Helper()
-	select {
-	case s := <-passes:
-		return s
-	case <-time.After(within):
-		t.Fatalf("no monitor pass within %v", within)
-		return pass{}
+func (c *results) get(target string) *probe.Result {
+	key, err := probe.Canonical(target)
+	if err != nil {
+		return nil
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[key]
 }
 
 // TestMonitorWorkersBoundConcurrency: however large the table, no more
-// than Workers probes are in flight, and every monitored entry is probed
-// exactly once by a pass (the first version started one goroutine per
-// entry: 61,000 for a 100,000-entry table).
+// than Workers probes are in flight, for CheckAll and on the scheduler,
+// and CheckAll probes every monitored entry exactly once (the first
+// version started one goroutine per entry: 61,000 for a 100,000-entry
+// table).
 func TestMonitorWorkersBoundConcurrency(t *testing.T) {
 	w := newMonitorWorld(t, 24, 6)
 	for _, workers := range []int{1, 3} {
-		t.Run(fmt.Sprint(workers, " workers"), func(t *testing.T) {
+		t.Run(fmt.Sprint("CheckAll ", workers, " workers"), func(t *testing.T) {
 			rec := &recorder{probe: w.prober.Probe, hold: 20 * time.Millisecond}
-			var got passStats
-			m := &Monitor{Engine: w.engine, Probe: rec.Probe, Workers: workers, Logger: quietLogger(),
-				onPass: func(s passStats) { got = s }}
+			m := &Monitor{Engine: w.engine, Probe: rec.Probe, Workers: workers, Logger: quietLogger()}
 			m.CheckAll(context.Background())
 			calls, _, maxIn := rec.snapshot()
 			if maxIn > workers {
@@ -340,113 +322,25 @@ func TestMonitorWorkersBoundConcurrency(t *testing.T) {
 			if len(calls) != len(w.keys) {
 				t.Errorf("%d probes for %d monitored entries: %v", len(calls), len(w.keys), calls)
 			}
-			if got.Entries != len(w.keys) || got.Probed != len(w.keys) || got.Findings != 0 || got.NotReached != 0 {
-				t.Errorf("pass stats = %+v", got)
-			}
 		})
 	}
+	t.Run("scheduled 3 workers", func(t *testing.T) {
+		rec := &recorder{probe: w.prober.Probe, hold: 50 * time.Millisecond}
+		m := &Monitor{Engine: w.engine, Probe: rec.Probe, Workers: 3, Logger: quietLogger(),
+			firstDelay: time.Millisecond, maxGap: time.Microsecond}
+		runScheduled(t, m, nil)
+		waitCalls(t, rec, len(w.keys))
+		if _, _, maxIn := rec.snapshot(); maxIn > 3 || maxIn < 2 {
+			t.Errorf("%d probes in flight at most, want 2 or 3 (Workers 3)", maxIn)
+		}
+	})
 }
 
-// TestMonitorRunSpreadsPasses: Run probes every monitored entry once per
-// pass, testing entries first, spread over the interval rather than all
-// at once, and again the next pass.
-func TestMonitorRunSpreadsPasses(t *testing.T) {
-	w := newMonitorWorld(t, 9, 3)
-	rec := &recorder{probe: w.prober.Probe}
-	interval := 1500 * time.Millisecond
-	// A worker per entry: each probe is handed over at its time however
-	// long real probes take under -race on a loaded machine. With 2
-	// workers, probes slower than two gaps (225 ms) left the last entry
-	// waiting for a worker at the pass's end (NotReached).
-	m := &Monitor{Engine: w.engine, Probe: rec.Probe, Workers: len(w.keys), Interval: interval, Logger: quietLogger(),
-		firstDelay: 10 * time.Millisecond}
-	passes, _ := runMonitor(t, m, rec)
-	first := nextPass(t, passes, 20*time.Second)
-	calls, starts := first.calls, first.starts
-	if first.Probed != len(w.keys) || first.NotReached != 0 || first.RateLimited != 0 {
-		t.Errorf("first pass = %+v", first)
-	}
-	n := counts(calls)
-	for _, k := range w.keys {
-		if n[k] != 1 {
-			t.Errorf("first pass: %s probed %d times, want 1", k, n[k])
-		}
-	}
-	for i, c := range calls[:3] {
-		if !strings.HasPrefix(c, "t") {
-			t.Errorf("probe %d of the pass was %s, want the testing entries first: %v", i, c, calls)
-		}
-	}
-	// 12 probes spread over 90% of 1.5 s: the last starts at least 10
-	// gaps (1.1 s) after the first. All at once would take milliseconds.
-	if spread := starts[len(starts)-1].Sub(starts[0]); spread < interval/2 {
-		t.Errorf("pass took %v from first to last probe: not spread over the interval", spread)
-	}
-	second := nextPass(t, passes, 20*time.Second)
-	n = counts(second.calls)
-	for _, k := range w.keys {
-		if n[k] != 2 {
-			t.Errorf("after two passes %s probed %d times, want 2", k, n[k])
-		}
-	}
-}
-
-// TestMonitorLimitedPassRotates: when the per-minute pace leaves no time
-// for the whole table within the interval, or the prober's cap refuses a
-// probe, the pass stops there, logs one line with the counts (no line per
-// refused entry, no retry loop), and the next pass starts with exactly
-// those entries.
-func TestMonitorLimitedPassRotates(t *testing.T) {
-	w := newMonitorWorld(t, 20, 0)
-	rec := &recorder{probe: w.prober.Probe, refuse: map[string]bool{"d00.example": true, "d01.example": true}}
-	var logs monLog
-	// 600 a minute: 100 ms apart; 90% of 1 s has room for about 9 of 20.
-	m := &Monitor{Engine: w.engine, Probe: rec.Probe, Workers: 1, Interval: time.Second, MaxPerMinute: 600,
-		Logger: slog.New(slog.NewTextHandler(&logs, nil)), firstDelay: 10 * time.Millisecond}
-	passes, stop := runMonitor(t, m, rec)
-	first := nextPass(t, passes, 20*time.Second)
-	second := nextPass(t, passes, 20*time.Second)
-	stop()
-
-	if first.RateLimited != 2 || first.NotReached == 0 || first.Probed+first.RateLimited+first.NotReached != 20 {
-		t.Fatalf("first pass = %+v", first.passStats)
-	}
-	if slices.ContainsFunc(first.calls, func(c string) bool { return counts(first.calls)[c] > 1 }) {
-		t.Errorf("first pass probed an entry twice (retrying a refused probe?): %v", first.calls)
-	}
-	probed1 := map[string]bool{}
-	for _, c := range first.calls {
-		probed1[c] = true
-	}
-	probed1["d00.example"], probed1["d01.example"] = false, false // refused: not probed
-	// The second pass begins with the refused entries, then those the
-	// first had no time for, in table order.
-	calls2 := second.calls[len(first.calls):]
-	want := []string{"d00.example", "d01.example"}
-	for i := range 20 {
-		if k := fmt.Sprintf("d%02d.example", i); !probed1[k] && !slices.Contains(want, k) {
-			want = append(want, k)
-		}
-	}
-	if n := min(len(calls2), len(want)); n < 3 || !slices.Equal(calls2[:n], want[:n]) {
-		t.Errorf("second pass began with %v, want %v", calls2, want)
-	}
-	// One summary line per pass, a warning naming the counts; nothing per
-	// refused entry above debug.
-	sum := logs.lines("monitor pass")
-	if len(sum) < 2 || !strings.Contains(sum[0], "level=WARN") || !strings.Contains(sum[0], "rate_limited=2") ||
-		!strings.Contains(sum[0], fmt.Sprintf("not_reached=%d", first.NotReached)) {
-		t.Errorf("pass summaries:\n%s", strings.Join(sum, "\n"))
-	}
-	if l := logs.lines("d00.example"); len(l) != 0 {
-		t.Errorf("a refused probe was logged per entry:\n%s", strings.Join(l, "\n"))
-	}
-}
-
-// TestMonitorCancelStopsPass: ending the context stops a pass at once,
+// TestMonitorCancelStops: ending the context stops the checks at once,
 // with probes in flight (an MX that never sends its banner) and entries
-// still to come; nothing is probed after CheckAll or Run returns.
-func TestMonitorCancelStopsPass(t *testing.T) {
+// still to come; nothing is probed after CheckAll or the scheduler's Run
+// returns.
+func TestMonitorCancelStops(t *testing.T) {
 	w := newMonitorWorld(t, 0, 0)
 	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.42", strconv.Itoa(w.farm.Port)))
 	if err != nil {
@@ -487,12 +381,18 @@ func TestMonitorCancelStopsPass(t *testing.T) {
 		run  func(ctx context.Context, m *Monitor)
 	}{
 		{"CheckAll", func(ctx context.Context, m *Monitor) { m.CheckAll(ctx) }},
-		{"Run", func(ctx context.Context, m *Monitor) { _ = m.Run(ctx) }},
+		{"scheduled", func(ctx context.Context, m *Monitor) {
+			c, _ := srccache.New(srccache.Options{})
+			s := srccache.NewScheduler(c, srccache.SchedulerOptions{Logger: quietLogger()})
+			m.Register(s, c)
+			m.Sync()
+			_ = s.Run(ctx)
+		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := &recorder{probe: w.prober.Probe}
 			m := &Monitor{Engine: eng, Probe: rec.Probe, Workers: 2, Interval: 2 * time.Second, Logger: quietLogger(),
-				firstDelay: 10 * time.Millisecond}
+				firstDelay: time.Millisecond, maxGap: time.Microsecond}
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			done := make(chan struct{})
@@ -527,74 +427,6 @@ func TestMonitorCancelStopsPass(t *testing.T) {
 	}
 }
 
-// TestMonitorKick: a lookup's kick probes a testing entry at once through
-// the workers, but not again within the interval.
-func TestMonitorKick(t *testing.T) {
-	w := newMonitorWorld(t, 1, 2)
-	rec := &recorder{probe: w.prober.Probe}
-	m := &Monitor{Engine: w.engine, Probe: rec.Probe, Interval: time.Hour, Logger: quietLogger(), firstDelay: time.Hour}
-	runMonitor(t, m, rec)
-	entry := func(k string) *store.Entry {
-		e := w.store.OutboundByKey(k)
-		if e == nil {
-			t.Fatalf("%s: no outbound entry", k)
-		}
-		return e
-	}
-	waitProbed := func(k string) {
-		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			calls, _, _ := rec.snapshot()
-			if slices.Contains(calls, k) && rec.inFlightNow() == 0 {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s not probed after its kick; probes: %v", k, calls)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	m.Kick(entry("t00.example"))
-	waitProbed("t00.example")
-	m.Kick(entry("t00.example")) // probed within the interval: skipped
-	m.Kick(entry("may.example")) // nothing to check
-	m.Kick(entry("t01.example")) // kicks are taken in order: t00's second is decided by now
-	waitProbed("t01.example")
-	calls, _, _ := rec.snapshot()
-	if !slices.Equal(calls, []string{"t00.example", "t01.example"}) {
-		t.Errorf("probes = %v, want t00.example once, then t01.example", calls)
-	}
-}
-
-// TestMonitorPassOrder: testing entries first, then entries never probed
-// (also after a restart: the probe cache's results count as probes), then
-// the least recently probed; keys gone from the table are forgotten.
-func TestMonitorPassOrder(t *testing.T) {
-	w := newMonitorWorld(t, 5, 2)
-	t0 := time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)
-	cache := probe.NewCache(probe.CacheConfig{Logger: quietLogger()})
-	cache.Put(&probe.Result{Target: "D04.example.", Status: probe.StatusOK, Time: t0.Add(-time.Hour)}) // a previous run's
-	m := &Monitor{Engine: w.engine, Probe: w.prober.Probe, Cache: cache, Logger: quietLogger()}
-	m.init()
-	m.seed()
-	m.checked["d03.example"] = checkState{at: t0}
-	m.checked["d01.example"] = checkState{at: t0.Add(time.Minute)}
-	m.checked["t01.example"] = checkState{at: t0}
-	m.checked["gone.example"] = checkState{at: t0}
-	var got []string
-	for _, q := range m.due() {
-		got = append(got, q.w.e.Key)
-	}
-	want := []string{"t00.example", "t01.example", "d00.example", "d02.example", "d04.example", "d03.example", "d01.example"}
-	if !slices.Equal(got, want) {
-		t.Errorf("pass order = %v, want %v", got, want)
-	}
-	if _, ok := m.checked["gone.example"]; ok {
-		t.Error("a key no longer in the table is still remembered")
-	}
-}
-
 func TestPassGap(t *testing.T) {
 	span := 54 * time.Minute // 90% of the default hour
 	for _, tt := range []struct {
@@ -609,31 +441,31 @@ func TestPassGap(t *testing.T) {
 		{10, 1, time.Minute},                 // the cap wins over maxGap
 		{100000, -1, span / 100000},          // no cap
 	} {
-		if got := passGap(tt.n, span, tt.perMinute); got != tt.want {
+		if got := passGap(tt.n, span, tt.perMinute, maxGap); got != tt.want {
 			t.Errorf("passGap(%d, %v, %d) = %v, want %v", tt.n, span, tt.perMinute, got, tt.want)
 		}
 	}
 }
 
-// TestMonitorPassGoroutinesFlat: a pass over a large table runs with a
-// goroutine count independent of the table's size (the first version
-// held one goroutine, and its probe's memory, per entry for the whole
-// pass: VmRSS 171 → 789 MB on a 100,000-entry table).
-func TestMonitorPassGoroutinesFlat(t *testing.T) {
+// TestMonitorCheckAllGoroutinesFlat: CheckAll over a large table runs
+// with a goroutine count independent of the table's size (the first
+// version held one goroutine, and its probe's memory, per entry: VmRSS
+// 171 → 789 MB on a 100,000-entry table).
+func TestMonitorCheckAllGoroutinesFlat(t *testing.T) {
 	w := newMonitorWorld(t, 400, 0)
 	base := runtime.NumGoroutine()
-	var peak atomic.Int64
+	var peak, probes atomic.Int64
 	probeFn := func(ctx context.Context, key string) (*probe.Result, error) {
+		probes.Add(1)
 		if n := int64(runtime.NumGoroutine()); n > peak.Load() {
 			peak.Store(n)
 		}
 		return w.prober.Probe(ctx, key)
 	}
-	var got passStats
-	m := &Monitor{Engine: w.engine, Probe: probeFn, Workers: 4, Logger: quietLogger(), onPass: func(s passStats) { got = s }}
+	m := &Monitor{Engine: w.engine, Probe: probeFn, Workers: 4, Logger: quietLogger()}
 	m.CheckAll(context.Background())
-	if got.Probed != 400 {
-		t.Fatalf("pass = %+v", got)
+	if probes.Load() != 400 {
+		t.Fatalf("%d probes, want 400", probes.Load())
 	}
 	// 4 workers, each probe's own few goroutines (DNS, SMTP session,
 	// timers) and the fake MX's sessions: far fewer than 400.
@@ -647,12 +479,7 @@ func TestMonitorPassGoroutinesFlat(t *testing.T) {
 // hand-out, judging): memory is the pass's entry list, not per-entry
 // goroutines.
 func BenchmarkMonitorPass100k(b *testing.B) {
-	var y strings.Builder
-	y.WriteString("outbound:\n")
-	for i := range 100000 {
-		fmt.Fprintf(&y, "  p%06d.example: encrypt\n", i)
-	}
-	eng := New(buildStore(b, y.String()), nil, events.NewRing(100), quietLogger())
+	eng := New(buildStore(b, bigTable(100000)), nil, events.NewRing(100), quietLogger())
 	ok := &probe.Result{Status: probe.StatusOK, Levels: map[string]probe.LevelVerdict{probe.LevelEncrypt: {OK: true}}}
 	m := &Monitor{Engine: eng, Logger: quietLogger(),
 		Probe: func(context.Context, string) (*probe.Result, error) { return ok, nil }}
@@ -661,4 +488,39 @@ func BenchmarkMonitorPass100k(b *testing.B) {
 	for range b.N {
 		m.CheckAll(context.Background())
 	}
+}
+
+// BenchmarkMonitorSync100k: the first Sync of a 100,000-entry table
+// (newWindow records written, the rest in the backlog), then a Sync with
+// nothing changed (a table reload), for the cost of following the table.
+func BenchmarkMonitorSync100k(b *testing.B) {
+	eng := New(buildStore(b, bigTable(100000)), nil, events.NewRing(100), quietLogger())
+	for _, name := range []string{"first", "unchanged"} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for range b.N {
+				b.StopTimer()
+				c, _ := srccache.New(srccache.Options{Max: map[srccache.Kind]int{srccache.KindWatch: 200000}})
+				m := &Monitor{Engine: eng, Logger: quietLogger()}
+				m.Register(srccache.NewScheduler(c, srccache.SchedulerOptions{}), c)
+				if name == "unchanged" {
+					m.Sync()
+				}
+				b.StartTimer()
+				m.Sync()
+				if n := c.Count(srccache.KindWatch); n != newWindow {
+					b.Fatalf("%d watch records", n)
+				}
+			}
+		})
+	}
+}
+
+func bigTable(n int) string {
+	var y strings.Builder
+	y.WriteString("outbound:\n")
+	for i := range n {
+		fmt.Fprintf(&y, "  p%06d.example: encrypt\n", i)
+	}
+	return y.String()
 }

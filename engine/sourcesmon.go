@@ -1,8 +1,6 @@
 package engine
 
 import (
-	"context"
-
 	"github.com/tlspolicyd/tlspolicyd/mtasts"
 	"github.com/tlspolicyd/tlspolicyd/srccache"
 	"github.com/tlspolicyd/tlspolicyd/store"
@@ -26,20 +24,4 @@ func SourceEntry(r *srccache.Record) *store.Entry {
 	}
 	return &store.Entry{Key: r.Domain, Policy: pol, Testing: p.Mode == mtasts.ModeTesting,
 		Source: store.Source{File: "MTA-STS policy id " + r.MTASTS.ID}}
-}
-
-// CheckSource probes the MX hosts of a domain the sources decide (an
-// entry from SourceEntry) unless it was probed within the interval, and
-// publishes what enforcing its policy would do, as for a table entry: an
-// MX certificate that would fail the policy (expired, wrong name,
-// untrusted, no STARTTLS) is an event and an alert before mail is stuck.
-func (m *Monitor) CheckSource(ctx context.Context, e *store.Entry) ([]Finding, error) {
-	m.init()
-	if e == nil || !probeable(e) {
-		return nil, nil
-	}
-	w := outboundWatch(e)
-	w.key = "mta-sts:" + e.Key // not the table entry of the same key, if one appears
-	fs, _, err := m.checkOne(ctx, w, true)
-	return fs, err
 }

@@ -1,59 +1,136 @@
 package engine
 
 import (
-	"context"
+	"crypto/tls"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/tlspolicyd/tlspolicyd/events"
+	"github.com/tlspolicyd/tlspolicyd/internal/probetest"
 	"github.com/tlspolicyd/tlspolicyd/mtasts"
 	"github.com/tlspolicyd/tlspolicyd/probe"
 	"github.com/tlspolicyd/tlspolicyd/srccache"
 )
 
-// The monitor checks a domain's MTA-STS policy like a table entry: an MX
-// that would fail it (here: no STARTTLS) is an event before mail is
-// stuck; a testing policy's finding says testing; a second check within
-// the interval probes nothing.
-func TestCheckSource(t *testing.T) {
-	e := New(loadTable(t, "outbound: {}\n"), nil, nil, nil)
-	probes := 0
-	m := &Monitor{Engine: e, Interval: time.Hour, Probe: func(_ context.Context, target string) (*probe.Result, error) {
-		probes++
-		return judgeResult(server{host: "mx1.example.com"}), nil
-	}}
-	rec := func(mode mtasts.Mode) *srccache.Record {
-		return &srccache.Record{Kind: srccache.KindMTASTS, Domain: "example.com",
-			MTASTS: &srccache.MTASTS{ID: "7", Policy: &mtasts.Policy{Mode: mode, MX: []string{"mx1.example.com"}, MaxAge: 86400}}}
-	}
-	if SourceEntry(rec(mtasts.ModeNone)) != nil {
+func stsRecord(domain, id string, mode mtasts.Mode, mx string, now time.Time) *srccache.Record {
+	return &srccache.Record{Kind: srccache.KindMTASTS, Domain: domain, Fetched: now, Checked: now,
+		Expires: now.Add(24 * time.Hour), Refresh: now.Add(12 * time.Hour),
+		MTASTS: &srccache.MTASTS{ID: id, Policy: &mtasts.Policy{Mode: mode, MX: []string{mx}, MaxAge: 86400}}}
+}
+
+// SourceEntry is what the monitor judges for an MTA-STS policy: the
+// policy enforcing it answers, Testing for a testing one, nothing for
+// mode none.
+func TestSourceEntry(t *testing.T) {
+	now := time.Now()
+	if SourceEntry(stsRecord("example.com", "7", mtasts.ModeNone, "mx1.example.com", now)) != nil {
 		t.Fatal("an entry for mode none")
 	}
-	en := SourceEntry(rec(mtasts.ModeEnforce))
-	if en.Policy.Text != "secure match=mx1.example.com servername=hostname" || en.Testing {
+	en := SourceEntry(stsRecord("example.com", "7", mtasts.ModeEnforce, "mx1.example.com", now))
+	if en.Policy.Text != "secure match=mx1.example.com servername=hostname" || en.Testing || en.Source.String() != "MTA-STS policy id 7" {
 		t.Fatalf("entry %+v", en)
 	}
-	fs, err := m.CheckSource(context.Background(), en)
-	if err != nil || len(fs) == 0 || fs[0].Kind != events.OutboundProbeFailed {
-		t.Fatalf("findings %+v, %v", fs, err)
-	}
-	evs := e.Events().Recent(10)
-	if len(evs) != 1 || evs[0].Kind != events.OutboundProbeFailed || evs[0].Source != "MTA-STS policy id 7" || evs[0].Rule != "example.com" {
-		t.Fatalf("events %+v", evs)
-	}
-	if fs, _ := m.CheckSource(context.Background(), en); fs != nil || probes != 1 {
-		t.Fatalf("re-checked within the interval: %d probes", probes)
-	}
-
-	m2 := &Monitor{Engine: e, Interval: time.Hour, Probe: m.Probe}
-	tn := SourceEntry(rec(mtasts.ModeTesting))
+	tn := SourceEntry(stsRecord("example.com", "7", mtasts.ModeTesting, "mx1.example.com", now))
 	if !tn.Testing || tn.Policy.Text != "secure match=mx1.example.com servername=hostname" {
 		t.Fatalf("testing entry %+v", tn)
 	}
-	if fs, _ := m2.CheckSource(context.Background(), tn); len(fs) == 0 {
-		t.Fatal("no finding for a testing policy that would defer")
+}
+
+// TestMonitorRestoredMTASTS: MTA-STS policies restored from the cache's
+// snapshot at start are checked within seconds, with no fetch: an enforce
+// domain whose MX certificate has expired, or names a host outside the
+// policy's mx list, is an outbound_probe_failed event (the alert) sourced
+// "MTA-STS policy id …"; for a testing policy the watch record says what
+// enforcing it would do ("would defer" and why, or delivers). A refetched
+// policy with a new id is checked again soon; a domain whose policy went
+// to mode none is no longer monitored.
+func TestMonitorRestoredMTASTS(t *testing.T) {
+	ca := probetest.NewCA(t)
+	z := probetest.NewZone(t)
+	farm := probetest.NewFarm(t, ca)
+	now := time.Now()
+	farm.Serve(t, "127.0.0.51", &tls.Config{Certificates: []tls.Certificate{
+		ca.Issue(t, []string{"mx.expired.test"}, now.Add(-60*24*time.Hour), now.Add(-24*time.Hour))}})
+	farm.GoodMX(t, "127.0.0.52", time.Time{}, "mx.other.test")
+	farm.PlainMX(t, "127.0.0.53")
+	farm.GoodMX(t, "127.0.0.54", time.Time{}, "mx.good.test")
+	z.MX(t, "expired.test", 10, "mx.expired.test", "127.0.0.51")
+	z.MX(t, "mismatch.test", 10, "mx.mismatch.test", "127.0.0.52")
+	z.MX(t, "plain.test", 10, "mx.plain.test", "127.0.0.53")
+	z.MX(t, "good.test", 10, "mx.good.test", "127.0.0.54")
+
+	path := filepath.Join(t.TempDir(), "probes.json")
+	old, _ := srccache.New(srccache.Options{Path: path})
+	for _, r := range []*srccache.Record{
+		stsRecord("expired.test", "e1", mtasts.ModeEnforce, "mx.expired.test", now),
+		stsRecord("mismatch.test", "m1", mtasts.ModeEnforce, "mx.mismatch.test", now),
+		stsRecord("plain.test", "p1", mtasts.ModeTesting, "mx.plain.test", now),
+		stsRecord("good.test", "g1", mtasts.ModeTesting, "mx.good.test", now),
+		stsRecord("none.test", "n1", mtasts.ModeNone, "mx.good.test", now),
+	} {
+		_ = old.Put(r)
 	}
-	if evs := e.Events().Recent(1); evs[0].Action != "testing" {
-		t.Fatalf("testing event %+v", evs[0])
+	if err := old.Save(); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := srccache.New(srccache.Options{Path: path})
+	if rep, err := c.Load(now); err != nil || rep.Records != 5 {
+		t.Fatalf("Load: %+v, %v", rep, err)
+	}
+
+	ring := events.NewRing(100)
+	eng := New(buildStore(t, "outbound: {}\n"), nil, ring, quietLogger())
+	p := probe.New(probe.Config{Resolver: z.Addr, Port: farm.Port, Timeout: 3 * time.Second,
+		AllowPrivate: true, Roots: ca.Pool, HELO: "test.invalid", Logger: quietLogger()})
+	rec := &recorder{probe: p.Probe}
+	m := &Monitor{Engine: eng, Probe: rec.Probe, Logger: quietLogger(), firstDelay: 10 * time.Millisecond, maxGap: 50 * time.Millisecond}
+	start := time.Now()
+	runScheduled(t, m, c)
+	waitCalls(t, rec, 4)
+	t.Logf("4 restored MTA-STS domains checked %v after start", time.Since(start).Round(time.Millisecond))
+
+	byRule := map[string]events.Event{}
+	for _, ev := range ring.Recent(100) {
+		byRule[ev.Rule] = ev
+	}
+	for d, id := range map[string]string{"expired.test": "e1", "mismatch.test": "m1"} {
+		ev, ok := byRule[d]
+		if !ok || ev.Kind != events.OutboundProbeFailed || ev.Source != "MTA-STS policy id "+id || ev.Action != string(events.OutboundProbeFailed) ||
+			!strings.HasPrefix(ev.Reason, "mail to "+d+" is deferred: policy secure match=mx."+d) {
+			t.Errorf("%s: event %+v", d, ev)
+		}
+	}
+	if ev := byRule["plain.test"]; ev.Kind != events.OutboundProbeFailed || ev.Action != "testing" {
+		t.Errorf("plain.test (testing): event %+v", ev)
+	}
+	if ev, ok := byRule["good.test"]; ok {
+		t.Errorf("good.test: event %+v", ev)
+	}
+	if r := c.Get(srccache.KindWatch, "mta-sts:plain.test"); r == nil || !r.Watch.Testing || !strings.Contains(r.Watch.Defer, "STARTTLS") {
+		t.Errorf("plain.test watch: %+v", r)
+	}
+	if r := c.Get(srccache.KindWatch, "mta-sts:good.test"); r == nil || r.Watch.Defer != "" || r.Watch.Status != probe.StatusOK || r.Watch.ID != "g1" {
+		t.Errorf("good.test watch: %+v", r)
+	}
+	if r := c.Get(srccache.KindWatch, "mta-sts:none.test"); r != nil {
+		t.Errorf("none.test (mode none) is watched: %+v", r)
+	}
+
+	// A refetched policy with a new id: checked again soon.
+	fresh := stsRecord("good.test", "g2", mtasts.ModeTesting, "mx.good.test", time.Now())
+	_ = c.Put(fresh)
+	m.SyncSource(fresh)
+	waitCalls(t, rec, 5)
+	if r := c.Get(srccache.KindWatch, "mta-sts:good.test"); r == nil || r.Watch.ID != "g2" || r.Watch.Probed.Before(fresh.Fetched) {
+		t.Errorf("good.test after its new policy: %+v", r.Watch)
+	}
+	// A policy gone to mode none: no longer monitored.
+	gone := stsRecord("expired.test", "e2", mtasts.ModeNone, "mx.expired.test", time.Now())
+	_ = c.Put(gone)
+	m.SyncSource(gone)
+	if r := c.Get(srccache.KindWatch, "mta-sts:expired.test"); r != nil {
+		t.Errorf("expired.test still watched after mode none: %+v", r)
 	}
 }

@@ -10,9 +10,12 @@ import (
 // watch is one thing the monitor probes and judges: an outbound entry, or
 // the domain of recipients: or senders: entries at one floor level.
 type watch struct {
-	// key is the monitor's own key: the outbound entry's key, or
-	// "recipients:<level>:<domain>" / "senders:<level>:<domain>".
+	// key is the monitor's own key (its watch record's): "outbound:"
+	// and the entry's key, "recipients:<level>:<domain>" /
+	// "senders:<level>:<domain>", or "mta-sts:<domain>".
 	key string
+	// id is the MTA-STS policy id of an "mta-sts:" key.
+	id string
 	// e is what Judge judges: the outbound entry itself, or for address
 	// entries one built for their domain, whose policy is the domain's
 	// tls_policy_<level> answer (what the tlspolicyd-<level>: transport
@@ -32,7 +35,7 @@ type subject struct {
 }
 
 func outboundWatch(e *store.Entry) watch {
-	return watch{key: e.Key, e: e, subj: subject{noun: e.Key, mail: "mail to " + e.Key}, rule: e.Key}
+	return watch{key: outboundKey(e.Key), e: e, subj: subject{noun: e.Key, mail: "mail to " + e.Key}, rule: e.Key}
 }
 
 // addressWatches groups the recipients: and senders: entries the monitor

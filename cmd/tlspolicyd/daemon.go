@@ -49,16 +49,15 @@ type daemon struct {
 	smHandler    socketmap.Handler
 	pdHandler    policyd.Handler
 
-	health       *engine.ProbeHealth
-	probe        probe.Func // the prober, counted: see probeFunc
-	cache        *probe.Cache
-	srcCache     *srccache.Cache     // every record the daemon learns about destinations
-	sched        *srccache.Scheduler // the one refresh scheduler of srcCache
-	rl           *engine.Reloader
-	src          *sources.Manager // nil without sources
-	sourceChecks chan *store.Entry
-	mon          *engine.Monitor
-	ml           *maillogReader
+	health   *engine.ProbeHealth
+	probe    probe.Func // the prober, counted: see probeFunc
+	cache    *probe.Cache
+	srcCache *srccache.Cache     // every record the daemon learns about destinations
+	sched    *srccache.Scheduler // the one refresh scheduler of srcCache
+	rl       *engine.Reloader
+	src      *sources.Manager // nil without sources
+	mon      *engine.Monitor
+	ml       *maillogReader
 }
 
 // serve runs the daemon until ctx ends or a server fails.
@@ -118,6 +117,11 @@ func newDaemon(cfg config.Config, logw io.Writer) (_ *daemon, err error) {
 	}
 	d.mon = &engine.Monitor{Engine: d.eng, Probe: d.probeFunc(), Cache: d.cache, Interval: cfg.Probe.Interval,
 		Workers: cfg.Probe.MonitorWorkers, MaxPerMinute: cfg.Probe.MaxPerMinute, Logger: d.log.With("component", "monitor")}
+	// The monitor's schedule is the cache's watch records, run by the one
+	// scheduler; Sync follows the table loaded and the MTA-STS policies
+	// restored (and each reload: OnReload).
+	d.mon.Register(d.sched, d.srcCache)
+	d.mon.Sync()
 	d.eng.OnTesting = d.mon.Kick
 	// Postfix's log (maillog): the outbound report, stuck-mail alerts, TLS-RPT.
 	if err := checkTLSRPT(cfg); err != nil {
@@ -220,6 +224,9 @@ func (d *daemon) newProbing() error {
 			// the table just loaded, and reloads apply in order.
 			d.cache.SetLearnMaxAge(d.eng.Store().Table().Defaults.LearnMaxAge)
 			d.cache.SetLearning(d.eng.Store().Table().Defaults.Learn != store.LearnOff)
+			if d.mon != nil { // nil at the first load: newDaemon syncs it
+				d.mon.Sync()
+			}
 		}}
 	if err := d.rl.Reload(); err != nil {
 		return cli.Exit(fmt.Sprintf("tlspolicyd: cannot start: policy table %s is invalid:\n%v", cfg.Table, err), 1)
@@ -251,10 +258,9 @@ func (d *daemon) probeFunc() probe.Func {
 }
 
 // newSources makes the DANE and MTA-STS sources on the daemon's cache, if
-// configured; MTA-STS domains go to the monitor through sourceChecks.
+// configured; the monitor follows each MTA-STS policy fetched.
 func (d *daemon) newSources() error {
 	log := d.log
-	d.sourceChecks = make(chan *store.Entry, 64)
 	src, err := newSources(d.cfg, log.With("component", "sources"), d.srcCache)
 	if err != nil {
 		return cli.Exit("tlspolicyd: "+err.Error(), 1)
@@ -265,14 +271,7 @@ func (d *daemon) newSources() error {
 	d.src = src
 	d.eng.SetSources(src)
 	src.Register(d.sched)
-	src.SetOnPolicy(func(r *srccache.Record) {
-		if e := engine.SourceEntry(r); e != nil {
-			select {
-			case d.sourceChecks <- e:
-			default: // checked at the domain's next refresh
-			}
-		}
-	})
+	src.SetOnPolicy(func(r *srccache.Record) { d.mon.SyncSource(r) })
 	d.fl.shareSources(src.Cache())
 	return nil
 }

@@ -189,10 +189,6 @@ func (d *daemon) startBackground(ctx context.Context) (maillogDone <-chan struct
 	if d.statsPath != "" {
 		go d.eng.Stats().RunSaver(ctx, d.statsPath, d.inboundSince, time.Minute, d.log)
 	}
-	go func() { _ = d.mon.Run(ctx) }()
-	if d.src != nil {
-		go checkSources(ctx, d.mon, d.sourceChecks)
-	}
 	maillogDone = d.ml.start(ctx)
 	if d.cfg.TLSRPT.Enabled {
 		rep, err := newTLSRPT(d.cfg, d.src)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/x509"
 	"fmt"
 	"io"
@@ -14,7 +13,6 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/tlspolicyd/tlspolicyd/dane"
-	"github.com/tlspolicyd/tlspolicyd/engine"
 	"github.com/tlspolicyd/tlspolicyd/events"
 	"github.com/tlspolicyd/tlspolicyd/internal/config"
 	"github.com/tlspolicyd/tlspolicyd/internal/dnsq"
@@ -22,7 +20,6 @@ import (
 	"github.com/tlspolicyd/tlspolicyd/socketmap"
 	"github.com/tlspolicyd/tlspolicyd/sources"
 	"github.com/tlspolicyd/tlspolicyd/srccache"
-	"github.com/tlspolicyd/tlspolicyd/store"
 	"github.com/tlspolicyd/tlspolicyd/web"
 )
 
@@ -164,20 +161,6 @@ func webSources(src *sources.Manager) web.SourcesInfo {
 		return nil
 	}
 	return src
-}
-
-// checkSources has the monitor check each MTA-STS domain sent on ch (at
-// most once per probe.interval, within the prober's rate limit) until ctx
-// is done.
-func checkSources(ctx context.Context, mon *engine.Monitor, ch <-chan *store.Entry) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case e := <-ch:
-			_, _ = mon.CheckSource(ctx, e)
-		}
-	}
 }
 
 // sourceEvictedEvent is the event for a record the full source cache
