@@ -15,7 +15,7 @@ import (
 // whom it was asked for.
 const (
 	outboundPrefix = "outbound:"
-	mtastsPrefix   = "mta-sts:"
+	mtastsPrefix   = "mta-sts:" // srccache.MTASTSWatchKey
 )
 
 // newWindow bounds the watch records of outbound entries written ahead
@@ -162,7 +162,7 @@ func (m *Monitor) SyncSource(r *srccache.Record) {
 	now := m.Now()
 	w, ok := sourceWatch(r, now)
 	if !ok {
-		_ = m.watches.Delete(srccache.KindWatch, mtastsPrefix+r.Domain)
+		_ = m.watches.Delete(srccache.KindWatch, srccache.MTASTSWatchKey(r.Domain))
 		return
 	}
 	prev := m.watches.Get(srccache.KindWatch, w.key)
@@ -186,7 +186,7 @@ func sourceWatch(r *srccache.Record, now time.Time) (watch, bool) {
 		return watch{}, false
 	}
 	w := outboundWatch(e)
-	w.key = mtastsPrefix + r.Domain // not the table entry of the same key, if there is one
+	w.key = srccache.MTASTSWatchKey(r.Domain) // not the table entry of the same key, if there is one
 	w.id = r.MTASTS.ID
 	return w, true
 }

@@ -34,3 +34,7 @@ type Watch struct {
 	// that expires soon.
 	Findings []string `json:"findings,omitempty"`
 }
+
+// MTASTSWatchKey is the key of the watch record of domain's MTA-STS
+// policy.
+func MTASTSWatchKey(domain string) string { return "mta-sts:" + domain }

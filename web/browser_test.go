@@ -175,7 +175,7 @@ func TestStatusPageColumnsAlignInChromium(t *testing.T) {
 	}}
 	full := httptest.NewServer(New(Options{Engine: f.eng, Probes: probesAt(f.now), Metrics: f.m, Logger: quiet(),
 		Started: f.now.Add(-48 * time.Hour), Hostname: "mx1.ourcorp.example", Now: func() time.Time { return f.now },
-		Outbound: ob, Maillog: "/var/log/mail.log"}))
+		Outbound: ob, Maillog: "/var/log/mail.log", Sources: sourcesAt(t, f.now)}))
 	defer full.Close()
 	_, _, page := get(t, full.URL+"/")
 	measured := strings.Replace(page, "</body>", geometryScript+"</body>", 1)
@@ -219,7 +219,7 @@ func TestStatusPageColumnsAlignInChromium(t *testing.T) {
 			}
 		}
 	}
-	if checked["Inbound TLS by sender domain"] < 12 || checked["Outbound"] < 8 || checked["Outbound TLS by destination domain"] < 10 {
+	if checked["Inbound TLS by sender domain"] < 12 || checked["Outbound"] < 8 || checked["Outbound TLS by destination domain"] < 10 || checked["DANE and MTA-STS"] < 20 {
 		t.Errorf("too few cells checked: %v", checked)
 	}
 }

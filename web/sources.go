@@ -32,6 +32,13 @@ type SourceView struct {
 	Expires time.Time `json:"expires"`
 	Error   string    `json:"error,omitempty"` // the last fetch's error
 	Why     string    `json:"why,omitempty"`
+	// Monitor is what the monitor's last probe of an MTA-STS enforce or
+	// testing domain's MX hosts found, judged under the policy: "would
+	// defer: …" or "would deliver" (testing), "defers: …" or "delivers"
+	// (enforce), "not judged: …" (the probe said nothing of TLS); ""
+	// before the first probe. Monitored is when that probe was made.
+	Monitor   string    `json:"monitor,omitempty"`
+	Monitored time.Time `json:"monitored,omitzero"`
 }
 
 // sourcesView lists the source cache's records that decide something, or
@@ -43,7 +50,8 @@ func (s *server) sourcesView() []SourceView {
 	}
 	now := s.Now()
 	out := []SourceView{}
-	for _, r := range s.Sources.Cache().All() {
+	c := s.Sources.Cache()
+	for _, r := range append(c.ByKind(srccache.KindDANE), c.ByKind(srccache.KindMTASTS)...) {
 		if !r.Valid(now) {
 			continue
 		}
@@ -54,6 +62,9 @@ func (s *server) sourcesView() []SourceView {
 			if m.Policy != nil {
 				v.Mode, v.MX = string(m.Policy.Mode), m.Policy.MX
 			}
+			if w := c.Get(srccache.KindWatch, srccache.MTASTSWatchKey(r.Domain)); w != nil && w.Watch != nil && !w.Watch.Probed.IsZero() {
+				v.Monitor, v.Monitored = watchVerdict(w.Watch), w.Watch.Probed
+			}
 		}
 		if v.Policy == "" && !v.Temp && v.Error == "" && v.Mode == "" {
 			continue
@@ -62,6 +73,21 @@ func (s *server) sourcesView() []SourceView {
 	}
 	slices.SortStableFunc(out, func(a, b SourceView) int { return strings.Compare(a.Domain, b.Domain) })
 	return out
+}
+
+// watchVerdict words what the last watch probe w found.
+func watchVerdict(w *srccache.Watch) string {
+	switch {
+	case w.Defer != "" && w.Testing:
+		return "would defer: " + w.Defer
+	case w.Defer != "":
+		return "defers: " + w.Defer
+	case w.Inconclusive != "":
+		return "not judged: " + w.Inconclusive
+	case w.Testing:
+		return "would deliver"
+	}
+	return "delivers"
 }
 
 // sourcesCollector exports the sources' counters at scrape time.
