@@ -292,22 +292,22 @@ func TestLineWatcher(t *testing.T) {
 }
 
 // TestMonitorLogCounts checks the count of the monitor's probes and
-// passes in the daemon's log, text and JSON.
+// summaries in the daemon's log, text and JSON.
 func TestMonitorLogCounts(t *testing.T) {
 	log := `time=2026-11-23T11:01:06.430Z level=INFO msg="policy table loaded" path=/t files=2 outbound=10000
 time=2026-11-23T11:01:11.544Z level=INFO msg="outbound probe inconclusive; retried at the next check" component=monitor entry=s0.example level=encrypt status=temporary
 time=2026-11-23T11:01:12.340Z level=WARN msg="probe failed" component=monitor entry=[mx.s1.example] error="x"
 time=2026-11-23T11:01:12.340Z level=WARN msg="outbound TLS policy" component=monitor event=probe_failed entry=s3.example
 time=2026-11-23T11:01:12.340Z level=INFO msg="probe cache event" component=probe-cache target=s4.example
-time=2026-11-23T12:01:12.340Z level=WARN msg="monitor pass incomplete: the probe rate limit" component=monitor entries=61000 probed=6000
+time=2026-11-23T12:01:12.340Z level=WARN msg="monitor behind: the probe rate limit or the workers leave checks overdue" component=monitor keys=61000 probed=6000
 {"time":"2026-11-23T11:01:11Z","level":"INFO","msg":"outbound probe inconclusive","component":"monitor","entry":"s9.example"}
-{"time":"2026-11-23T12:01:11Z","level":"INFO","msg":"monitor pass finished","component":"monitor","entries":3}
+{"time":"2026-11-23T12:01:11Z","level":"INFO","msg":"monitor checks","component":"monitor","keys":3}
 `
 	if n := monitorProbes([]byte(log)); n != 4 {
 		t.Errorf("monitorProbes = %d, want 4", n)
 	}
-	if n := monitorPasses([]byte(log)); n != 2 {
-		t.Errorf("monitorPasses = %d, want 2", n)
+	if n := monitorSummaries([]byte(log)); n != 2 {
+		t.Errorf("monitorSummaries = %d, want 2", n)
 	}
 }
 

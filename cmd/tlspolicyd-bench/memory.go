@@ -58,9 +58,9 @@ func (b *bench) memoryStep(ctx context.Context) error {
 	startup := time.Since(start)
 	listening := time.Now()
 	rssStart, _ := procStatus(p.pid(), "VmRSS")
-	// As in production: once the monitor's first pass has begun (it
-	// orders the table's enforced entries) and the daemon is quiet, some
-	// lookups, checked.
+	// As in production: once the monitor's first checks have begun (its
+	// first Sync has queued the table's enforced entries) and the daemon
+	// is quiet, some lookups, checked.
 	st, quiet, err := waitQuiet(ctx, p, listening, monitorStart, 60*time.Second)
 	if err != nil {
 		return err
@@ -88,7 +88,7 @@ func (b *bench) memoryStep(ctx context.Context) error {
 		busy = fmt.Sprintf(", still using %.0f %% of a core", 100*st.idleCPU)
 	}
 	fmt.Fprintf(b.out, "  start-up (process start to listening): %s (daemon: parse + build %s)\n", startup.Round(time.Millisecond), took)
-	fmt.Fprintf(b.out, "  VmRSS %.0f MB on listening, %.0f MB %s later with the monitor's pass begun (%d probes logged%s), %.0f MB after %s of lookups; VmHWM (peak) %.0f MB\n",
+	fmt.Fprintf(b.out, "  VmRSS %.0f MB on listening, %.0f MB %s later with the monitor's checks begun (%d probes logged%s), %.0f MB after %s of lookups; VmHWM (peak) %.0f MB\n",
 		mb(rssStart), mb(st.rss), st.at.Sub(listening).Round(time.Second), monitorProbes(readFile(logFile)), busy, mb(rss), d, mb(hwm))
 	if b.pprofAddr != "" {
 		b.fetchProfile(ctx, "heap?gc=1", "heap-mem.pprof", "heap in use with the memory table")

@@ -31,17 +31,17 @@ func (b *bench) daemonReport() {
 		}
 	}
 	log := readFile(filepath.Join(b.work, "daemon.log"))
-	probes, passes := monitorProbes(log), monitorPasses(log)
+	probes, sums := monitorProbes(log), monitorSummaries(log)
 	since := time.Since(b.ready.at)
 	outside := max(since-stepTime, 0)
-	pass := "no pass finished"
-	if passes > 0 {
-		pass = fmt.Sprintf("%d passes finished", passes)
+	pass := "no summary yet"
+	if sums > 0 {
+		pass = fmt.Sprintf("%d summaries logged", sums)
 	}
 	pc := config.Default().Probe
 	fmt.Fprintf(b.out, "\ndaemon as shipped, monitor on (probe.interval %s, %d workers, ≤ %d probes a minute; probes fail at once on the closed loopback resolver):\n",
 		pc.Interval, pc.MonitorWorkers, pc.MaxPerMinute)
-	fmt.Fprintf(b.out, "  monitor: %d probes logged since start, %s (a pass spreads over 90 %% of probe.interval)\n", probes, pass)
+	fmt.Fprintf(b.out, "  monitor: %d probes logged since start, %s (one summary line per probe.interval)\n", probes, pass)
 	fmt.Fprintf(b.out, "  CPU: %.1f %% of a core while idle before the load steps; since then %.1f s in the steps (%s) and %.1f s outside them (%s)\n",
 		100*b.ready.idleCPU, stepCPU, stepTime.Round(time.Second), max(cpu-b.ready.cpu-stepCPU, 0), outside.Round(time.Second))
 	fmt.Fprintf(b.out, "  VmRSS: %.0f MB before the load steps, %.0f MB now; VmHWM (peak) %.0f MB\n", mb(b.ready.rss), mb(rss), mb(hwm))
@@ -62,7 +62,13 @@ func monitorProbes(log []byte) int {
 	return n
 }
 
-// monitorPasses counts the monitor's end-of-pass log lines.
-func monitorPasses(log []byte) int {
-	return bytes.Count(log, []byte(`msg="monitor pass`)) + bytes.Count(log, []byte(`"msg":"monitor pass`))
+// monitorSummaries counts the monitor's summary log lines (one per
+// probe.interval: "monitor checks", or "monitor behind" when checks are
+// overdue).
+func monitorSummaries(log []byte) int {
+	n := 0
+	for _, msg := range []string{"monitor checks", "monitor behind"} {
+		n += bytes.Count(log, []byte(`msg="`+msg)) + bytes.Count(log, []byte(`"msg":"`+msg))
+	}
+	return n
 }

@@ -145,9 +145,9 @@ func (b *bench) startDaemon(ctx context.Context) error {
 	rss, _ := procStatus(p.pid(), "VmRSS")
 	b.logf("tlspolicyd (pid %d) listening on socketmap %s, policyd %s after %s; VmRSS %.0f MB",
 		p.pid(), b.smAddr, b.pdAddr, time.Since(t0).Round(time.Millisecond), mb(rss))
-	// The monitor (engine.Monitor, on as shipped) begins its first pass
-	// 5 s after the start and spreads it over 90 % of probe.interval (an
-	// hour): it never ends within a run. Measure once that pass has begun
+	// The monitor (engine.Monitor, on as shipped) begins its first checks
+	// 5 s after the start and spreads them over 90 % of probe.interval (an
+	// hour): they go on throughout a run. Measure once they have begun
 	// and the daemon is quiet, so every step sees the same steady state.
 	st, quiet, err := waitQuiet(ctx, p, listening, monitorStart, 60*time.Second)
 	if err != nil {
@@ -159,13 +159,13 @@ func (b *bench) startDaemon(ctx context.Context) error {
 		state = "still busy; measuring anyway"
 		b.notes = append(b.notes, fmt.Sprintf("the benchmark daemon was still busy (%.0f %% of a core) when the load steps began", 100*st.idleCPU))
 	}
-	b.logf("daemon %s %s after listening (%.1f %% of a core over the last %s, the monitor's pass begun: %d probes logged); VmRSS %.0f MB",
+	b.logf("daemon %s %s after listening (%.1f %% of a core over the last %s, the monitor's checks begun: %d probes logged); VmRSS %.0f MB",
 		state, st.at.Sub(listening).Round(100*time.Millisecond), 100*st.idleCPU, quietWindow, monitorProbes(readFile(filepath.Join(b.work, "daemon.log"))), mb(st.rss))
 	return nil
 }
 
 // monitorStart is how long after listening the daemon's monitor has begun
-// its first pass (engine.Monitor starts it 5 s after Run).
+// its first checks (engine.Monitor schedules the first 5 s after start).
 const monitorStart = 6 * time.Second
 
 // quietWindow is how long the daemon must stay under quietCPU to count as
