@@ -34,7 +34,7 @@ type Options struct {
 	// Engine is the policy engine whose table, events and counters are
 	// shown. Required.
 	Engine *engine.Engine
-	// Probes gives the latest probe results (a *probe.Cache); nil (an
+	// Probes gives the latest probe results (a *srccache.Probes); nil (an
 	// untyped nil) when the daemon does not probe.
 	Probes interface{ All() []*probe.Result }
 	// Prober says whether every recent probe failed temporarily (an

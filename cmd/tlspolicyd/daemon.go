@@ -50,8 +50,8 @@ type daemon struct {
 	pdHandler    policyd.Handler
 
 	health   *engine.ProbeHealth
-	probe    probe.Func // the prober, counted: see probeFunc
-	cache    *probe.Cache
+	probe    probe.Func          // the prober, counted: see probeFunc
+	cache    *srccache.Probes    // probe results and learned policies, in srcCache
 	srcCache *srccache.Cache     // every record the daemon learns about destinations
 	sched    *srccache.Scheduler // the one refresh scheduler of srcCache
 	rl       *engine.Reloader
@@ -211,7 +211,7 @@ func (d *daemon) newProbing() error {
 		})
 	// The cache's learn_max_age is the table's: the reloader sets it on
 	// every table swapped in, the first one included.
-	d.cache = probe.NewCache(probeCacheConfig(log, d.ring, d.probeFunc(), cfg.Probe.TTL))
+	d.cache = srccache.NewProbes(d.srcCache, d.sched, probesOptions(log, d.ring, d.probeFunc(), cfg.Probe.TTL))
 	d.fl.shareProbes(d.cache)
 	d.rl = &engine.Reloader{Path: cfg.Table, Engine: d.eng, Logger: log,
 		OnReload: func(err error) {
@@ -231,11 +231,11 @@ func (d *daemon) newProbing() error {
 	if err := d.rl.Reload(); err != nil {
 		return cli.Exit(fmt.Sprintf("tlspolicyd: cannot start: policy table %s is invalid:\n%v", cfg.Table, err), 1)
 	}
-	if cfg.Probe.Cache != "" {
-		d.cache.Load(cfg.Probe.Cache)
-	}
+	// Restored once the table's learn_max_age is known and the probe
+	// cache listens for evictions.
+	d.loadCache()
 	d.metrics.CounterFunc("tlspolicyd_probe_cache_corrupt_total",
-		"Times the probe cache file was found damaged at start (kept aside as FILE.corrupt-<unix time>, what parsed salvaged).", d.cache.Corrupted)
+		"Times the cache file was found damaged at start (kept aside as FILE.corrupt-<unix time>, what parsed salvaged).", d.cache.Corrupted)
 	d.eng.SetLearner(d.cache)
 	return nil
 }

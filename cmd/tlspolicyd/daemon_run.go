@@ -180,11 +180,10 @@ func (d *daemon) listen() ([]server, error) {
 	return servers, nil
 }
 
-// startBackground starts the probe cache, the counters' saver, the
-// monitor, the sources, the maillog follower, TLS-RPT and the fleet link,
+// startBackground starts the cache's scheduler (probes, learned policies,
+// sources), the counters' saver, the monitor, the maillog follower, TLS-RPT and the fleet link,
 // all until ctx ends. It returns when the maillog follower is done.
 func (d *daemon) startBackground(ctx context.Context) (maillogDone <-chan struct{}, err error) {
-	go func() { _ = d.cache.Run(ctx) }()
 	go func() { _ = d.sched.Run(ctx) }()
 	if d.statsPath != "" {
 		go d.eng.Stats().RunSaver(ctx, d.statsPath, d.inboundSince, time.Minute, d.log)
@@ -246,21 +245,15 @@ func (d *daemon) startAlerts(alertCtx context.Context) <-chan struct{} {
 	return alertsDone
 }
 
-// save writes the probe cache, the inbound counters and the source cache
-// at shutdown.
+// save writes the inbound counters and the cache at shutdown.
 func (d *daemon) save() {
 	cfg, log := d.cfg, d.log
-	if cfg.Probe.Cache != "" {
-		if err := d.cache.Save(); err != nil {
-			log.Warn("saving probe cache", "path", cfg.Probe.Cache, "error", err)
-		}
-	}
 	if d.statsPath != "" {
 		if err := d.eng.Stats().SaveFile(d.statsPath, d.inboundSince, time.Now()); err != nil {
 			log.Warn("saving inbound counters", "path", d.statsPath, "error", err)
 		}
 	}
 	if err := d.srcCache.Save(); err != nil {
-		log.Warn("saving the cache", "path", sourcesCachePath(cfg), "error", err)
+		log.Warn("saving the cache", "path", cachePath(cfg), "error", err)
 	}
 }

@@ -78,11 +78,11 @@ func (l *fleetLink) publish(kind, key string, expires time.Time, v any) {
 // learned record merged from the fleet goes back to it only when the merge
 // says more than what came (an older first-learned time, a later
 // confirmation); a downgrade (a record dropped) is never shared.
-func (l *fleetLink) shareProbes(c *probe.Cache) {
+func (l *fleetLink) shareProbes(c *srccache.Probes) {
 	if l == nil {
 		return
 	}
-	c.SetShared(probe.Shared{
+	c.SetShared(srccache.Shared{
 		OnLearned: func(rec probe.LearnedRecord) { l.publish(fleetLearned, rec.Domain, c.LearnedExpiry(rec), rec) },
 		OnResult:  func(r *probe.Result) { l.publish(fleetProbe, r.Target, r.Expires, r) },
 	})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tlspolicyd/tlspolicyd/internal/probetest"
 	"github.com/tlspolicyd/tlspolicyd/probe"
+	"github.com/tlspolicyd/tlspolicyd/srccache"
 )
 
 // probeWorld starts an in-process DNS zone and fake MX servers on loopback:
@@ -148,13 +149,16 @@ func TestQueryExplainShowsLearnedPolicy(t *testing.T) {
 	p := probe.New(probe.Config{Resolver: resolver, Port: port, AllowPrivate: true, Timeout: 3 * time.Second})
 	dir := t.TempDir()
 	cachePath := filepath.Join(dir, "probes.json")
-	cache := probe.NewCache(probe.CacheConfig{Probe: p.Probe, Path: cachePath})
+	c, err := srccache.New(srccache.Options{Path: cachePath})
+	if err != nil {
+		t.Fatal(err)
+	}
 	r, err := p.Probe(context.Background(), "tls.example")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache.Put(r)
-	if err := cache.Save(); err != nil {
+	srccache.NewProbes(c, nil, srccache.ProbesOptions{}).Put(r)
+	if err := c.Save(); err != nil {
 		t.Fatal(err)
 	}
 	table := filepath.Join(dir, "t.yaml")

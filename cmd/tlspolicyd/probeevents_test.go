@@ -14,6 +14,7 @@ import (
 	"github.com/tlspolicyd/tlspolicyd/events"
 	"github.com/tlspolicyd/tlspolicyd/internal/config"
 	"github.com/tlspolicyd/tlspolicyd/probe"
+	"github.com/tlspolicyd/tlspolicyd/srccache"
 )
 
 // TestProbeRingEvent: the probe cache events that undo or threaten a
@@ -47,9 +48,13 @@ func TestProbeRingEvent(t *testing.T) {
 func TestProbeCacheEventLoggedOnce(t *testing.T) {
 	var logb syncBuffer
 	ring := events.NewRing(10)
-	cfg := probeCacheConfig(newLogger(&logb, "text", "info"), ring, nil, time.Hour)
-	cfg.MaxEntries = 1 // the second learned record is evicted on load
 	path := filepath.Join(t.TempDir(), "probes.json")
+	// One learned record at most: the second is evicted on load.
+	c, err := srccache.New(srccache.Options{Path: path, Max: map[srccache.Kind]int{srccache.KindLearned: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := srccache.NewProbes(c, nil, probesOptions(newLogger(&logb, "text", "info"), ring, nil, time.Hour))
 	confirmed := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
 	rec := func(d string) string {
 		return `{"domain": "` + d + `", "first_learned": "` + confirmed + `", "last_confirmed": "` + confirmed + `"}`
@@ -57,7 +62,11 @@ func TestProbeCacheEventLoggedOnce(t *testing.T) {
 	if err := os.WriteFile(path, []byte(`{"version": 1, "learned": [`+rec("a.example")+`, `+rec("b.example")+`]}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	probe.NewCache(cfg).Load(path)
+	rep, err := c.Load(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Loaded(rep)
 	var lines []string
 	for _, l := range strings.Split(logb.String(), "\n") {
 		if strings.Contains(l, "probe cache event") {

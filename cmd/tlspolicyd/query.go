@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -15,8 +14,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tlspolicyd/tlspolicyd/engine"
-	"github.com/tlspolicyd/tlspolicyd/probe"
 	"github.com/tlspolicyd/tlspolicyd/socketmap"
+	"github.com/tlspolicyd/tlspolicyd/srccache"
 	"github.com/tlspolicyd/tlspolicyd/store"
 )
 
@@ -49,8 +48,8 @@ failed (TEMP/PERM, unreadable table, daemon unreachable), 2 on usage errors.`,
 			&cli.StringFlag{Name: "server", Aliases: []string{"s"}, Usage: "ask the daemon at socketmap `ADDR` (host:port or unix:/path) instead of reading the table"},
 			&cli.BoolFlag{Name: "explain", Aliases: []string{"e"}, Usage: "say which step and table entry (file:line) decided each answer"},
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON array of results"},
-			&cli.StringFlag{Name: "probe-cache", Usage: "the daemon's probe cache `FILE`, for learned policies (default: probe.cache of --config)"},
-			&cli.StringFlag{Name: "sources-cache", Usage: "the daemon's DANE/MTA-STS source cache `FILE` (default: sources.cache of --config, else sources.json next to the probe cache)"},
+			&cli.StringFlag{Name: "probe-cache", Usage: "the daemon's cache `FILE`, for learned policies and DANE/MTA-STS (default: probe.cache of --config)"},
+			&cli.StringFlag{Name: "sources-cache", Usage: "a DANE/MTA-STS snapshot `FILE` of an earlier version, read too (default: sources.cache of --config, else sources.json next to the probe cache)"},
 			&cli.BoolFlag{Name: "inbound", Aliases: []string{"i"}, Usage: "simulate a policy delegation request (check_policy_service) instead of a socketmap lookup"},
 			&cli.StringFlag{Name: "sender", Usage: "with --inbound: envelope sender `ADDRESS` (\"\" or <> for the null sender)"},
 			&cli.StringFlag{Name: "recipient", Usage: "with --inbound: recipient `ADDRESS` (empty = MAIL stage)"},
@@ -175,16 +174,14 @@ func queryAction(c *cli.Context) error {
 		if err != nil {
 			return cli.Exit(fmt.Sprintf("tlspolicyd query: policy table %s is invalid:\n%v", cfg.Table, err), 1)
 		}
-		// Learned policies come from the daemon's probe cache file, read
-		// as it is now (no probe is run here).
+		// Learned policies come from the daemon's cache file, read as it
+		// is now (no probe is run here).
 		var learner store.Learner
-		if cfg.Probe.Cache != "" {
-			if _, err := os.Stat(cfg.Probe.Cache); err == nil {
-				cache := probe.NewCache(probe.CacheConfig{LearnMaxAge: s.Table().Defaults.LearnMaxAge,
-					Logger: newLogger(c.App.ErrWriter, "text", "warn")})
-				cache.Load(cfg.Probe.Cache)
-				learner = cache
-			}
+		if cache, rep := readCache(cfg); cache != nil && cache.Count(srccache.KindLearned) > 0 {
+			p := srccache.NewProbes(cache, nil, srccache.ProbesOptions{LearnMaxAge: s.Table().Defaults.LearnMaxAge,
+				Logger: newLogger(c.App.ErrWriter, "text", "warn")})
+			p.Loaded(rep)
+			learner = p
 		}
 		eng := engine.New(s, learner, nil, newLogger(io.Discard, "text", "error"))
 		if src := offlineSources(cfg, c.App.ErrWriter); src != nil {

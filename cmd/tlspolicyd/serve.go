@@ -18,6 +18,7 @@ import (
 	"github.com/tlspolicyd/tlspolicyd/events"
 	"github.com/tlspolicyd/tlspolicyd/internal/config"
 	"github.com/tlspolicyd/tlspolicyd/probe"
+	"github.com/tlspolicyd/tlspolicyd/srccache"
 )
 
 // defaultConfigPath is the --config default, read when it exists. A var
@@ -167,7 +168,7 @@ func serveCommand() *cli.Command {
 		durationFlag("sources-timeout", 0, "5s", "how long a lookup waits for a domain's first DANE/MTA-STS work, a `DURATION`; then it answers without it"),
 		&cli.StringFlag{Name: "https-ca", DefaultText: "none", Usage: "extra CA certificate `FILE` (PEM) trusted for MTA-STS policy fetches (tests)"},
 		&cli.IntFlag{Name: "mta-sts-port", DefaultText: "443", Usage: "HTTPS `PORT` of mta-sts.<domain> (tests)"},
-		&cli.StringFlag{Name: "sources-cache", DefaultText: "sources.json next to the probe cache", Usage: "snapshot `FILE` of the DANE/MTA-STS cache"},
+		&cli.StringFlag{Name: "sources-cache", DefaultText: "sources.json next to the probe cache", Usage: "DANE/MTA-STS snapshot `FILE` of an earlier version, merged into the cache (--probe-cache) at start; the cache file when --probe-cache is \"\""},
 		&cli.IntFlag{Name: "sources-max-records", DefaultText: "100000", Usage: "DANE records kept at most, `N`, and as many MTA-STS records"},
 		&cli.StringFlag{Name: "shared-cache", DefaultText: "off", Usage: "share learned policies, MTA-STS, DANE and probe results, alert claims and events with a fleet through Redis or Valkey at `URL` (redis://[user:pass@]host:port/db, rediss://, unix:///path, redis-sentinel://host:port?master_name=NAME)"},
 		&cli.StringFlag{Name: "shared-cache-password-file", Usage: "read the shared cache's password from `FILE` (e.g. a systemd credential)"},
@@ -252,11 +253,11 @@ func newProber(cfg config.Config, log *slog.Logger) *probe.Prober {
 // kept against a probe without STARTTLS, or dropped early from a full
 // probe cache. ok is false for the kinds that are only logged (learned,
 // unlearned).
-// probeCacheConfig is the probe cache's configuration. The cache logs its
+// probesOptions is the probe cache's configuration. The cache logs its
 // events itself (component=probe-cache); OnEvent only publishes those
 // that are enforcement events.
-func probeCacheConfig(log *slog.Logger, ring *events.Ring, probeFn probe.Func, ttl time.Duration) probe.CacheConfig {
-	return probe.CacheConfig{
+func probesOptions(log *slog.Logger, ring *events.Ring, probeFn probe.Func, ttl time.Duration) srccache.ProbesOptions {
+	return srccache.ProbesOptions{
 		Probe:  probeFn,
 		TTL:    ttl,
 		Logger: log.With("component", "probe-cache"),

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/miekg/dns"
@@ -22,19 +21,6 @@ import (
 	"github.com/tlspolicyd/tlspolicyd/srccache"
 	"github.com/tlspolicyd/tlspolicyd/web"
 )
-
-// sourcesCachePath is where the source cache is snapshotted: the
-// configured file, else sources.json next to the probe cache ("" when
-// there is no probe cache either: memory only).
-func sourcesCachePath(cfg config.Config) string {
-	switch {
-	case cfg.Sources.Cache != "":
-		return cfg.Sources.Cache
-	case cfg.Probe.Cache != "":
-		return filepath.Join(filepath.Dir(cfg.Probe.Cache), "sources.json")
-	}
-	return ""
-}
 
 // newSources builds the DANE and MTA-STS sources on cache, or returns nil
 // when both are off. The resolver is the prober's.
@@ -124,22 +110,15 @@ func requestTimeout(cfg config.Config) time.Duration {
 // source cache snapshot as it is, never fetching (query), or nil when the
 // sources are off or there is no snapshot.
 func offlineSources(cfg config.Config, errw io.Writer) *sources.Manager {
-	path := sourcesCachePath(cfg)
-	if path == "" || (!cfg.Sources.DANE && !cfg.Sources.MTASTS) {
+	if !cfg.Sources.DANE && !cfg.Sources.MTASTS {
 		return nil
 	}
-	if _, err := os.Stat(path); err != nil {
+	cache, rep := readCache(cfg)
+	if cache == nil || cache.Count(srccache.KindMTASTS)+cache.Count(srccache.KindDANE) == 0 {
 		return nil
 	}
-	cache, err := srccache.New(srccache.Options{Path: path, ReadOnly: true})
-	if err != nil {
-		return nil
-	}
-	if rep, err := cache.Load(time.Now()); err != nil || rep.Corrupt != nil {
-		if err == nil {
-			err = rep.Corrupt.Err
-		}
-		fmt.Fprintf(errw, "tlspolicyd: cache %s not read whole: %v\n", path, err)
+	if rep.Corrupt != nil {
+		fmt.Fprintf(errw, "tlspolicyd: cache %s not read whole: %v\n", rep.Corrupt.Path, rep.Corrupt.Err)
 	}
 	mc := sources.Config{Cache: cache, Offline: true}
 	if cfg.Sources.DANE {

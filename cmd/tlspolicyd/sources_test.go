@@ -193,8 +193,8 @@ func TestServeSources(t *testing.T) {
 	}
 }
 
-// TestServeSourcesCacheRestored: the source cache is snapshotted at
-// shutdown and read back at start, so a cached MTA-STS policy stays in
+// TestServeSourcesCacheRestored: the cache is snapshotted to the probe
+// cache file at shutdown and read back at start, so a cached MTA-STS policy stays in
 // force (RFC 8461 §5) when its host is unreachable after a restart.
 func TestServeSourcesCacheRestored(t *testing.T) {
 	w := newSourcesWorld(t, "sts.test")
@@ -214,8 +214,8 @@ func TestServeSourcesCacheRestored(t *testing.T) {
 			t.Fatalf("got %q", got)
 		}
 	})
-	// Default location: next to the probe cache.
-	b, err := os.ReadFile(filepath.Join(dir, "sources.json"))
+	// One file: the probe cache's.
+	b, err := os.ReadFile(probeCache)
 	if err != nil || !strings.Contains(string(b), `"mx1.sts.test"`) {
 		t.Fatalf("snapshot: %v\n%s", err, b)
 	}

@@ -147,7 +147,8 @@ func tlsrptAction(c *cli.Context) error {
 	}
 	// The sources' cache snapshot tells which domains had an MTA-STS or
 	// DANE policy; without it every report says no-policy-found.
-	src, err := newSources(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), readCache(cfg))
+	cache, _ := readCache(cfg)
+	src, err := newSources(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), cache)
 	if err != nil {
 		src = nil
 	}
