@@ -113,7 +113,11 @@ func TestLearnedPolicy(t *testing.T) {
 	z.MX(t, "tls.example", 10, "mx.tls.example", "127.0.0.21")
 	z.MX(t, "plain.example", 10, "mx.plain.example", "127.0.0.22")
 	p := probe.New(probe.Config{Resolver: z.Addr, Port: farm.Port, Timeout: 3 * time.Second, AllowPrivate: true, Roots: ca.Pool})
-	cache := probe.NewCache(probe.CacheConfig{Probe: p.Probe})
+	c, err := srccache.New(srccache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := srccache.NewProbes(c, nil, srccache.ProbesOptions{Probe: p.Probe})
 	for _, d := range []string{"tls.example", "plain.example"} {
 		r, err := p.Probe(context.Background(), d)
 		if err != nil {

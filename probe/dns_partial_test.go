@@ -3,7 +3,6 @@ package probe
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -104,74 +103,6 @@ func TestProbePartialAddressLookup(t *testing.T) {
 			}
 			if r.MX[0].ErrorClass != wantClass || AddrsKnown(r) != tc.learned {
 				t.Errorf("MX error class %q, AddrsKnown %v; want %q, %v\n%s", r.MX[0].ErrorClass, AddrsKnown(r), wantClass, tc.learned, dump)
-			}
-
-			var ev events
-			c := NewCache(CacheConfig{OnEvent: ev.add, Logger: slog.New(slog.DiscardHandler)})
-			c.Put(r)
-			if _, _, ok := c.Learned("part.test"); ok != tc.learned {
-				t.Errorf("learned = %v, want %v (events %v)", ok, tc.learned, ev.kinds())
-			}
-			if got, _ := c.Get("part.test"); got == nil || got.Status != StatusOK {
-				t.Errorf("result not kept as it is: %+v", got)
-			}
-		})
-	}
-}
-
-// TestLearnNeedsEveryAddress: a result with an MX host whose addresses are
-// unknown (a temporary DNS failure, for all or part of them) neither
-// learns nor confirms a learned policy, is not taken as a failure, but
-// still counts as a contradiction when an address it saw lacks STARTTLS.
-func TestLearnNeedsEveryAddress(t *testing.T) {
-	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	// incomplete adds to synthetic's MX a second host whose address
-	// lookup failed, wholly or for one family.
-	incomplete := func(domain string, at time.Time, starttls, partial bool) *Result {
-		r := synthetic(domain, at, starttls)
-		mx := MXResult{Host: "mx2." + domain, Preference: 20, ErrorClass: ClassDNSTemp,
-			Error: "temporary DNS failure: mx2." + domain + " AAAA: SERVFAIL"}
-		if partial {
-			mx.Addrs = []AddrResult{r.MX[0].Addrs[0]}
-			mx.Addrs[0].Addr = "192.0.2.2"
-		}
-		r.MX = append(r.MX, mx)
-		r.Status, r.Reason = "", ""
-		r.Judge()
-		noteIncomplete(r)
-		return r
-	}
-	for _, partial := range []bool{false, true} {
-		name := map[bool]string{false: "host lookup failed", true: "one family failed"}[partial]
-		t.Run(name, func(t *testing.T) {
-			clk := newClock(t0)
-			var ev events
-			c := NewCache(CacheConfig{Now: clk.Now, OnEvent: ev.add, Logger: slog.New(slog.DiscardHandler)})
-			r := incomplete("part.example", clk.Now(), true, partial)
-			if r.Status != StatusOK {
-				t.Fatalf("status %q (%s), want ok: a partial DNS failure is no failure", r.Status, r.Reason)
-			}
-			c.Put(r)
-			if _, _, ok := c.Learned("part.example"); ok || len(ev.kinds()) != 0 {
-				t.Fatalf("learned from an incomplete result (events %v)", ev.kinds())
-			}
-			// Learned from a complete result; incomplete ones do not
-			// confirm it, so it lapses on time.
-			c.Put(synthetic("part.example", clk.Now(), true))
-			for range 2 {
-				clk.Add(DefaultLearnMaxAge / 2)
-				c.Put(incomplete("part.example", clk.Now(), true, partial))
-			}
-			clk.Add(time.Hour)
-			if _, _, ok := c.Learned("part.example"); ok {
-				t.Error("incomplete results confirmed the learned policy past learn_max_age")
-			}
-			// An address seen without STARTTLS contradicts a learned policy.
-			c.Put(synthetic("other.example", clk.Now(), true))
-			clk.Add(time.Hour)
-			c.Put(incomplete("other.example", clk.Now(), false, partial))
-			if k := ev.kinds(); k[len(k)-1] != EventDowngradeRefused {
-				t.Errorf("events = %v, want a final %s", k, EventDowngradeRefused)
 			}
 		})
 	}

@@ -1,4 +1,4 @@
-// Package probe is tlspolicyd's STARTTLS prober and probe cache.
+// Package probe is tlspolicyd's STARTTLS prober.
 //
 // A Prober finds the mail exchangers of a Postfix next-hop the way the
 // Postfix SMTP client does and connects to every address of every one of
@@ -31,10 +31,11 @@
 // The verdict (Result) says for the Postfix levels may, encrypt, verify and
 // secure whether delivery would succeed to every reachable MX address.
 //
-// A Cache keeps the latest Result per target, persists them atomically to
-// a JSON file, refreshes them in the background (a lookup never waits for
-// a probe) and derives learned policies: a domain whose every reachable MX
-// offers STARTTLS is learned as "encrypt", and a later probe that finds
-// STARTTLS missing does not undo that before LearnMaxAge has passed
-// (a defence against STRIPTLS attacks); it is reported as an Event.
+// The daemon keeps the latest Result per target and the learned policies
+// derived from them in its source cache (package srccache, Probes): a
+// domain whose every reachable MX offers STARTTLS is learned as "encrypt",
+// and a later probe that finds STARTTLS missing does not undo that before
+// learn_max_age has passed (a defence against STRIPTLS attacks); it is
+// reported as an Event. This package holds what both share: Event,
+// LearnedRecord and the checks BareDomain and AddrsKnown.
 package probe

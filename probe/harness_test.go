@@ -36,3 +36,15 @@ func testProber(t testing.TB, z *probetest.Zone, f *probetest.Farm, mod func(*Co
 	}
 	return New(cfg)
 }
+
+// waitFor polls cond until it holds, failing the test after 5 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

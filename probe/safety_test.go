@@ -1,13 +1,10 @@
 package probe
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -199,67 +196,6 @@ func TestProbeHostileServerText(t *testing.T) {
 	}
 	if el := time.Since(start); el > 3*time.Second {
 		t.Errorf("endless banner probed for %v", el)
-	}
-}
-
-// TestCacheMaxEntries: results and learned records are capped; the least
-// recently used result and the least recently confirmed learned record
-// make room, and the cap holds across Load.
-func TestCacheMaxEntries(t *testing.T) {
-	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	clk := newClock(t0)
-	path := filepath.Join(t.TempDir(), "probes.json")
-	c := NewCache(CacheConfig{Path: path, MaxEntries: 3, Now: clk.Now, Logger: slog.New(slog.DiscardHandler)})
-	for _, d := range []string{"a.example", "b.example", "c.example"} {
-		c.Put(synthetic(d, clk.Now(), true))
-		clk.Add(time.Minute)
-	}
-	c.Get("a.example") // a is now used more recently than b
-	clk.Add(time.Minute)
-	c.Put(synthetic("d.example", clk.Now(), true))
-	if c.Len() != 3 {
-		t.Fatalf("%d results, want 3", c.Len())
-	}
-	if _, ok := c.Get("b.example"); ok {
-		t.Error("least recently used result b.example kept")
-	}
-	for _, d := range []string{"a.example", "c.example", "d.example"} {
-		if _, ok := c.Get(d); !ok {
-			t.Errorf("%s dropped", d)
-		}
-	}
-	// Learned records: a was confirmed first and not since.
-	if _, _, ok := c.Learned("a.example"); ok {
-		t.Error("least recently confirmed learned record a.example kept")
-	}
-	for _, d := range []string{"b.example", "c.example", "d.example"} {
-		if _, _, ok := c.Learned(d); !ok {
-			t.Errorf("learned %s dropped", d)
-		}
-	}
-	if err := c.Save(); err != nil {
-		t.Fatal(err)
-	}
-	small := NewCache(CacheConfig{MaxEntries: 2, Now: clk.Now, Logger: slog.New(slog.DiscardHandler)})
-	small.Load(path)
-	if small.Len() != 2 || len(small.learned) != 2 {
-		t.Errorf("loaded %d results and %d learned records under MaxEntries 2", small.Len(), len(small.learned))
-	}
-}
-
-// TestCacheQueueFullLogsOnce: a flood of lookups of new domains with the
-// queue full gives one log line with a count, not one per lookup.
-func TestCacheQueueFullLogsOnce(t *testing.T) {
-	var logs bytes.Buffer
-	c := NewCache(CacheConfig{MaxQueue: 1, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	for i := range 500 {
-		c.Schedule(fmt.Sprintf("d%d.example", i))
-	}
-	if n := strings.Count(logs.String(), "probe queue full"); n != 1 {
-		t.Errorf("%d log lines for 499 dropped probes, want 1:\n%s", n, logs.String())
-	}
-	if got := c.dropped.Load(); got != 498 {
-		t.Errorf("%d drops counted for the next line, want 498", got)
 	}
 }
 
