@@ -39,6 +39,7 @@ import (
 //     Postfix defers (4.7.5 "client TLS configuration problem") without
 //     connecting to the MX.
 func TestOutboundDANE(t *testing.T) {
+	t.Parallel()
 	harness.RequirePostfix(t)
 	res := sourcetest.NewResolver(t)
 	// Postfix's queries are logged apart from the daemon's, which go to
@@ -83,20 +84,7 @@ func TestOutboundDANE(t *testing.T) {
 		}
 	}
 
-	table := filepath.Join(t.TempDir(), "table.yaml")
-	writeFile(t, table, "outbound:\n  listed.example: may\n")
-	d := harness.StartDaemon(t, daemonBinary(t), table, "--resolver", res.Addr, "--dane=true")
-	pf := harness.NewPostfix(t, harness.PostfixConfig{
-		Socketmap: d.Addr,
-		MXPort:    25,
-		Main: map[string]string{
-			"smtp_dns_support_level": "dnssec",
-			"smtp_host_lookup":       "dns",
-		},
-		ChrootFiles: map[string]string{
-			"etc/resolv.conf": "nameserver " + ns + "\n",
-		},
-	})
+	d, pf := startDANE(t, res, ns)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -189,6 +177,7 @@ func TestOutboundDANE(t *testing.T) {
 // connects to the MX, although the TLSA record would match; it logs
 // "DNSSEC validation may be unavailable".
 func TestOutboundDANEPostfixNotValidating(t *testing.T) {
+	t.Parallel()
 	harness.RequirePostfix(t)
 	res := sourcetest.NewResolver(t)
 	pfDNS := &queryLog{next: noAD{res}, seen: map[string]int{}}
@@ -199,15 +188,7 @@ func TestOutboundDANEPostfixNotValidating(t *testing.T) {
 	mx := harness.NewTLSFakeMX(t, cert, ip, harness.OnPort(25))
 	res.Add(t, publishMX(t, res, domain, mxName, ip)+" 300 IN TLSA 3 1 1 "+spkiSHA256(cert))
 
-	table := filepath.Join(t.TempDir(), "table.yaml")
-	writeFile(t, table, "outbound:\n  listed.example: may\n")
-	d := harness.StartDaemon(t, daemonBinary(t), table, "--resolver", res.Addr, "--dane=true")
-	pf := harness.NewPostfix(t, harness.PostfixConfig{
-		Socketmap:   d.Addr,
-		MXPort:      25,
-		Main:        map[string]string{"smtp_dns_support_level": "dnssec", "smtp_host_lookup": "dns"},
-		ChrootFiles: map[string]string{"etc/resolv.conf": "nameserver " + ns + "\n"},
-	})
+	d, pf := startDANE(t, res, ns)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
 	rcpt := "user@" + domain
@@ -234,6 +215,27 @@ func TestOutboundDANEPostfixNotValidating(t *testing.T) {
 	if got := answer(t, query(t, pf.ConfigDir, d, "tls_policy", domain)); got != "dane-only" {
 		t.Errorf("tls_policy %s = %q, want dane-only", domain, got)
 	}
+}
+
+// startDANE starts the daemon with DANE on, asking res at its own
+// address, and a Postfix instance with examples/postfix and the README's
+// DANE settings whose chrooted smtp client asks the DNS server at ns
+// (port 53) and connects to port 25.
+func startDANE(t *testing.T, res *sourcetest.Resolver, ns string) (*harness.Daemon, *harness.Postfix) {
+	t.Helper()
+	table := filepath.Join(t.TempDir(), "table.yaml")
+	writeFile(t, table, "outbound:\n  listed.example: may\n")
+	d := harness.StartDaemon(t, daemonBinary(t), table, "--resolver", res.Addr, "--dane=true")
+	pf := harness.NewPostfix(t, harness.PostfixConfig{
+		Socketmap: d.Addr,
+		MXPort:    25,
+		Main: map[string]string{
+			"smtp_dns_support_level": "dnssec",
+			"smtp_host_lookup":       "dns",
+		},
+		ChrootFiles: map[string]string{"etc/resolv.conf": "nameserver " + ns + "\n"},
+	})
+	return d, pf
 }
 
 // publishMX signs domain and publishes mx (domain itself: no MX record)
@@ -299,7 +301,7 @@ func (h *queryLog) asked(name, qtype string) bool {
 var dnsPort53Hosts = []string{"127.53.83.1", "127.53.83.2", "127.53.84.1"}
 
 // serveDNSOnPort53 serves h over UDP and TCP on port 53 of the first free
-// address of dnsPort53Hosts until the end of the test and returns that
+// address of dnsPort53Hosts (tests running in parallel get one each) until the end of the test and returns that
 // address. Without one (not root, all taken) it skips (e2e.Skipf: fails
 // in CI).
 func serveDNSOnPort53(t *testing.T, h dns.Handler) string {
