@@ -233,9 +233,9 @@ func TestProbesBounds(t *testing.T) {
 		c.Put(synthetic(d, clk.Now(), true))
 		clk.Add(time.Minute)
 	}
-	c.Get("a.example") // a is now used more recently than b
+	c.Get("a.example") // a is now used more recently than b…
 	clk.Add(time.Minute)
-	c.Put(synthetic("a.example", clk.Now(), true)) // and its refresh says so
+	c.sweep(clk.Now()) // …which its record says after the hourly sweep
 	c.Put(synthetic("d.example", clk.Now(), true))
 	if c.Len() != 3 {
 		t.Fatalf("%d results, want 3", c.Len())
@@ -248,11 +248,11 @@ func TestProbesBounds(t *testing.T) {
 			t.Errorf("%s dropped", d)
 		}
 	}
-	// Learned records: b was confirmed first and not since.
-	if _, _, ok := c.Learned("b.example"); ok {
-		t.Error("least recently confirmed learned record b.example kept")
+	// Learned records: a was confirmed first and not since.
+	if _, _, ok := c.Learned("a.example"); ok {
+		t.Error("least recently confirmed learned record a.example kept")
 	}
-	for _, d := range []string{"a.example", "c.example", "d.example"} {
+	for _, d := range []string{"b.example", "c.example", "d.example"} {
 		if _, _, ok := c.Learned(d); !ok {
 			t.Errorf("learned %s dropped", d)
 		}
@@ -267,14 +267,33 @@ func TestProbesBounds(t *testing.T) {
 }
 
 // TestProbesSweep: the last lookups of targets whose record is gone are
-// dropped, the others kept.
+// dropped, the others kept, and a newer one is written into its record
+// (its Refresh, the scheduler's, left as it is), at most once per
+// sweepEvery.
 func TestProbesSweep(t *testing.T) {
-	now := time.Now()
-	p := newProbes(t, Options{}, 0, ProbesOptions{})
-	p.Put(synthetic("kept.example", now, true))
-	p.touch("gone.example", now) // a lookup racing with the record's removal
-	p.sweep(now)
+	clk := newClock(tLearn)
+	p := newProbes(t, Options{}, 0, ProbesOptions{Now: clk.Now})
+	p.Put(synthetic("kept.example", clk.Now(), true))
+	p.Put(synthetic("later.example", clk.Now(), true))
+	refresh := p.c.Get(KindProbe, "kept.example").Refresh
+	clk.Add(30 * time.Minute)
+	p.Get("kept.example")
+	p.touch("gone.example", clk.Now()) // a lookup racing with the record's removal
+	p.sweep(clk.Now())
 	if !p.lastUsedKnown("kept.example") || p.lastUsedKnown("gone.example") {
 		t.Errorf("after the sweep: kept %v, gone %v", p.lastUsedKnown("kept.example"), p.lastUsedKnown("gone.example"))
+	}
+	r := p.c.Get(KindProbe, "kept.example")
+	if !r.Used.Equal(clk.Now()) || !r.Expires.Equal(clk.Now().Add(DefaultIdleAfter)) || !r.Refresh.Equal(refresh) {
+		t.Errorf("record after the sweep: used %v, expires %v, refresh %v", r.Used, r.Expires, r.Refresh)
+	}
+	if r := p.c.Get(KindProbe, "later.example"); !r.Used.Equal(tLearn) {
+		t.Errorf("a record not looked up since its write rewritten: used %v", r.Used)
+	}
+	clk.Add(time.Minute)
+	p.Get("later.example")
+	p.sweep(clk.Now()) // within sweepEvery: nothing
+	if r := p.c.Get(KindProbe, "later.example"); !r.Used.Equal(tLearn) {
+		t.Errorf("swept again within %v", sweepEvery)
 	}
 }

@@ -57,18 +57,24 @@ func (p *Probes) forget(key string) {
 	p.umu.Unlock()
 }
 
-// sweep drops, at most once per sweepEvery, the last lookups of targets
-// whose record is gone (a lookup racing with a removal may leave one).
+// sweep, at most once per sweepEvery, drops the last lookups of targets
+// whose record is gone (a lookup racing with a removal may leave one) and
+// writes the newer ones into their records: the snapshot then keeps them,
+// and eviction (earliest Expires first) takes the results least recently
+// looked up, to within sweepEvery.
 func (p *Probes) sweep(now time.Time) {
 	next := p.nextSweep.Load()
 	if now.UnixNano() < next || !p.nextSweep.CompareAndSwap(next, now.Add(sweepEvery).UnixNano()) {
 		return
 	}
-	var gone []string // found under the read lock: lookups go on meanwhile
+	var gone, newer []string // found under the read lock: lookups go on meanwhile
 	p.umu.RLock()
-	for key := range p.used {
-		if p.c.Get(KindProbe, key) == nil {
+	for key, u := range p.used {
+		switch r := p.c.Get(KindProbe, key); {
+		case r == nil:
 			gone = append(gone, key)
+		case time.Unix(u.Load()*60, 0).After(r.Used):
+			newer = append(newer, key)
 		}
 	}
 	p.umu.RUnlock()
@@ -76,5 +82,16 @@ func (p *Probes) sweep(now time.Time) {
 		if p.c.Get(KindProbe, key) == nil {
 			p.forget(key)
 		}
+	}
+	for _, key := range newer {
+		p.wmu.Lock()
+		if r := p.c.Get(KindProbe, key); r != nil {
+			nr := probeRecord(r.Probe, p.lastUsed(key, r), p.o.IdleAfter)
+			nr.Refresh = r.Refresh // the scheduler's, maybe a lease
+			if err := p.c.Put(nr); err != nil {
+				p.log.Error("probe cache: last lookup not stored", "target", key, "error", err)
+			}
+		}
+		p.wmu.Unlock()
 	}
 }
