@@ -34,8 +34,11 @@ const (
 	// spanShare is the share of Interval the first checks of many new
 	// keys are spread over.
 	spanShare = 0.9
-	// watchKeep is how long a watch record outlives its next check: a
-	// daemon stopped longer forgets it (and checks the key as new).
+	// watchKeep is how long a watch record is kept after its last check
+	// (Expires): a daemon stopped longer forgets it and checks the key as
+	// new. Over the kind's bound, the records checked longest ago go
+	// first (their keys wait for a new record, see evicted); records of
+	// keys never checked expire later than any checked one.
 	watchKeep = 7 * 24 * time.Hour
 )
 
@@ -98,6 +101,7 @@ type Monitor struct {
 	addr    map[string]watch // the recipients:/senders: watches of the table last synced
 	synced  bool             // Sync ran once: later ones keep overdue records' places
 	backlog []*store.Entry   // entries new to the monitor still without a record (see newWindow)
+	requeue requeue          // outbound entries whose records were evicted, by next check
 	fresh   map[string]bool  // keys whose records await their first check (at most newWindow)
 	slots   slots            // the first checks' times since the last Sync
 	st      monitorStats     // since the last summary
@@ -136,6 +140,8 @@ func (m *Monitor) Register(s *srccache.Scheduler, c *srccache.Cache) {
 	m.init()
 	m.watches, m.sched = c, s
 	m.st.since = m.Now()
+	c.OnEvict(srccache.KindWatch, m.evicted)
+	s.Tick(m.topUp) // evicted entries come due without a check to trigger topUp
 	s.Handle(srccache.KindWatch, srccache.KindOptions{Workers: m.Workers, PerMinute: max(m.MaxPerMinute, 0),
 		Lease: probeWait + time.Minute}, m.handle)
 }
@@ -198,6 +204,10 @@ func (m *Monitor) checked(key string) {
 	m.topUp()
 }
 
+// keep is how long a record is kept after a check: watchKeep, or two
+// intervals if longer.
+func (m *Monitor) keep() time.Duration { return max(watchKeep, 2*m.Interval) }
+
 // restore gives key's record (as the scheduler's lease left it) back its
 // next check at refresh.
 func (m *Monitor) restore(key string, refresh time.Time) {
@@ -235,7 +245,7 @@ func (m *Monitor) record(w watch, prev *srccache.Record, now time.Time, res *pro
 		}
 		r.Refresh = now.Add(jitter(m.Interval))
 	}
-	r.Expires = r.Refresh.Add(max(watchKeep, 2*m.Interval))
+	r.Expires = now.Add(m.keep())
 	return r
 }
 

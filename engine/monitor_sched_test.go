@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -311,5 +312,57 @@ func TestMonitorBacklogWindow(t *testing.T) {
 	}
 	if got := c.Count(srccache.KindWatch); got != n {
 		t.Errorf("%d watch records, want %d", got, n)
+	}
+}
+
+// TestMonitorOverBound: with more monitored entries than the cache keeps
+// watch records, every entry is still probed, and none again within the
+// interval: the records checked longest ago are evicted and their
+// entries get records again when their next check is due.
+func TestMonitorOverBound(t *testing.T) {
+	const n, bound = 12, 5
+	eng := New(buildStore(t, bigTable(n)), nil, events.NewRing(10), quietLogger())
+	ok := &probe.Result{Status: probe.StatusOK, Levels: map[string]probe.LevelVerdict{probe.LevelEncrypt: {OK: true}}}
+	var mu sync.Mutex
+	probed := map[string][]time.Time{}
+	interval := 2 * time.Second
+	m := &Monitor{Engine: eng, Logger: quietLogger(), Interval: interval, firstDelay: 10 * time.Millisecond, maxGap: 20 * time.Millisecond,
+		Probe: func(_ context.Context, key string) (*probe.Result, error) {
+			mu.Lock()
+			probed[key] = append(probed[key], time.Now())
+			mu.Unlock()
+			return ok, nil
+		}}
+	c, _ := srccache.New(srccache.Options{Max: map[srccache.Kind]int{srccache.KindWatch: bound}})
+	runScheduled(t, m, c)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		twice := 0
+		for _, ts := range probed {
+			if len(ts) >= 2 {
+				twice++
+			}
+		}
+		mu.Unlock()
+		if twice == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("within 30 s, %d of %d entries probed twice: %v", twice, n, probed)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := c.Count(srccache.KindWatch); got > bound {
+		t.Errorf("%d watch records, bound %d", got, bound)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for k, ts := range probed {
+		for i := 1; i < len(ts); i++ {
+			if d := ts[i].Sub(ts[i-1]); d < 9*interval/10-50*time.Millisecond {
+				t.Errorf("%s probed again after %v, interval %v", k, d, interval)
+			}
+		}
 	}
 }

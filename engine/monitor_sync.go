@@ -62,7 +62,7 @@ func (m *Monitor) Sync() {
 		if ok && !changed(prev, w) && !(first && prev.Refresh.Before(now)) {
 			return false
 		}
-		soon = append(soon, pending{w, prev})
+		soon = append(soon, pending{w: w, prev: prev})
 		return true
 	}
 	addr := map[string]watch{}
@@ -96,6 +96,7 @@ func (m *Monitor) Sync() {
 	m.mu.Lock()
 	m.addr = addr
 	m.backlog = backlog
+	m.requeue = nil // without records: in the backlog
 	m.fresh = fresh
 	m.slots = slots{start: now.Add(m.firstDelay),
 		gap: passGap(len(soon)+len(backlog), time.Duration(spanShare*float64(m.Interval)), m.MaxPerMinute, m.maxGap)}
@@ -133,22 +134,29 @@ func (m *Monitor) topUp() {
 }
 
 // fromBacklogLocked takes backlog entries until newWindow records await
-// their first check, and returns their records in the next slots. An
-// entry that got a record meanwhile (a kick) is skipped. m.mu is held.
+// their first check, and returns their records in the next slots, and
+// those of evicted entries now due (see dueRequeuedLocked). An entry that got a record
+// meanwhile (a kick) or left the table is skipped. m.mu is held.
 func (m *Monitor) fromBacklogLocked() []*srccache.Record {
 	var take []pending
-	for len(m.backlog) > 0 && len(m.fresh) < newWindow {
-		e := m.backlog[0]
-		m.backlog[0] = nil
-		m.backlog = m.backlog[1:]
+	add := func(e *store.Entry) {
+		if e == nil || !probeable(e) {
+			return
+		}
 		w := outboundWatch(e)
-		if m.watches.Get(srccache.KindWatch, w.key) != nil {
-			continue
+		if m.watches.Get(srccache.KindWatch, w.key) != nil || m.fresh[w.key] {
+			return
 		}
 		m.fresh[w.key] = true
 		take = append(take, pending{w: w})
 	}
-	return m.slots.records(m, take)
+	for len(m.backlog) > 0 && len(m.fresh) < newWindow {
+		add(m.backlog[0])
+		m.backlog[0] = nil
+		m.backlog = m.backlog[1:]
+	}
+	out := m.slots.records(m, take)
+	return append(out, m.dueRequeuedLocked()...)
 }
 
 // SyncSource follows one domain's MTA-STS record r after a fetch or
@@ -170,7 +178,7 @@ func (m *Monitor) SyncSource(r *srccache.Record) {
 		return
 	}
 	m.mu.Lock()
-	recs := (&slots{start: now.Add(m.firstDelay), gap: m.maxGap}).records(m, []pending{{w, prev}})
+	recs := (&slots{start: now.Add(m.firstDelay), gap: m.maxGap}).records(m, []pending{{w: w, prev: prev}})
 	m.mu.Unlock()
 	_ = m.watches.Put(recs[0])
 }
@@ -225,6 +233,9 @@ func (m *Monitor) resolve(key string) (watch, bool) {
 type pending struct {
 	w    watch
 	prev *srccache.Record
+	// evicted: prev was evicted; the new record is kept as one never
+	// checked, so that it is not the next to go before its check.
+	evicted bool
 }
 
 // slots are the times of first checks: the i-th at a random time within
@@ -268,10 +279,14 @@ func (sl *slots) records(m *Monitor, soon []pending) []*srccache.Record {
 			at = at.Add(rand.N(sl.gap))
 		}
 		sl.next++
-		r := &srccache.Record{Kind: srccache.KindWatch, Domain: p.w.key, Refresh: at, Expires: at.Add(max(watchKeep, 2*m.Interval))}
+		// Never checked: kept longer than any checked record (see watchKeep).
+		r := &srccache.Record{Kind: srccache.KindWatch, Domain: p.w.key, Refresh: at, Expires: at.Add(2 * m.keep())}
 		wt := &srccache.Watch{}
 		if p.prev != nil {
 			r.Fetched, r.Checked, r.Error = p.prev.Fetched, p.prev.Checked, p.prev.Error
+			if !p.evicted {
+				r.Expires = p.prev.Expires
+			}
 			if p.prev.Watch != nil {
 				*wt = *p.prev.Watch
 			}
