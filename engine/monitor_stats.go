@@ -64,13 +64,17 @@ func (m *Monitor) count(ctx context.Context, res *probe.Result, fs []Finding, er
 const behindBy = time.Minute
 
 // summarize logs one line for the checks since st.since: how many keys
-// are monitored, probed, found failing, and how many checks are more
-// than a minute overdue (the rate or the workers do not keep up).
+// have a record, probed, found failing, how many checks are more than a
+// minute overdue (the rate or the workers do not keep up) and how many
+// new entries still wait for their first (backlog).
 func (m *Monitor) summarize(st monitorStats, now time.Time) {
 	behind, _ := m.watches.DueKind(srccache.KindWatch, now.Add(-behindBy), m.watches.Count(srccache.KindWatch)+1)
+	m.mu.Lock()
+	backlog := len(m.backlog)
+	m.mu.Unlock()
 	args := []any{"keys", m.watches.Count(srccache.KindWatch), "probed", st.Probed, "findings", st.Findings,
 		"inconclusive", st.Inconclusive, "rate_limited", st.RateLimited, "failed", st.Failed,
-		"behind", len(behind), "since", st.since.Round(time.Second)}
+		"behind", len(behind), "backlog", backlog, "since", st.since.Round(time.Second)}
 	switch {
 	case st.RateLimited > 0 || len(behind) > 0:
 		m.Logger.Warn("monitor behind: the probe rate limit or the workers leave checks overdue; the most overdue come first (to check every key each interval, raise probe.max_per_minute, probe.monitor_workers or probe.interval)", args...)
