@@ -16,12 +16,6 @@ const (
 	DefaultProbeWorkers = 32
 	DefaultIdleAfter    = 7 * 24 * time.Hour
 	DefaultProbeQueue   = 10000
-	// DefaultMaxProbes is the bound the daemon gives each of KindProbe
-	// and KindLearned (Options.Max). With learning on, every lookup of an
-	// unlisted domain schedules a probe, and whoever can make Postfix
-	// look up domains (bounces to forged senders) picks them: without a
-	// bound memory and the cache file would grow with an attacker's list.
-	DefaultMaxProbes = 50000
 )
 
 // ProbesOptions configure Probes. Zero values take the defaults.
@@ -63,7 +57,10 @@ var _ interface {
 // the learned policies derived from them (KindLearned records) in the
 // source cache; the scheduler refreshes results before they expire, drops
 // idle ones and lapses learned policies. Lookups (Get, Learned) never
-// wait for a probe. It is safe for concurrent use.
+// wait for a probe. The cache bounds each kind (Options.Max; the daemon's
+// probe.max_entries): with learning on, every lookup of an unlisted domain
+// schedules a probe, and whoever can make Postfix look up domains (bounces
+// to forged senders) picks them. It is safe for concurrent use.
 type Probes struct {
 	c      *Cache
 	s      *Scheduler // nil: nothing is ever probed

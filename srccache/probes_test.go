@@ -297,3 +297,47 @@ func TestProbesSweep(t *testing.T) {
 		t.Errorf("swept again within %v", sweepEvery)
 	}
 }
+
+// TestProbesConcurrent: lookups, results, fleet merges, learn_max_age
+// changes, the sweep and the scheduler's handlers run at once (go test
+// -race), and every lookup meanwhile answers as a learned domain should.
+func TestProbesConcurrent(t *testing.T) {
+	clk := newClock(time.Now())
+	cp := &countingProbe{clk: clk, calls: map[string]int{}}
+	p, s := newScheduled(t, Options{}, 100, ProbesOptions{Probe: cp.probe, Now: clk.Now}, true)
+	for i := range 10 {
+		p.Put(synthetic(fmt.Sprintf("d%d.example", i), clk.Now(), true))
+	}
+	runScheduler(t, s)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 300 {
+				d := fmt.Sprintf("d%d.example", i%10)
+				switch g {
+				case 0:
+					if _, _, ok := p.Learned(d); !ok {
+						t.Errorf("%s not learned", d)
+						return
+					}
+					p.Get(fmt.Sprintf("new%d.example", i%30))
+				case 1:
+					p.Put(synthetic(d, clk.Now(), true))
+				case 2:
+					p.MergeLearned(probe.LearnedRecord{Domain: d, FirstLearned: clk.Now().Add(-time.Hour), LastConfirmed: clk.Now()})
+					p.SetLearnMaxAge(time.Duration(100+i%2) * time.Hour)
+				case 3:
+					p.nextSweep.Store(0)
+					p.sweep(clk.Now())
+					_ = p.All()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := p.c.Count(KindProbe); n < 10 || n > 40 {
+		t.Errorf("%d results, want the 10 put and at most the 30 looked up", n)
+	}
+}
