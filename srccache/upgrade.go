@@ -26,11 +26,16 @@ type probeEntryV1 struct {
 	Result   *probe.Result `json:"result"`
 }
 
+// upgradeLearnMaxAge is the learn_max_age the learned records of an old
+// file get until Probes.Loaded gives them the one in use: longer than any
+// table sets, so that Load drops none the table still keeps in force.
+const upgradeLearnMaxAge = 100 * 365 * 24 * time.Hour
+
 // upgradeProbeCacheV1 converts the old probe cache file into records:
 // a KindProbe record per result (its last lookup as Used), a KindLearned
-// record per learned state (under DefaultLearnMaxAge: Probes.Loaded gives
-// them the learn_max_age in use). Records that do not decode or validate
-// are skipped and counted; those expired by now are left out. A torn file
+// record per learned state (see upgradeLearnMaxAge). Records that do not
+// decode or validate are skipped and counted; those expired by now are
+// left out. A torn file
 // (not complete JSON) gives up the records that parse before the damage,
 // and err says what was wrong; err is nil when the file parsed, skipped
 // records or not.
@@ -62,7 +67,7 @@ func upgradeProbeCacheV1(data []byte, now time.Time) (recs []*Record, skipped in
 			skipped++
 			continue
 		}
-		add(learnedRecord(l, DefaultLearnMaxAge))
+		add(learnedRecord(l, upgradeLearnMaxAge))
 	}
 	return recs, skipped, err
 }

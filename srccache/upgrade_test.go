@@ -53,11 +53,18 @@ func TestUpgradeProbeCacheV1(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "probes.json")
 	old := probeFileV1(t, path, now, []*probe.Result{synthetic("a.example", now, true), synthetic("b.example", now, false)},
 		[]probe.LearnedRecord{{Domain: "a.example", FirstLearned: now.Add(-time.Hour), LastConfirmed: now},
-			{Domain: "lapsed.example", FirstLearned: now.Add(-2000 * time.Hour), LastConfirmed: now.Add(-1000 * time.Hour)}})
+			// In force under the table's learn_max_age of 2000h, not the default.
+			{Domain: "old.example", FirstLearned: now.Add(-1500 * time.Hour), LastConfirmed: now.Add(-1000 * time.Hour)},
+			{Domain: "lapsed.example", FirstLearned: now.Add(-4000 * time.Hour), LastConfirmed: now.Add(-3000 * time.Hour)}})
 	var ev evlog
-	p, rep := reload(t, path, 0, ProbesOptions{OnEvent: ev.add, LearnMaxAge: 48 * time.Hour})
-	if rep.Upgraded != "probe cache version 1" || rep.Corrupt != nil || rep.Records != 3 {
-		t.Fatalf("Load = %+v, want 2 results and 1 learned record upgraded", rep)
+	p, rep := reload(t, path, 0, ProbesOptions{OnEvent: ev.add, LearnMaxAge: 2000 * time.Hour})
+	if rep.Upgraded != "probe cache version 1" || rep.Corrupt != nil || rep.Records != 5 {
+		t.Fatalf("Load = %+v, want 2 results and 3 learned records upgraded", rep)
+	}
+	for d, want := range map[string]bool{"a.example": true, "old.example": true, "lapsed.example": false} {
+		if _, _, ok := p.Learned(d); ok != want {
+			t.Errorf("%s learned = %v, want %v", d, ok, want)
+		}
 	}
 	if r, ok := p.Get("b.example"); !ok || r.Status != probe.StatusNoSTARTTLS {
 		t.Errorf("b.example = %+v, %v", r, ok)
@@ -66,9 +73,13 @@ func TestUpgradeProbeCacheV1(t *testing.T) {
 	if !ok || !strings.Contains(why, "first seen "+now.Add(-time.Hour).Format(time.RFC3339)) {
 		t.Errorf("a.example learned %v: %q", ok, why)
 	}
-	// Loaded gave the learned record the learn_max_age in use.
-	if r := p.c.Get(KindLearned, "a.example"); !r.Expires.Equal(now.Add(48 * time.Hour)) {
-		t.Errorf("learned record expires %v, want learn_max_age 48h after its confirmation", r.Expires)
+	// Loaded gave the learned records the learn_max_age in use: the
+	// lapsed one goes at the scheduler's next look.
+	if r := p.c.Get(KindLearned, "a.example"); !r.Expires.Equal(now.Add(2000 * time.Hour)) {
+		t.Errorf("learned record expires %v, want learn_max_age 2000h after its confirmation", r.Expires)
+	}
+	if r := p.c.Get(KindLearned, "lapsed.example"); r == nil || !r.Refresh.Before(now) {
+		t.Errorf("lapsed record %+v, want it due for its lapse", r)
 	}
 	if r := p.c.Get(KindProbe, "a.example"); !r.Used.Equal(now) {
 		t.Errorf("result used %v, want the old file's last_used %v", r.Used, now)
@@ -85,8 +96,8 @@ func TestUpgradeProbeCacheV1(t *testing.T) {
 	if b, _ := os.ReadFile(path); !bytes.Contains(b, []byte(`"version":2`)) {
 		t.Fatalf("new file: %.80s", b)
 	}
-	d, rep := reload(t, path, 0, ProbesOptions{})
-	if rep.Upgraded != "" || rep.Records != 3 || d.Len() != 2 {
+	d, rep := reload(t, path, 0, ProbesOptions{LearnMaxAge: 2000 * time.Hour})
+	if rep.Upgraded != "" || rep.Records != 4 || d.Len() != 2 { // the lapsed record is not restored
 		t.Fatalf("reload = %+v, %d results", rep, d.Len())
 	}
 	if _, _, ok := d.Learned("a.example"); !ok {
