@@ -1,6 +1,7 @@
 package srccache
 
 import (
+	"encoding/json"
 	"time"
 
 	"github.com/tlspolicyd/tlspolicyd/probe"
@@ -43,7 +44,7 @@ func (p *Probes) notifyShared(r *probe.Result, before, after *Record) {
 // records never bounce between nodes.
 func (p *Probes) MergeLearned(rec probe.LearnedRecord) (merged probe.LearnedRecord, changed, news bool) {
 	key, err := probe.Canonical(rec.Domain)
-	if err != nil || p.learnOff.Load() || validLearned(&rec) != nil {
+	if err != nil || p.learnOff.Load() || validLearned(&rec) != nil || !encodable(rec) {
 		return rec, false, false
 	}
 	rec.Domain = key
@@ -73,6 +74,13 @@ func (p *Probes) MergeLearned(rec probe.LearnedRecord) (merged probe.LearnedReco
 	return merged, changed, !sameLearned(merged, rec)
 }
 
+// encodable reports whether v, from a fleet peer, can be written to the
+// snapshot: a time outside the years 0–9999 would make every Save fail.
+func encodable(v any) bool {
+	_, err := json.Marshal(v)
+	return err == nil
+}
+
 // sameLearned compares two records, their times as instants.
 func sameLearned(a, b probe.LearnedRecord) bool {
 	return a.Domain == b.Domain && a.FirstLearned.Equal(b.FirstLearned) && a.LastConfirmed.Equal(b.LastConfirmed) &&
@@ -98,7 +106,7 @@ func mergeLearned(a, b probe.LearnedRecord) probe.LearnedRecord {
 // again while it is fresh. It teaches no learned policy: learned records
 // are shared on their own (MergeLearned). It reports whether r was stored.
 func (p *Probes) PutShared(r *probe.Result) bool {
-	if r == nil || validResult(r) != nil {
+	if r == nil || validResult(r) != nil || !encodable(r) {
 		return false
 	}
 	now := p.o.Now()

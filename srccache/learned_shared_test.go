@@ -1,6 +1,7 @@
 package srccache
 
 import (
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -113,5 +114,26 @@ func TestPutSharedKeepsNewer(t *testing.T) {
 	}
 	if got, _ := c.Get("bank.example"); !got.Expires.Equal(now.Add(probe.DefaultTTL)) {
 		t.Errorf("shared result expires %v, want it capped at this cache's TTL", got.Expires)
+	}
+}
+
+// TestSharedUnencodableRefused: a peer's result or learned record with a
+// time JSON cannot write (past the year 9999) is refused: stored, it would
+// make every later Save of the cache fail.
+func TestSharedUnencodableRefused(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	path := filepath.Join(t.TempDir(), "probes.json")
+	c := newProbes(t, Options{Path: path}, 0, ProbesOptions{Now: func() time.Time { return now }})
+	far := time.Date(10001, 1, 1, 0, 0, 0, 0, time.UTC)
+	r := &probe.Result{Target: "bank.example", Time: far, Expires: far.Add(time.Hour), Status: probe.StatusOK}
+	if c.PutShared(r) {
+		t.Error("a result dated year 10001 was stored")
+	}
+	rec := probe.LearnedRecord{Domain: "bank.example", FirstLearned: time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC), LastConfirmed: now}
+	if _, changed, _ := c.MergeLearned(rec); changed {
+		t.Error("a learned record first seen in the year -1 was stored")
+	}
+	if err := c.c.Save(); err != nil {
+		t.Errorf("Save: %v", err)
 	}
 }
