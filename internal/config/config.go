@@ -38,7 +38,7 @@ type Probe struct {
 	Timeout      time.Duration `yaml:"timeout"`
 	Concurrency  int           `yaml:"concurrency"`
 	TTL          time.Duration `yaml:"ttl"`
-	Cache        string        `yaml:"cache"`
+	Cache        string        `yaml:"cache"` // the daemon's one cache file (every record kind)
 	HELO         string        `yaml:"helo"`
 	AllowPrivate bool          `yaml:"allow_private"`
 	// Interval is how often every enforced and testing outbound entry is
@@ -95,8 +95,9 @@ type Sources struct {
 	Timeout    time.Duration `yaml:"timeout"`
 	HTTPSCA    string        `yaml:"https_ca"`     // extra CA file (PEM) trusted for policy fetches (tests)
 	MTASTSPort int           `yaml:"mta_sts_port"` // HTTPS port of mta-sts.<domain> (tests)
-	// Cache is the source cache's snapshot file; "" puts sources.json
-	// next to probe.cache (memory only when that is "" too).
+	// Cache is a DANE/MTA-STS snapshot of an earlier version, merged into
+	// the cache (probe.cache, the one file) at start; "" is sources.json
+	// next to probe.cache. With probe.cache "", it is the cache file.
 	Cache string `yaml:"cache"`
 	// MaxRecords bounds the DANE records kept, and separately the MTA-STS
 	// records; past it those expiring first are evicted (an event when
