@@ -51,6 +51,8 @@ func (m *Manager) Stats() Stats {
 		DANE: m.stats.dane.Load(), MTASTS: m.stats.mtasts.Load(), MTASTSTesting: m.stats.testing.Load(),
 		None: m.stats.none.Load(), Temp: m.stats.temp.Load(),
 		DANEFetchErrors: m.stats.daneErr.Load(), MTASTSFetchErrors: m.stats.mtastsErr.Load(),
-		Timeouts: m.stats.timeouts.Load(), CacheSize: m.cfg.Cache.Len(), Evicted: m.cfg.Cache.Evicted(),
+		Timeouts:  m.stats.timeouts.Load(),
+		CacheSize: m.cfg.Cache.Count(srccache.KindDANE) + m.cfg.Cache.Count(srccache.KindMTASTS),
+		Evicted:   m.cfg.Cache.EvictedKind(srccache.KindDANE) + m.cfg.Cache.EvictedKind(srccache.KindMTASTS),
 	}
 }

@@ -75,7 +75,7 @@ func (c *Cache) PutAll(kind Kind, puts []*Record, deletes []string) error {
 	}
 	c.rmu.Unlock()
 	c.addCount(kind, n-len(evicted)-c.kinds[kind])
-	c.evicted.Add(uint64(len(evicted)))
+	c.noteEvicted(kind, len(evicted))
 	c.changed.Store(true)
 	if c.opts.OnChange != nil {
 		for _, ch := range changes {

@@ -55,7 +55,7 @@ type Cache struct {
 	changed atomic.Bool
 	wake    chan struct{}
 	kinds   map[Kind]int             // records per kind; under wmu
-	counts  sync.Map                 // Kind -> *atomic.Int64, for Count
+	counts  sync.Map                 // Kind -> *kindCount, for Count and EvictedKind
 	onEvict map[Kind][]func(*Record) // set before use
 
 	saveMu    sync.Mutex
@@ -97,10 +97,31 @@ func (c *Cache) max(kind Kind) int {
 	return DefaultMaxRecords
 }
 
+// kindCount is one kind's record count and evictions, read without the
+// write lock.
+type kindCount struct {
+	n       atomic.Int64
+	evicted atomic.Uint64
+}
+
+func (c *Cache) kindCount(kind Kind) *kindCount {
+	v, _ := c.counts.LoadOrStore(kind, new(kindCount))
+	return v.(*kindCount)
+}
+
 // Count returns the number of records of kind.
 func (c *Cache) Count(kind Kind) int {
 	if v, ok := c.counts.Load(kind); ok {
-		return int(v.(*atomic.Int64).Load())
+		return int(v.(*kindCount).n.Load())
+	}
+	return 0
+}
+
+// EvictedKind returns how many records of kind were evicted to stay within
+// the kind's bound.
+func (c *Cache) EvictedKind(kind Kind) uint64 {
+	if v, ok := c.counts.Load(kind); ok {
+		return v.(*kindCount).evicted.Load()
 	}
 	return 0
 }
@@ -108,9 +129,16 @@ func (c *Cache) Count(kind Kind) int {
 // addCount changes kind's count by d; c.wmu is held.
 func (c *Cache) addCount(kind Kind, d int) {
 	c.kinds[kind] += d
-	v, _ := c.counts.LoadOrStore(kind, new(atomic.Int64))
-	v.(*atomic.Int64).Store(int64(c.kinds[kind]))
+	c.kindCount(kind).n.Store(int64(c.kinds[kind]))
 	c.n.Add(int64(d))
+}
+
+// noteEvicted counts n records of kind evicted.
+func (c *Cache) noteEvicted(kind Kind, n int) {
+	if n > 0 {
+		c.evicted.Add(uint64(n))
+		c.kindCount(kind).evicted.Add(uint64(n))
+	}
 }
 
 // Changed reports whether the cache changed since the last Save.
@@ -219,7 +247,7 @@ func (c *Cache) put(r *Record, notify bool, expect ...*Record) error {
 		c.addCount(r.Kind, 1)
 	}
 	c.addCount(r.Kind, -len(evicted))
-	c.evicted.Add(uint64(len(evicted)))
+	c.noteEvicted(r.Kind, len(evicted))
 	c.changed.Store(true)
 	var prev *Record
 	if old != nil {

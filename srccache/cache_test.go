@@ -96,7 +96,7 @@ func TestEviction(t *testing.T) {
 	_ = c.Put(rec(KindMTASTS, "soon.test", time.Hour, time.Hour))
 	_ = c.Put(rec(KindMTASTS, "mid.test", time.Hour, 24*time.Hour))
 	if c.Count(KindMTASTS) != 2 || c.Count(KindDANE) != 1 || c.Len() != 3 || c.Get(KindMTASTS, "soon.test") != nil ||
-		len(evicted) != 1 || evicted[0] != "soon.test" || c.Evicted() != 1 {
+		len(evicted) != 1 || evicted[0] != "soon.test" || c.Evicted() != 1 || c.EvictedKind(KindMTASTS) != 1 || c.EvictedKind(KindDANE) != 0 {
 		t.Fatalf("Len %d, mta-sts %d, evicted %v", c.Len(), c.Count(KindMTASTS), evicted)
 	}
 	if len(heard) != 1 || heard[0] != "mta-sts soon.test" {

@@ -25,7 +25,8 @@
 //
 // The table is not kept in go-memdb: nothing read it but tests, and a
 // read transaction costs far more than a keyIndex lookup (bench/README.md).
-// go-memdb holds the DANE/MTA-STS source cache instead (srccache).
+// go-memdb holds the cache of what the daemon learns about destinations
+// instead (srccache: MTA-STS, DANE, probe results, learned policies).
 //
 // Most of what a load allocates is YAML nodes (go.yaml.in/yaml/v3 decodes
 // a document into a tree before it can be walked). LoadTable therefore

@@ -31,6 +31,7 @@ func (d *daemon) newCache() error {
 	}
 	d.srcCache = c
 	d.sched = srccache.NewScheduler(c, srccache.SchedulerOptions{Logger: log})
+	d.metrics.Cache(c, d.sched)
 	return nil
 }
 

@@ -186,7 +186,8 @@ func TestServeSources(t *testing.T) {
 	}
 	_, metrics := get(t, "http://"+addrs["http"]+"/metrics")
 	for _, want := range []string{`tlspolicyd_source_answers_total{answer="mta-sts"} 23`, `tlspolicyd_source_answers_total{answer="dane"} 3`,
-		`tlspolicyd_source_answers_total{answer="temp"} 1`, `tlspolicyd_source_fetch_errors_total{source="dane"} 1`, "tlspolicyd_source_cache_records "} {
+		`tlspolicyd_source_answers_total{answer="temp"} 1`, `tlspolicyd_source_fetch_errors_total{source="dane"} 1`, "tlspolicyd_source_cache_records ",
+		`tlspolicyd_cache_records{kind="mta-sts"} `, `tlspolicyd_cache_queued{kind="probe"} `, `tlspolicyd_cache_evictions_total{kind="learned"} 0`} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
