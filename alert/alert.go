@@ -1,6 +1,7 @@
 // Package alert tells the postmaster about TLS policy events (package
 // events): a digest mail sent with go-smtp's client through a relay to
-// alerts.mail_to, and/or a JSON POST to alerts.webhook (DESIGN.md §3, §8).
+// alerts.mail_to, and/or a JSON POST to alerts.webhook (README: "Knowing
+// when enforcement blocks mail").
 //
 // The texts are modelled on the notices hosted mail services send ("We are
 // unable to accept messages from the following domain because the domain's

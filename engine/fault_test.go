@@ -19,7 +19,7 @@ import (
 	"github.com/tlspolicyd/tlspolicyd/socketmap"
 )
 
-// Fault injection (DESIGN §5 "Fail closed"): whatever goes wrong while the
+// Fault injection (the daemon fails closed): whatever goes wrong while the
 // engine resolves — an error, a panic, a hang, no table — real servers in
 // front of it answer TEMP (socketmap) and "450 4.7.10 …" (policy
 // delegation) over loopback sockets; never NOTFOUND, DUNNO or a weaker

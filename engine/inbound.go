@@ -32,10 +32,10 @@ type Decision struct {
 	Matched []RuleResult
 }
 
-// evaluate applies the inbound rules to req (DESIGN §7): among the rules
-// that match and are not met, an enforced reject beats an enforced defer;
-// unmet testing rules only log, or prepend a header when they name one.
-// The matched rules are appended to matched.
+// evaluate applies the inbound rules to req: among the rules that match and
+// are not met, an enforced reject beats an enforced defer; unmet testing
+// rules only log, or prepend a header when they name one. The matched rules
+// are appended to matched.
 func (ix *inboundIndex) evaluate(req *inboundRequest, matched []RuleResult) Decision {
 	var d Decision
 	d.Action, d.Rule, d.Matched = ix.decide(req, matched)

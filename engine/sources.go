@@ -9,7 +9,8 @@ import (
 	"github.com/tlspolicyd/tlspolicyd/store"
 )
 
-// Resolution steps of the sources (DESIGN §5 steps 3 and 4).
+// Resolution steps of the sources (steps 3 and 4 of README's "Resolution
+// (`tls_policy`)").
 const (
 	StepDANE   store.Step = sources.SourceDANE
 	StepMTASTS store.Step = sources.SourceMTASTS

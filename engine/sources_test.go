@@ -44,7 +44,8 @@ func loadTable(t *testing.T, yml string) *store.Store {
 	return s
 }
 
-// DESIGN §5: exact, parent, DANE, MTA-STS, learned, default.
+// The resolution order of README's "Resolution (`tls_policy`)": exact,
+// parent, DANE, MTA-STS, learned, default.
 func TestResolveSourcesOrder(t *testing.T) {
 	s := loadTable(t, "defaults:\n  outbound: may\n  learn: enforce\noutbound:\n  listed.test: encrypt\n  .parent.test: verify\n  pilot.test:\n    policy: secure\n    testing: true\n")
 	src := &fakeSources{answers: map[string]sources.Decision{

@@ -1,8 +1,8 @@
 // Package store is tlspolicyd's policy table: it parses and validates the
-// YAML table (DESIGN.md §4) and the Postfix tls_policy files it includes,
-// builds an immutable Store from it, and resolves the socketmap lookups of
-// Postfix's smtp_tls_policy_maps, transport_maps and
-// sender_dependent_default_transport_maps (DESIGN.md §5).
+// YAML table (docs/policy-table.md) and the Postfix tls_policy files it
+// includes, builds an immutable Store from it, and resolves the socketmap
+// lookups of Postfix's smtp_tls_policy_maps, transport_maps and
+// sender_dependent_default_transport_maps.
 //
 // Policy strings are validated the way Postfix 3.7 parses them
 // (postconf(5) smtp_tls_policy_maps, src/smtp/smtp_tls_policy.c), so a

@@ -15,7 +15,7 @@ const (
 	ActionReject = "reject" // 550 5.7.10
 )
 
-// Inbound rule requirements (DESIGN.md §7).
+// Inbound rule requirements.
 const (
 	RequireTLS         = "tls"         // encryption_protocol non-empty
 	RequireTLS12       = "tls1.2"      // at least TLS 1.2
@@ -24,7 +24,7 @@ const (
 	RequireFingerprint = "fingerprint" // the client certificate or key is in Fingerprints
 )
 
-// InboundRule is one rule of the inbound section (DESIGN.md §7). List
+// InboundRule is one rule of the inbound section (docs/policy-table.md). List
 // entries are normalized: lower-case names and addresses, canonical IP
 // addresses and prefixes, fingerprints as upper-case hex with colons (the
 // form Postfix sends in ccert_fingerprint). The engine compiles, checks

@@ -25,7 +25,7 @@ func TestParseLevel(t *testing.T) {
 }
 
 func TestSatisfies(t *testing.T) {
-	// floor -> levels that satisfy it (DESIGN.md §5 floors).
+	// floor -> levels that satisfy it (the tls_policy_<level> maps' floors).
 	want := map[Level][]Level{
 		LevelNone:    {LevelNone, LevelMay, LevelEncrypt, LevelDane, LevelDaneOnly, LevelFingerprint, LevelVerify, LevelSecure},
 		LevelMay:     {LevelMay, LevelEncrypt, LevelDane, LevelDaneOnly, LevelFingerprint, LevelVerify, LevelSecure},

@@ -6,8 +6,8 @@ import (
 	"strings"
 )
 
-// Map names (DESIGN.md §5). Postfix sends the name exactly as configured,
-// case kept, so they are compared exactly.
+// Map names (docs/policy-table.md). Postfix sends the name exactly as
+// configured, case kept, so they are compared exactly.
 const (
 	MapPolicy          = "tls_policy"           // smtp_tls_policy_maps
 	MapPolicyEncrypt   = "tls_policy_encrypt"   // tls_policy raised to at least encrypt
@@ -33,9 +33,10 @@ const (
 	StepNone    Step = "none"    // nothing: NOTFOUND, or the bare floor level
 )
 
-// Learner gives the policy learned from the probe cache for an unlisted
-// bare domain (DESIGN.md §6). level is a Postfix level name; why says what
-// the probe found, for query --explain.
+// Learner gives the policy learned from the probe cache for an unlisted bare
+// domain (README: `defaults.learn`, under "Testing a partner before
+// enforcing"). level is a Postfix level name; why says what the probe found,
+// for query --explain.
 type Learner interface {
 	Learned(domain string) (level string, why string, ok bool)
 }
@@ -110,11 +111,11 @@ func raisedIdx(b bool) int {
 	return 0
 }
 
-// Resolve answers key on map mapName (DESIGN.md §5). l may be nil (no
-// learned policies); it is asked only for bare domains no entry decides,
-// and only with defaults.learn enforce (the answer) or report
-// (Answer.WouldLearn). The only error besides ErrUnknownMap is a learned
-// level that is not a Postfix level; callers answer every error with
+// Resolve answers key on map mapName (docs/policy-table.md, "How a lookup is
+// answered"). l may be nil (no learned policies); it is asked only for bare
+// domains no entry decides, and only with defaults.learn enforce (the answer)
+// or report (Answer.WouldLearn). The only error besides ErrUnknownMap is a
+// learned level that is not a Postfix level; callers answer every error with
 // TEMP so that mail is deferred, never sent weaker.
 func (s *Store) Resolve(mapName, key string, l Learner) (Answer, error) {
 	switch mapName {

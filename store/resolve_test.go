@@ -72,7 +72,8 @@ func TestResolve(t *testing.T) {
 		line    int      // Answer.Source.Line
 		testing []string // keys of testing entries passed over
 	}{
-		// POSTFIX.md key table: every key form Postfix sends.
+		// Every key form Postfix sends (docs/postfix.md, "Outbound: what
+		// Postfix asks").
 		{s, MapPolicy, "bank.example", true, "secure match=nexthop:dot-nexthop protocols=>=TLSv1.2", StepExact, "bank.example", 5, nil},
 		{s, MapPolicy, ".example", true, "may", StepDefault, "", 2, nil},
 		{s, MapPolicy, "sub.bank.example", true, "encrypt", StepParent, ".bank.example", 6, nil},

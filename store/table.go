@@ -4,7 +4,7 @@ import (
 	"time"
 )
 
-// Values of Defaults.Learn (DESIGN.md §6).
+// Values of Defaults.Learn.
 const (
 	LearnOff     = "off"     // probe results are not used
 	LearnReport  = "report"  // probe results are recorded, answers do not change

@@ -10,8 +10,8 @@ import (
 )
 
 // TestHarnessPostmapStub checks the postmap runner against a stub socketmap
-// server, one row per reply kind of POSTFIX.md's "postmap -q per reply
-// type" table, so a failure of the daemon tests cannot be the harness's.
+// server, one row per reply kind of docs/postfix.md's "Trying a lookup:
+// postmap -q" table, so a failure of the daemon tests cannot be the harness's.
 func TestHarnessPostmapStub(t *testing.T) {
 	harness.RequirePostfix(t)
 	stub := harness.NewStubSocketmap(t, map[string]string{

@@ -60,8 +60,8 @@ type inboundEnv struct {
 }
 
 // newInbound starts the daemon with the inbound table and a policyd
-// listener, and a Postfix instance per POSTFIX.md's inbound test smtpd
-// recipe whose smtpd presents a certificate from a test CA.
+// listener, and a receiving Postfix instance (harness.InboundMain) whose
+// smtpd presents a certificate from a test CA.
 func newInbound(t *testing.T) *inboundEnv {
 	t.Helper()
 	ca := harness.NewTestCA(t, "tlspolicyd test CA")
@@ -104,7 +104,7 @@ func newInbound(t *testing.T) *inboundEnv {
 
 // rejected is the RCPT reply Postfix builds from a policy action "CODE
 // TEXT": it puts the recipient and "Recipient address rejected: " in
-// front of the daemon's text (POSTFIX.md, policy delegation).
+// front of the daemon's text (docs/postfix.md, "Inbound: policy delegation").
 func rejected(code, rcpt, text string) string {
 	return code + " <" + rcpt + ">: Recipient address rejected: " + text
 }

@@ -5,8 +5,9 @@
 # The packages are fetched with `apt-get download` and unpacked with `dpkg-deb -x` into
 # $EXIM_DIR (default /opt/tlspolicyd-test/exim); the binary the tests run is
 # $EXIM_DIR/bin/exim4, a copy without the setuid bit, mode 755, reachable by the exim user
-# (EXIM.md: a setuid re-exec would make the loader ignore LD_PRELOAD, and the exim user must
-# be able to re-execute it). The shared libraries it links (libidn12, libgnutls-dane0, …) and
+# (Exim re-executes itself after receiving a message and for bounces: a setuid re-exec would
+# make the loader ignore LD_PRELOAD, and the exim user must be able to re-execute it). The
+# shared libraries it links (libidn12, libgnutls-dane0, …) and
 # libnss-wrapper (the tests use it to invent Debian's compiled-in exim user "Debian-exim"
 # without touching /etc) are installed with apt-get when missing: they are plain libraries
 # that conflict with nothing.

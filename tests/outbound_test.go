@@ -55,7 +55,8 @@ func send(ctx context.Context, t *testing.T, pf *harness.Postfix, from string, r
 }
 
 // notOffered is Postfix's deferral reason when the policy requires TLS and
-// the MX does not offer STARTTLS (POSTFIX.md, outbound outcomes).
+// the MX does not offer STARTTLS (docs/postfix.md, "Outbound: what Postfix
+// does with the answer"; dsn=4.7.4).
 func notOffered(host string) string {
 	return "TLS is required, but was not offered by host " + host + "[127.0.0.2]"
 }

@@ -7,7 +7,8 @@ import (
 	"github.com/tlspolicyd/tlspolicyd/tests/internal/harness"
 )
 
-// keysTable covers every key form of DESIGN.md §4/§5. bank.example and
+// keysTable covers every key form of docs/policy-table.md (`[host]:port`,
+// `[host]`, `domain:port`, `domain`, `.parent`). bank.example and
 // .bank.example answer differently, so a test can tell an exact match from
 // the parent walk.
 const keysTable = `outbound:
@@ -23,8 +24,8 @@ recipients:
 
 // TestPostmapKeys asks the daemon through Postfix's own socketmap client
 // (postmap -q … socketmap:inet:127.0.0.1:PORT:MAP) for every key form and
-// answer kind, and checks stdout, exit code and stderr as POSTFIX.md's
-// "postmap -q per reply type" table says: OK → data + exit 0; NOTFOUND →
+// answer kind, and checks stdout, exit code and stderr as docs/postfix.md's
+// "Trying a lookup: postmap -q" table says: OK → data + exit 0; NOTFOUND →
 // nothing, exit 1, no "fatal:"; an error (PERM for an unknown map) → exit 1
 // with "fatal:" on stderr.
 func TestPostmapKeys(t *testing.T) {
@@ -38,8 +39,8 @@ func TestPostmapKeys(t *testing.T) {
 		want               string // data printed; "" = NOTFOUND
 	}{
 		{"exact domain", "tls_policy", "bank.example", secure},
-		// Postfix sends the recipient domain's case as written (POSTFIX.md);
-		// the server folds it.
+		// Postfix sends the recipient domain's case as written
+		// (docs/postfix.md); the server folds it.
 		{"upper case", "tls_policy", "BANK.Example", secure},
 		{"trailing dot", "tls_policy", "bank.example.", secure},
 		// The keys of Postfix's own parent walk.

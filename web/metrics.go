@@ -23,7 +23,8 @@ import (
 // that a client sending made-up map names cannot create series at will.
 const other = "other"
 
-// knownMaps are the map names labelled as themselves (DESIGN.md §5).
+// knownMaps are the maps the daemon answers (docs/policy-table.md, "How a
+// lookup is answered"), labelled as themselves.
 var knownMaps = []string{
 	store.MapPolicy, store.MapPolicyEncrypt, store.MapPolicyVerify, store.MapPolicySecure,
 	store.MapTransport, store.MapSenderTransport,

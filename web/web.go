@@ -1,8 +1,8 @@
-// Package web serves the daemon's HTTP interface (DESIGN.md §8): Prometheus
-// metrics at /metrics, /healthz, a JSON API under /api/ (used by
-// `tlspolicyd report`) and a status page at /: the policy table with each
-// entry's last probe verdict, inbound TLS activity per sender domain, and
-// recent events. The page is plain HTML (html/template), no JavaScript.
+// Package web serves the daemon's HTTP interface: Prometheus metrics at
+// /metrics, /healthz, a JSON API under /api/ (used by `tlspolicyd report`)
+// and a status page at /: the policy table with each entry's last probe
+// verdict, inbound TLS activity per sender domain, and recent events. The
+// page is plain HTML (html/template), no JavaScript.
 //
 // Endpoints (GET):
 //

@@ -4,13 +4,12 @@
 // (socketmap_table(5) netstrings), policy (Postfix SMTPD_POLICY_README
 // policy delegation), redis (RESP GET, the reference server).
 //
-// It is the team's shared load generator (../shared/tools/loadgen) made part
-// of this module and extended to check every answer: with -cases each
-// request comes with the exact reply it must get (or a prefix and a
-// substring), and with a second, "next" answer per case it measures a table
-// reload under load: every reply must be the old or the new answer, and once
-// any connection has seen a new answer, no request sent later may get an
-// old one. Standard library only, so it builds anywhere Go does.
+// It also checks every answer: with -cases each request comes with the exact
+// reply it must get (or a prefix and a substring), and with a second, "next"
+// answer per case it measures a table reload under load: every reply must be
+// the old or the new answer, and once any connection has seen a new answer,
+// no request sent later may get an old one. Standard library only, so it
+// builds anywhere Go does.
 package main
 
 import (

@@ -9,7 +9,7 @@ import (
 	"strings"
 )
 
-// The generated table (DESIGN.md §4); the lookups (genlookup.go) and the
+// The generated table (docs/policy-table.md); the lookups (genlookup.go) and the
 // policy requests (genpolicy.go) that exercise it.
 //
 // Outbound: 70 % exact entries s<i>.example (one in twenty written as

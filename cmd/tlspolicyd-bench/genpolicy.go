@@ -114,7 +114,7 @@ type policyAttrs struct {
 }
 
 // request renders a's request with the 29 attributes Postfix 3.7 sends at
-// RCPT, in its order (../shared/fixtures), without the final empty line.
+// RCPT, in its order (examples/requests/), without the final empty line.
 func (a policyAttrs) request() string {
 	cipher, keysize := "", "0"
 	switch a.tls {
@@ -126,7 +126,8 @@ func (a policyAttrs) request() string {
 	}
 	pubkey := ""
 	if a.ccert != "" {
-		// A key no rule lists (from ../shared/fixtures).
+		// A key no rule lists (from
+		// examples/requests/postfix37-rcpt-tls12-client-cert.txt).
 		pubkey = "7F:D3:0D:B2:D6:D3:F8:42:53:18:30:26:88:0D:8E:8B:3D:F1:FB:F0:3B:9D:AE:08:1F:BB:D3:CC:BF:D5:B8:1A"
 	}
 	return "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n" +

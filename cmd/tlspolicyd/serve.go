@@ -39,9 +39,10 @@ type keyFlag struct {
 	dst  func(*config.Config) any // the field set: *string, *int, *bool or *time.Duration
 }
 
-// keyFlags lists every configuration key with its flag (DESIGN §3: every
-// key has one, and a flag wins). serve defines all of them; the other
-// commands define those they use, and loadConfig applies whichever is set.
+// keyFlags lists every configuration key with its flag (README, "Daemon
+// configuration": every key has one, and a flag wins). serve defines all
+// of them; the other commands define those they use, and loadConfig
+// applies whichever is set.
 func keyFlags() []keyFlag {
 	return []keyFlag{
 		{"table", "table", func(c *config.Config) any { return &c.Table }},

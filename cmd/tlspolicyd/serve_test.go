@@ -272,9 +272,9 @@ func loadServeConfig(t *testing.T, args ...string) (config.Config, error) {
 	return cfg, loadErr
 }
 
-// TestEveryConfigKeyHasAFlag (DESIGN §3): every key of config.Config has a
-// keyFlags entry, and its flag is one of serve's. A key added without a
-// flag fails here.
+// TestEveryConfigKeyHasAFlag (README, "Daemon configuration"): every key of
+// config.Config has a keyFlags entry, and its flag is one of serve's. A key
+// added without a flag fails here.
 func TestEveryConfigKeyHasAFlag(t *testing.T) {
 	flags := map[string]bool{}
 	for _, f := range serveCommand().Flags {

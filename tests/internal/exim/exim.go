@@ -5,17 +5,16 @@
 //
 // The binary is never installed as the system MTA (exim4-daemon-light
 // conflicts with postfix): tests/install-exim.sh unpacks it into
-// /opt/tlspolicyd-test/exim. Following shared/EXIM.md, every instance runs
-// as root with -C, its own spool and log directories owned by the exim user,
-// and nss_wrapper (LD_PRELOAD) for two things: the compiled-in user
-// "Debian-exim", which the binary looks up before reading any
-// configuration, is invented when the system lacks it (mapped to nobody);
-// and host lookups (gethostbyaddr, gethostbyname) read an empty hosts file,
-// so a reverse lookup of a test client fails at once instead of asking a DNS
-// server. (Exim checks a reverse-lookup name with a forward DNS query, so
-// the hosts file must stay empty: a verified client name is given with
-// -oMs instead.) Nothing under /etc changes and nothing but loopback is
-// contacted.
+// /opt/tlspolicyd-test/exim. Every instance runs as root with -C, its own
+// spool and log directories owned by the exim user, and nss_wrapper
+// (LD_PRELOAD) for two things: the compiled-in user "Debian-exim", which the
+// binary looks up before reading any configuration, is invented when the
+// system lacks it (mapped to nobody); and host lookups (gethostbyaddr,
+// gethostbyname) read an empty hosts file, so a reverse lookup of a test
+// client fails at once instead of asking a DNS server. (Exim checks a
+// reverse-lookup name with a forward DNS query, so the hosts file must stay
+// empty: a verified client name is given with -oMs instead.) Nothing under
+// /etc changes and nothing but loopback is contacted.
 package exim
 
 import (
@@ -227,8 +226,9 @@ func (x *Instance) users() (passwd, group string, err error) {
 	return passwd, group, nil
 }
 
-// mainOptions are the instance's own main-section options (EXIM.md,
-// "Running Exim 4.96 beside Postfix in tests").
+// mainOptions are the instance's own main-section options: its own paths,
+// and keep_environment, without which Exim purges the NSS_WRAPPER_* and
+// LD_PRELOAD variables from its environment.
 func (x *Instance) mainOptions() string {
 	return `# written by tests/internal/exim for one test
 exim_path = ` + x.bin + `

@@ -14,8 +14,8 @@ import (
 )
 
 func TestParseReplies(t *testing.T) {
-	// The shape of exim -bh output (EXIM.md §3), including a wrapped reply
-	// with the enhanced code repeated on every line.
+	// The shape of exim -bh output: a banner of "****" lines, then the SMTP
+	// replies, here a wrapped one with the enhanced code on every line.
 	out := "\n**** SMTP testing session as if from host 198.51.100.7\n**** This is not for real!\n\n" +
 		"220 mx.ourcorp.example ESMTP Exim 4.96\n" +
 		"250-mx.ourcorp.example Hello client.example [198.51.100.7]\n250-SIZE 52428800\n250 HELP\n" +

@@ -8,11 +8,10 @@
 // (Postfix.Postcat) and a throwaway CA issuing server and client
 // certificates with Postfix-style fingerprints (NewTestCA, CertFiles).
 //
-// Everything follows the measured recipe in shared/POSTFIX.md: instances get
-// their own config, queue and data directories under a temp dir, listen on
-// 127.0.0.1 only, log to a maillog_file, and route every test domain to a
-// loopback address through the chroot's queue/etc/hosts, so nothing touches
-// the system's mail setup or a public address.
+// Instances get their own config, queue and data directories under a temp
+// dir, listen on 127.0.0.1 only, log to a maillog_file, and route every test
+// domain to a loopback address through the chroot's queue/etc/hosts, so
+// nothing touches the system's mail setup or a public address.
 //
 // Tests that need Postfix call RequirePostfix first: it skips (with the
 // reason) when not running as root or when the binaries are missing, and

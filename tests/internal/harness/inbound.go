@@ -17,14 +17,13 @@ import (
 // mail to any other domain gets "Relay access denied".
 const InboundDomain = "ourcorp.example"
 
-// InboundMain returns the main.cf parameters of a receiving instance per
-// shared/POSTFIX.md's "Inbound test smtpd" recipe: it relays for
-// InboundDomain, mynetworks is empty (so 127.0.0.1 is an outside client),
-// relay control comes first, then check_policy_service inet:policy is the
-// only recipient restriction, and accepted mail is put on hold (read it
-// with Postcat). smtpd offers STARTTLS with the server certificate and
-// asks clients for theirs, reporting SHA-256 fingerprints. Pass the result
-// as PostfixConfig.Main and add listeners with SmtpdListener.
+// InboundMain returns the main.cf parameters of a receiving instance: it
+// relays for InboundDomain, mynetworks is empty (so 127.0.0.1 is an outside
+// client), relay control comes first, then check_policy_service inet:policy
+// is the only recipient restriction, and accepted mail is put on hold (read
+// it with Postcat). smtpd offers STARTTLS with the server certificate and
+// asks clients for theirs, reporting SHA-256 fingerprints. Pass the result as
+// PostfixConfig.Main and add listeners with SmtpdListener.
 func InboundMain(policy string, server CertFiles) map[string]string {
 	return map[string]string{
 		"relay_domains":                InboundDomain,

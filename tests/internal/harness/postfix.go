@@ -12,10 +12,10 @@ import (
 	"time"
 )
 
-// Postfix is a throwaway Postfix instance built per the recipe in
-// shared/POSTFIX.md: its own config, queue and data directories under one
-// temp dir, inet_interfaces = 127.0.0.1, a maillog_file, chrooted smtp with
-// its own queue/etc/hosts, DNS disabled, local delivery discarded.
+// Postfix is a throwaway Postfix instance (tests/README.md): its own config,
+// queue and data directories under one temp dir, inet_interfaces = 127.0.0.1,
+// a maillog_file, chrooted smtp with its own queue/etc/hosts, DNS disabled,
+// local delivery discarded.
 type Postfix struct {
 	// Dir is the instance's root; ConfigDir holds main.cf and master.cf,
 	// QueueDir is queue_directory, Maillog the maillog_file.

@@ -30,9 +30,9 @@ func PostmapConfig(t testing.TB) string {
 }
 
 // Postmap runs `postmap -c confDir -q key spec` and returns what it printed
-// and its exit code. Per POSTFIX.md: found → the data on stdout, exit 0;
-// not found → nothing, exit 1; an error (TEMP/TIMEOUT/PERM, no server) →
-// exit 1 with "postmap: fatal: table …: query error" on stderr.
+// and its exit code. As docs/postfix.md says: found → the data on stdout,
+// exit 0; not found → nothing, exit 1; an error (TEMP/TIMEOUT/PERM, no
+// server) → exit 1 with "postmap: fatal: table …: query error" on stderr.
 func Postmap(ctx context.Context, confDir, key, spec string) (Result, error) {
 	return Run(ctx, "", "postmap", "-c", confDir, "-q", key, spec)
 }
