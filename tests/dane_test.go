@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"maps"
 	"net"
 	"path/filepath"
 	"strings"
@@ -41,11 +42,7 @@ import (
 func TestOutboundDANE(t *testing.T) {
 	t.Parallel()
 	harness.RequirePostfix(t)
-	res := sourcetest.NewResolver(t)
-	// Postfix's queries are logged apart from the daemon's, which go to
-	// the same resolver's own address (res.Addr).
-	pfDNS := &queryLog{next: res, seen: map[string]int{}}
-	ns := serveDNSOnPort53(t, pfDNS)
+	res, pfDNS, ns := daneDNS(t)
 	ca := harness.NewTestCA(t, "tlspolicyd DANE test CA, trusted by nobody")
 
 	type daneCase struct {
@@ -73,18 +70,10 @@ func TestOutboundDANE(t *testing.T) {
 		requireListen(t, tc.ip, 25)
 		cert := ca.Issue(t, mx)
 		mxs[i] = harness.NewTLSFakeMX(t, cert, tc.ip, harness.OnPort(25))
-		tlsa := publishMX(t, res, tc.domain, mx, tc.ip)
-		switch tc.tlsa {
-		case "match":
-			res.Add(t, tlsa+" 300 IN TLSA 3 1 1 "+spkiSHA256(cert))
-		case "other":
-			res.Add(t, tlsa+" 300 IN TLSA 3 1 1 "+spkiSHA256(other))
-		case "servfail":
-			res.Fail(tlsa, dns.TypeTLSA, dns.RcodeServerFailure)
-		}
+		publishTLSA(t, res, publishMX(t, res, tc.domain, 10, mx, tc.ip), tc.tlsa, cert, other)
 	}
 
-	d, pf := startDANE(t, res, ns)
+	d, pf := startDANE(t, res, ns, nil)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -186,9 +175,9 @@ func TestOutboundDANEPostfixNotValidating(t *testing.T) {
 	requireListen(t, ip, 25)
 	cert := harness.NewTestCA(t, "tlspolicyd DANE test CA, trusted by nobody").Issue(t, mxName)
 	mx := harness.NewTLSFakeMX(t, cert, ip, harness.OnPort(25))
-	res.Add(t, publishMX(t, res, domain, mxName, ip)+" 300 IN TLSA 3 1 1 "+spkiSHA256(cert))
+	res.Add(t, publishMX(t, res, domain, 10, mxName, ip)+" 300 IN TLSA 3 1 1 "+spkiSHA256(cert))
 
-	d, pf := startDANE(t, res, ns)
+	d, pf := startDANE(t, res, ns, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
 	rcpt := "user@" + domain
@@ -217,37 +206,68 @@ func TestOutboundDANEPostfixNotValidating(t *testing.T) {
 	}
 }
 
+// daneDNS starts the validating resolver of a DANE test: the daemon asks
+// res at its own address (res.Addr), Postfix's chrooted smtp client asks
+// it on port 53 of ns, its queries logged apart in pfDNS.
+func daneDNS(t *testing.T) (res *sourcetest.Resolver, pfDNS *queryLog, ns string) {
+	t.Helper()
+	res = sourcetest.NewResolver(t)
+	pfDNS = &queryLog{next: res, seen: map[string]int{}}
+	return res, pfDNS, serveDNSOnPort53(t, pfDNS)
+}
+
 // startDANE starts the daemon with DANE on, asking res at its own
 // address, and a Postfix instance with examples/postfix and the README's
-// DANE settings whose chrooted smtp client asks the DNS server at ns
-// (port 53) and connects to port 25.
-func startDANE(t *testing.T, res *sourcetest.Resolver, ns string) (*harness.Daemon, *harness.Postfix) {
+// DANE settings (extra overrides them) whose chrooted smtp client asks the
+// DNS server at ns (port 53) and connects to port 25.
+func startDANE(t *testing.T, res *sourcetest.Resolver, ns string, extra map[string]string) (*harness.Daemon, *harness.Postfix) {
 	t.Helper()
 	table := filepath.Join(t.TempDir(), "table.yaml")
 	writeFile(t, table, "outbound:\n  listed.example: may\n")
 	d := harness.StartDaemon(t, daemonBinary(t), table, "--resolver", res.Addr, "--dane=true")
+	settings := map[string]string{
+		"smtp_dns_support_level": "dnssec",
+		"smtp_host_lookup":       "dns",
+	}
+	maps.Copy(settings, extra)
 	pf := harness.NewPostfix(t, harness.PostfixConfig{
-		Socketmap: d.Addr,
-		MXPort:    25,
-		Main: map[string]string{
-			"smtp_dns_support_level": "dnssec",
-			"smtp_host_lookup":       "dns",
-		},
+		Socketmap:   d.Addr,
+		MXPort:      25,
+		Main:        settings,
 		ChrootFiles: map[string]string{"etc/resolv.conf": "nameserver " + ns + "\n"},
 	})
 	return d, pf
 }
 
 // publishMX signs domain and publishes mx (domain itself: no MX record)
-// at ip; it returns the owner name of mx's TLSA records.
-func publishMX(t *testing.T, res *sourcetest.Resolver, domain, mx, ip string) string {
+// with preference pref at ip; it returns the owner name of mx's TLSA
+// records.
+func publishMX(t *testing.T, res *sourcetest.Resolver, domain string, pref int, mx, ip string) string {
 	t.Helper()
 	res.Sign(domain)
 	if mx != domain {
-		res.Add(t, domain+". 300 IN MX 10 "+mx+".")
+		res.Add(t, domain+". 300 IN MX "+itoa(pref)+" "+mx+".")
 	}
 	res.Add(t, mx+". 300 IN A "+ip)
 	return "_25._tcp." + mx + "."
+}
+
+// publishTLSA publishes at owner what kind says: "match", a TLSA 3 1 1
+// record of cert's key; "other", one of other's key; "servfail", a
+// lookup that fails; "" nothing (in a signed zone: authenticated denial).
+func publishTLSA(t *testing.T, res *sourcetest.Resolver, owner, kind string, cert, other harness.CertFiles) {
+	t.Helper()
+	switch kind {
+	case "match":
+		res.Add(t, owner+" 300 IN TLSA 3 1 1 "+spkiSHA256(cert))
+	case "other":
+		res.Add(t, owner+" 300 IN TLSA 3 1 1 "+spkiSHA256(other))
+	case "servfail":
+		res.Fail(owner, dns.TypeTLSA, dns.RcodeServerFailure)
+	case "":
+	default:
+		t.Fatalf("publishTLSA: unknown kind %q", kind)
+	}
 }
 
 // noAD passes queries to next and clears the AD bit of its answers, as a
@@ -298,7 +318,7 @@ func (h *queryLog) asked(name, qtype string) bool {
 // dnsPort53Hosts are the loopback addresses tried for the DNS server a
 // chrooted Postfix reaches through resolv.conf (which has no port: 53).
 // 127.0.0.53 is systemd-resolved's; these are private to the tests.
-var dnsPort53Hosts = []string{"127.53.83.1", "127.53.83.2", "127.53.84.1"}
+var dnsPort53Hosts = []string{"127.53.83.1", "127.53.83.2", "127.53.83.3", "127.53.83.4", "127.53.84.1"}
 
 // serveDNSOnPort53 serves h over UDP and TCP on port 53 of the first free
 // address of dnsPort53Hosts (tests running in parallel get one each) until the end of the test and returns that
