@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tlspolicyd/tlspolicyd/mtasts"
+	"github.com/tlspolicyd/tlspolicyd/probe"
 )
 
 var t0 = time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
@@ -222,6 +223,24 @@ func TestSnapshotUpgradeAndImport(t *testing.T) {
 	}
 	if b, err := os.ReadFile(path + ".v1"); err != nil || string(b) != string(v1) {
 		t.Fatalf("old file not kept as .v1: %q, %v", b, err)
+	}
+	// A save that fails leaves the old file in place: a restart still
+	// finds the records.
+	dir2 := t.TempDir()
+	path2 := filepath.Join(dir2, "cache.json")
+	if err := os.WriteFile(path2, v1, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := New(Options{Path: path2})
+	if _, err := e.Load(t0); err != nil {
+		t.Fatal(err)
+	}
+	_ = e.Put(&Record{Kind: KindProbe, Domain: "bad.test", Probe: &probe.Result{Time: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}})
+	if err := e.Save(); err == nil {
+		t.Fatal("a record JSON cannot encode was saved")
+	}
+	if b, err := os.ReadFile(path2); err != nil || string(b) != string(v1) {
+		t.Fatalf("the old file is gone after a failed save: %q, %v", b, err)
 	}
 	other := filepath.Join(dir, "sources.json")
 	newer := rec(KindMTASTS, "a.test", time.Hour, 48*time.Hour)

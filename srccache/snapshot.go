@@ -55,7 +55,9 @@ func (c *Cache) Save() error {
 	}
 	if c.upgraded != "" {
 		if _, err := os.Lstat(c.opts.Path + ".v1"); errors.Is(err, fs.ErrNotExist) {
-			if err := os.Rename(c.opts.Path, c.opts.Path+".v1"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			// A link, not a rename: the old file stays at Path until the new
+			// one replaces it, so a failed write below loses nothing.
+			if err := os.Link(c.opts.Path, c.opts.Path+".v1"); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				c.changed.Store(true)
 				return fmt.Errorf("srccache: keeping the old file aside: %w", err)
 			}
