@@ -54,14 +54,7 @@ func (c *Cache) Save() error {
 		return fmt.Errorf("srccache: encode snapshot: %w", err)
 	}
 	if c.upgraded != "" {
-		if _, err := os.Lstat(c.opts.Path + ".v1"); errors.Is(err, fs.ErrNotExist) {
-			// A link, not a rename: the old file stays at Path until the new
-			// one replaces it, so a failed write below loses nothing.
-			if err := os.Link(c.opts.Path, c.opts.Path+".v1"); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				c.changed.Store(true)
-				return fmt.Errorf("srccache: keeping the old file aside: %w", err)
-			}
-		}
+		keepOld(c.opts.Path)
 		c.upgraded = ""
 	}
 	if err := snapshot.WriteAtomic(c.opts.Path, b, 0o640); err != nil {
@@ -69,6 +62,24 @@ func (c *Cache) Save() error {
 		return fmt.Errorf("srccache: save: %w", err)
 	}
 	return nil
+}
+
+// keepOld keeps the file at path, of an older format, as path.v1 (for a
+// downgrade) unless that exists: by a link, so that the old file stays at
+// path until the new one replaces it and a failed write loses nothing;
+// by a copy where links are not supported. If neither works the save goes
+// on: the new file holds every record the old one had.
+func keepOld(path string) {
+	old := path + ".v1"
+	if _, err := os.Lstat(old); !errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	if err := os.Link(path, old); err == nil || errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	if b, err := os.ReadFile(path); err == nil {
+		_ = snapshot.WriteAtomic(old, b, 0o640)
+	}
 }
 
 // removeStaleTemps removes the temporary files a Save killed before its
