@@ -84,7 +84,7 @@ func (m *Monitor) Sync() {
 		}
 	}
 	for _, r := range m.watches.ByKind(srccache.KindMTASTS) {
-		if w, ok := sourceWatch(r, now); ok {
+		if w, ok := m.sourceWatch(r, now); ok {
 			consider(w)
 		}
 	}
@@ -168,7 +168,7 @@ func (m *Monitor) SyncSource(r *srccache.Record) {
 		return
 	}
 	now := m.Now()
-	w, ok := sourceWatch(r, now)
+	w, ok := m.sourceWatch(r, now)
 	if !ok {
 		_ = m.watches.Delete(srccache.KindWatch, srccache.MTASTSWatchKey(r.Domain))
 		return
@@ -184,9 +184,11 @@ func (m *Monitor) SyncSource(r *srccache.Record) {
 }
 
 // sourceWatch is the watch of a domain's MTA-STS record r, if r holds a
-// valid enforce or testing policy.
-func sourceWatch(r *srccache.Record, now time.Time) (watch, bool) {
-	if !r.Valid(now) {
+// valid enforce or testing policy and the table does not decide the
+// domain (then Postfix never gets the policy: judging it would alert
+// falsely).
+func (m *Monitor) sourceWatch(r *srccache.Record, now time.Time) (watch, bool) {
+	if !r.Valid(now) || m.tableDecides(r.Domain) {
 		return watch{}, false
 	}
 	e := SourceEntry(r)
@@ -197,6 +199,17 @@ func sourceWatch(r *srccache.Record, now time.Time) (watch, bool) {
 	w.key = srccache.MTASTSWatchKey(r.Domain) // not the table entry of the same key, if there is one
 	w.id = r.MTASTS.ID
 	return w, true
+}
+
+// tableDecides reports whether the table's own or .parent entry answers
+// for domain, before the sources are asked.
+func (m *Monitor) tableDecides(domain string) bool {
+	s := m.Engine.Store()
+	if s == nil {
+		return false
+	}
+	a, err := s.Resolve(store.MapPolicy, domain, nil)
+	return err == nil && (a.Step == store.StepExact || a.Step == store.StepParent)
 }
 
 // changed reports whether w is not what the watch record prev was written
@@ -221,7 +234,7 @@ func (m *Monitor) resolve(key string) (watch, bool) {
 		}
 		return outboundWatch(e), true
 	case strings.HasPrefix(key, mtastsPrefix):
-		return sourceWatch(m.watches.Get(srccache.KindMTASTS, strings.TrimPrefix(key, mtastsPrefix)), m.Now())
+		return m.sourceWatch(m.watches.Get(srccache.KindMTASTS, strings.TrimPrefix(key, mtastsPrefix)), m.Now())
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -1,8 +1,10 @@
 package engine
 
 import (
+	"context"
 	"crypto/tls"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -132,5 +134,49 @@ func TestMonitorRestoredMTASTS(t *testing.T) {
 	m.SyncSource(gone)
 	if r := c.Get(srccache.KindWatch, "mta-sts:expired.test"); r != nil {
 		t.Errorf("expired.test still watched after mode none: %+v", r)
+	}
+}
+
+// TestMonitorMTASTSTableDecides: an MTA-STS policy in the cache for a
+// domain the table decides (its own entry or a .parent one) is not what
+// Postfix gets, so the monitor neither probes it nor alerts under it:
+// not when restored, not when fetched, and no longer once a reload adds
+// the domain to the table (an override of a broken MTA-STS domain).
+func TestMonitorMTASTSTableDecides(t *testing.T) {
+	now := time.Now()
+	c, _ := srccache.New(srccache.Options{})
+	for _, d := range []string{"override.test", "sub.parent.test", "free.test"} {
+		_ = c.Put(stsRecord(d, "1", mtasts.ModeEnforce, "mx."+d, now))
+	}
+	ring := events.NewRing(100)
+	eng := New(buildStore(t, "outbound:\n  override.test: may\n  .parent.test: encrypt\n"), nil, ring, quietLogger())
+	ok := &probe.Result{Status: probe.StatusOK, Levels: map[string]probe.LevelVerdict{probe.LevelSecure: {OK: true}}}
+	rec := &recorder{probe: func(context.Context, string) (*probe.Result, error) { return ok, nil }}
+	m := &Monitor{Engine: eng, Probe: rec.Probe, Logger: quietLogger(), firstDelay: 10 * time.Millisecond, maxGap: 20 * time.Millisecond}
+	runScheduled(t, m, c)
+	waitCalls(t, rec, 1)
+	// A fetch of a table-decided domain's policy (SyncSource) adds no watch.
+	fetched := stsRecord("override.test", "2", mtasts.ModeEnforce, "mx.override.test", time.Now())
+	_ = c.Put(fetched)
+	m.SyncSource(fetched)
+	time.Sleep(300 * time.Millisecond) // their checks would have come
+	if calls := waitCalls(t, rec, 1); !slices.Equal(calls, []string{"free.test"}) {
+		t.Errorf("probes %v, want free.test only", calls)
+	}
+	for _, d := range []string{"override.test", "sub.parent.test"} {
+		if r := c.Get(srccache.KindWatch, srccache.MTASTSWatchKey(d)); r != nil {
+			t.Errorf("%s: watched under its MTA-STS policy though the table decides it: %+v", d, r.Watch)
+		}
+		for _, ev := range ring.Recent(100) {
+			if ev.Rule == d {
+				t.Errorf("%s: alerted under a policy Postfix does not get: %+v", d, ev)
+			}
+		}
+	}
+	// A reload that lists free.test ends its MTA-STS watch.
+	eng.Swap(buildStore(t, "outbound:\n  override.test: may\n  .parent.test: encrypt\n  free.test: encrypt\n"))
+	m.Sync()
+	if r := c.Get(srccache.KindWatch, srccache.MTASTSWatchKey("free.test")); r != nil {
+		t.Errorf("free.test: MTA-STS watch kept after the table listed it: %+v", r.Watch)
 	}
 }
