@@ -101,7 +101,7 @@ type Monitor struct {
 	addr    map[string]watch // the recipients:/senders: watches of the table last synced
 	synced  bool             // Sync ran once: later ones keep overdue records' places
 	backlog []*store.Entry   // entries new to the monitor still without a record (see newWindow)
-	requeue requeue          // outbound entries whose records were evicted, by next check
+	requeue requeue          // keys whose records were evicted, by next check
 	fresh   map[string]bool  // keys whose records await their first check (at most newWindow)
 	slots   slots            // the first checks' times since the last Sync
 	st      monitorStats     // since the last summary

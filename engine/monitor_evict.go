@@ -2,7 +2,6 @@ package engine
 
 import (
 	"container/heap"
-	"strings"
 	"time"
 
 	"github.com/tlspolicyd/tlspolicyd/srccache"
@@ -30,16 +29,14 @@ func (q *requeue) Pop() any {
 }
 
 // evicted hears of watch records the cache dropped to stay within its
-// bound: an outbound entry's waits in the requeue for its next check; the
-// others get a record at the next Sync. It runs under the cache's write
-// lock: no call into the cache.
+// bound: the key (a table entry, a recipients:/senders: floor or an
+// MTA-STS domain) waits in the requeue for its next check. It runs under
+// the cache's write lock: no call into the cache.
 func (m *Monitor) evicted(r *srccache.Record) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.fresh, r.Domain)
-	if strings.HasPrefix(r.Domain, outboundPrefix) {
-		heap.Push(&m.requeue, r)
-	}
+	heap.Push(&m.requeue, r)
 }
 
 // dueRequeuedLocked returns new records for the evicted entries whose
@@ -47,20 +44,19 @@ func (m *Monitor) evicted(r *srccache.Record) {
 // their last probe found. An entry that left the table, or got a record
 // meanwhile, is dropped. m.mu is held.
 func (m *Monitor) dueRequeuedLocked() []*srccache.Record {
-	s := m.Engine.Store()
-	if s == nil {
-		return nil
-	}
 	now := m.Now()
 	var take []pending
 	for m.requeue.Len() > 0 && len(m.fresh) < newWindow && !m.requeue[0].Refresh.After(now) {
 		r := heap.Pop(&m.requeue).(*srccache.Record)
-		e := s.OutboundByKey(strings.TrimPrefix(r.Domain, outboundPrefix))
-		if e == nil || !probeable(e) || m.watches.Get(srccache.KindWatch, r.Domain) != nil || m.fresh[r.Domain] {
+		if m.watches.Get(srccache.KindWatch, r.Domain) != nil || m.fresh[r.Domain] {
+			continue
+		}
+		w, ok := m.resolveLocked(r.Domain)
+		if !ok {
 			continue
 		}
 		m.fresh[r.Domain] = true
-		take = append(take, pending{w: outboundWatch(e), prev: r, evicted: true})
+		take = append(take, pending{w: w, prev: r, evicted: true})
 	}
 	// Due now: the next slots of a spread of their own, so that many
 	// evicted at once are not probed at once.

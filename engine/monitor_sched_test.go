@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tlspolicyd/tlspolicyd/events"
+	"github.com/tlspolicyd/tlspolicyd/mtasts"
 	"github.com/tlspolicyd/tlspolicyd/probe"
 	"github.com/tlspolicyd/tlspolicyd/srccache"
 	"github.com/tlspolicyd/tlspolicyd/store"
@@ -335,26 +337,38 @@ func TestMonitorOverBound(t *testing.T) {
 		}}
 	c, _ := srccache.New(srccache.Options{Max: map[srccache.Kind]int{srccache.KindWatch: bound}})
 	runScheduled(t, m, c)
+	var keys []string
+	for i := range n {
+		keys = append(keys, fmt.Sprintf("p%06d.example", i))
+	}
+	checkedEachInterval(t, &mu, probed, keys, interval)
+	if got := c.Count(srccache.KindWatch); got > bound {
+		t.Errorf("%d watch records, bound %d", got, bound)
+	}
+}
+
+// checkedEachInterval waits until each of keys was probed twice, then
+// checks that none was probed again within 0.9 interval.
+func checkedEachInterval(t *testing.T, mu *sync.Mutex, probed map[string][]time.Time, keys []string, interval time.Duration) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		mu.Lock()
 		twice := 0
-		for _, ts := range probed {
-			if len(ts) >= 2 {
+		for _, k := range keys {
+			if len(probed[k]) >= 2 {
 				twice++
 			}
 		}
+		snap := fmt.Sprint(probed)
 		mu.Unlock()
-		if twice == n {
+		if twice == len(keys) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("within 30 s, %d of %d entries probed twice: %v", twice, n, probed)
+			t.Fatalf("within 30 s, %d of %d keys probed twice: %s", twice, len(keys), snap)
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-	if got := c.Count(srccache.KindWatch); got > bound {
-		t.Errorf("%d watch records, bound %d", got, bound)
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -364,5 +378,38 @@ func TestMonitorOverBound(t *testing.T) {
 				t.Errorf("%s probed again after %v, interval %v", k, d, interval)
 			}
 		}
+	}
+}
+
+// TestMonitorOverBoundMTASTS: MTA-STS domains, like table entries, are
+// still each checked every interval when the monitored keys outnumber
+// the cache's bound for watch records: an evicted domain's record comes
+// back when its next check is due, not at the next table reload.
+func TestMonitorOverBoundMTASTS(t *testing.T) {
+	const n, bound = 6, 3
+	now := time.Now()
+	c, _ := srccache.New(srccache.Options{Max: map[srccache.Kind]int{srccache.KindWatch: bound}})
+	var domains []string
+	for i := range n {
+		d := fmt.Sprintf("d%02d.test", i)
+		domains = append(domains, d)
+		_ = c.Put(stsRecord(d, "1", mtasts.ModeEnforce, "mx."+d, now))
+	}
+	eng := New(buildStore(t, "outbound: {}\n"), nil, events.NewRing(10), quietLogger())
+	ok := &probe.Result{Status: probe.StatusOK, Levels: map[string]probe.LevelVerdict{probe.LevelSecure: {OK: true}}}
+	var mu sync.Mutex
+	probed := map[string][]time.Time{}
+	interval := 2 * time.Second
+	m := &Monitor{Engine: eng, Logger: quietLogger(), Interval: interval, firstDelay: 10 * time.Millisecond, maxGap: 20 * time.Millisecond,
+		Probe: func(_ context.Context, key string) (*probe.Result, error) {
+			mu.Lock()
+			probed[key] = append(probed[key], time.Now())
+			mu.Unlock()
+			return ok, nil
+		}}
+	runScheduled(t, m, c)
+	checkedEachInterval(t, &mu, probed, domains, interval)
+	if got := c.Count(srccache.KindWatch); got > bound {
+		t.Errorf("%d watch records, bound %d", got, bound)
 	}
 }

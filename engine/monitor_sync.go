@@ -96,7 +96,7 @@ func (m *Monitor) Sync() {
 	m.mu.Lock()
 	m.addr = addr
 	m.backlog = backlog
-	m.requeue = nil // without records: in the backlog
+	m.requeue = nil // without records: written above (outbound ones through the backlog)
 	m.fresh = fresh
 	m.slots = slots{start: now.Add(m.firstDelay),
 		gap: passGap(len(soon)+len(backlog), time.Duration(spanShare*float64(m.Interval)), m.MaxPerMinute, m.maxGap)}
@@ -222,6 +222,13 @@ func changed(prev *srccache.Record, w watch) bool {
 // resolve returns the watch of a watch record's key as the table and the
 // source cache say now; ok is false for a key no longer monitored.
 func (m *Monitor) resolve(key string) (watch, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.resolveLocked(key)
+}
+
+// resolveLocked is resolve with m.mu held.
+func (m *Monitor) resolveLocked(key string) (watch, bool) {
 	switch {
 	case strings.HasPrefix(key, outboundPrefix):
 		s := m.Engine.Store()
@@ -236,8 +243,6 @@ func (m *Monitor) resolve(key string) (watch, bool) {
 	case strings.HasPrefix(key, mtastsPrefix):
 		return m.sourceWatch(m.watches.Get(srccache.KindMTASTS, strings.TrimPrefix(key, mtastsPrefix)), m.Now())
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	w, ok := m.addr[key]
 	return w, ok
 }
