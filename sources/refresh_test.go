@@ -100,6 +100,7 @@ func TestRefreshIdle(t *testing.T) {
 	}
 	r = *got
 	r.Expires = time.Now().Add(-time.Second)
+	_ = e.m.Cache().Put(&r)
 	e.m.refreshDue(context.Background(), &r, time.Now())
 	if e.m.Cache().Get(srccache.KindMTASTS, "idle.test") != nil {
 		t.Fatal("expired idle record not deleted")
@@ -153,5 +154,32 @@ func TestRegisterRefreshesThroughScheduler(t *testing.T) {
 	}
 	if d := e.resolve(t, "s.test"); d.Policy != "secure match=mx2.s.test servername=hostname" {
 		t.Fatalf("after the scheduled refresh: %+v", d)
+	}
+}
+
+// Through the Scheduler, which hands the handler the record as it was due
+// and holds a leased copy meanwhile: a due record nobody looked up is
+// kept to its expiry, not dispatched again after every lease.
+func TestRegisterIdleKeptToExpiry(t *testing.T) {
+	e := newEnv(t, 5*time.Second, "idle.test")
+	e.sts(t, "idle.test", "1")
+	e.host.SetPolicy(sourcetest.Policy("enforce", 86400, "mx.idle.test"))
+	e.resolve(t, "idle.test")
+	r := *e.m.Cache().Get(srccache.KindMTASTS, "idle.test")
+	r.Refresh = time.Now().Add(-time.Second)
+	r.Checked = time.Now().Add(time.Hour) // not looked up since
+	_ = e.m.Cache().Put(&r)
+	s := srccache.NewScheduler(e.m.Cache(), srccache.SchedulerOptions{})
+	e.m.Register(s)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	for got := e.m.Cache().Get(srccache.KindMTASTS, "idle.test"); !got.Refresh.Equal(got.Expires); got = e.m.Cache().Get(srccache.KindMTASTS, "idle.test") {
+		if time.Now().After(deadline) {
+			t.Fatalf("idle record refreshes at %v, want its expiry %v", got.Refresh, got.Expires)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
