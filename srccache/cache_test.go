@@ -108,6 +108,26 @@ func TestEviction(t *testing.T) {
 	}
 }
 
+// A time past the int64 nanoseconds (year 2262; a fleet peer's result
+// may carry one) sorts after every other: a record refreshed or expiring
+// then neither hides the records due before it nor is evicted first.
+func TestFarTimesSortLast(t *testing.T) {
+	far := time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)
+	c, _ := New(Options{Max: map[Kind]int{KindWatch: 2}})
+	_ = c.Put(&Record{Kind: KindWatch, Domain: "far", Refresh: far, Expires: far})
+	_ = c.Put(&Record{Kind: KindWatch, Domain: "due", Refresh: t0.Add(-time.Second), Expires: t0.Add(time.Hour)})
+	if due, next := c.DueKind(KindWatch, t0, 10); len(due) != 1 || due[0].Domain != "due" || !next.Equal(far) {
+		t.Fatalf("DueKind = %v, next %v: the far record hides the due one", due, next)
+	}
+	if due, _ := c.Due(t0, 10); len(due) != 1 || due[0].Domain != "due" {
+		t.Fatalf("Due = %v", due)
+	}
+	_ = c.Put(&Record{Kind: KindWatch, Domain: "new", Refresh: t0.Add(time.Hour), Expires: t0.Add(2 * time.Hour)})
+	if c.Get(KindWatch, "far") == nil || c.Get(KindWatch, "due") != nil {
+		t.Fatal("eviction took the record expiring last")
+	}
+}
+
 // DueKind walks one kind's refresh order only.
 func TestDueKind(t *testing.T) {
 	c, _ := New(Options{})

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	memdb "github.com/hashicorp/go-memdb"
@@ -50,12 +51,18 @@ func recordsTableSchema() *memdb.TableSchema {
 
 // timeIndex indexes a time field of a Record in time order: the Unix
 // nanoseconds, sign bit flipped, big-endian; times before 1970 (the zero
-// time) sort first.
+// time) sort first, times past the int64 nanoseconds (year 2262) last.
 type timeIndex func(*Record) time.Time
+
+// lastIndexTime is the latest time the index tells apart.
+var lastIndexTime = time.Unix(0, math.MaxInt64)
 
 func encodeTime(t time.Time) []byte {
 	b := make([]byte, 8)
-	if t.Unix() >= 0 {
+	switch {
+	case t.After(lastIndexTime):
+		binary.BigEndian.PutUint64(b, math.MaxUint64)
+	case t.Unix() >= 0:
 		binary.BigEndian.PutUint64(b, uint64(t.UnixNano())^(1<<63))
 	}
 	return b
