@@ -102,15 +102,18 @@ func mergeLearned(a, b probe.LearnedRecord) probe.LearnedRecord {
 }
 
 // PutShared stores a result another daemon's probe gave, unless this
-// cache holds a newer one, so that this daemon need not probe the target
-// again while it is fresh. It teaches no learned policy: learned records
-// are shared on their own (MergeLearned). It reports whether r was stored.
+// cache holds a newer one or it is dated more than a minute ahead, so
+// that this daemon need not probe the target again while it is fresh. It
+// teaches no learned policy: learned records are shared on their own
+// (MergeLearned). It reports whether r was stored.
 func (p *Probes) PutShared(r *probe.Result) bool {
 	if r == nil || validResult(r) != nil || !encodable(r) {
 		return false
 	}
 	now := p.o.Now()
-	if !r.Expires.After(now) {
+	// A result from the future would outrank every real one and stay
+	// fresh past its TTL (see MergeLearned).
+	if !r.Expires.After(now) || r.Time.After(now.Add(time.Minute)) {
 		return false
 	}
 	cp := *r

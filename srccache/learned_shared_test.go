@@ -117,6 +117,24 @@ func TestPutSharedKeepsNewer(t *testing.T) {
 	}
 }
 
+// TestPutSharedFromFutureRefused: a peer's result dated ahead of this
+// clock (a peer's clock wrong, or a bad record) is refused, as
+// MergeLearned refuses a learned record from the future: stored, it
+// would outrank every later result shared and stay fresh past its TTL,
+// so this daemon would not probe the target, nor confirm its learned
+// policy, until then.
+func TestPutSharedFromFutureRefused(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	c := newProbes(t, Options{}, 0, ProbesOptions{Now: func() time.Time { return now }})
+	ahead := now.Add(30 * 24 * time.Hour)
+	if c.PutShared(&probe.Result{Target: "bank.example", Time: ahead, Expires: ahead.Add(time.Hour), Status: probe.StatusNoSTARTTLS}) {
+		t.Error("a result dated 30 days ahead was stored")
+	}
+	if c.PutShared(&probe.Result{Target: "skew.example", Time: now.Add(30 * time.Second), Expires: now.Add(time.Hour), Status: probe.StatusOK}) == false {
+		t.Error("a result 30 s ahead (clock skew) was refused")
+	}
+}
+
 // TestSharedUnencodableRefused: a peer's result or learned record with a
 // time JSON cannot write (past the year 9999) is refused: stored, it would
 // make every later Save of the cache fail.
