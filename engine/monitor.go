@@ -218,13 +218,14 @@ func (m *Monitor) restore(key string, refresh time.Time) {
 
 // record is the watch record after a check of w that started at now:
 // the result's verdict and the next check an Interval (±10%) later, or,
-// when the probe failed or was not started, the last verdict kept and a
-// retry within a tenth of the interval (a minute at most).
+// when the probe failed or was not started, the last verdict kept (if it
+// is of the same policy) and a retry within a tenth of the interval (a
+// minute at most).
 func (m *Monitor) record(w watch, prev *srccache.Record, now time.Time, res *probe.Result, fs []Finding, err error) *srccache.Record {
 	wt := &srccache.Watch{Policy: w.e.Policy.Text, Level: CheckLevel(w.e.Policy), Testing: w.e.Testing, ID: w.id}
 	r := &srccache.Record{Kind: srccache.KindWatch, Domain: w.key, Checked: now, Watch: wt}
 	if err != nil {
-		if prev != nil && prev.Watch != nil {
+		if prev != nil && prev.Watch != nil && sameSubject(prev.Watch, w) {
 			old := prev.Watch
 			wt.Probed, wt.Status, wt.Defer, wt.Inconclusive, wt.Findings = old.Probed, old.Status, old.Defer, old.Inconclusive, old.Findings
 			r.Fetched = prev.Fetched

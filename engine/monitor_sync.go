@@ -201,6 +201,12 @@ func (m *Monitor) sourceWatch(r *srccache.Record, now time.Time) (watch, bool) {
 	return w, true
 }
 
+// sameSubject reports whether the verdict of watch p (what its last probe
+// found) is one of w's policy: not for another policy or MTA-STS id.
+func sameSubject(p *srccache.Watch, w watch) bool {
+	return p.Policy == w.e.Policy.Text && p.ID == w.id
+}
+
 // tableDecides reports whether the table's own or .parent entry answers
 // for domain, before the sources are asked.
 func (m *Monitor) tableDecides(domain string) bool {
@@ -288,7 +294,7 @@ func sortPending(soon []pending) {
 }
 
 // records returns the records of soon in the next slots. A record keeps
-// what its last probe found.
+// what its last probe found, unless that was under another policy.
 func (sl *slots) records(m *Monitor, soon []pending) []*srccache.Record {
 	out := make([]*srccache.Record, 0, len(soon))
 	for _, p := range soon {
@@ -305,7 +311,7 @@ func (sl *slots) records(m *Monitor, soon []pending) []*srccache.Record {
 			if !p.evicted {
 				r.Expires = p.prev.Expires
 			}
-			if p.prev.Watch != nil {
+			if p.prev.Watch != nil && sameSubject(p.prev.Watch, p.w) {
 				*wt = *p.prev.Watch
 			}
 		}

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -179,4 +180,47 @@ func TestMonitorMTASTSTableDecides(t *testing.T) {
 	if r := c.Get(srccache.KindWatch, srccache.MTASTSWatchKey("free.test")); r != nil {
 		t.Errorf("free.test: MTA-STS watch kept after the table listed it: %+v", r.Watch)
 	}
+}
+
+// TestMonitorNewPolicyNoOldVerdict: what a probe found under an MTA-STS
+// policy is not shown for the next one (the status page's Monitor
+// column): a new policy id, written soon for its check or met by a check
+// whose probe failed, carries no verdict until a probe judges it.
+func TestMonitorNewPolicyNoOldVerdict(t *testing.T) {
+	now := time.Now()
+	c, _ := srccache.New(srccache.Options{})
+	old := stsRecord("example.test", "1", mtasts.ModeEnforce, "mx1.example.test", now)
+	_ = c.Put(old)
+	probed := func() {
+		_ = c.Put(&srccache.Record{Kind: srccache.KindWatch, Domain: srccache.MTASTSWatchKey("example.test"), Checked: now, Fetched: now,
+			Refresh: now.Add(-time.Minute), Expires: now.Add(24 * time.Hour), Watch: &srccache.Watch{Probed: now, Status: probe.StatusOK,
+				Policy: SourceEntry(old).Policy.Text, Level: "secure", ID: "1"}})
+	}
+	probed()
+	eng := New(buildStore(t, "outbound: {}\n"), nil, events.NewRing(10), quietLogger())
+	m := &Monitor{Engine: eng, Logger: quietLogger(), Probe: func(context.Context, string) (*probe.Result, error) {
+		return nil, fmt.Errorf("probe: %w", probe.ErrRateLimited)
+	}}
+	m.Register(srccache.NewScheduler(c, srccache.SchedulerOptions{}), c)
+	m.Sync()
+	verdict := func(when string) {
+		t.Helper()
+		r := c.Get(srccache.KindWatch, srccache.MTASTSWatchKey("example.test"))
+		if r == nil || r.Watch == nil || r.Watch.ID != "2" {
+			t.Fatalf("%s: watch %+v", when, r)
+		}
+		if w := r.Watch; !w.Probed.IsZero() || w.Status != "" || w.Defer != "" || len(w.Findings) != 0 {
+			t.Errorf("%s: the verdict of policy 1 shown for policy 2: %+v", when, w)
+		}
+	}
+	// A fetch brings policy 2, whose mx the old probe never judged.
+	cur := stsRecord("example.test", "2", mtasts.ModeEnforce, "mx2.example.test", now)
+	_ = c.Put(cur)
+	m.SyncSource(cur)
+	verdict("after the fetch")
+	// Policy 2 arrives without SyncSource (a fleet peer fetched it) and
+	// the check's probe is refused by the rate limit.
+	probed()
+	m.handle(context.Background(), srccache.MTASTSWatchKey("example.test"), c.Get(srccache.KindWatch, srccache.MTASTSWatchKey("example.test")))
+	verdict("after a failed check")
 }
