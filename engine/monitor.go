@@ -102,9 +102,12 @@ type Monitor struct {
 	synced  bool             // Sync ran once: later ones keep overdue records' places
 	backlog []*store.Entry   // entries new to the monitor still without a record (see newWindow)
 	requeue requeue          // keys whose records were evicted, by next check
-	fresh   map[string]bool  // keys whose records await their first check (at most newWindow)
-	slots   slots            // the first checks' times since the last Sync
-	st      monitorStats     // since the last summary
+	// requeued is each requeued key's latest evicted record: the others
+	// in requeue are stale.
+	requeued map[string]*srccache.Record
+	fresh    map[string]bool // keys whose records await their first check (at most newWindow)
+	slots    slots           // the first checks' times since the last Sync
+	st       monitorStats    // since the last summary
 }
 
 func (m *Monitor) init() {

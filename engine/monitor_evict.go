@@ -36,6 +36,10 @@ func (m *Monitor) evicted(r *srccache.Record) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.fresh, r.Domain)
+	if m.requeued == nil {
+		m.requeued = map[string]*srccache.Record{}
+	}
+	m.requeued[r.Domain] = r // an earlier eviction's entry is stale now
 	heap.Push(&m.requeue, r)
 }
 
@@ -48,6 +52,10 @@ func (m *Monitor) dueRequeuedLocked() []*srccache.Record {
 	var take []pending
 	for m.requeue.Len() > 0 && len(m.fresh) < newWindow && !m.requeue[0].Refresh.After(now) {
 		r := heap.Pop(&m.requeue).(*srccache.Record)
+		if m.requeued[r.Domain] != r {
+			continue // evicted again since, with a later check
+		}
+		delete(m.requeued, r.Domain)
 		if m.watches.Get(srccache.KindWatch, r.Domain) != nil || m.fresh[r.Domain] {
 			continue
 		}

@@ -413,3 +413,29 @@ func TestMonitorOverBoundMTASTS(t *testing.T) {
 		t.Errorf("%d watch records, bound %d", got, bound)
 	}
 }
+
+// TestMonitorOverBoundStaleRequeue: a key evicted twice (before its
+// check, then after it) is checked again an interval after its probe,
+// not at once when the first eviction's due time comes.
+func TestMonitorOverBoundStaleRequeue(t *testing.T) {
+	now := time.Now()
+	clock := now
+	eng := New(buildStore(t, "outbound:\n  a.example: encrypt\n  b.example: encrypt\n"), nil, events.NewRing(10), quietLogger())
+	ok := &probe.Result{Status: probe.StatusOK, Levels: map[string]probe.LevelVerdict{probe.LevelEncrypt: {OK: true}}}
+	m := &Monitor{Engine: eng, Logger: quietLogger(), Now: func() time.Time { return clock },
+		Probe: func(context.Context, string) (*probe.Result, error) { return ok, nil }}
+	c, _ := srccache.New(srccache.Options{Max: map[srccache.Kind]int{srccache.KindWatch: 1}})
+	m.Register(srccache.NewScheduler(c, srccache.SchedulerOptions{}), c)
+	m.Sync() // two records, one kept: a.example's (the first slot) is evicted
+	if c.Get(srccache.KindWatch, "outbound:a.example") != nil {
+		t.Fatal("a.example kept its record: the test needs it evicted")
+	}
+	// a.example is checked (a kick); its record, the one checked
+	// earliest, is evicted again at once.
+	m.handle(context.Background(), "outbound:a.example", nil)
+	clock = now.Add(time.Minute) // past a.example's first slot
+	m.topUp()
+	if r := c.Get(srccache.KindWatch, "outbound:a.example"); r != nil && r.Refresh.Before(now.Add(54*time.Minute)) {
+		t.Errorf("a.example, probed at start, due again %v later", r.Refresh.Sub(now))
+	}
+}

@@ -96,7 +96,7 @@ func (m *Monitor) Sync() {
 	m.mu.Lock()
 	m.addr = addr
 	m.backlog = backlog
-	m.requeue = nil // without records: written above (outbound ones through the backlog)
+	m.requeue, m.requeued = nil, nil // without records: written above (outbound ones through the backlog)
 	m.fresh = fresh
 	m.slots = slots{start: now.Add(m.firstDelay),
 		gap: passGap(len(soon)+len(backlog), time.Duration(spanShare*float64(m.Interval)), m.MaxPerMinute, m.maxGap)}
