@@ -144,11 +144,17 @@ func webSources(src *sources.Manager) web.SourcesInfo {
 
 // sourceEvictedEvent is the event for a record the full source cache
 // evicted: only a policy still in force is one (dropping it early weakens
-// enforcement until the next fetch); ok is false for the others.
+// enforcement until the next fetch), a DANE defer included (records exist
+// but the lookup failed: the shortest-lived, so evicted first); ok is
+// false for the others.
 func sourceEvictedEvent(r *srccache.Record, now time.Time) (ev events.Event, ok bool) {
-	if r.Answer == "" || !r.Valid(now) {
+	if r.Answer == "" && !r.Temp || !r.Valid(now) {
 		return events.Event{}, false
 	}
-	return events.Event{Kind: events.SourceEvicted, Domain: r.Domain, Rule: r.Answer, Source: string(r.Kind),
-		Reason: "source cache full: policy dropped before it expired at " + r.Expires.UTC().Format(time.RFC3339)}, true
+	rule, what := r.Answer, "policy"
+	if r.Temp {
+		rule, what = "defer", "DANE defer (records exist, the lookup failed)"
+	}
+	return events.Event{Kind: events.SourceEvicted, Domain: r.Domain, Rule: rule, Source: string(r.Kind),
+		Reason: "source cache full: " + what + " dropped before it expired at " + r.Expires.UTC().Format(time.RFC3339)}, true
 }

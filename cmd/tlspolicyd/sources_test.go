@@ -288,6 +288,13 @@ func TestSourceEvictedEvent(t *testing.T) {
 	if _, ok := sourceEvictedEvent(r, now); ok {
 		t.Error("event for an expired record")
 	}
+	// A DANE defer (records exist, the lookup failed) has no policy but
+	// weakens the answer when dropped: the next lookup may time out and
+	// answer without DANE.
+	temp := &srccache.Record{Kind: srccache.KindDANE, Domain: "d.test", Temp: true, Expires: now.Add(time.Minute)}
+	if ev, ok := sourceEvictedEvent(temp, now); !ok || ev.Rule != "defer" || !strings.Contains(ev.Reason, "DANE defer") {
+		t.Errorf("DANE defer evicted: %+v %v", ev, ok)
+	}
 }
 
 // TestServeSourcesBound: sources.max_records bounds the MTA-STS records;
