@@ -321,7 +321,16 @@ func TestMonitorBacklogWindow(t *testing.T) {
 // watch records, every entry is still probed, and none again within the
 // interval: the records checked longest ago are evicted and their
 // entries get records again when their next check is due.
-func TestMonitorOverBound(t *testing.T) {
+func TestMonitorOverBound(t *testing.T) { testOverBound(t, 0) }
+
+// TestMonitorOverBoundReloads: over the bound, table reloads (Sync, here
+// every 200 ms, the table unchanged) do not have the evicted entries
+// checked again before their next check is due.
+func TestMonitorOverBoundReloads(t *testing.T) { testOverBound(t, 200*time.Millisecond) }
+
+// testOverBound runs TestMonitorOverBound, with a Sync every reload if
+// positive.
+func testOverBound(t *testing.T, reload time.Duration) {
 	const n, bound = 12, 5
 	eng := New(buildStore(t, bigTable(n)), nil, events.NewRing(10), quietLogger())
 	ok := &probe.Result{Status: probe.StatusOK, Levels: map[string]probe.LevelVerdict{probe.LevelEncrypt: {OK: true}}}
@@ -337,6 +346,24 @@ func TestMonitorOverBound(t *testing.T) {
 		}}
 	c, _ := srccache.New(srccache.Options{Max: map[srccache.Kind]int{srccache.KindWatch: bound}})
 	runScheduled(t, m, c)
+	if reload > 0 {
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			tick := time.NewTicker(reload)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+					m.Sync()
+				}
+			}
+		}()
+		t.Cleanup(func() { close(stop); <-done })
+	}
 	var keys []string
 	for i := range n {
 		keys = append(keys, fmt.Sprintf("p%06d.example", i))

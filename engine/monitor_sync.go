@@ -2,6 +2,7 @@ package engine
 
 import (
 	"cmp"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -51,7 +52,14 @@ func (m *Monitor) Sync() {
 	m.mu.Lock()
 	first := !m.synced
 	m.synced = true
+	requeued := maps.Clone(m.requeued)
 	m.mu.Unlock()
+	// waiting reports whether w's record was evicted and, its policy the
+	// same, comes back when its next check is due (dueRequeuedLocked).
+	waiting := func(w watch) bool {
+		r, ok := requeued[w.key]
+		return ok && !changed(r, w)
+	}
 	var soon []pending
 	var backlog []*store.Entry
 	// consider returns whether w needs writing now (new, changed, or
@@ -59,7 +67,7 @@ func (m *Monitor) Sync() {
 	consider := func(w watch) bool {
 		prev, ok := have[w.key]
 		delete(have, w.key)
-		if ok && !changed(prev, w) && !(first && prev.Refresh.Before(now)) {
+		if !ok && waiting(w) || ok && !changed(prev, w) && !(first && prev.Refresh.Before(now)) {
 			return false
 		}
 		soon = append(soon, pending{w: w, prev: prev})
@@ -71,12 +79,12 @@ func (m *Monitor) Sync() {
 			if !probeable(e) {
 				continue
 			}
-			key := outboundKey(e.Key)
-			if _, ok := have[key]; !ok && !e.Testing {
+			w := outboundWatch(e)
+			if _, ok := have[w.key]; !ok && !e.Testing && !waiting(w) {
 				backlog = append(backlog, e) // a record when the window has room
 				continue
 			}
-			consider(outboundWatch(e))
+			consider(w)
 		}
 		for _, w := range addressWatches(s) {
 			addr[w.key] = w
@@ -96,7 +104,6 @@ func (m *Monitor) Sync() {
 	m.mu.Lock()
 	m.addr = addr
 	m.backlog = backlog
-	m.requeue, m.requeued = nil, nil // without records: written above (outbound ones through the backlog)
 	m.fresh = fresh
 	m.slots = slots{start: now.Add(m.firstDelay),
 		gap: passGap(len(soon)+len(backlog), time.Duration(spanShare*float64(m.Interval)), m.MaxPerMinute, m.maxGap)}
