@@ -2,6 +2,7 @@ package sources
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"testing"
 	"time"
@@ -181,5 +182,52 @@ func TestRegisterIdleKeptToExpiry(t *testing.T) {
 			t.Fatalf("idle record refreshes at %v, want its expiry %v", got.Refresh, got.Expires)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// An idle DANE record that found TLSA records is kept daneMemory past its
+// expiry: a first lookup after Postfix's retry interval that times out
+// still defers instead of answering without DANE. One that found nothing
+// goes at expiry.
+func TestIdleKnownDANEKept(t *testing.T) {
+	e := newEnv(t, 300*time.Millisecond, "unused.test")
+	e.dns.Add(t, "k.test. 300 IN MX 10 mx.k.test.")
+	e.dns.Add(t, "mx.k.test. 300 IN A 192.0.2.1")
+	e.dns.Add(t, "_25._tcp.mx.k.test. 300 IN TLSA 3 1 1 "+digest)
+	e.dns.Sign("k.test")
+	e.dns.Add(t, "n.test. 300 IN MX 10 mx.n.test.")
+	e.dns.Add(t, "mx.n.test. 300 IN A 192.0.2.2")
+	for _, d := range []string{"k.test", "n.test"} {
+		e.resolve(t, d)
+		r := *e.m.Cache().Get(srccache.KindDANE, d)
+		r.Expires = time.Now().Add(-time.Second)
+		r.Checked = time.Now().Add(time.Hour) // not looked up since
+		_ = e.m.Cache().Put(&r)
+		e.m.refreshDue(context.Background(), e.m.Cache().Get(srccache.KindDANE, d), time.Now())
+	}
+	if e.m.Cache().Get(srccache.KindDANE, "n.test") != nil {
+		t.Fatal("an idle DANE record that found no TLSA records was kept past its expiry")
+	}
+	k := e.m.Cache().Get(srccache.KindDANE, "k.test")
+	if k == nil || k.Refresh.Before(k.Expires.Add(daneMemory-time.Minute)) {
+		t.Fatalf("the idle DANE record with TLSA records was not kept: %+v", k)
+	}
+	e.dns.Delay(time.Second)
+	if _, err := e.m.Resolve(context.Background(), "k.test"); !errors.Is(err, ErrTemp) {
+		t.Fatalf("first lookup past the bound after the expiry: err %v, want ErrTemp", err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); e.m.Cache().Get(srccache.KindDANE, "k.test") == k; { // the fetch goes on after the bound
+		if time.Now().After(deadline) {
+			t.Fatal("the background fetch did not finish")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cur := *e.m.Cache().Get(srccache.KindDANE, "k.test")
+	cur.Expires = time.Now().Add(-daneMemory - time.Second)
+	cur.Checked = time.Now().Add(time.Hour)
+	_ = e.m.Cache().Put(&cur)
+	e.m.refreshDue(context.Background(), e.m.Cache().Get(srccache.KindDANE, "k.test"), time.Now())
+	if e.m.Cache().Get(srccache.KindDANE, "k.test") != nil {
+		t.Fatal("kept past daneMemory")
 	}
 }

@@ -26,6 +26,10 @@ func (m *Manager) Register(s *srccache.Scheduler) {
 	s.Tick(m.sweepUsed)
 }
 
+// daneMemory is how long an idle DANE record that found TLSA records (or
+// deferred because DNSSEC says they exist) is kept after it expires.
+const daneMemory = 7 * 24 * time.Hour
+
 // refreshDue handles one due record and waits for its refresh.
 func (m *Manager) refreshDue(ctx context.Context, r *srccache.Record, now time.Time) {
 	if !m.enabled(r.Kind) {
@@ -35,6 +39,10 @@ func (m *Manager) refreshDue(ctx context.Context, r *srccache.Record, now time.T
 	if !m.usedSince(r.Domain, r.Checked) {
 		switch cur := m.held(r); {
 		case cur == nil: // replaced meanwhile: the new record keeps its own schedule
+		case !cur.Valid(now) && knownDANE(cur) && now.Before(cur.Expires.Add(daneMemory)):
+			// Expired, it answers nothing; kept, a later first lookup that
+			// fails or times out defers on its word (RFC 7672 §2.2).
+			_ = m.cfg.Cache.Reschedule(cur, cur.Expires.Add(daneMemory))
 		case !cur.Valid(now):
 			_ = m.cfg.Cache.Delete(r.Kind, r.Domain)
 			m.used.Delete(r.Domain)

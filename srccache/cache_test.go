@@ -170,6 +170,20 @@ func TestSnapshot(t *testing.T) {
 	if r == nil || r.MTASTS.Policy.MX[0] != "mx.a.test" || !r.Expires.Equal(t0.Add(24*time.Hour)) {
 		t.Fatalf("loaded %+v", r)
 	}
+	// An expired DANE record the scheduler keeps (its refresh ahead) is
+	// restored; one whose refresh has passed is not.
+	e, _ := New(Options{Path: path})
+	kept := &Record{Kind: KindDANE, Domain: "kept.test", Expires: t0, Refresh: t0.Add(48 * time.Hour)}
+	gone := &Record{Kind: KindDANE, Domain: "gone.test", Expires: t0, Refresh: t0}
+	_ = e.Put(kept)
+	_ = e.Put(gone)
+	if err := e.Save(); err != nil {
+		t.Fatal(err)
+	}
+	g, _ := New(Options{Path: path})
+	if rep, err := g.Load(t0.Add(time.Hour)); err != nil || rep.Records != 1 || g.Get(KindDANE, "kept.test") == nil {
+		t.Fatalf("kept DANE record: %+v, %v", rep, err)
+	}
 	// A missing file is fine.
 	f, _ := New(Options{Path: filepath.Join(t.TempDir(), "none.json")})
 	if rep, err := f.Load(t0); err != nil || rep.Records != 0 {

@@ -99,8 +99,15 @@ func removeStaleTemps(path string) {
 	}
 }
 
+// keptExpired reports whether r, expired, is still kept: a DANE record
+// the scheduler keeps past its expiry (its Refresh ahead), whose word that
+// TLSA records exist makes a failing first lookup defer.
+func keptExpired(r *Record, now time.Time) bool {
+	return r.Kind == KindDANE && r.Refresh.After(now)
+}
+
 // Load reads the snapshot at Options.Path into the cache, skipping records
-// that have expired by now. OnChange does not hear of the records restored
+// that have expired by now (but keptExpired ones). OnChange does not hear of the records restored
 // (they were changes when fetched). A missing file is no error. A damaged
 // file (not complete JSON, an unknown version, invalid records) is kept
 // aside as PATH.corrupt-<unix time>, what parses is restored and the report
@@ -120,7 +127,7 @@ func (c *Cache) Load(now time.Time) (LoadReport, error) {
 	}
 	recs, upgraded, lost, problem := decodeSnapshot(data, now)
 	for _, r := range recs {
-		if !r.Valid(now) {
+		if !r.Valid(now) && !keptExpired(r, now) {
 			continue
 		}
 		if err := c.put(r, false); err != nil {
