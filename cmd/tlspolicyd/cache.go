@@ -65,7 +65,7 @@ func (d *daemon) loadCache() {
 // only (a command beside the daemon: query, tlsrpt), with its report;
 // empty when there is no snapshot or it cannot be read.
 func readCache(cfg config.Config) (*srccache.Cache, srccache.LoadReport) {
-	c, err := srccache.New(srccache.Options{Path: cachePath(cfg), ReadOnly: true})
+	c, err := srccache.New(srccache.Options{Path: cachePath(cfg), ReadOnly: true, Max: cacheBounds(cfg)})
 	if err != nil {
 		return nil, srccache.LoadReport{}
 	}
