@@ -60,7 +60,7 @@ func (d *daemon) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	maillogDone, err := d.startBackground(watchCtx)
+	maillogDone, schedDone, err := d.startBackground(watchCtx)
 	if err != nil {
 		return err
 	}
@@ -101,6 +101,13 @@ func (d *daemon) Run(ctx context.Context) error {
 	<-maillogDone // the follower saved its position and counts
 	stopAlerts()
 	<-alertsDone // its last delivery attempt is bounded by its own timeout
+	// The scheduler's handlers end with a last write (a check's result,
+	// a lease given back): saved below once they are done.
+	select {
+	case <-schedDone:
+	case <-sctx.Done():
+		log.Warn("cache refreshes still running at shutdown: saving the cache without their results")
+	}
 	d.save()
 	if runErr != nil {
 		return cli.Exit("tlspolicyd: "+runErr.Error(), 1)
@@ -182,9 +189,11 @@ func (d *daemon) listen() ([]server, error) {
 
 // startBackground starts the cache's scheduler (probes, learned policies,
 // sources), the counters' saver, the monitor, the maillog follower, TLS-RPT and the fleet link,
-// all until ctx ends. It returns when the maillog follower is done.
-func (d *daemon) startBackground(ctx context.Context) (maillogDone <-chan struct{}, err error) {
-	go func() { _ = d.sched.Run(ctx) }()
+// all until ctx ends. It returns channels closed when the maillog
+// follower and the scheduler (its handlers returned) are done.
+func (d *daemon) startBackground(ctx context.Context) (maillogDone, schedDone <-chan struct{}, err error) {
+	sd := make(chan struct{})
+	go func() { defer close(sd); _ = d.sched.Run(ctx) }()
 	if d.statsPath != "" {
 		go d.eng.Stats().RunSaver(ctx, d.statsPath, d.inboundSince, time.Minute, d.log)
 	}
@@ -192,7 +201,7 @@ func (d *daemon) startBackground(ctx context.Context) (maillogDone <-chan struct
 	if d.cfg.TLSRPT.Enabled {
 		rep, err := newTLSRPT(d.cfg, d.src)
 		if err != nil {
-			return nil, cli.Exit("tlspolicyd: "+err.Error(), 1)
+			return nil, nil, cli.Exit("tlspolicyd: "+err.Error(), 1)
 		}
 		rep.Logger = d.log.With("component", "tlsrpt")
 		rep.OnReported = d.ml.save
@@ -201,7 +210,7 @@ func (d *daemon) startBackground(ctx context.Context) (maillogDone <-chan struct
 	if d.fl != nil {
 		go func() { _ = d.fl.Run(ctx) }()
 	}
-	return maillogDone, nil
+	return maillogDone, sd, nil
 }
 
 // startAlerts starts the alerter until alertCtx ends and returns a
