@@ -231,3 +231,42 @@ func TestIdleKnownDANEKept(t *testing.T) {
 		t.Fatal("kept past daneMemory")
 	}
 }
+
+// A record parked until its expiry while nobody looked the domain up is
+// checked again once a lookup finds it unchecked for over an hour: a
+// policy changed meanwhile is fetched, not served stale until max_age.
+func TestParkedRecordRecheckedOnLookup(t *testing.T) {
+	e := newEnv(t, 5*time.Second, "p.test")
+	e.sts(t, "p.test", "1")
+	e.host.SetPolicy(sourcetest.Policy("enforce", 86400*365, "mx1.p.test"))
+	if d := e.resolve(t, "p.test"); d.Policy != "secure match=mx1.p.test servername=hostname" {
+		t.Fatalf("first: %+v", d)
+	}
+	// Parked as the scheduler parks an idle record: checked two hours
+	// ago, next refresh at its expiry.
+	r := *e.m.Cache().Get(srccache.KindMTASTS, "p.test")
+	r.Checked = time.Now().Add(-2 * time.Hour)
+	r.Fetched = r.Checked
+	r.Refresh = r.Expires
+	_ = e.m.Cache().Put(&r)
+	e.dns.Remove("_mta-sts.p.test", dns.TypeTXT)
+	e.dns.Add(t, `_mta-sts.p.test. 300 IN TXT "v=STSv1; id=2"`)
+	e.host.SetPolicy(sourcetest.Policy("enforce", 86400, "mx2.p.test"))
+	s := srccache.NewScheduler(e.m.Cache(), srccache.SchedulerOptions{})
+	e.m.Register(s)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	e.resolve(t, "p.test") // answers the parked policy, and queues its recheck
+	deadline := time.Now().Add(10 * time.Second)
+	for e.m.Cache().Get(srccache.KindMTASTS, "p.test").MTASTS.ID != "2" {
+		if time.Now().After(deadline) {
+			t.Fatal("the parked record was not checked again after a lookup")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if d := e.resolve(t, "p.test"); d.Policy != "secure match=mx2.p.test servername=hostname" {
+		t.Fatalf("after the recheck: %+v", d)
+	}
+}

@@ -12,9 +12,11 @@ import (
 // check is fetched again (at most Config.Workers at a time per kind); a
 // due record nobody looked up is left until it expires, and then deleted,
 // so a policy stays in force for its whole max_age without costing
-// refreshes. Records of a source switched off are deleted. Call it before
+// refreshes — until a lookup finds it unchecked for an hour and queues
+// its refresh (see Resolve). Records of a source switched off are deleted. Call it before
 // the Scheduler runs.
 func (m *Manager) Register(s *srccache.Scheduler) {
+	m.sched = s
 	for _, k := range []srccache.Kind{srccache.KindDANE, srccache.KindMTASTS} {
 		s.Handle(k, srccache.KindOptions{Workers: m.cfg.Workers, Lease: fetchTimeout + time.Minute},
 			func(ctx context.Context, _ string, r *srccache.Record) {
@@ -29,6 +31,15 @@ func (m *Manager) Register(s *srccache.Scheduler) {
 // daneMemory is how long an idle DANE record that found TLSA records (or
 // deferred because DNSSEC says they exist) is kept after it expires.
 const daneMemory = 7 * 24 * time.Hour
+
+// recheck queues the refresh of a valid record a lookup found unchecked
+// for longer than txtRecheck: one parked until its expiry while nobody
+// looked the domain up, whose policy may have changed since.
+func (m *Manager) recheck(r *srccache.Record, now time.Time) {
+	if m.sched != nil && r.Valid(now) && now.Sub(r.Checked) > txtRecheck {
+		m.sched.Queue(r.Kind, r.Domain)
+	}
+}
 
 // refreshDue handles one due record and waits for its refresh.
 func (m *Manager) refreshDue(ctx context.Context, r *srccache.Record, now time.Time) {

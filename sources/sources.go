@@ -76,6 +76,7 @@ type Manager struct {
 	sf    singleflight.Group
 	used  sync.Map // domain -> *atomic.Int64: Unix second of the last lookup
 	stats stats
+	sched *srccache.Scheduler // set by Register: lookups queue rechecks there
 }
 
 // New returns a Manager. cfg.Cache is required.
@@ -118,6 +119,12 @@ func (m *Manager) Resolve(ctx context.Context, domain string) (Decision, error) 
 		dr, mr = m.records(domain)
 	}
 	m.touch(domain, now)
+	if dr != nil {
+		m.recheck(dr, now)
+	}
+	if mr != nil {
+		m.recheck(mr, now)
+	}
 	d, err := m.decide(dr, mr, now)
 	m.stats.answer(d, err)
 	return d, err
