@@ -190,12 +190,17 @@ func (m *Monitor) SyncSource(r *srccache.Record) {
 	_ = m.watches.Put(recs[0])
 }
 
+// sourceIdle: an MTA-STS domain nobody looked up for this long (its
+// record unchecked: lookups have it rechecked hourly) is not probed, for
+// no mail to it can be stuck; a lookup brings its watch back.
+const sourceIdle = 7 * 24 * time.Hour
+
 // sourceWatch is the watch of a domain's MTA-STS record r, if r holds a
-// valid enforce or testing policy and the table does not decide the
-// domain (then Postfix never gets the policy: judging it would alert
-// falsely).
+// valid enforce or testing policy, the domain was looked up within
+// sourceIdle, and neither the table nor DANE decides it (then Postfix
+// never gets the policy: judging it would alert falsely).
 func (m *Monitor) sourceWatch(r *srccache.Record, now time.Time) (watch, bool) {
-	if !r.Valid(now) || m.tableDecides(r.Domain) {
+	if !r.Valid(now) || now.Sub(r.Checked) > sourceIdle || m.tableDecides(r.Domain) || m.daneDecides(r.Domain, now) {
 		return watch{}, false
 	}
 	e := SourceEntry(r)
@@ -223,6 +228,13 @@ func (m *Monitor) tableDecides(domain string) bool {
 	}
 	a, err := s.Resolve(store.MapPolicy, domain, nil)
 	return err == nil && (a.Step == store.StepExact || a.Step == store.StepParent)
+}
+
+// daneDecides reports whether a valid DANE record answers for domain
+// (a policy, or a deferral) before MTA-STS is asked.
+func (m *Monitor) daneDecides(domain string, now time.Time) bool {
+	r := m.watches.Get(srccache.KindDANE, domain)
+	return r.Valid(now) && (r.Answer != "" || r.Temp)
 }
 
 // changed reports whether w is not what the watch record prev was written

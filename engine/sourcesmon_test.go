@@ -182,6 +182,39 @@ func TestMonitorMTASTSTableDecides(t *testing.T) {
 	}
 }
 
+// TestMonitorMTASTSDaneOrIdle: an MTA-STS domain DANE decides (Postfix
+// gets the DANE answer) or nobody looked up for a week is not probed
+// under its MTA-STS policy.
+func TestMonitorMTASTSDaneOrIdle(t *testing.T) {
+	now := time.Now()
+	c, _ := srccache.New(srccache.Options{})
+	for _, d := range []string{"dane.test", "idle.test", "free.test"} {
+		r := stsRecord(d, "1", mtasts.ModeEnforce, "mx."+d, now)
+		if d == "idle.test" {
+			r.Checked = now.Add(-8 * 24 * time.Hour)
+		}
+		_ = c.Put(r)
+	}
+	_ = c.Put(&srccache.Record{Kind: srccache.KindDANE, Domain: "dane.test", Checked: now, Expires: now.Add(time.Hour),
+		Refresh: now.Add(time.Hour), Answer: "dane-only"})
+	ring := events.NewRing(100)
+	eng := New(buildStore(t, "outbound: {}\n"), nil, ring, quietLogger())
+	ok := &probe.Result{Status: probe.StatusOK, Levels: map[string]probe.LevelVerdict{probe.LevelSecure: {OK: true}}}
+	rec := &recorder{probe: func(context.Context, string) (*probe.Result, error) { return ok, nil }}
+	m := &Monitor{Engine: eng, Probe: rec.Probe, Logger: quietLogger(), firstDelay: 10 * time.Millisecond, maxGap: 20 * time.Millisecond}
+	runScheduled(t, m, c)
+	waitCalls(t, rec, 1)
+	time.Sleep(300 * time.Millisecond) // their checks would have come
+	if calls := waitCalls(t, rec, 1); !slices.Equal(calls, []string{"free.test"}) {
+		t.Errorf("probes %v, want free.test only", calls)
+	}
+	for _, d := range []string{"dane.test", "idle.test"} {
+		if r := c.Get(srccache.KindWatch, srccache.MTASTSWatchKey(d)); r != nil {
+			t.Errorf("%s: watched under its MTA-STS policy: %+v", d, r.Watch)
+		}
+	}
+}
+
 // TestMonitorNewPolicyNoOldVerdict: what a probe found under an MTA-STS
 // policy is not shown for the next one (the status page's Monitor
 // column): a new policy id, written soon for its check or met by a check
