@@ -200,7 +200,7 @@ const sourceIdle = 7 * 24 * time.Hour
 // sourceIdle, and neither the table nor DANE decides it (then Postfix
 // never gets the policy: judging it would alert falsely).
 func (m *Monitor) sourceWatch(r *srccache.Record, now time.Time) (watch, bool) {
-	if !r.Valid(now) || now.Sub(r.Checked) > sourceIdle || m.tableDecides(r.Domain) || m.daneDecides(r.Domain, now) {
+	if !r.Valid(now) || NotWatched(m.Engine, m.watches, r, now) != "" {
 		return watch{}, false
 	}
 	e := SourceEntry(r)
@@ -219,22 +219,23 @@ func sameSubject(p *srccache.Watch, w watch) bool {
 	return p.Policy == w.e.Policy.Text && p.ID == w.id
 }
 
-// tableDecides reports whether the table's own or .parent entry answers
-// for domain, before the sources are asked.
-func (m *Monitor) tableDecides(domain string) bool {
-	s := m.Engine.Store()
-	if s == nil {
-		return false
+// NotWatched says why the monitor does not check the domain of r, an
+// MTA-STS record of c, under its policy ("" if nothing keeps it from
+// it): the table or DANE decides the domain (Postfix never gets the
+// policy), or nobody looked it up for sourceIdle.
+func NotWatched(e *Engine, c *srccache.Cache, r *srccache.Record, now time.Time) string {
+	if s := e.Store(); s != nil {
+		if a, err := s.Resolve(store.MapPolicy, r.Domain, nil); err == nil && (a.Step == store.StepExact || a.Step == store.StepParent) {
+			return "the table decides this domain"
+		}
 	}
-	a, err := s.Resolve(store.MapPolicy, domain, nil)
-	return err == nil && (a.Step == store.StepExact || a.Step == store.StepParent)
-}
-
-// daneDecides reports whether a valid DANE record answers for domain
-// (a policy, or a deferral) before MTA-STS is asked.
-func (m *Monitor) daneDecides(domain string, now time.Time) bool {
-	r := m.watches.Get(srccache.KindDANE, domain)
-	return r.Valid(now) && (r.Answer != "" || r.Temp)
+	if d := c.Get(srccache.KindDANE, r.Domain); d.Valid(now) && (d.Answer != "" || d.Temp) {
+		return "DANE decides this domain"
+	}
+	if now.Sub(r.Checked) > sourceIdle {
+		return "not looked up for 7 days"
+	}
+	return ""
 }
 
 // changed reports whether w is not what the watch record prev was written

@@ -7,6 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tlspolicyd/tlspolicyd/engine"
+	"github.com/tlspolicyd/tlspolicyd/mtasts"
 	"github.com/tlspolicyd/tlspolicyd/sources"
 	"github.com/tlspolicyd/tlspolicyd/srccache"
 )
@@ -39,6 +41,10 @@ type SourceView struct {
 	// before the first probe. Monitored is when that probe was made.
 	Monitor   string    `json:"monitor,omitempty"`
 	Monitored time.Time `json:"monitored,omitzero"`
+	// Unmonitored says why the monitor does not probe an enforce or
+	// testing domain: the table or DANE decides it, or nobody looked it
+	// up for 7 days.
+	Unmonitored string `json:"unmonitored,omitempty"`
 }
 
 // sourcesView lists the source cache's records that decide something, or
@@ -64,6 +70,8 @@ func (s *server) sourcesView() []SourceView {
 			}
 			if w := c.Get(srccache.KindWatch, srccache.MTASTSWatchKey(r.Domain)); w != nil && w.Watch != nil && !w.Watch.Probed.IsZero() {
 				v.Monitor, v.Monitored = watchVerdict(w.Watch), w.Watch.Probed
+			} else if v.Mode == string(mtasts.ModeEnforce) || v.Mode == string(mtasts.ModeTesting) {
+				v.Unmonitored = engine.NotWatched(s.Engine, c, r, now)
 			}
 		}
 		if v.Policy == "" && !v.Temp && v.Error == "" && v.Mode == "" {

@@ -38,7 +38,10 @@ func sourcesAt(t *testing.T, now time.Time) fakeSources {
 		return &srccache.Record{Kind: srccache.KindWatch, Domain: srccache.MTASTSWatchKey(domain), Checked: w.Probed, Fetched: w.Probed,
 			Refresh: now.Add(time.Hour), Expires: now.Add(7 * 24 * time.Hour), Watch: &w}
 	}
+	idle := sts("idle.test", "i1", mtasts.ModeEnforce, "secure match=mx.idle.test servername=hostname")
+	idle.Checked = now.Add(-8 * 24 * time.Hour)
 	for _, r := range []*srccache.Record{
+		idle,
 		sts("plain.test", "p1", mtasts.ModeTesting, ""),
 		watch("plain.test", srccache.Watch{Testing: true, Status: "no-starttls", Policy: "secure match=mx.plain.test servername=hostname",
 			Defer: "mx.plain.test[192.0.2.7]:25: no STARTTLS offered"}, 20*time.Minute),
@@ -47,6 +50,9 @@ func sourcesAt(t *testing.T, now time.Time) fakeSources {
 		sts("enforce.test", "e1", mtasts.ModeEnforce, "secure match=mx.enforce.test servername=hostname"),
 		watch("enforce.test", srccache.Watch{Status: "ok", Defer: "mx.enforce.test[192.0.2.8]:25: certificate has expired"}, 10*time.Minute),
 		sts("new.test", "n1", mtasts.ModeTesting, ""),
+		sts("bank.example", "b1", mtasts.ModeEnforce, "secure match=mx.bank.example servername=hostname"), // the table decides
+		sts("both.test", "d1", mtasts.ModeEnforce, "secure match=mx.both.test servername=hostname"),
+		{Kind: srccache.KindDANE, Domain: "both.test", Answer: "dane", Fetched: now, Checked: now, Expires: now.Add(time.Hour), Refresh: now.Add(time.Hour)},
 		{Kind: srccache.KindDANE, Domain: "dane.test", Answer: "dane-only", Fetched: now, Checked: now, Expires: now.Add(time.Hour), Refresh: now.Add(time.Hour)},
 		{Kind: srccache.KindWatch, Domain: "outbound:table.example", Checked: now, Error: "probe table.example: rate limited",
 			Refresh: now.Add(time.Minute), Expires: now.Add(24 * time.Hour), Watch: &srccache.Watch{}},
@@ -94,11 +100,22 @@ func TestAPITableSourcesMonitor(t *testing.T) {
 			t.Errorf("%s: monitor %q, want %q (%+v)", domain, v.Monitor, want, v)
 		}
 	}
+	// Why the monitor leaves a domain alone.
+	for domain, want := range map[string]string{
+		"bank.example": "the table decides this domain",
+		"both.test":    "DANE decides this domain",
+		"idle.test":    "not looked up for 7 days",
+		"new.test":     "",
+	} {
+		if v := got[domain]; v.Unmonitored != want || v.Monitor != "" {
+			t.Errorf("%s: unmonitored %q, want %q (%+v)", domain, v.Unmonitored, want, v)
+		}
+	}
 	if v := got["plain.test"]; !v.Monitored.Equal(now.Add(-20 * time.Minute)) {
 		t.Errorf("plain.test monitored at %v", v.Monitored)
 	}
-	if len(tv.Sources) != 5 {
-		t.Errorf("%d rows, want the 5 sources only: %+v", len(tv.Sources), tv.Sources)
+	if len(tv.Sources) != 9 {
+		t.Errorf("%d rows, want the 9 sources only: %+v", len(tv.Sources), tv.Sources)
 	}
 }
 
@@ -127,13 +144,14 @@ func TestStatusPageSourcesInChromium(t *testing.T) {
 		"good.test":    "would deliver",
 		"enforce.test": "defers: mx.enforce.test[192.0.2.8]:25: certificate has expired",
 		"new.test":     "not probed yet",
+		"both.test":    "not probed: DANE decides this domain",
 	} {
 		if !strings.Contains(rows[domain], want) {
 			t.Errorf("%s row lacks %q:\n%s", domain, want, rows[domain])
 		}
 	}
-	if strings.Contains(dom, "table.example") || len(rows) != 5 {
-		t.Errorf("rows %v: want the 5 sources, no watch record of a table entry", len(rows))
+	if strings.Contains(dom, "table.example") || len(rows) != 8 {
+		t.Errorf("rows %v: want the 8 sources, no watch record of a table entry", len(rows))
 	}
 	for d, tr := range rows {
 		if n := strings.Count(tr, "<td"); n != 7 {
