@@ -81,21 +81,7 @@ func (c *Cache) PutAll(kind Kind, puts []*Record, deletes []string) error {
 		for _, ch := range changes {
 			c.opts.OnChange(ch.old, ch.cur)
 		}
-		for _, v := range evicted {
-			c.opts.OnChange(v, nil)
-		}
 	}
-	for _, v := range evicted {
-		for _, f := range c.onEvict[v.Kind] {
-			f(v)
-		}
-		if c.opts.OnEvict != nil {
-			c.opts.OnEvict(v)
-		}
-	}
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
+	c.written(evicted)
 	return nil
 }

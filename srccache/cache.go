@@ -253,10 +253,18 @@ func (c *Cache) put(r *Record, notify bool, expect ...*Record) error {
 	if old != nil {
 		prev = old.(*Record)
 	}
+	if c.opts.OnChange != nil && notify {
+		c.opts.OnChange(prev, r)
+	}
+	c.written(evicted)
+	return nil
+}
+
+// written tells, after a committed write, OnChange and the eviction
+// listeners of the records it evicted, and wakes a waiting scheduler;
+// c.wmu is held.
+func (c *Cache) written(evicted []*Record) {
 	if c.opts.OnChange != nil {
-		if notify {
-			c.opts.OnChange(prev, r)
-		}
 		for _, v := range evicted {
 			c.opts.OnChange(v, nil)
 		}
@@ -273,7 +281,6 @@ func (c *Cache) put(r *Record, notify bool, expect ...*Record) error {
 	case c.wake <- struct{}{}:
 	default:
 	}
-	return nil
 }
 
 // evictLocked deletes, in txn, the records of kind expiring first while
