@@ -13,6 +13,29 @@ import (
 	"github.com/tlspolicyd/tlspolicyd/srccache"
 )
 
+// runScheduler runs a Scheduler with the Manager's handlers until the
+// test ends.
+func (e *env) runScheduler(t *testing.T) {
+	t.Helper()
+	s := srccache.NewScheduler(e.m.Cache(), srccache.SchedulerOptions{})
+	e.m.Register(s)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// idle makes domain's MTA-STS record due now, not looked up since its
+// last check, and returns it.
+func (e *env) idle(t *testing.T, domain string) *srccache.Record {
+	t.Helper()
+	r := *e.m.Cache().Get(srccache.KindMTASTS, domain)
+	r.Refresh = time.Now().Add(-time.Second)
+	r.Checked = time.Now().Add(time.Hour) // not looked up since
+	_ = e.m.Cache().Put(&r)
+	return &r
+}
+
 // due makes domain's MTA-STS record due for refresh now.
 func (e *env) due(t *testing.T, domain string) {
 	t.Helper()
@@ -90,16 +113,12 @@ func TestRefreshIdle(t *testing.T) {
 	e.sts(t, "idle.test", "1")
 	e.host.SetPolicy(sourcetest.Policy("enforce", 86400, "mx.idle.test"))
 	e.resolve(t, "idle.test")
-	r := *e.m.Cache().Get(srccache.KindMTASTS, "idle.test")
-	r.Refresh = time.Now().Add(-time.Second)
-	r.Checked = time.Now().Add(time.Hour) // not looked up since
-	_ = e.m.Cache().Put(&r)
-	e.m.refreshDue(context.Background(), &r, time.Now())
+	e.m.refreshDue(context.Background(), e.idle(t, "idle.test"), time.Now())
 	got := e.m.Cache().Get(srccache.KindMTASTS, "idle.test")
 	if e.dns.Count("_mta-sts.idle.test", dns.TypeTXT) != 1 || !got.Refresh.Equal(got.Expires) {
 		t.Fatalf("idle record refreshed or not kept to expiry: %+v", got)
 	}
-	r = *got
+	r := *got
 	r.Expires = time.Now().Add(-time.Second)
 	_ = e.m.Cache().Put(&r)
 	e.m.refreshDue(context.Background(), &r, time.Now())
@@ -139,12 +158,7 @@ func TestRegisterRefreshesThroughScheduler(t *testing.T) {
 	e.dns.Remove("_mta-sts.s.test", dns.TypeTXT)
 	e.dns.Add(t, `_mta-sts.s.test. 300 IN TXT "v=STSv1; id=2"`)
 	e.host.SetPolicy(sourcetest.Policy("enforce", 86400, "mx2.s.test"))
-	s := srccache.NewScheduler(e.m.Cache(), srccache.SchedulerOptions{})
-	e.m.Register(s)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	e.runScheduler(t)
 	e.due(t, "s.test")
 	deadline := time.Now().Add(10 * time.Second)
 	for e.m.Cache().Get(srccache.KindMTASTS, "s.test").MTASTS.ID != "2" {
@@ -166,16 +180,8 @@ func TestRegisterIdleKeptToExpiry(t *testing.T) {
 	e.sts(t, "idle.test", "1")
 	e.host.SetPolicy(sourcetest.Policy("enforce", 86400, "mx.idle.test"))
 	e.resolve(t, "idle.test")
-	r := *e.m.Cache().Get(srccache.KindMTASTS, "idle.test")
-	r.Refresh = time.Now().Add(-time.Second)
-	r.Checked = time.Now().Add(time.Hour) // not looked up since
-	_ = e.m.Cache().Put(&r)
-	s := srccache.NewScheduler(e.m.Cache(), srccache.SchedulerOptions{})
-	e.m.Register(s)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	e.idle(t, "idle.test")
+	e.runScheduler(t)
 	deadline := time.Now().Add(10 * time.Second)
 	for got := e.m.Cache().Get(srccache.KindMTASTS, "idle.test"); !got.Refresh.Equal(got.Expires); got = e.m.Cache().Get(srccache.KindMTASTS, "idle.test") {
 		if time.Now().After(deadline) {
@@ -252,12 +258,7 @@ func TestParkedRecordRecheckedOnLookup(t *testing.T) {
 	e.dns.Remove("_mta-sts.p.test", dns.TypeTXT)
 	e.dns.Add(t, `_mta-sts.p.test. 300 IN TXT "v=STSv1; id=2"`)
 	e.host.SetPolicy(sourcetest.Policy("enforce", 86400, "mx2.p.test"))
-	s := srccache.NewScheduler(e.m.Cache(), srccache.SchedulerOptions{})
-	e.m.Register(s)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	e.runScheduler(t)
 	e.resolve(t, "p.test") // answers the parked policy, and queues its recheck
 	deadline := time.Now().Add(10 * time.Second)
 	for e.m.Cache().Get(srccache.KindMTASTS, "p.test").MTASTS.ID != "2" {

@@ -48,7 +48,7 @@ func (m *Manager) refreshDue(ctx context.Context, r *srccache.Record, now time.T
 		return
 	}
 	if !m.usedSince(r.Domain, r.Checked) {
-		switch cur := m.held(r); {
+		switch cur := m.cfg.Cache.Held(r); {
 		case cur == nil: // replaced meanwhile: the new record keeps its own schedule
 		case !cur.Valid(now) && knownDANE(cur) && now.Before(cur.Expires.Add(daneMemory)):
 			// Expired, it answers nothing; kept, a later first lookup that
@@ -66,18 +66,6 @@ func (m *Manager) refreshDue(ctx context.Context, r *srccache.Record, now time.T
 	case <-m.fetch(r.Kind, r.Domain):
 	case <-ctx.Done():
 	}
-}
-
-// held returns the record the cache holds for r: r, or the copy the
-// Scheduler's lease made of it (a handler gets the record as it was due,
-// and Reschedule of that one would change nothing); nil if a writer
-// replaced or deleted it meanwhile.
-func (m *Manager) held(r *srccache.Record) *srccache.Record {
-	cur := m.cfg.Cache.Get(r.Kind, r.Domain)
-	if cur == nil || cur.MTASTS != r.MTASTS || cur.DANE != r.DANE || !cur.Checked.Equal(r.Checked) || !cur.Expires.Equal(r.Expires) {
-		return nil
-	}
-	return cur
 }
 
 func (m *Manager) enabled(k srccache.Kind) bool {

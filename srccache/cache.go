@@ -209,6 +209,23 @@ func (c *Cache) Reschedule(r *Record, refresh time.Time) error {
 	return c.put(&cp, false, r)
 }
 
+// Held returns the record the cache holds for r: r itself, or the copy a
+// Reschedule of r made (a Scheduler's lease: its handler gets the record
+// as it was due); nil if a writer replaced or deleted it meanwhile. A
+// handler Reschedules or Deletes what Held returns, not r.
+func (c *Cache) Held(r *Record) *Record {
+	cur := c.Get(r.Kind, r.Domain)
+	if cur == nil {
+		return nil
+	}
+	cp := *cur
+	cp.Refresh = r.Refresh
+	if cp != *r {
+		return nil
+	}
+	return cur
+}
+
 // put inserts r; notify says whether OnChange hears of it (evictions are
 // always reported). With expect set, r replaces expect only: if the
 // record held is another (or none), put does nothing.

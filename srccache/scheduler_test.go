@@ -206,3 +206,28 @@ func TestSchedulerSaves(t *testing.T) {
 		t.Fatal("Tick functions not run")
 	}
 }
+
+// Held finds the record a handler was given, or the lease's copy of it,
+// and nothing once a writer replaced it.
+func TestHeld(t *testing.T) {
+	c, _ := New(Options{})
+	r := rec(KindMTASTS, "a.test", time.Hour, 24*time.Hour)
+	_ = c.Put(r)
+	if c.Held(r) != r {
+		t.Fatal("Held of the record held")
+	}
+	_ = c.Reschedule(r, t0.Add(10*time.Minute)) // the lease
+	leased := c.Get(KindMTASTS, "a.test")
+	if leased == r || c.Held(r) != leased {
+		t.Fatalf("Held of a leased record = %+v, want the lease's copy", c.Held(r))
+	}
+	newer := rec(KindMTASTS, "a.test", time.Hour, 48*time.Hour)
+	_ = c.Put(newer)
+	if c.Held(r) != nil {
+		t.Fatal("Held returned a record a writer replaced")
+	}
+	_ = c.Delete(KindMTASTS, "a.test")
+	if c.Held(newer) != nil {
+		t.Fatal("Held returned a deleted record")
+	}
+}
